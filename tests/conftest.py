@@ -1,0 +1,14 @@
+"""Test session set-up: quiet TensorFlow and two logical CPU devices for MirroredStrategy."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+# Logical devices can only be configured before TensorFlow initialises its devices, so it
+# happens here, once, for the whole session. Ops still run on /CPU:0 unless a strategy
+# spreads them; tests/test_* that need two replicas use /CPU:0 and /CPU:1.
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
