@@ -1,0 +1,447 @@
+"""Training machinery around ``keras.Model.fit``: strategy, optimizer, schedule, checkpoints.
+
+The recipe is the paper's (DESIGN.md §3 item 19): SGD with momentum 0.9, L2 weight decay
+1e-4 on weights only, bias learning rate x2, a warm-up then step decays counted in
+iterations, and the learning rate scaled linearly with the global batch.
+
+A run is a sequence of ``fit`` steps bracketed by checkpoints. The global step is the
+optimizer's ``iterations`` counter; it is saved with the model weights and the optimizer
+slots, so a restart with the same work directory continues at the same step, with the same
+momentum and the same point of the schedule. ``TrainingControl`` is the one callback that
+decides when to save and when to stop: every ``checkpoint_every`` steps, at the end, on
+SIGTERM/SIGINT (save, then stop), and on a non-finite loss (stop without saving, so the last
+checkpoint on disk is the last good one).
+"""
+
+import bisect
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+
+import keras
+import tensorflow as tf
+
+# Variables matched by name: their learning rate is multiplied by the bias factor and they
+# get no weight decay (the authors' optimizer builder does the same for every "bias").
+_BIAS_NAMES = ("bias", "beta")
+# Normalisation scales: no weight decay, normal learning rate.
+_NORM_SCALE_NAMES = ("gamma",)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised by ``train`` when the loss became NaN or infinite."""
+
+
+# --------------------------------------------------------------------------------------------
+# Distribution
+# --------------------------------------------------------------------------------------------
+
+def _tf_config_num_workers():
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    cluster = tf_config.get("cluster", {})
+    return sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
+
+
+def select_strategy(name="auto", devices=()):
+    """The distribution strategy for a run.
+
+    Args:
+        name: "auto": ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` lists more than one
+            worker, ``MirroredStrategy`` when more than one GPU is visible, the default
+            (single-device) strategy otherwise. "default", "mirrored" or "multi_worker" force
+            one.
+        devices: devices for "mirrored" (e.g. ``("/cpu:0", "/cpu:1")``); empty = all GPUs.
+
+    Returns:
+        A ``tf.distribute.Strategy``. Create it before any other TensorFlow op when it is
+        multi-worker (TensorFlow requires the collective ops to be configured first).
+    """
+    if name not in ("auto", "default", "mirrored", "multi_worker"):
+        raise ValueError(f"name: unknown strategy {name!r}")
+    if name == "multi_worker" or (name == "auto" and _tf_config_num_workers() > 1):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "mirrored" or (name == "auto" and len(tf.config.list_logical_devices("GPU")) > 1):
+        return tf.distribute.MirroredStrategy(devices=list(devices) or None)
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy):
+    """True on the worker that writes checkpoints, summaries and metrics."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+# --------------------------------------------------------------------------------------------
+# Schedule and optimizer
+# --------------------------------------------------------------------------------------------
+
+def scaled_learning_rate(base_lr, batch_size, reference_batch_size=16):
+    """Linear scaling rule: the lr grows with the global batch (0.01 at 16 in the paper)."""
+    return base_lr * batch_size / reference_batch_size
+
+
+@keras.saving.register_keras_serializable(package="fcos_tf")
+class WarmupStepSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Warm-up, then multiply by ``gamma`` at each step boundary; counted in iterations.
+
+    At iteration ``i`` (0-based) the learning rate is
+    ``base_lr * warmup(i) * gamma ** (number of boundaries <= i)``, where ``warmup(i)`` is
+    ``warmup_factor`` during the first ``warmup_steps`` iterations ("constant", the FCOS 1x
+    recipe) or rises linearly from ``warmup_factor`` to 1 ("linear"), and 1 afterwards.
+
+    Args:
+        base_lr: learning rate after warm-up (already scaled for the batch size).
+        boundaries: increasing iterations at which the rate is multiplied by ``gamma``.
+        gamma: decay factor.
+        warmup_steps: number of warm-up iterations (0 = none).
+        warmup_factor: multiplier at iteration 0.
+        warmup_method: "constant" | "linear".
+    """
+
+    def __init__(self, base_lr, boundaries=(), gamma=0.1, warmup_steps=0,
+                 warmup_factor=1.0 / 3.0, warmup_method="constant"):
+        if warmup_method not in ("constant", "linear"):
+            raise ValueError(f"warmup_method: expected 'constant' or 'linear', "
+                             f"got {warmup_method!r}")
+        boundaries = tuple(int(b) for b in boundaries)
+        if list(boundaries) != sorted(boundaries):
+            raise ValueError(f"boundaries: must be increasing, got {boundaries}")
+        self.base_lr = float(base_lr)
+        self.boundaries = boundaries
+        self.gamma = float(gamma)
+        self.warmup_steps = int(warmup_steps)
+        self.warmup_factor = float(warmup_factor)
+        self.warmup_method = warmup_method
+
+    def value(self, step):
+        """The learning rate at iteration ``step`` as a python float (for tests and logs)."""
+        factor = self.gamma ** bisect.bisect_right(self.boundaries, step)
+        if step < self.warmup_steps:
+            if self.warmup_method == "constant":
+                factor *= self.warmup_factor
+            else:
+                alpha = step / self.warmup_steps
+                factor *= self.warmup_factor * (1.0 - alpha) + alpha
+        return self.base_lr * factor
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        decays = tf.reduce_sum(tf.cast(
+            step >= tf.constant(self.boundaries or (math.inf,), tf.float32), tf.float32))
+        factor = tf.pow(tf.constant(self.gamma, tf.float32), decays)
+        if self.warmup_steps > 0:
+            if self.warmup_method == "constant":
+                warmup = tf.constant(self.warmup_factor, tf.float32)
+            else:
+                alpha = step / float(self.warmup_steps)
+                warmup = self.warmup_factor * (1.0 - alpha) + alpha
+            factor = tf.where(step < float(self.warmup_steps), factor * warmup, factor)
+        return self.base_lr * factor
+
+    def get_config(self):
+        return {"base_lr": self.base_lr, "boundaries": self.boundaries, "gamma": self.gamma,
+                "warmup_steps": self.warmup_steps, "warmup_factor": self.warmup_factor,
+                "warmup_method": self.warmup_method}
+
+
+def _short_name(variable):
+    return variable.name.split("/")[-1].split(":")[0]
+
+
+def is_bias_like(variable):
+    """Biases and normalisation shifts: lr x ``bias_lr_factor``, no weight decay."""
+    return _short_name(variable) in _BIAS_NAMES
+
+
+def is_decayed(variable):
+    """Weight decay applies to every trainable variable except biases and norm parameters."""
+    name = _short_name(variable)
+    return name not in _BIAS_NAMES and name not in _NORM_SCALE_NAMES
+
+
+@keras.saving.register_keras_serializable(package="fcos_tf")
+class DetectionSGD(keras.optimizers.SGD):
+    """SGD with momentum, L2 weight decay on weights only and a larger lr for biases.
+
+    The update of each variable is Keras' SGD update for the gradient
+    ``g' = bias_lr_factor * g`` (biases) or ``g' = g + l2 * w`` (every other variable
+    except normalisation scales, which get ``g' = g``). With momentum SGD, multiplying a
+    variable's gradient by a constant is the same as multiplying its learning rate, so this
+    is the authors' per-parameter-group optimizer (``BIAS_LR_FACTOR = 2``,
+    ``WEIGHT_DECAY_BIAS = 0``) with L2 decay folded into the gradient as in PyTorch's SGD,
+    rather than Keras' decoupled ``weight_decay``.
+
+    Args:
+        learning_rate: float or ``LearningRateSchedule``.
+        momentum: momentum coefficient.
+        l2: weight decay coefficient (1e-4 in the paper).
+        bias_lr_factor: learning-rate multiplier for biases (2 in the authors' recipe).
+        **kwargs: other ``keras.optimizers.SGD`` arguments (``global_clipnorm``, ...).
+    """
+
+    def __init__(self, learning_rate=0.01, momentum=0.9, l2=1e-4, bias_lr_factor=2.0,
+                 name="detection_sgd", **kwargs):
+        super().__init__(learning_rate=learning_rate, momentum=momentum, name=name, **kwargs)
+        self.l2 = float(l2)
+        self.bias_lr_factor = float(bias_lr_factor)
+        self._decay_flags = []
+        self._bias_flags = []
+
+    def build(self, variables):
+        super().build(variables)
+        # Decided once per variable, in the order of _get_variable_index.
+        self._decay_flags = [is_decayed(v) for v in variables]
+        self._bias_flags = [is_bias_like(v) for v in variables]
+
+    def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        gradient = tf.cast(gradient, variable.dtype)
+        if self._bias_flags[index]:
+            gradient = gradient * self.bias_lr_factor
+        elif self._decay_flags[index] and self.l2 > 0:
+            gradient = gradient + self.l2 * tf.convert_to_tensor(variable)
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"l2": self.l2, "bias_lr_factor": self.bias_lr_factor})
+        return config
+
+
+def build_optimizer(train_config):
+    """The optimizer of ``config.train``: ``DetectionSGD`` on a ``WarmupStepSchedule``.
+
+    The learning rate is ``base_lr * batch_size / reference_batch_size``; with mixed
+    float16 the optimizer is wrapped in a ``LossScaleOptimizer``.
+    """
+    lr = scaled_learning_rate(train_config.base_lr, train_config.batch_size,
+                              train_config.reference_batch_size)
+    schedule = WarmupStepSchedule(
+        lr, boundaries=tuple(train_config.lr_steps), gamma=train_config.lr_gamma,
+        warmup_steps=train_config.warmup_steps, warmup_factor=train_config.warmup_factor,
+        warmup_method=train_config.warmup_method)
+    clip = train_config.clip_global_norm or None
+    optimizer = DetectionSGD(schedule, momentum=train_config.momentum,
+                             l2=train_config.weight_decay,
+                             bias_lr_factor=train_config.bias_lr_factor, global_clipnorm=clip)
+    if train_config.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def current_learning_rate(optimizer):
+    """Learning rate the next step will use (python float)."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    schedule = inner._learning_rate  # pylint: disable=protected-access
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        return float(schedule(inner.iterations))
+    return float(keras.ops.convert_to_numpy(inner.learning_rate))
+
+
+def global_step(optimizer):
+    """The number of applied updates, the run's clock (python int)."""
+    return int(getattr(optimizer, "inner_optimizer", optimizer).iterations.numpy())
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+class Checkpointer:
+    """Saves and restores model weights, optimizer slots and the step in ``<workdir>/checkpoints``.
+
+    On a multi-worker run every worker takes part in saving (the variables are synchronised
+    collectively), but only the chief keeps its files; the others write to a scratch folder
+    that is removed afterwards, the pattern TensorFlow documents for
+    ``MultiWorkerMirroredStrategy``.
+
+    Args:
+        workdir: the run's directory.
+        model: the ``keras.Model`` (built).
+        optimizer: its optimizer (built, so that its slots exist before a restore).
+        strategy: the distribution strategy.
+        max_to_keep: number of checkpoints kept.
+    """
+
+    def __init__(self, workdir, model, optimizer, strategy, max_to_keep=3):
+        self.chief = is_chief(strategy)
+        self.directory = os.path.join(workdir, "checkpoints")
+        if not self.chief:
+            task_id = strategy.cluster_resolver.task_id
+            self.directory = os.path.join(workdir, f"tmp_worker_{task_id}", "checkpoints")
+        inner = getattr(optimizer, "inner_optimizer", optimizer)
+        self.optimizer = optimizer
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, self.directory, max_to_keep=max_to_keep,
+            step_counter=inner.iterations)
+        self.last_saved_step = None
+
+    def restore(self, chief_directory=None):
+        """Restores the newest checkpoint if there is one; returns the step (0 when none)."""
+        directory = self.directory if self.chief else chief_directory or self.directory
+        latest = tf.train.latest_checkpoint(directory)
+        if latest is None:
+            return 0
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        step = global_step(self.optimizer)
+        self.last_saved_step = step
+        logging.info("Restored %s (step %d).", latest, step)
+        return step
+
+    def save(self):
+        """Writes a checkpoint for the current step (no-op if it was just written)."""
+        step = global_step(self.optimizer)
+        if step == self.last_saved_step:
+            return None
+        path = self.manager.save(checkpoint_number=step)
+        self.last_saved_step = step
+        if not self.chief:
+            shutil.rmtree(os.path.dirname(self.directory), ignore_errors=True)
+        return path
+
+
+# --------------------------------------------------------------------------------------------
+# Callbacks
+# --------------------------------------------------------------------------------------------
+
+class TrainingControl(keras.callbacks.Callback):
+    """Checkpoints, stops at the last step, on a signal or on a non-finite loss; logs scalars.
+
+    After every batch, in this order: a non-finite loss stops the run and blocks every later
+    save; a pending SIGTERM/SIGINT saves and stops; the step counter reaching
+    ``total_steps`` stops; a multiple of ``checkpoint_every`` saves. The end of training
+    saves unless the loss went non-finite.
+
+    Args:
+        checkpointer: a ``Checkpointer``.
+        total_steps: last step of the run.
+        checkpoint_every: save interval in steps.
+        summary_writer: optional ``tf.summary`` writer for step scalars (chief only).
+        log_every: scalar interval in steps.
+        handle_signals: install SIGTERM/SIGINT handlers for the duration of training.
+    """
+
+    def __init__(self, checkpointer, total_steps, checkpoint_every, summary_writer=None,
+                 log_every=20, handle_signals=True):
+        super().__init__()
+        self.checkpointer = checkpointer
+        self.total_steps = int(total_steps)
+        self.checkpoint_every = int(checkpoint_every)
+        self.summary_writer = summary_writer
+        self.log_every = int(log_every)
+        self.handle_signals = handle_signals
+        self.non_finite_step = None
+        self.received_signal = None
+        self._previous_handlers = {}
+
+    # Signals arrive between Python bytecodes; the handler only records them, the save
+    # happens at the next batch boundary where the variables are consistent.
+    def _on_signal(self, signum, frame):  # pylint: disable=unused-argument
+        if self.received_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C does not wait
+        self.received_signal = signum
+
+    def on_train_begin(self, logs=None):
+        if self.handle_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                try:
+                    self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+                except ValueError:  # not the main thread: leave signals alone
+                    break
+
+    def _restore_signal_handlers(self):
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        step = global_step(self.model.optimizer)
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.non_finite_step = step
+            self.model.stop_training = True
+            return
+        if self.received_signal is not None:
+            self.checkpointer.save()
+            self.model.stop_training = True
+            return
+        if self.summary_writer is not None and step % self.log_every == 0:
+            with self.summary_writer.as_default(step=step):
+                for key, value in logs.items():
+                    tf.summary.scalar(f"train/{key}", float(value))
+                tf.summary.scalar("train/learning_rate",
+                                  current_learning_rate(self.model.optimizer))
+        if step >= self.total_steps:
+            self.model.stop_training = True
+        if step % self.checkpoint_every == 0:
+            self.checkpointer.save()
+
+    def on_train_end(self, logs=None):
+        self._restore_signal_handlers()
+        if self.non_finite_step is None:
+            self.checkpointer.save()
+        if self.summary_writer is not None:
+            self.summary_writer.flush()
+
+
+def fit(model, dataset_fn, *, checkpointer, total_steps, steps_per_epoch, checkpoint_every,
+        summary_writer=None, log_every=20, callbacks=(), verbose="auto", handle_signals=True):
+    """Trains from the last checkpoint up to ``total_steps`` with ``model.fit``.
+
+    Args:
+        model: a compiled model.
+        dataset_fn: ``start_step -> tf.data.Dataset`` of global batches, infinite, whose
+            first element is the batch of step ``start_step`` (so that a resumed run sees the
+            data a straight run would have seen).
+        checkpointer: a ``Checkpointer``; restored here.
+        total_steps: step count at which training ends.
+        steps_per_epoch: steps per Keras epoch (progress bar unit).
+        checkpoint_every: save interval in steps.
+        summary_writer: optional ``tf.summary`` writer (chief only).
+        log_every: scalar interval in steps.
+        callbacks: extra Keras callbacks.
+        verbose: ``fit``'s verbosity.
+        handle_signals: save and stop on SIGTERM/SIGINT.
+
+    Returns:
+        A dict: "start_step", "step" (where it stopped), "interrupted" (signal number or
+        None), "history" (Keras History or None).
+
+    Raises:
+        NonFiniteLossError: when the loss became NaN or infinite; nothing was saved after the
+            last good checkpoint.
+    """
+    start_step = checkpointer.restore()
+    result = {"start_step": start_step, "step": start_step, "interrupted": None,
+              "history": None}
+    if start_step >= total_steps:
+        logging.info("Step %d >= total_steps %d: nothing to train.", start_step, total_steps)
+        return result
+    control = TrainingControl(checkpointer, total_steps, checkpoint_every, summary_writer,
+                              log_every, handle_signals)
+    # Epoch e covers steps [e * steps_per_epoch, (e + 1) * steps_per_epoch); a resumed run
+    # starts in the epoch of its step and TrainingControl stops it at exactly total_steps.
+    epochs = -(-total_steps // steps_per_epoch)
+    history = model.fit(dataset_fn(start_step), epochs=epochs,
+                        initial_epoch=start_step // steps_per_epoch,
+                        steps_per_epoch=steps_per_epoch, callbacks=[control, *callbacks],
+                        verbose=verbose)
+    result.update(step=global_step(model.optimizer), interrupted=control.received_signal,
+                  history=history)
+    if control.non_finite_step is not None:
+        raise NonFiniteLossError(
+            f"the loss is not finite at step {control.non_finite_step}; training stopped and "
+            f"no checkpoint was written after step {checkpointer.last_saved_step} (the last "
+            f"good one, in {checkpointer.directory}). Lower config.train.base_lr, lengthen "
+            f"the warm-up or set config.train.clip_global_norm.")
+    return result
