@@ -1,0 +1,158 @@
+"""Train-step time: FCOS R-50-FPN against keras-cv's RetinaNet R-50-FPN, same input and batch.
+
+Both models are built with random weights (no downloads) in one process and timed one after
+the other on the same machine state: for each input size, the median time of the model's own
+compiled train function (what ``model.fit`` runs per step) after warm-up, and the ratio
+FCOS / RetinaNet. Both use SGD with momentum, float32, and the same batch of random images
+with a few random boxes.
+
+What each step contains: FCOS's targets are computed in the input pipeline (DESIGN.md §3), so
+its step is backbone + FPN + head, forward and backward, and the losses. keras-cv's RetinaNet
+encodes its anchor targets inside ``compute_loss`` (IoU of every anchor with every box), so
+its step contains that too; with a few boxes per image it is small next to the convolutions.
+The FCOS targets are computed once outside the timed step, exactly as the pipeline feeds them.
+
+Usage (from the repository root; needs the ``bench`` extra, ``pip install -e .[bench]``):
+
+    python benchmarks/bench_train_vs_retinanet.py                       # 512x512 and 800x1344
+    python benchmarks/bench_train_vs_retinanet.py --sizes=512x512 --batch=2 --repeats=5
+    python benchmarks/bench_train_vs_retinanet.py --xla=both            # eager graph vs XLA
+    python benchmarks/bench_train_vs_retinanet.py --smoke               # tiny, seconds
+
+``--xla=both`` times every model twice, without and with ``jit_compile=True``, in the same run:
+that is the before/after of the XLA train step. 800x1333 is padded to 800x1344 (a multiple of
+32, as the FCOS pipeline pads; RetinaNet's FPN also needs sides divisible by 32).
+"""
+
+import argparse
+import gc
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402  (sets up sys.path and TF logging)
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+NUM_CLASSES = 80
+NUM_BOXES = 8
+
+
+def parse_size(text):
+    """"HxW" -> (H, W) ints."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"size must look like 512x512, got {text!r}") from e
+    return h, w
+
+
+def fcos_batch(batch, height, width, seed=0):
+    """(images, labels) for FCOS: labels from the real target assignment when available."""
+    from fcos_tf import locations
+
+    images = common.random_images(batch, height, width, seed)
+    boxes, classes = common.random_boxes(batch, NUM_BOXES, height, width, NUM_CLASSES, seed)
+    try:
+        from fcos_tf.targets import compute_targets
+    except ImportError:  # targets not written yet: random targets of the right shapes
+        p = locations.num_locations((height, width))
+        rng = np.random.default_rng(seed)
+        cls = np.where(rng.uniform(size=(batch, p)) < 0.01,
+                       rng.integers(0, NUM_CLASSES, (batch, p)), -1).astype(np.int32)
+        return images, {
+            "class_targets": cls,
+            "box_targets": rng.uniform(1, 64, (batch, p, 4)).astype(np.float32),
+            "centerness_targets": np.where(cls >= 0, 0.5, 0.0).astype(np.float32),
+        }
+    per_image = [compute_targets(tf.constant(b), tf.constant(c), (height, width))
+                 for b, c in zip(boxes, classes)]
+    labels = {k: tf.stack([t[k] for t in per_image]).numpy()
+              for k in ("class_targets", "box_targets", "centerness_targets")}
+    return images, labels
+
+
+def build_fcos(backbone, jit_compile):
+    """FCOS with random weights, compiled like the recipe (SGD momentum 0.9)."""
+    import keras
+    from fcos_tf.backbone import build_backbone
+    from fcos_tf.model import FCOS
+
+    model = FCOS(build_backbone(backbone), num_classes=NUM_CLASSES)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=jit_compile)
+    return model
+
+
+def retinanet_dataset(batch, height, width, seed=0):
+    images = common.random_images(batch, height, width, seed)
+    boxes, classes = common.random_boxes(batch, NUM_BOXES, height, width, NUM_CLASSES, seed)
+    return common.repeat_dataset(images, {"boxes": boxes, "classes": classes.astype(np.float32)})
+
+
+def run(args):
+    jit_options = {"off": [False], "on": [True], "both": [False, True]}[args.xla]
+    rows = []
+    for height, width in args.sizes:
+        for jit in jit_options:
+            times = {}
+            for name in args.models:
+                if name == "retinanet":
+                    model = common.keras_cv_retinanet(NUM_CLASSES, jit_compile=jit)
+                    dataset = retinanet_dataset(args.batch, height, width)
+                else:
+                    model = build_fcos(args.backbone, jit)
+                    dataset = common.repeat_dataset(*fcos_batch(args.batch, height, width))
+                try:
+                    t = common.time_train_steps(model, dataset, warmup=args.warmup,
+                                                repeats=args.repeats)
+                except Exception as e:  # a peer failing (e.g. under XLA) is a result too
+                    print(f"# {name} {height}x{width} xla={jit}: failed: "
+                          f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+                    t = None
+                times[name] = t
+                if t is not None:
+                    label = "FCOS R50-FPN" if name == "fcos" else "keras-cv RetinaNet R50-FPN"
+                    if name == "fcos" and args.backbone != "resnet50":
+                        label = f"FCOS {args.backbone}"
+                    rows.append([label, f"{height}x{width}", args.batch, "on" if jit else "off",
+                                 t["first"], t["median"], t["min"], t["max"],
+                                 args.batch / t["median"], t["load"]])
+                del model, dataset
+                gc.collect()
+            if times.get("fcos") and times.get("retinanet"):
+                rows.append(["**ratio FCOS / RetinaNet**", f"{height}x{width}", args.batch,
+                             "on" if jit else "off", "", times["fcos"]["median"]
+                             / times["retinanet"]["median"], "", "", "", ""])
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=parse_size, nargs="+",
+                        default=[(512, 512), (800, 1344)])
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps (>= 1)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps (median)")
+    parser.add_argument("--xla", choices=("off", "on", "both"), default="off",
+                        help="jit_compile for the train step of both models")
+    parser.add_argument("--models", nargs="+", choices=("fcos", "retinanet"),
+                        default=["fcos", "retinanet"])
+    parser.add_argument("--backbone", default="resnet50",
+                        help="FCOS backbone (resnet50 for the comparison; small for smoke)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny run to check the script: 128x128, 1 repeat, FCOS small")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.sizes, args.warmup, args.repeats, args.backbone = [(128, 128)], 1, 1, "small"
+    if args.warmup < 1 or args.repeats < 1:
+        parser.error("--warmup and --repeats must be >= 1")
+
+    common.print_header("Train step: FCOS vs keras-cv RetinaNet (float32, SGD momentum)")
+    rows = run(args)
+    common.print_table(["model", "input HxW", "batch", "XLA", "first step s (trace+compile)",
+                        "median s/step", "min s", "max s", "images/s", "load (1 min)"], rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,341 @@
+"""Shared benchmark helpers: machine description, median-of-N timing, FLOP counting, peers.
+
+Every benchmark script in this folder prints one Markdown table whose header says on which
+machine, when and under which load it ran, so that a table pasted into ``BENCHMARKS.md`` is
+self-describing. Timings are medians of ``repeats`` calls after ``warmup`` untimed calls
+(the first call traces, and with XLA compiles, the function).
+
+FLOPs are counted from the graph of a traced ``tf.function`` (see :func:`graph_flops`): a
+multiply-add is 2 FLOPs, as in ``tf.compat.v1.profiler``; only convolutions and matrix
+products are counted, element-wise ops (norms, activations, losses) are not.
+"""
+
+import datetime
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+# Importable as ``benchmarks.common`` (from the repository root) and as ``common`` (scripts).
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# ---------------------------------------------------------------------------------------------
+# Machine
+
+
+def cpu_model():
+    """The CPU model name as ``lscpu`` prints it (``platform.processor()`` as a fallback)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def load_average():
+    """The 1-minute load average (``uptime``'s first figure), or NaN where unknown."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def describe_machine():
+    """One line naming the machine, the software and the time of the run.
+
+    Returns:
+        str, e.g. ``"AMD EPYC, 2 cores, TF 2.21.0, Keras 3.15.1, 2026-11-24 20:12 UTC, load 0.4"``.
+    """
+    import keras
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        names = [tf.config.experimental.get_device_details(g).get("device_name", "GPU")
+                 for g in gpus]
+        accel = f", {len(gpus)}x {names[0]}"
+    else:
+        accel = ""
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"{cpu_model()}, {os.cpu_count()} cores{accel}, TF {tf.__version__}, "
+            f"Keras {keras.__version__}, {now}, load {load_average():.1f}")
+
+
+def print_header(title, argv=None):
+    """Prints the title, the exact command and the machine line above a table."""
+    argv = sys.argv if argv is None else argv
+    print(f"\n### {title}\n")
+    print(f"Command: `python {' '.join(argv)}`  ")
+    print(f"Machine: {describe_machine()}\n")
+
+
+def print_table(columns, rows):
+    """Prints a Markdown table.
+
+    Args:
+        columns: list of str, column titles.
+        rows: list of lists of cells (formatted with ``str``; floats with 3 significant digits).
+    """
+
+    def fmt(cell):
+        if isinstance(cell, float):
+            if math.isnan(cell):
+                return "-"
+            return f"{cell:.3g}" if abs(cell) < 1000 else f"{cell:.0f}"
+        return str(cell)
+
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "|".join("---" for _ in columns) + "|")
+    for row in rows:
+        print("| " + " | ".join(fmt(c) for c in row) + " |")
+    sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+
+
+def _sync(outputs):
+    """Waits for every tensor in a nested structure (copies it to host memory)."""
+    for leaf in tf.nest.flatten(outputs):
+        if isinstance(leaf, (tf.Tensor, tf.Variable)):
+            leaf.numpy()
+    return outputs
+
+
+def time_call(fn, *, warmup=1, repeats=5):
+    """Median wall time of ``fn()`` after ``warmup`` untimed calls.
+
+    Args:
+        fn: callable with no argument; its result (tensors, nested) is waited for.
+        warmup: int, untimed calls first (tracing, XLA compilation, allocator warm-up).
+        repeats: int >= 1, timed calls.
+
+    Returns:
+        dict with "median", "min", "max" (seconds), "times" (list of float), "first"
+        (seconds of the first warm-up call: tracing and compilation included; NaN when
+        warmup is 0) and "load" (1-minute load average after the run).
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    first = float("nan")
+    for i in range(warmup):
+        start = time.perf_counter()
+        _sync(fn())
+        if i == 0:
+            first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _sync(fn())
+        times.append(time.perf_counter() - start)
+    return {"median": statistics.median(times), "min": min(times), "max": max(times),
+            "times": times, "first": first, "load": load_average()}
+
+
+def matmul_gflops(n=4096, *, dtype=tf.float32, repeats=5):
+    """Achieved GFLOP/s of an ``n x n`` by ``n x n`` ``tf.matmul``: the attainable peak.
+
+    Args:
+        n: int, matrix side (4096 is large enough to be compute-bound on a CPU).
+        dtype: tf.DType of both operands.
+        repeats: int, timed calls (median taken).
+
+    Returns:
+        (gflops: float, timing dict of :func:`time_call`).
+    """
+    a = tf.random.stateless_normal([n, n], seed=[1, 2], dtype=tf.float32)
+    b = tf.random.stateless_normal([n, n], seed=[3, 4], dtype=tf.float32)
+    a, b = tf.cast(a, dtype), tf.cast(b, dtype)
+    matmul = tf.function(lambda: tf.matmul(a, b))
+    timing = time_call(matmul, warmup=2, repeats=repeats)
+    return 2.0 * n**3 / timing["median"] / 1e9, timing
+
+
+# ---------------------------------------------------------------------------------------------
+# FLOPs
+
+
+def _static_shape(tensor):
+    shape = tensor.shape
+    if shape.rank is None or any(d is None for d in shape.as_list()):
+        raise ValueError(f"FLOP counting needs static shapes; {tensor.name} has {shape}")
+    return shape.as_list()
+
+
+def _conv_flops(op):
+    """2 * output elements * kernel volume * input channels, for Conv2D and its gradients.
+
+    For ``Conv2DBackpropInput`` (input gradient) and ``Conv2DBackpropFilter`` (weight
+    gradient) the count equals the forward convolution's: same multiply-adds, reordered.
+    """
+    fmt = op.get_attr("data_format").decode()
+    if op.type == "Conv2D":
+        kernel = _static_shape(op.inputs[1])
+        out = _static_shape(op.outputs[0])
+    elif op.type == "Conv2DBackpropInput":
+        kernel = _static_shape(op.inputs[1])
+        out = _static_shape(op.inputs[2])  # gradient w.r.t. the forward output
+    else:  # Conv2DBackpropFilter
+        kernel = _static_shape(op.outputs[0])
+        out = _static_shape(op.inputs[2])
+    kh, kw, cin, cout = kernel
+    out_spatial = out[1] * out[2] if fmt == "NHWC" else out[2] * out[3]
+    return 2 * out[0] * out_spatial * cout * kh * kw * cin
+
+
+def _matmul_flops(op):
+    a = _static_shape(op.inputs[0])
+    out = _static_shape(op.outputs[0])
+    transpose_a = op.get_attr("transpose_a") if op.type == "MatMul" else op.get_attr("adj_x")
+    inner = a[-2] if transpose_a else a[-1]
+    return 2 * int(np.prod(out)) * inner
+
+
+_FLOP_COUNTERS = {
+    "Conv2D": _conv_flops,
+    "Conv2DBackpropInput": _conv_flops,
+    "Conv2DBackpropFilter": _conv_flops,
+    "MatMul": _matmul_flops,
+    "BatchMatMulV2": _matmul_flops,
+    "BatchMatMulV3": _matmul_flops,
+}
+
+
+def graph_flops(graph):
+    """FLOPs of the convolutions and matrix products of a traced graph.
+
+    Walks the ops of ``graph`` and of the functions it calls (``PartitionedCall``, ``cond``
+    and ``while`` bodies are counted once each). Needs fully static shapes.
+
+    Args:
+        graph: a ``tf.Graph``, e.g. ``tf.function(f).get_concrete_function(spec).graph``.
+
+    Returns:
+        dict op type -> FLOPs (int), with "total".
+    """
+    counts = {}
+    seen = set()
+
+    def visit(g):
+        for op in g.get_operations():
+            counter = _FLOP_COUNTERS.get(op.type)
+            if counter is not None:
+                counts[op.type] = counts.get(op.type, 0) + counter(op)
+        # Functions called from this graph (cond/while branches, nested tf.functions).
+        for name, fn in getattr(g, "_functions", {}).items():
+            if name in seen:
+                continue
+            seen.add(name)
+            sub = getattr(fn, "graph", None)
+            if sub is not None:
+                visit(sub)
+
+    visit(graph)
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------
+# Workloads shared by the scripts
+
+
+def keras_cv_retinanet(num_classes, *, jit_compile=False, learning_rate=0.01):
+    """keras-cv 0.9 ``RetinaNet`` on a ResNet-50 (v1) backbone with random weights.
+
+    ``keras_cv.models.ResNet50Backbone()`` fetches its preset config from Kaggle even
+    without weights, so the backbone is built from its explicit stage parameters instead
+    (the same network). Compiled like FCOS: SGD momentum 0.9, focal + smooth-L1 losses.
+
+    Args:
+        num_classes: int, K.
+        jit_compile: bool, XLA for the train step (and predict).
+        learning_rate: float.
+
+    Returns:
+        a compiled ``keras_cv.models.RetinaNet`` (boxes ``xyxy``).
+    """
+    import keras
+    import keras_cv
+
+    backbone = keras_cv.models.ResNetBackbone(
+        stackwise_filters=[64, 128, 256, 512], stackwise_blocks=[3, 4, 6, 3],
+        stackwise_strides=[1, 2, 2, 2], block_type="block", include_rescaling=False,
+        input_shape=(None, None, 3))
+    model = keras_cv.models.RetinaNet(num_classes=num_classes, bounding_box_format="xyxy",
+                                      backbone=backbone)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9),
+                  classification_loss="focal", box_loss="smoothl1", jit_compile=jit_compile)
+    return model
+
+
+def random_boxes(batch, num_boxes, height, width, num_classes, seed=0):
+    """Random valid ground truth: boxes float32 [B, M, 4] xyxy pixels, classes int32 [B, M]."""
+    rng = np.random.default_rng(seed)
+    x0 = rng.uniform(0, width * 0.7, (batch, num_boxes))
+    y0 = rng.uniform(0, height * 0.7, (batch, num_boxes))
+    w = rng.uniform(16, width * 0.3, (batch, num_boxes))
+    h = rng.uniform(16, height * 0.3, (batch, num_boxes))
+    boxes = np.stack([x0, y0, np.minimum(x0 + w, width), np.minimum(y0 + h, height)], -1)
+    classes = rng.integers(0, num_classes, (batch, num_boxes))
+    return boxes.astype(np.float32), classes.astype(np.int32)
+
+
+def random_images(batch, height, width, seed=0):
+    """float32 [B, H, W, 3] in a caffe-normalised range (about -120..150)."""
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(0, 255, (batch, height, width, 3)) - 120.0).astype(np.float32)
+
+
+def repeat_dataset(*tensors):
+    """An endless ``tf.data`` dataset repeating one (already batched) element."""
+    element = tensors[0] if len(tensors) == 1 else tuple(tensors)
+    return tf.data.Dataset.from_tensors(element).repeat()
+
+
+def time_train_steps(model, dataset, *, warmup=1, repeats=5):
+    """Median time of the model's own compiled train function (what ``fit`` runs per step).
+
+    The first warm-up step goes through ``model.fit`` (which builds the optimizer and
+    traces), the rest call ``model.train_function`` on an iterator of ``dataset``, exactly
+    the call ``fit`` makes per step, without callbacks and progress bars.
+
+    Args:
+        model: a compiled ``keras.Model``.
+        dataset: ``tf.data.Dataset`` of batches, endless.
+        warmup: int >= 1.
+        repeats: int >= 1.
+
+    Returns:
+        timing dict of :func:`time_call` ("first" is the ``fit`` call: trace + compile + step).
+    """
+    start = time.perf_counter()
+    model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0)
+    first = time.perf_counter() - start
+    iterator = iter(dataset)
+    timing = time_call(lambda: model.train_function(iterator), warmup=warmup - 1,
+                       repeats=repeats)
+    timing["first"] = first
+    return timing
+
+
+def conv_layers_channels_last(model):
+    """True when every Conv2D of ``model`` (recursively) uses NHWC (oneDNN's fast path)."""
+    import keras
+
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.Conv2D) and layer.data_format != "channels_last":
+            return False
+    return True
