@@ -1,0 +1,134 @@
+"""Feature pyramid: ``[C3, C4, C5]`` -> ``[P3, ..., P7]`` (paper Sec. 3.2, DESIGN §3 item 2)."""
+
+import keras
+from keras import ops
+
+# Kaiming-uniform with a=1 (gain 1), i.e. U(+-sqrt(3 / fan_in)): the init of the FPN convs in
+# the authors' repo (c2_xavier_fill) and in torchvision. Biases start at 0.
+_FPN_KERNEL_INIT = {"class_name": "VarianceScaling",
+                    "config": {"scale": 1.0, "mode": "fan_in", "distribution": "uniform"}}
+_P6_INPUTS = ("p5", "c5")
+
+
+def upsample_nearest_to(features, target):
+    """Nearest-neighbour upsampling of ``features`` to the spatial size of ``target``.
+
+    Equals PyTorch ``F.interpolate(features, size=target.shape[-2:], mode="nearest")`` when
+    each target side is ``2n`` or ``2n - 1`` for a source side ``n``, which always holds
+    between adjacent pyramid levels (sizes are ``ceil(H / s)``): source index ``floor(i / 2)``
+    = ``floor(i * n / size)`` for every output index ``i < size``. Upsampling by 2 and
+    cropping is exact for odd sizes, where ``tf.image.resize``'s half-pixel-centred nearest
+    mode would pick different rows.
+
+    Args:
+        features: ``[B, h, w, C]``.
+        target: ``[B, h', w', C']`` with ``h' in {2h - 1, 2h}`` and ``w' in {2w - 1, 2w}``.
+
+    Returns:
+        ``[B, h', w', C]``.
+    """
+    target_shape = ops.shape(target)
+    upsampled = ops.repeat(ops.repeat(features, 2, axis=1), 2, axis=2)
+    return upsampled[:, :target_shape[1], :target_shape[2], :]
+
+
+@keras.saving.register_keras_serializable(package="fcos_tf")
+class FPN(keras.layers.Layer):
+    """Feature pyramid network with extra stride-2 levels.
+
+    ``P5..P3``: 1x1 lateral conv of ``C_l`` plus the nearest-upsampled coarser merged map,
+    then a 3x3 output conv; no norm, no activation. ``P6`` = 3x3 stride-2 conv on ``P5``
+    (or on ``C5``: the paper's RetinaNet-style variant), ``P7`` = 3x3 stride-2 conv on
+    ``ReLU(P6)``. Strided convs pad 1 on every side, so level ``s`` is ``ceil(H/s) x ceil(W/s)``.
+
+    Layer names (for weight import): ``lateral_c3..5``, ``output_p3..5``, ``p6``, ``p7``
+    (torchvision's ``inner_blocks.0..2``, ``layer_blocks.0..2``, ``extra_blocks.p6/p7``).
+
+    Args:
+        channels: channels of every output level (256 in the paper).
+        p6_input: ``"p5"`` (default, the improved FCOS) or ``"c5"``.
+        num_extra_levels: 0, 1 (P6) or 2 (P6 and P7, default).
+        **kwargs: passed to ``keras.layers.Layer``.
+
+    Call args:
+        inputs: list ``[C3, C4, C5]`` of ``[B, h_l, w_l, C_l]`` at strides 8, 16, 32.
+
+    Returns:
+        List ``[P3, ..., P{5 + num_extra_levels}]`` of ``[B, ceil(H/s), ceil(W/s), channels]``.
+    """
+
+    def __init__(self, channels=256, p6_input="p5", num_extra_levels=2, **kwargs):
+        super().__init__(**kwargs)
+        if not (isinstance(channels, int) and channels > 0):
+            raise ValueError(f"`channels` must be a positive int, got {channels!r}.")
+        if p6_input not in _P6_INPUTS:
+            raise ValueError(f"`p6_input` must be one of {_P6_INPUTS}, got {p6_input!r}.")
+        if num_extra_levels not in (0, 1, 2):
+            raise ValueError(f"`num_extra_levels` must be 0, 1 or 2, got {num_extra_levels!r}.")
+        self.channels = channels
+        self.p6_input = p6_input
+        self.num_extra_levels = num_extra_levels
+
+        def conv(kernel_size, name, strides=1, padding="same"):
+            return keras.layers.Conv2D(channels, kernel_size, strides=strides, padding=padding,
+                                       kernel_initializer=_FPN_KERNEL_INIT, name=name,
+                                       dtype=self.dtype_policy)
+
+        self.lateral_convs = [conv(1, f"lateral_c{level}") for level in (3, 4, 5)]
+        self.output_convs = [conv(3, f"output_p{level}") for level in (3, 4, 5)]
+        self.extra_pads = [keras.layers.ZeroPadding2D(1, name=f"p{level}_pad",
+                                                      dtype=self.dtype_policy)
+                           for level in range(6, 6 + num_extra_levels)]
+        self.extra_convs = [conv(3, f"p{level}", strides=2, padding="valid")
+                            for level in range(6, 6 + num_extra_levels)]
+
+    def _check_inputs(self, input_shapes):
+        if not isinstance(input_shapes, (list, tuple)) or len(input_shapes) != 3:
+            raise ValueError(f"FPN expects a list [C3, C4, C5], got {input_shapes!r}.")
+        for level, shape in zip((3, 4, 5), input_shapes):
+            if len(shape) != 4 or shape[-1] is None:
+                raise ValueError(f"C{level} must be [B, h, w, C] with known C, got {shape}.")
+
+    def build(self, input_shape):
+        self._check_inputs(input_shape)
+        for conv, shape in zip(self.lateral_convs, input_shape):
+            conv.build(shape)
+        level_shape = (None, None, None, self.channels)
+        for conv in self.output_convs:
+            conv.build(level_shape)
+        for index, conv in enumerate(self.extra_convs):
+            in_channels = input_shape[2][-1] if (index == 0 and self.p6_input == "c5") \
+                else self.channels
+            conv.build((None, None, None, in_channels))
+
+    def call(self, inputs):
+        c3, c4, c5 = inputs
+        merged = [self.lateral_convs[2](c5)]
+        for lateral_conv, c in ((self.lateral_convs[1], c4), (self.lateral_convs[0], c3)):
+            lateral = lateral_conv(c)
+            merged.insert(0, lateral + upsample_nearest_to(merged[0], lateral))
+        outputs = [conv(x) for conv, x in zip(self.output_convs, merged)]
+        if self.num_extra_levels >= 1:
+            p6_source = outputs[2] if self.p6_input == "p5" else c5
+            outputs.append(self.extra_convs[0](self.extra_pads[0](p6_source)))
+        if self.num_extra_levels == 2:
+            outputs.append(self.extra_convs[1](self.extra_pads[1](ops.relu(outputs[3]))))
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        self._check_inputs(input_shape)
+
+        def half(size):
+            return None if size is None else (size + 1) // 2
+
+        shapes = [(s[0], s[1], s[2], self.channels) for s in input_shape]
+        for _ in range(self.num_extra_levels):
+            batch, height, width, _ = shapes[-1]
+            shapes.append((batch, half(height), half(width), self.channels))
+        return shapes
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"channels": self.channels, "p6_input": self.p6_input,
+                       "num_extra_levels": self.num_extra_levels})
+        return config

@@ -1,0 +1,316 @@
+"""Tests of fcos_tf.backbone: frozen BN, ResNet layouts and freezing, the small backbone."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from fcos_tf import backbone as backbone_lib
+from fcos_tf.backbone import FrozenBatchNorm, ResNet, SmallBackbone, build_backbone
+
+IMAGE_SIZES = [(200, 249), (512, 512), (800, 1344)]
+
+
+def _ceil_sizes(height, width, strides=(8, 16, 32)):
+    return [(math.ceil(height / s), math.ceil(width / s)) for s in strides]
+
+
+@pytest.fixture(scope="module")
+def resnet50():
+    return ResNet(depth=50)
+
+
+# ----------------------------------------------------------------------------- FrozenBatchNorm
+
+def _frozen_bn_with_values(epsilon=1e-5, **kwargs):
+    layer = FrozenBatchNorm(epsilon=epsilon, **kwargs)
+    layer.build((None, 2))
+    layer.set_weights([np.array([2.0, 0.5], "float32"),    # gamma
+                       np.array([1.0, -1.0], "float32"),   # beta
+                       np.array([3.0, 0.0], "float32"),    # moving_mean
+                       np.array([4.0, 0.25], "float32")])  # moving_variance
+    return layer
+
+
+def test_frozen_bn_golden_values():
+    layer = _frozen_bn_with_values(epsilon=0.0)
+    x = np.array([[5.0, 1.0], [3.0, -2.0]], "float32")
+    # channel 0: 2 * (x - 3) / 2 + 1; channel 1: 0.5 * x / 0.5 - 1.
+    expected = np.array([[3.0, 0.0], [1.0, -3.0]], "float32")
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-6)
+
+
+def test_frozen_bn_uses_epsilon():
+    layer = _frozen_bn_with_values(epsilon=1e-5)
+    out = np.asarray(layer(np.array([[5.0, 3.0]], "float32")))
+    # 1.99994 with epsilon, 2.0 without.
+    np.testing.assert_allclose(out[0, 1], 0.5 * 3.0 / math.sqrt(0.25 + 1e-5) - 1.0, rtol=1e-6)
+    assert FrozenBatchNorm().epsilon == 1e-5
+
+
+def test_frozen_bn_ignores_training_and_never_updates():
+    layer = _frozen_bn_with_values()
+    before = [w.copy() for w in layer.get_weights()]
+    x = np.random.default_rng(0).normal(size=(8, 2)).astype("float32") * 10.0
+    out_train = layer(x, training=True)
+    out_infer = layer(x, training=False)
+    np.testing.assert_array_equal(out_train, out_infer)
+    assert layer.trainable_weights == []
+    assert len(layer.non_trainable_weights) == 4
+    for w_before, w_after in zip(before, layer.get_weights()):
+        np.testing.assert_array_equal(w_before, w_after)
+    # Even a trainable=True toggle leaves the statistics non-trainable.
+    layer.trainable = True
+    assert layer.trainable_weights == []
+
+
+def test_frozen_bn_takes_keras_batchnorm_weights():
+    bn = keras.layers.BatchNormalization(epsilon=1e-5)
+    bn.build((None, 3))
+    rng = np.random.default_rng(1)
+    bn.set_weights([rng.uniform(0.5, 2, 3).astype("float32") for _ in range(4)])
+    frozen = FrozenBatchNorm(epsilon=1e-5)
+    frozen.build((None, 3))
+    frozen.set_weights(bn.get_weights())
+    x = rng.normal(size=(4, 3)).astype("float32")
+    np.testing.assert_allclose(frozen(x), bn(x, training=False), rtol=1e-5, atol=1e-6)
+
+
+def test_frozen_bn_mixed_precision_keeps_float32_statistics():
+    layer = _frozen_bn_with_values(dtype="mixed_float16")
+    assert all(w.dtype == "float32" for w in layer.weights)
+    out = layer(np.array([[5.0, 1.0]], "float32"))
+    assert out.dtype == "float16"
+    np.testing.assert_allclose(np.asarray(out, "float32"), [[3.0, 0.0]], atol=1e-2)
+
+
+def test_frozen_bn_config_round_trip():
+    layer = FrozenBatchNorm(epsilon=1e-3, name="bn_x")
+    clone = FrozenBatchNorm.from_config(layer.get_config())
+    assert clone.epsilon == 1e-3 and clone.name == "bn_x"
+
+
+# ---------------------------------------------------------------------------------- ResNet
+
+def test_resnet50_feature_shapes_at_800x1344(resnet50):
+    specs = resnet50.compute_output_spec(keras.KerasTensor((1, 800, 1344, 3)))
+    expected = [(1, h, w, c) for (h, w), c in zip(_ceil_sizes(800, 1344), (512, 1024, 2048))]
+    assert [tuple(s.shape) for s in specs] == expected
+    assert resnet50.output_channels == (512, 1024, 2048)
+
+
+@pytest.mark.parametrize("layout", ["pytorch", "caffe"])
+def test_resnet50_forward_odd_size(layout):
+    model = ResNet(depth=50, layout=layout)
+    features = model(np.random.default_rng(0).normal(size=(1, 200, 249, 3)).astype("float32"))
+    assert [tuple(f.shape) for f in features] == [
+        (1, h, w, c) for (h, w), c in zip(_ceil_sizes(200, 249), (512, 1024, 2048))]
+    assert all(np.isfinite(np.asarray(f)).all() for f in features)
+
+
+def test_resnet50_conv_parameter_count(resnet50):
+    # torchvision resnet50: 25,557,032 parameters = convs + 53,120 BN affine + 2,049,000 fc.
+    conv_params = sum(int(np.prod(w.shape)) for layer in resnet50.layers
+                      if isinstance(layer, keras.layers.Conv2D) for w in layer.weights)
+    assert conv_params == 25_557_032 - 53_120 - 2_049_000
+    bn_params = sum(int(np.prod(w.shape)) for layer in resnet50.layers
+                    if isinstance(layer, FrozenBatchNorm) for w in layer.weights)
+    assert bn_params == 2 * 53_120  # affine + statistics
+
+
+def test_resnet101_stage_depths():
+    model = ResNet(depth=101)
+    names = {layer.name for layer in model.layers}
+    assert "layer3_22_conv3" in names and "layer3_23_conv3" not in names
+    assert "layer4_2_conv3" in names and "layer4_3_conv3" not in names
+    conv_params = sum(int(np.prod(w.shape)) for layer in model.layers
+                      if isinstance(layer, keras.layers.Conv2D) for w in layer.weights)
+    # torchvision resnet101: 44,549,160 = convs + 105,344 BN affine + 2,049,000 fc.
+    assert conv_params == 44_549_160 - 105_344 - 2_049_000
+
+
+def test_torchvision_style_layer_names(resnet50):
+    names = {layer.name for layer in resnet50.layers}
+    for expected in ("conv1", "bn1", "layer1_0_conv1", "layer1_0_bn1", "layer1_0_downsample_0",
+                     "layer1_0_downsample_1", "layer2_3_conv3", "layer3_5_bn3",
+                     "layer4_0_downsample_0"):
+        assert expected in names
+    assert "layer1_1_downsample_0" not in names
+
+
+@pytest.mark.parametrize("layout, stride_1x1, stride_3x3",
+                         [("pytorch", (1, 1), (2, 2)), ("caffe", (2, 2), (1, 1))])
+def test_layouts_place_the_stride(layout, stride_1x1, stride_3x3):
+    model = ResNet(depth=50, layout=layout)
+    for stage in (2, 3, 4):
+        assert model.get_layer(f"layer{stage}_0_conv1").strides == stride_1x1
+        assert model.get_layer(f"layer{stage}_0_conv2").strides == stride_3x3
+        assert model.get_layer(f"layer{stage}_0_downsample_0").strides == (2, 2)
+        assert model.get_layer(f"layer{stage}_1_conv2").strides == (1, 1)
+    assert model.get_layer("layer1_0_conv2").strides == (1, 1)
+
+
+def test_strided_convs_pad_explicitly_and_symmetrically(resnet50):
+    assert resnet50.get_layer("conv1_pad").padding == ((3, 3), (3, 3))
+    assert resnet50.get_layer("conv1").padding == "valid"
+    assert resnet50.get_layer("maxpool_pad").padding == ((1, 1), (1, 1))
+    assert resnet50.get_layer("layer2_0_conv2_pad").padding == ((1, 1), (1, 1))
+    assert resnet50.get_layer("layer2_0_conv2").padding == "valid"
+    assert resnet50.get_layer("layer2_0_downsample_0").padding == "valid"
+
+
+def test_stem_symmetric_padding_golden():
+    """A centre-tap 7x7 stride-2 stem conv reads pixel (2i, 2j): PyTorch's pad 3, not TF same."""
+    model = ResNet(depth=50, freeze_at=0)
+    stem = keras.Model(model.input, model.get_layer("conv1").output)
+    kernel = np.zeros((7, 7, 3, 64), "float32")
+    kernel[3, 3, 0, 0] = 1.0
+    model.get_layer("conv1").set_weights([kernel])
+    image = np.random.default_rng(0).normal(size=(1, 10, 12, 3)).astype("float32")
+    out = np.asarray(stem(image))
+    np.testing.assert_allclose(out[0, :, :, 0], image[0, ::2, ::2, 0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("freeze_at, frozen_prefixes, trainable_prefixes", [
+    (0, (), ("conv1", "layer1_", "layer4_")),
+    (1, ("conv1",), ("layer1_", "layer2_")),
+    (2, ("conv1", "layer1_"), ("layer2_", "layer3_", "layer4_")),
+    (5, ("conv1", "layer1_", "layer2_", "layer3_", "layer4_"), ()),
+])
+def test_freeze_at(freeze_at, frozen_prefixes, trainable_prefixes):
+    model = ResNet(depth=50, freeze_at=freeze_at)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    for layer in convs:
+        if layer.name.startswith(frozen_prefixes or ("<none>",)):
+            assert not layer.trainable_weights, layer.name
+        if layer.name.startswith(trainable_prefixes or ("<none>",)):
+            assert layer.trainable_weights, layer.name
+    # Frozen BN: no trainable weight outside the convolutions.
+    conv_trainable = sum(len(layer.trainable_weights) for layer in convs)
+    assert len(model.trainable_weights) == conv_trainable
+
+
+def test_default_freeze_trainable_parameter_count(resnet50):
+    trainable = sum(int(np.prod(w.shape)) for w in resnet50.trainable_weights)
+    # Stem conv 7*7*3*64 and layer1's convs are frozen.
+    layer1 = sum(int(np.prod(w.shape)) for layer in resnet50.layers
+                 if layer.name.startswith("layer1_") and isinstance(layer, keras.layers.Conv2D)
+                 for w in layer.weights)
+    assert layer1 == 212_992
+    assert trainable == 25_557_032 - 53_120 - 2_049_000 - 9_408 - layer1
+
+
+def test_frozen_bn_model_unchanged_by_training_call():
+    model = ResNet(depth=50, freeze_at=5)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, FrozenBatchNorm):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c).astype("float32"),
+                               rng.normal(0, 0.1, c).astype("float32"),
+                               rng.normal(0, 0.1, c).astype("float32"),
+                               rng.uniform(0.5, 1.5, c).astype("float32")])
+    before = [w.copy() for w in model.get_weights()]
+    image = rng.normal(size=(2, 64, 64, 3)).astype("float32")
+    out_train = model(image, training=True)
+    out_infer = model(image, training=False)
+    for a, b in zip(out_train, out_infer):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_plain_bn_option():
+    model = ResNet(depth=50, norm="bn", freeze_at=2)
+    assert isinstance(model.get_layer("layer2_0_bn1"), keras.layers.BatchNormalization)
+    assert model.get_layer("layer2_0_bn1").trainable
+    assert not model.get_layer("layer1_0_bn1").trainable
+
+
+def test_resnet_config_round_trip():
+    model = ResNet(depth=50, layout="caffe", freeze_at=3, bn_epsilon=1.001e-5, name="trunk")
+    config = model.get_config()
+    assert config == {"name": "trunk", "depth": 50, "layout": "caffe", "freeze_at": 3,
+                      "norm": "frozen_bn", "bn_epsilon": 1.001e-5}
+    clone = ResNet.from_config(config)
+    assert clone.get_layer("layer2_0_conv1").strides == (2, 2)
+    assert clone.get_layer("layer2_0_bn1").epsilon == 1.001e-5
+    assert not clone.get_layer("layer2_0_conv1").trainable_weights
+    assert len(clone.weights) == len(model.weights)
+    # Serialised as a Keras object (how FCOS stores its backbone).
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+    assert isinstance(restored, ResNet) and restored.layout == "caffe"
+
+
+@pytest.mark.parametrize("kwargs, argument", [
+    ({"depth": 34}, "depth"), ({"layout": "tf"}, "layout"), ({"freeze_at": 6}, "freeze_at"),
+    ({"norm": "group"}, "norm"), ({"bn_epsilon": 0.0}, "bn_epsilon")])
+def test_resnet_rejects_bad_arguments(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        ResNet(**kwargs)
+
+
+# --------------------------------------------------------------------------- SmallBackbone
+
+@pytest.mark.parametrize("image_size", IMAGE_SIZES)
+def test_small_backbone_shapes(image_size):
+    model = SmallBackbone()
+    features = model(np.zeros((2,) + image_size + (3,), "float32"))
+    expected = [(2, h, w, c) for (h, w), c in zip(_ceil_sizes(*image_size), (32, 64, 128))]
+    assert [tuple(f.shape) for f in features] == expected
+    assert model.output_channels == (32, 64, 128) and model.strides == (8, 16, 32)
+
+
+def test_small_backbone_is_small_and_trainable():
+    model = SmallBackbone()
+    assert 200_000 <= model.count_params() <= 1_000_000
+    assert len(model.trainable_weights) == len(model.weights)
+
+
+@pytest.mark.parametrize("norm, norm_class", [("group", keras.layers.GroupNormalization),
+                                              ("bn", keras.layers.BatchNormalization),
+                                              ("none", None)])
+def test_small_backbone_norms(norm, norm_class):
+    model = SmallBackbone(norm=norm)
+    norms = [layer for layer in model.layers if "norm" in layer.name]
+    if norm_class is None:
+        assert norms == []
+        assert model.get_layer("c3_down_conv").use_bias
+    else:
+        assert norms and all(isinstance(layer, norm_class) for layer in norms)
+        assert not model.get_layer("c3_down_conv").use_bias
+
+
+def test_small_backbone_save_and_reload(tmp_path):
+    model = SmallBackbone(channels=(16, 32, 48), stem_channels=8, num_groups=4, name="tiny")
+    image = np.random.default_rng(0).normal(size=(1, 64, 96, 3)).astype("float32")
+    expected = model(image)
+    path = str(tmp_path / "tiny.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored, SmallBackbone) and restored.channels == (16, 32, 48)
+    for a, b in zip(expected, restored(image)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_small_backbone_rejects_bad_groups():
+    with pytest.raises(ValueError, match="num_groups"):
+        SmallBackbone(channels=(30, 64, 128))
+    with pytest.raises(ValueError, match="norm"):
+        SmallBackbone(norm="layer")
+
+
+# -------------------------------------------------------------------------- build_backbone
+
+def test_build_backbone():
+    assert isinstance(build_backbone("small", channels=(8, 16, 32), num_groups=4), SmallBackbone)
+    model = build_backbone("resnet50", layout="caffe")
+    assert isinstance(model, ResNet) and model.depth == 50 and model.layout == "caffe"
+    with pytest.raises(ValueError, match="name"):
+        build_backbone("vgg16")
+
+
+def test_every_custom_layer_has_get_config():
+    for cls in (backbone_lib.FrozenBatchNorm, backbone_lib.ResNet, backbone_lib.SmallBackbone):
+        assert "get_config" in cls.__dict__

@@ -1,0 +1,169 @@
+"""Tests of fcos_tf.head, and the parameter count of a full ResNet-50 FCOS stack."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from fcos_tf.backbone import FrozenBatchNorm, ResNet, SmallBackbone
+from fcos_tf.fpn import FPN
+from fcos_tf.head import FCOSHead, Scale
+from fcos_tf.locations import feature_map_sizes
+
+
+def _levels(image_size=(200, 249), channels=32, batch=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(batch, h, w, channels)).astype("float32")
+            for h, w in feature_map_sizes(image_size)]
+
+
+def _small_head(**kwargs):
+    defaults = {"num_classes": 5, "channels": 32, "num_convs": 2, "num_groups": 8}
+    defaults.update(kwargs)
+    return FCOSHead(**defaults)
+
+
+# ------------------------------------------------------------------------------------ Scale
+
+def test_scale_multiplies_and_round_trips():
+    scale = Scale(2.5, name="s")
+    np.testing.assert_allclose(scale(np.array([1.0, -2.0], "float32")), [2.5, -5.0])
+    assert [w.name for w in scale.trainable_weights] == ["scale"]
+    clone = Scale.from_config(scale.get_config())
+    assert clone.initial_value == 2.5 and clone.name == "s"
+
+
+# ------------------------------------------------------------------------------------- head
+
+@pytest.mark.parametrize("image_size", [(200, 249), (512, 512), (800, 1344)])
+def test_output_shapes_per_level(image_size):
+    levels = _levels(image_size, batch=1)
+    outputs = _small_head()(levels)
+    assert set(outputs) == {"class_logits", "box_raw", "centerness_logits"}
+    for key, depth in (("class_logits", 5), ("box_raw", 4), ("centerness_logits", 1)):
+        assert [tuple(t.shape) for t in outputs[key]] == [
+            (1, h, w, depth) for h, w in feature_map_sizes(image_size)]
+
+
+def test_head_is_shared_across_levels():
+    level = _levels((64, 64), batch=1)[1]
+    head = _small_head(num_levels=2)
+    outputs = head([level, level])
+    for key in ("class_logits", "box_raw", "centerness_logits"):
+        np.testing.assert_allclose(outputs[key][0], outputs[key][1], rtol=1e-6)
+    head.scales[1].scale.assign(3.0)
+    outputs = head([level, level])
+    np.testing.assert_allclose(outputs["box_raw"][1], 3.0 * np.asarray(outputs["box_raw"][0]),
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(outputs["class_logits"][0], outputs["class_logits"][1], rtol=1e-6)
+
+
+def test_initial_values():
+    head = FCOSHead(num_classes=80)
+    head.build([(None, None, None, 256)] * 5)
+    for conv in head.cls_tower[::3] + head.box_tower[::3]:
+        assert isinstance(conv, keras.layers.Conv2D) and conv.use_bias
+        kernel = np.asarray(conv.kernel)
+        assert abs(kernel.std() - 0.01) < 0.0005 and abs(kernel.mean()) < 0.0005
+        np.testing.assert_array_equal(conv.bias, 0.0)
+    np.testing.assert_allclose(head.cls_logits.bias, -math.log(99.0), rtol=1e-6)
+    assert abs(float(head.cls_logits.bias[0]) + 4.59512) < 1e-4
+    np.testing.assert_array_equal(head.box_pred.bias, 0.0)
+    np.testing.assert_array_equal(head.centerness_pred.bias, 0.0)
+    assert abs(np.asarray(head.box_pred.kernel).std() - 0.01) < 0.001
+    assert [float(s.scale) for s in head.scales] == [1.0] * 5
+    norms = [layer for layer in head.cls_tower
+             if isinstance(layer, keras.layers.GroupNormalization)]
+    assert len(norms) == 4 and all(n.groups == 32 and n.epsilon == 1e-5 for n in norms)
+
+
+def test_initial_foreground_probability():
+    outputs = _small_head()(_levels((64, 64)))
+    probabilities = 1.0 / (1.0 + np.exp(-np.asarray(outputs["class_logits"][0])))
+    np.testing.assert_allclose(probabilities.mean(), 0.01, rtol=0.05)
+
+
+@pytest.mark.parametrize("centerness_on", ["regression", "classification"])
+def test_centerness_branch_source(centerness_on):
+    head = _small_head(centerness_on=centerness_on)
+    levels = _levels((64, 64))
+    outputs = head(levels)
+    tower = head.box_tower if centerness_on == "regression" else head.cls_tower
+    x = levels[0]
+    for layer in tower:
+        x = layer(x)
+    np.testing.assert_allclose(outputs["centerness_logits"][0], head.centerness_pred(x),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_no_centerness():
+    head = _small_head(centerness_on="none")
+    outputs = head(_levels((64, 64)))
+    assert set(outputs) == {"class_logits", "box_raw"}
+    assert head.centerness_pred is None
+
+
+def test_no_norm():
+    head = _small_head(norm=None, num_convs=4, channels=16)
+    head(_levels((64, 64), channels=16))
+    assert not any(isinstance(layer, keras.layers.GroupNormalization)
+                   for layer in head.cls_tower + head.box_tower)
+    # 8 tower convs + class, box, centerness predictors + 5 scales.
+    expected = 8 * (9 * 16 * 16 + 16) + (9 * 16 * 5 + 5) + (9 * 16 * 4 + 4) + (9 * 16 + 1) + 5
+    assert head.count_params() == expected
+
+
+def test_config_round_trip():
+    head = _small_head(centerness_on="classification", num_levels=3, prior_prob=0.05, name="h")
+    levels = _levels((64, 64))[:3]
+    expected = head(levels)
+    config = head.get_config()
+    clone = FCOSHead.from_config(config)
+    assert clone.get_config() == config
+    clone.build([lvl.shape for lvl in levels])
+    clone.set_weights(head.get_weights())
+    result = clone(levels)
+    for key in expected:
+        for a, b in zip(expected[key], result[key]):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, argument", [
+    ({"num_classes": 0}, "num_classes"), ({"norm": "batch"}, "norm"),
+    ({"centerness_on": "box"}, "centerness_on"), ({"num_groups": 7}, "num_groups"),
+    ({"prior_prob": 1.0}, "prior_prob"), ({"num_levels": 0}, "num_levels")])
+def test_rejects_bad_arguments(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        _small_head(**kwargs)
+
+
+def test_rejects_wrong_number_of_levels():
+    with pytest.raises(ValueError, match="5 feature maps"):
+        _small_head()(_levels((64, 64))[:4])
+
+
+# --------------------------------------------------------------------- whole stack
+
+def _fcos_stack(backbone, num_classes, fpn_channels=256, **head_kwargs):
+    images = keras.Input((None, None, 3))
+    pyramid = FPN(channels=fpn_channels)(backbone(images))
+    return keras.Model(images, FCOSHead(num_classes, channels=fpn_channels, **head_kwargs)(pyramid))
+
+
+def test_resnet50_fcos_parameter_count_matches_torchvision():
+    """torchvision fcos_resnet50_fpn (91 classes): 32,269,600 parameters, frozen BN excluded."""
+    model = _fcos_stack(ResNet(depth=50), num_classes=91)
+    frozen_bn = sum(int(np.prod(w.shape)) for layer in model.get_layer("resnet50").layers
+                    if isinstance(layer, FrozenBatchNorm) for w in layer.weights)
+    scales = sum(int(np.prod(w.shape)) for w in model.weights if w.name == "scale")
+    assert scales == 5
+    assert model.count_params() - frozen_bn - scales == 32_269_600
+
+
+def test_small_stack_end_to_end_shapes():
+    model = _fcos_stack(SmallBackbone(), num_classes=3, fpn_channels=32, num_convs=2,
+                        num_groups=8)
+    outputs = model(np.zeros((1, 200, 249, 3), "float32"))
+    assert [tuple(t.shape) for t in outputs["class_logits"]] == [
+        (1, h, w, 3) for h, w in feature_map_sizes((200, 249))]
