@@ -331,6 +331,24 @@ def time_train_steps(model, dataset, *, warmup=1, repeats=5):
     return timing
 
 
+def predict_function(model):
+    """``images -> model.predict_step(images)`` through the model's own compiled predict function.
+
+    What ``model.predict`` runs per batch, without its data adapter and progress bar.
+    ``predict_on_batch`` would do too, but it hands ``predict_step`` a 1-tuple, which keras-cv
+    0.9's ``RetinaNet.predict_step`` mistakes for the images (it reads ``args[-1]``) under
+    Keras 3.15; passing the bare tensor works for both models.
+
+    Args:
+        model: a compiled ``keras.Model``.
+
+    Returns:
+        callable: float32 [B, H, W, 3] -> the predict step's outputs.
+    """
+    model.make_predict_function()
+    return lambda images: model.predict_function([images])
+
+
 def conv_layers_channels_last(model):
     """True when every Conv2D of ``model`` (recursively) uses NHWC (oneDNN's fast path)."""
     import keras
