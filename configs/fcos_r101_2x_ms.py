@@ -21,7 +21,7 @@ def get_config():
     """Returns the R-101 2x multi-scale recipe."""
     config = base_config()
     config.model.backbone = "resnet101"
-    config.data.min_size_train = tuple(range(640, 801))
+    config.data.train_short_side = (640, 800)
     config.train.total_steps = 180_000
     config.train.lr_steps = (120_000, 160_000)
     return config

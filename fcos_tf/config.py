@@ -45,6 +45,7 @@ def base_config():
     model.p6_input = "p5"                  # "p5" (improved) | "c5" (paper's original)
     model.head_num_convs = 4
     model.head_norm = "group"              # "group" | "none"
+    model.head_num_groups = 32
     model.centerness_on = "regression"     # "regression" | "classification" | "none"
     model.norm_reg_targets = True          # relu(s*x)*stride instead of exp(s*x)
     model.location_offset = 0.5
@@ -74,8 +75,11 @@ def base_config():
     data.synthetic_image_size = 128
     data.synthetic_num_classes = 6
     data.synthetic_seed = 0
-    data.min_size_train = (800,)           # short side; several values = multi-scale
-    data.min_size_test = 800
+    data.synthetic_num_objects = (1, 8)    # (min, max) objects per image
+    data.synthetic_min_object_size = 6     # pixels
+    data.synthetic_noise_std = (0.0, 12.0)
+    data.train_short_side = (800, 800)     # inclusive range of the random short side
+    data.eval_short_side = 800
     data.max_size = 1333                   # long side at most
     data.size_divisibility = 32
     data.hflip_prob = 0.5
@@ -83,6 +87,12 @@ def base_config():
     data.max_boxes = 100                   # M: ground-truth rows per image after padding
     data.center_sampling_radius = 1.5      # 0 turns center sampling off
     data.shuffle_buffer = 1000
+    data.cache = False                     # cache decoded reader examples in memory
+    data.deterministic = False             # element order independent of thread timing
+    # On resume: "replay" skips the batches already seen (exact continuation; replays the
+    # input pipeline, fine for small datasets), "reshuffle" starts a fresh shuffle seeded by
+    # the step (no replay cost; step, weights, optimizer state and schedule still exact).
+    data.resume = "reshuffle"
     data.seed = 0
 
     # --- train (item 19) ----------------------------------------------------------------------
@@ -175,6 +185,7 @@ def validate_config(config, num_replicas=1, *, mode="train_and_eval", check_path
                          ("train.strategy", STRATEGIES), ("train.precision", PRECISIONS),
                          ("train.warmup_method", WARMUP_METHODS),
                          ("data.pixel_norm", PIXEL_NORMS),
+                         ("data.resume", ("replay", "reshuffle")),
                          ("model.p6_input", ("p5", "c5")),
                          ("model.head_norm", ("group", "none")),
                          ("model.centerness_on", ("regression", "classification", "none")),
@@ -221,9 +232,13 @@ def validate_config(config, num_replicas=1, *, mode="train_and_eval", check_path
               f"train.total_steps={train.total_steps}")
     if train.clip_global_norm < 0:
         _fail("train.clip_global_norm", f"must be >= 0 (0 = off), got {train.clip_global_norm!r}")
-    sizes = tuple(data.min_size_train)
-    if not sizes or any(not isinstance(s, int) or s <= 0 for s in sizes):
-        _fail("data.min_size_train", f"must be positive integers, got {sizes!r}")
+    sizes = tuple(data.train_short_side)
+    if (len(sizes) != 2 or any(not isinstance(s, int) or s <= 0 for s in sizes)
+            or sizes[0] > sizes[1]):
+        _fail("data.train_short_side", f"must be an inclusive range (low, high) of positive "
+              f"integers, got {sizes!r}")
+    if not isinstance(data.eval_short_side, int) or data.eval_short_side <= 0:
+        _fail("data.eval_short_side", f"must be a positive integer, got {data.eval_short_side!r}")
     if not 0.0 <= data.hflip_prob <= 1.0:
         _fail("data.hflip_prob", f"must be a probability, got {data.hflip_prob!r}")
     if data.center_sampling_radius < 0:

@@ -239,3 +239,46 @@ def write_metrics(metrics, path):
     with tf.io.gfile.GFile(path, "w") as f:
         json.dump(metrics, f, indent=1, sort_keys=False)
     return path
+
+
+def detection_grid(batches, label_map, *, pixel_norm="caffe", num_images=4,
+                   score_threshold=0.3):
+    """One picture of the first validation images with their detections drawn.
+
+    Args:
+        batches: list of ``(images, detections, labels)`` numpy batches from ``evaluate``.
+        label_map: ``LabelMap`` (class names in the captions).
+        pixel_norm: normalisation of the images, to undo it.
+        num_images: images in the grid (side by side).
+        score_threshold: detections below it are not drawn.
+
+    Returns:
+        uint8 ``[H, W', 3]`` numpy image (the valid regions side by side), or None.
+    """
+    from fcos_tf.data import transforms  # pylint: disable=import-outside-toplevel
+    from fcos_tf.data import visualize  # pylint: disable=import-outside-toplevel
+
+    pictures = []
+    for images, detections, labels in batches:
+        for b in range(images.shape[0]):
+            if len(pictures) == num_images:
+                break
+            height, width = (int(v) for v in labels["image_size"][b])
+            image = transforms.denormalize_image(images[b, :height, :width], pixel_norm).numpy()
+            n = int(detections["num_detections"][b])
+            keep = detections["scores"][b, :n] >= score_threshold
+            pictures.append(np.asarray(visualize.draw_detections(
+                image, detections["boxes"][b, :n][keep], detections["classes"][b, :n][keep],
+                detections["scores"][b, :n][keep], label_map=label_map), np.uint8))
+    if not pictures:
+        return None
+    height = max(p.shape[0] for p in pictures)
+    pictures = [np.pad(p, ((0, height - p.shape[0]), (0, 4), (0, 0))) for p in pictures]
+    return np.concatenate(pictures, axis=1)
+
+
+def write_png(image, path):
+    """Writes a uint8 ``[H, W, 3]`` image as PNG."""
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(tf.io.encode_png(image).numpy())
+    return path

@@ -445,3 +445,230 @@ def fit(model, dataset_fn, *, checkpointer, total_steps, steps_per_epoch, checkp
             f"good one, in {checkpointer.directory}). Lower config.train.base_lr, lengthen "
             f"the warm-up or set config.train.clip_global_norm.")
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# Builders: the only place where the config is unpacked into keyword arguments
+# --------------------------------------------------------------------------------------------
+
+def build_model(model_config, num_classes):
+    """An ``FCOS`` model from ``config.model`` (built, weights loaded if configured)."""
+    from fcos_tf.backbone import build_backbone  # pylint: disable=import-outside-toplevel
+    from fcos_tf.model import FCOS  # pylint: disable=import-outside-toplevel
+
+    m = model_config
+    backbone_kwargs = {}
+    if m.backbone.startswith("resnet"):
+        backbone_kwargs = {"layout": m.backbone_layout, "freeze_at": m.backbone_freeze_at}
+    backbone = build_backbone(m.backbone, **backbone_kwargs)
+    if m.backbone_weights:
+        backbone.load_weights(m.backbone_weights)
+    model = FCOS(
+        backbone, num_classes, fpn_channels=m.fpn_channels, p6_input=m.p6_input,
+        head_num_convs=m.head_num_convs, head_norm=m.head_norm,
+        head_num_groups=m.head_num_groups, centerness_on=m.centerness_on,
+        norm_reg_targets=m.norm_reg_targets, location_offset=m.location_offset,
+        box_loss=m.box_loss, focal_alpha=m.focal_alpha, focal_gamma=m.focal_gamma,
+        score_threshold=m.score_threshold, score_threshold_on=m.score_threshold_on,
+        pre_nms_top_k=m.pre_nms_top_k, nms_iou_threshold=m.nms_iou_threshold,
+        max_detections=m.max_detections)
+    model.build((None, None, None, 3))
+    return model
+
+
+def _pipeline_config(data_config, batch_size):
+    from fcos_tf.data.pipeline import PipelineConfig  # pylint: disable=import-outside-toplevel
+
+    d = data_config
+    low, high = tuple(d.train_short_side)
+    return PipelineConfig(
+        batch_size=batch_size, min_size=low, max_size_short=high, eval_size=d.eval_short_side,
+        max_size=d.max_size, flip_probability=d.hflip_prob, pixel_norm=d.pixel_norm,
+        size_divisor=d.size_divisibility, max_boxes=d.max_boxes,
+        center_sampling_radius=d.center_sampling_radius, shuffle_buffer=d.shuffle_buffer,
+        cache=bool(d.cache), deterministic=bool(d.deterministic), seed=d.seed)
+
+
+def read_split(config, split):
+    """Reader examples of ``split`` ("train" | "val") as a ``ReadResult``.
+
+    For COCO the result also carries the annotation file (``ground_truth_file`` attribute) so
+    that evaluation uses the official areas and crowd flags.
+    """
+    d = config.data
+    if d.dataset == "synthetic":
+        from fcos_tf.data import synthetic  # pylint: disable=import-outside-toplevel
+
+        # The validation images are another seed's: never seen in training.
+        num = d.synthetic_num_train if split == "train" else d.synthetic_num_val
+        seed = d.synthetic_seed if split == "train" else d.synthetic_seed + 1_000_003
+        result = synthetic.synthetic_dataset(
+            num, image_size=d.synthetic_image_size, seed=seed,
+            num_objects=tuple(d.synthetic_num_objects),
+            min_object_size=d.synthetic_min_object_size,
+            noise_std=tuple(d.synthetic_noise_std))
+        result.ground_truth_file = None
+        return result
+    if d.dataset == "coco":
+        from fcos_tf.config import dataset_paths  # pylint: disable=import-outside-toplevel
+        from fcos_tf.data.coco import read_coco  # pylint: disable=import-outside-toplevel
+
+        paths = dataset_paths(config)
+        annotations = paths[f"{split}_annotations"]
+        result = read_coco(annotations, paths[f"{split}_images"], decode=False)
+        result.ground_truth_file = annotations if split == "val" else None
+        return result
+    from fcos_tf.data import tfds as tfds_reader  # pylint: disable=import-outside-toplevel
+
+    result = tfds_reader.read_tfds(
+        d.tfds_name, split=d.tfds_train_split if split == "train" else d.tfds_val_split,
+        data_dir=d.tfds_data_dir or None)
+    result.ground_truth_file = None
+    return result
+
+
+def train_dataset_fn(config, examples):
+    """``start_step -> dataset`` of training batches (global batch), see ``fit``."""
+    from fcos_tf.data.pipeline import make_pipeline  # pylint: disable=import-outside-toplevel
+
+    pipeline_config = _pipeline_config(config.data, config.train.batch_size)
+
+    def dataset_fn(start_step):
+        if config.data.resume == "replay" or start_step == 0:
+            dataset = make_pipeline(examples, training=True, config=pipeline_config)
+            # Exact continuation: the batches of steps 0..start_step-1 are produced and
+            # dropped (input pipeline only, no model compute).
+            return dataset.skip(start_step) if start_step else dataset
+        # A fresh, still deterministic stream for this resume point.
+        seed = hash((config.data.seed, int(start_step))) % (2 ** 31)
+        return make_pipeline(examples, training=True, config=pipeline_config, seed=seed)
+
+    return dataset_fn
+
+
+def eval_dataset(config, examples):
+    """Validation batches (no flip, fixed short side, every image once)."""
+    from fcos_tf.data.pipeline import make_pipeline  # pylint: disable=import-outside-toplevel
+
+    pipeline_config = _pipeline_config(config.data, config.eval.batch_size)
+    return make_pipeline(examples, training=False, config=pipeline_config, repeat=False,
+                         shuffle_buffer=0, deterministic=True)
+
+
+# --------------------------------------------------------------------------------------------
+# A whole run
+# --------------------------------------------------------------------------------------------
+
+def _write_json(path, obj):
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(obj, f, indent=1)
+
+
+def evaluate_and_report(model, config, val_examples, label_map, workdir, summary_writer=None,
+                        step=0, verbose=True):
+    """COCO AP on the validation split; writes ``metrics.json`` and ``detections.png``.
+
+    Returns:
+        The metrics dict of :func:`fcos_tf.evaluation.evaluate` (plus "step").
+    """
+    from fcos_tf import evaluation  # pylint: disable=import-outside-toplevel
+
+    ground_truth = None
+    if getattr(val_examples, "ground_truth_file", None):
+        import contextlib, io  # pylint: disable=import-outside-toplevel,multiple-imports
+        from pycocotools.coco import COCO  # pylint: disable=import-outside-toplevel
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            ground_truth = COCO(val_examples.ground_truth_file)
+    dataset = eval_dataset(config, val_examples.dataset)
+    keep = -(-config.eval.num_visualize // config.eval.batch_size)
+    metrics, kept = evaluation.evaluate(model, dataset, label_map, ground_truth=ground_truth,
+                                        num_images=config.eval.num_images, verbose=verbose,
+                                        keep_batches=keep)
+    metrics["step"] = int(step)
+    evaluation.write_metrics(metrics, os.path.join(workdir, "metrics.json"))
+    picture = None
+    if config.eval.num_visualize and kept:
+        picture = evaluation.detection_grid(
+            kept, label_map, pixel_norm=config.data.pixel_norm,
+            num_images=config.eval.num_visualize,
+            score_threshold=config.eval.visualize_score_threshold)
+        if picture is not None:
+            evaluation.write_png(picture, os.path.join(workdir, "detections.png"))
+    if summary_writer is not None:
+        with summary_writer.as_default(step=int(step)):
+            for name in evaluation.METRIC_NAMES:
+                if metrics[name] is not None:
+                    tf.summary.scalar(f"eval/{name}", metrics[name])
+            if picture is not None:
+                tf.summary.image("eval/detections", picture[None], max_outputs=1)
+        summary_writer.flush()
+    return metrics
+
+
+def run(config, workdir, mode="train_and_eval", strategy=None, *, verbose="auto",
+        handle_signals=True, callbacks=()):
+    """Trains and/or evaluates one recipe in ``workdir`` (what ``train.py`` does).
+
+    Args:
+        config: a validated ``ConfigDict`` (see ``fcos_tf.config.validate_config``).
+        workdir: run directory: checkpoints/, tensorboard/, config.json, label_map.json,
+            metrics.json, detections.png.
+        mode: "train_and_eval" | "train" | "eval".
+        strategy: distribution strategy (default: ``select_strategy`` of the config).
+        verbose: Keras progress-bar verbosity.
+        handle_signals: save and stop on SIGTERM/SIGINT.
+        callbacks: extra Keras callbacks for ``fit``.
+
+    Returns:
+        dict with "step", "interrupted" (signal number or None), "model" and, when
+        evaluated, "metrics".
+    """
+    if mode not in ("train_and_eval", "train", "eval"):
+        raise ValueError(f"mode: expected train_and_eval, train or eval, got {mode!r}")
+    strategy = strategy or select_strategy(config.train.strategy, config.train.devices)
+    chief = is_chief(strategy)
+    tf.io.gfile.makedirs(workdir)
+    keras.mixed_precision.set_global_policy(config.train.precision)
+    keras.utils.set_random_seed(config.train.seed)
+
+    train_examples = read_split(config, "train") if mode != "eval" else None
+    val_examples = read_split(config, "val") if mode != "train" else None
+    label_map = (train_examples or val_examples).label_map
+    if chief:
+        _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+        label_map.save(os.path.join(workdir, "label_map.json"))
+
+    with strategy.scope():
+        model = build_model(config.model, label_map.num_classes)
+        optimizer = build_optimizer(config.train)
+        model.compile(optimizer=optimizer, jit_compile=bool(config.train.jit_compile))
+        optimizer.build(model.trainable_variables)
+    checkpointer = Checkpointer(workdir, model, optimizer, strategy,
+                                config.train.keep_checkpoints)
+    writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) if chief else None
+    result = {"step": 0, "interrupted": None, "model": model}
+    if mode != "eval":
+        logging.info("Training %s for %d steps, global batch %d on %d replica(s), workdir %s.",
+                     config.model.backbone, config.train.total_steps, config.train.batch_size,
+                     strategy.num_replicas_in_sync, workdir)
+        fit_result = fit(model, train_dataset_fn(config, train_examples.dataset),
+                         checkpointer=checkpointer, total_steps=config.train.total_steps,
+                         steps_per_epoch=config.train.steps_per_epoch,
+                         checkpoint_every=config.train.checkpoint_every, summary_writer=writer,
+                         log_every=config.train.log_every, verbose=verbose,
+                         handle_signals=handle_signals, callbacks=callbacks)
+        result.update(step=fit_result["step"], interrupted=fit_result["interrupted"])
+        if fit_result["interrupted"] is not None:
+            logging.warning("Interrupted by signal %d at step %d; checkpoint saved in %s.",
+                            fit_result["interrupted"], fit_result["step"],
+                            checkpointer.directory)
+            return result
+    else:
+        result["step"] = checkpointer.restore()
+        if checkpointer.last_saved_step is None:
+            raise ValueError(f"workdir: no checkpoint in {checkpointer.directory} to evaluate")
+    if mode != "train" and chief:
+        result["metrics"] = evaluate_and_report(model, config, val_examples, label_map, workdir,
+                                                writer, result["step"])
+    return result

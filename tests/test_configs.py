@@ -1,0 +1,128 @@
+"""Recipe files: they load, hold the paper's values, and bad values fail at start, clearly."""
+
+import glob
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fcos_tf import config as config_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+
+
+def _load(name):
+    path = os.path.join(REPO, "configs", name)
+    spec = importlib.util.spec_from_file_location(name[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_every_recipe_validates_and_documents_its_command(path):
+    config = _load(os.path.basename(path))
+    config_lib.validate_config(config, check_paths=False)
+    for section in ("model", "data", "train", "eval", "export"):
+        assert section in config
+    with open(path) as f:
+        source = f.read()
+    assert "python train.py" in source and "Expected" in source
+
+
+def test_improved_recipe_is_the_papers_default_profile():
+    config = _load("fcos_r50_1x_improved.py")
+    assert (config.model.backbone, config.model.p6_input, config.model.centerness_on,
+            config.model.box_loss, config.model.norm_reg_targets) == (
+                "resnet50", "p5", "regression", "giou", True)
+    assert config.data.center_sampling_radius == 1.5
+    assert (config.train.batch_size, config.train.base_lr, config.train.total_steps,
+            tuple(config.train.lr_steps), config.train.warmup_steps) == (
+                16, 0.01, 90_000, (60_000, 80_000), 500)
+    assert (config.train.momentum, config.train.weight_decay, config.train.bias_lr_factor) == (
+        0.9, 1e-4, 2.0)
+    assert (config.model.nms_iou_threshold, config.model.pre_nms_top_k,
+            config.model.max_detections, config.model.score_threshold) == (0.6, 1000, 100, 0.05)
+
+
+def test_original_and_r101_recipes_change_only_their_rows():
+    original = _load("fcos_r50_1x_original.py")
+    assert (original.model.p6_input, original.model.centerness_on, original.model.box_loss,
+            original.model.norm_reg_targets, original.data.center_sampling_radius) == (
+                "c5", "classification", "iou", False, 0.0)
+    r101 = _load("fcos_r101_2x_ms.py")
+    assert r101.model.backbone == "resnet101"
+    assert tuple(r101.data.train_short_side) == (640, 800)
+    assert (r101.train.total_steps, tuple(r101.train.lr_steps)) == (180_000, (120_000, 160_000))
+
+
+def _synthetic():
+    return _load("synthetic_small.py")
+
+
+def test_batch_not_divisible_by_replicas_is_refused():
+    config = _synthetic()
+    config.train.batch_size = 6
+    config_lib.validate_config(config, num_replicas=2, check_paths=False)
+    with pytest.raises(ValueError, match=r"config\.train\.batch_size.*4 replicas"):
+        config_lib.validate_config(config, num_replicas=4, check_paths=False)
+
+
+def test_missing_dataset_paths_are_named():
+    config = _load("fcos_r50_1x_improved.py")
+    config.data.coco_root = "/nonexistent/coco"
+    with pytest.raises(ValueError, match=r"config\.data\.train_images: /nonexistent/coco/train"):
+        config_lib.validate_config(config)
+    with pytest.raises(ValueError, match=r"config\.data\.val_images"):
+        config_lib.validate_config(config, mode="eval")
+
+
+def test_missing_backbone_weights_are_named(tmp_path):
+    config = _synthetic()
+    config.model.backbone_weights = str(tmp_path / "nope.weights.h5")
+    with pytest.raises(ValueError, match=r"config\.model\.backbone_weights: .*nope"):
+        config_lib.validate_config(config)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("train.lr_steps", (700, 500), "increasing"),
+    ("train.lr_steps", (100, 600), "not before"),
+    ("train.base_lr", -0.1, "positive"),
+    ("train.batch_size", 0, "positive integer"),
+    ("train.strategy", "tpu", "not one of"),
+    ("model.backbone", "resnet18", "not one of"),
+    ("data.train_short_side", (800, 640), "inclusive range"),
+    ("data.hflip_prob", 1.5, "probability"),
+    ("model.nms_iou_threshold", 0.0, r"\(0, 1\]"),
+    ("train.precision", "float16", "not one of"),
+])
+def test_impossible_values_fail_with_the_key(key, value, message):
+    config = _synthetic()
+    section, name = key.split(".")
+    config[section][name] = value
+    with pytest.raises(ValueError, match=rf"config\.{key}: .*{message}"):
+        config_lib.validate_config(config, check_paths=False)
+
+
+def _run_train(*args):
+    return subprocess.run([sys.executable, os.path.join(REPO, "train.py"), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def test_train_py_refuses_a_typo_in_a_config_key(tmp_path):
+    result = _run_train(f"--workdir={tmp_path}", "--config.train.bach_size=4")
+    assert result.returncode != 0
+    assert "bach_size" in result.stderr
+    assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_train_py_refuses_an_impossible_value_before_training(tmp_path):
+    result = _run_train(f"--workdir={tmp_path}", "--config.data.dataset=coco",
+                        "--config.data.coco_root=/nonexistent")
+    assert result.returncode != 0
+    assert "Invalid config: config.data.train_images" in result.stderr
+    assert not os.path.exists(tmp_path / "checkpoints")

@@ -1,0 +1,64 @@
+r"""Trains and evaluates FCOS from a recipe in configs/.
+
+    python train.py --workdir=/tmp/fcos_small                      # synthetic data, CPU
+    python train.py --config=configs/fcos_r50_1x_improved.py --workdir=/tmp/r50 \
+        --config.data.coco_root=/data/coco --config.train.batch_size=8
+    python train.py --config=configs/fcos_r50_1x_improved.py --workdir=/tmp/r50 --mode=eval
+
+Any config value can be overridden with ``--config.<section>.<key>=...``; an unknown key is
+an error. Running again with the same ``--workdir`` resumes from its last checkpoint.
+Several GPUs are used through ``MirroredStrategy``, several machines through
+``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` is set; the global batch is the config's.
+"""
+
+import logging
+import sys
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from fcos_tf import config as config_lib
+from fcos_tf import training
+
+config_flags.DEFINE_config_file("config", default="configs/synthetic_small.py",
+                                help_string="Recipe file (configs/*.py).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, TensorBoard).")
+flags.DEFINE_enum("mode", "train_and_eval", ["train_and_eval", "train", "eval"],
+                  "What to run.")
+flags.mark_flags_as_required(["workdir"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    logging.getLogger().setLevel(logging.INFO)
+    config = FLAGS.config
+    started = time.time()
+    # The strategy first: multi-worker collectives must be set up before any other TF op.
+    strategy = training.select_strategy(config.train.strategy, config.train.devices)
+    try:
+        config_lib.validate_config(config, strategy.num_replicas_in_sync, mode=FLAGS.mode)
+    except ValueError as error:
+        sys.exit(f"Invalid config: {error}")
+    print(f"FCOS {FLAGS.mode}: backbone {config.model.backbone}, dataset {config.data.dataset}, "
+          f"{config.train.total_steps} steps of global batch {config.train.batch_size} on "
+          f"{strategy.num_replicas_in_sync} replica(s); workdir {FLAGS.workdir}", flush=True)
+    try:
+        result = training.run(config, FLAGS.workdir, FLAGS.mode, strategy)
+    except training.NonFiniteLossError as error:
+        sys.exit(f"Training stopped: {error}")
+    minutes = (time.time() - started) / 60
+    if result["interrupted"] is not None:
+        print(f"Interrupted at step {result['step']} after {minutes:.1f} min; checkpoint saved. "
+              f"Run the same command again to resume.", flush=True)
+        sys.exit(128 + result["interrupted"])
+    message = f"Done at step {result['step']} in {minutes:.1f} min."
+    if "metrics" in result:
+        message += (f" AP {result['metrics']['AP']:.3f}, AP50 {result['metrics']['AP50']:.3f} "
+                    f"-> {FLAGS.workdir}/metrics.json")
+    print(message, flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
