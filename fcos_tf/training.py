@@ -559,6 +559,16 @@ def eval_dataset(config, examples):
 # A whole run
 # --------------------------------------------------------------------------------------------
 
+def create_summary_writer(logdir):
+    """A ``tf.summary`` writer, or None (with a warning) when TensorBoard is not installed."""
+    import importlib.util  # pylint: disable=import-outside-toplevel
+
+    if importlib.util.find_spec("tensorboard") is None:
+        logging.warning("TensorBoard is not installed: no summaries (pip install tensorboard).")
+        return None
+    return tf.summary.create_file_writer(logdir)
+
+
 def _write_json(path, obj):
     with tf.io.gfile.GFile(path, "w") as f:
         json.dump(obj, f, indent=1)
@@ -646,7 +656,7 @@ def run(config, workdir, mode="train_and_eval", strategy=None, *, verbose="auto"
         optimizer.build(model.trainable_variables)
     checkpointer = Checkpointer(workdir, model, optimizer, strategy,
                                 config.train.keep_checkpoints)
-    writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) if chief else None
+    writer = create_summary_writer(os.path.join(workdir, "tensorboard")) if chief else None
     result = {"step": 0, "interrupted": None, "model": model}
     if mode != "eval":
         logging.info("Training %s for %d steps, global batch %d on %d replica(s), workdir %s.",
