@@ -1,0 +1,271 @@
+"""The tf.data pipeline: reader examples -> (images, labels) batches for ``model.fit``.
+
+Per example (parallel map): decode (when the reader gave encoded bytes), random horizontal
+flip (training), resize of the short side (random integer in a range when training, fixed
+otherwise) under a long-side cap, box clipping and filtering, pixel normalisation, zero
+padding to a multiple of 32 (or to a fixed ``pad_to``) and padding of the boxes to M rows.
+Per batch: images are padded to the largest in the batch, then the FCOS targets are computed
+for every image on the locations of the batch's padded size with
+:func:`fcos_tf.targets.compute_targets` (no assignment logic in the model, DESIGN.md Sec. 3).
+
+Output structure (contract of ``fcos_tf.data``)::
+
+    images: float32 [B, Hp, Wp, 3], normalised and padded
+    labels: {
+        "class_targets": int32 [B, P], -1 background
+        "box_targets": float32 [B, P, 4], ltrb pixels
+        "centerness_targets": float32 [B, P]
+        "matched_box_index": int32 [B, P], row of "boxes", -1 background
+        "boxes": float32 [B, M, 4] xyxy network-input pixels, zero rows where classes == -1
+        "classes": int32 [B, M], -1 padding
+        "is_crowd": bool [B, M]
+        "image_id": int64 [B]
+        "original_size": int32 [B, 2] (H0, W0)
+        "image_size": int32 [B, 2] valid (resized, unpadded) size
+        "scale": float32 [B], resized / original: original boxes = boxes / scale
+    }
+
+Crowd boxes: training batches drop them. Evaluation batches keep them in ``boxes`` with
+``is_crowd`` True (so a COCO ground truth can be rebuilt from the batches) but they never
+produce targets.
+"""
+
+import dataclasses
+import logging
+from typing import Optional, Tuple
+
+import tensorflow as tf
+
+from fcos_tf import locations as loc
+from fcos_tf.data import transforms
+
+logger = logging.getLogger(__name__)
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Options of :func:`make_pipeline`; the defaults are the paper's (DESIGN.md Sec. 3).
+
+    Attributes:
+        batch_size: images per batch (global batch under a distribution strategy).
+        min_size: short side: the training range is ``[min_size, max_size_short]``; evaluation
+            uses ``eval_size``.
+        max_size_short: upper end of the training short-side range (inclusive).
+        eval_size: short side at evaluation.
+        max_size: cap on the long side after resizing (None: no cap).
+        flip_probability: probability of a horizontal flip when training.
+        pixel_norm: ``"caffe"`` or ``"torchvision"`` (see ``transforms.normalize_image``).
+        size_divisor: padded sides are multiples of it.
+        pad_to: optional fixed padded size ``(H, W)`` for static shapes (XLA, TFLite).
+        max_boxes: M, ground-truth rows per image (extra boxes are dropped, in order).
+        strides, size_ranges, center_sampling_radius, location_offset: target assignment,
+            forwarded to ``compute_targets``.
+        shuffle_buffer: examples in the shuffle buffer when training (0: no shuffle).
+        cache: cache the reader's examples (encoded, before decoding) in memory, or in the
+            file named by a string.
+        repeat: repeat forever when training.
+        drop_remainder: drop a last incomplete batch (default: when training).
+        deterministic: keep element order and randomness independent of parallelism.
+        seed: seed of shuffling and augmentation (None: fresh randomness).
+        num_parallel_calls: map parallelism (default AUTOTUNE).
+        prefetch: batches prefetched (default AUTOTUNE).
+    """
+
+    batch_size: int = 16
+    min_size: int = 640
+    max_size_short: int = 800
+    eval_size: int = 800
+    max_size: Optional[int] = 1333
+    flip_probability: float = 0.5
+    pixel_norm: str = "caffe"
+    size_divisor: int = 32
+    pad_to: Optional[Tuple[int, int]] = None
+    max_boxes: int = 100
+    strides: Tuple[int, ...] = loc.STRIDES
+    size_ranges: Tuple[Tuple[float, float], ...] = loc.SIZE_RANGES
+    center_sampling_radius: float = 1.5
+    location_offset: float = loc.DEFAULT_LOCATION_OFFSET
+    shuffle_buffer: int = 1000
+    cache: object = False
+    repeat: bool = True
+    drop_remainder: Optional[bool] = None
+    deterministic: bool = False
+    seed: Optional[int] = None
+    num_parallel_calls: Optional[int] = None
+    prefetch: Optional[int] = None
+
+
+def _check_config(config):
+    if config.batch_size < 1:
+        raise ValueError(f"`batch_size` must be >= 1, got {config.batch_size}.")
+    if not 1 <= config.min_size <= config.max_size_short:
+        raise ValueError(f"Need 1 <= `min_size` <= `max_size_short`, got {config.min_size} and "
+                         f"{config.max_size_short}.")
+    if config.eval_size < 1:
+        raise ValueError(f"`eval_size` must be >= 1, got {config.eval_size}.")
+    if config.pixel_norm not in transforms.PIXEL_NORMS:
+        raise ValueError(f"`pixel_norm` must be one of {transforms.PIXEL_NORMS}, got "
+                         f"{config.pixel_norm!r}.")
+    if config.size_divisor < 1:
+        raise ValueError(f"`size_divisor` must be >= 1, got {config.size_divisor}.")
+    if config.pad_to is not None and (len(config.pad_to) != 2 or min(config.pad_to) < 1):
+        raise ValueError(f"`pad_to` must be a pair (H, W) of positive ints, got {config.pad_to}.")
+    if config.max_boxes < 1:
+        raise ValueError(f"`max_boxes` must be >= 1, got {config.max_boxes}.")
+    if not 0.0 <= config.flip_probability <= 1.0:
+        raise ValueError(f"`flip_probability` must be in [0, 1], got {config.flip_probability}.")
+
+
+def preprocess_example(example, seed, *, training, config):
+    """Transforms one reader example into network input and padded ground truth.
+
+    Args:
+        example: reader dict: ``"image"`` uint8 ``[H0, W0, 3]`` or ``"image_bytes"`` string,
+            ``"boxes"`` float32 ``[N, 4]`` xyxy original pixels, ``"classes"`` int32 ``[N]``,
+            ``"is_crowd"`` bool ``[N]``, ``"image_id"`` int64.
+        seed: int64 ``[2]`` stateless seed of this example's augmentation.
+        training: python bool: random short side and flip, crowd boxes dropped.
+        config: :class:`PipelineConfig`.
+
+    Returns:
+        dict with ``"image"`` float32 ``[Hp, Wp, 3]`` (padded to ``size_divisor`` or ``pad_to``),
+        ``"boxes"`` ``[M, 4]``, ``"classes"`` ``[M]``, ``"is_crowd"`` ``[M]``, ``"image_id"``,
+        ``"original_size"``, ``"image_size"``, ``"scale"``.
+    """
+    if "image" in example:
+        image = example["image"]
+    else:
+        image = transforms.decode_image(example["image_bytes"])
+    boxes = tf.cast(example["boxes"], tf.float32)
+    classes = tf.cast(example["classes"], tf.int32)
+    is_crowd = tf.cast(example["is_crowd"], tf.bool)
+    original_size = tf.shape(image)[:2]
+
+    if training:
+        flip_seed, size_seed = tf.unstack(
+            tf.random.experimental.stateless_split(seed, num=2), axis=0)
+        # Flipping the small uint8 original instead of the resized float image is cheaper and
+        # the same picture: the bilinear resize with half-pixel centres is mirror-symmetric.
+        image, boxes, _ = transforms.random_horizontal_flip(
+            image, boxes, config.flip_probability, flip_seed)
+        short_side = transforms.random_short_side(config.min_size, config.max_size_short,
+                                                  size_seed)
+    else:
+        short_side = config.eval_size
+    scale, image_size = transforms.resize_size(original_size, short_side, config.max_size)
+    image = transforms.resize_image(image, image_size)
+    # One scalar scale for both axes, so that `boxes / scale` maps back exactly.
+    boxes = boxes * scale
+    boxes, classes, is_crowd = transforms.clip_and_filter_boxes(
+        boxes, classes, is_crowd, image_size, drop_crowd=training)
+    image = transforms.normalize_image(image, config.pixel_norm)
+    image = transforms.pad_image(image, config.size_divisor, config.pad_to)
+    boxes, classes, is_crowd = transforms.pad_boxes(boxes, classes, is_crowd, config.max_boxes)
+    return {
+        "image": image,
+        "boxes": boxes,
+        "classes": classes,
+        "is_crowd": is_crowd,
+        "image_id": tf.cast(example["image_id"], tf.int64),
+        "original_size": original_size,
+        "image_size": image_size,
+        "scale": scale,
+    }
+
+
+def batch_targets(boxes, classes, is_crowd, image_size, config):
+    """FCOS targets of every image of a batch on the locations of one padded size.
+
+    Args:
+        boxes: float32 ``[B, M, 4]`` xyxy pixels.
+        classes: int32 ``[B, M]``, -1 padding.
+        is_crowd: bool ``[B, M]``; crowd rows get no targets.
+        image_size: ``(Hp, Wp)`` padded size shared by the batch (ints or int32 ``[2]``).
+        config: :class:`PipelineConfig`.
+
+    Returns:
+        dict of ``compute_targets`` outputs stacked over the batch (``[B, P]``, ``[B, P, 4]``).
+    """
+    from fcos_tf.targets import compute_targets  # pylint: disable=import-outside-toplevel
+
+    # Valid rows come first (``transforms.pad_boxes``): give compute_targets only the rows up
+    # to the batch's largest count (at least one), its cost grows with P x M.
+    num_rows = tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(classes >= 0, tf.int32), 1)), 1)
+    boxes, classes, is_crowd = boxes[:, :num_rows], classes[:, :num_rows], is_crowd[:, :num_rows]
+    target_classes = tf.where(is_crowd, tf.constant(-1, tf.int32), classes)
+    num_locations = loc.num_locations(image_size, config.strides)
+
+    def one(args):
+        image_boxes, image_classes = args
+        return compute_targets(image_boxes, image_classes, image_size,
+                               strides=config.strides, size_ranges=config.size_ranges,
+                               center_sampling_radius=config.center_sampling_radius,
+                               location_offset=config.location_offset)
+
+    static_p = num_locations if isinstance(num_locations, int) else None
+    signature = {
+        "class_targets": tf.TensorSpec([static_p], tf.int32),
+        "box_targets": tf.TensorSpec([static_p, 4], tf.float32),
+        "centerness_targets": tf.TensorSpec([static_p], tf.float32),
+        "matched_box_index": tf.TensorSpec([static_p], tf.int32),
+    }
+    return tf.map_fn(one, (boxes, target_classes), fn_output_signature=signature)
+
+
+def _to_model_inputs(batch, config):
+    images = batch.pop("image")
+    static = images.shape[1:3]
+    if static.is_fully_defined():
+        padded = (int(static[0]), int(static[1]))
+    else:
+        padded = tf.shape(images)[1:3]
+    labels = dict(batch)
+    labels.update(batch_targets(batch["boxes"], batch["classes"], batch["is_crowd"], padded,
+                                config))
+    return images, labels
+
+
+def make_pipeline(examples, *, training, config=None, **overrides):
+    """Builds the batched input pipeline of ``model.fit`` / ``model.evaluate``.
+
+    Args:
+        examples: ``tf.data.Dataset`` of reader examples (see :func:`preprocess_example`),
+            e.g. ``read_coco(...).dataset``.
+        training: python bool: shuffle, repeat, multi-scale resize, flip, crowd dropped.
+        config: :class:`PipelineConfig`; keyword ``overrides`` replace its fields.
+
+    Returns:
+        ``tf.data.Dataset`` of ``(images, labels)`` as described in the module docstring.
+        Examples whose image fails to decode are skipped (logged by tf.data).
+    """
+    config = dataclasses.replace(config or PipelineConfig(), **overrides)
+    _check_config(config)
+    parallel = config.num_parallel_calls or AUTOTUNE
+    options = tf.data.Options()
+    options.deterministic = config.deterministic
+    examples = examples.with_options(options)
+
+    if config.cache:
+        examples = examples.cache(config.cache if isinstance(config.cache, str) else "")
+    if training and config.shuffle_buffer:
+        examples = examples.shuffle(config.shuffle_buffer, seed=config.seed,
+                                    reshuffle_each_iteration=True)
+    if training and config.repeat:
+        examples = examples.repeat()
+    # One stateless seed pair per example: augmentation does not depend on thread timing.
+    seeds = tf.data.Dataset.random(seed=config.seed).batch(2, drop_remainder=True)
+    dataset = tf.data.Dataset.zip((examples, seeds))
+    dataset = dataset.map(
+        lambda example, seed: preprocess_example(example, seed, training=training,
+                                                 config=config),
+        num_parallel_calls=parallel, deterministic=config.deterministic)
+    # A corrupt image that passed the reader's checks fails in decode: skip it, with a log.
+    dataset = dataset.ignore_errors(log_warning=True)
+    drop_remainder = training if config.drop_remainder is None else config.drop_remainder
+    # Normalised images are padded with zeros (the mean colour), boxes are already [M, 4].
+    dataset = dataset.padded_batch(config.batch_size, drop_remainder=drop_remainder)
+    dataset = dataset.map(lambda batch: _to_model_inputs(batch, config),
+                          num_parallel_calls=parallel, deterministic=config.deterministic)
+    return dataset.prefetch(config.prefetch or AUTOTUNE)
