@@ -24,8 +24,13 @@ logger = logging.getLogger(__name__)
 
 def _label_map_for(name, label_names):
     coco_ids = {n: i for i, n in COCO_2017_CATEGORIES}
-    if name.split("/")[0] == "coco" and all(n in coco_ids for n in label_names):
-        return LabelMap([(coco_ids[n], n) for n in label_names])
+    if name.split("/")[0] == "coco":
+        if all(n in coco_ids for n in label_names):
+            return LabelMap([(coco_ids[n], n) for n in label_names])
+        if len(label_names) == len(COCO_2017_CATEGORIES):
+            # Label names unknown (dataset info without metadata): TFDS keeps the annotation
+            # file's category order, which is the order of the official ids.
+            return LabelMap.coco_2017()
     if len(set(label_names)) != len(label_names):
         label_names = [str(i) for i in range(len(label_names))]
     return LabelMap.from_names(label_names)
