@@ -1,0 +1,299 @@
+"""FCOS model: output layout, config round trip, prediction, replica parity and learning."""
+
+import contextlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fcos_tf import locations as loc_lib
+from fcos_tf.backbone import build_backbone
+from fcos_tf.data import synthetic, transforms
+from fcos_tf.model import FCOS
+from fcos_tf.targets import compute_targets
+
+NUM_CLASSES = 3
+
+
+def _small_model(seed=0, num_classes=NUM_CLASSES, **kwargs):
+    keras.utils.set_random_seed(seed)
+    kwargs.setdefault("fpn_channels", 16)
+    kwargs.setdefault("head_num_convs", 1)
+    kwargs.setdefault("head_num_groups", 8)
+    model = FCOS(build_backbone("small", channels=(16, 32, 64), stem_channels=8), num_classes,
+                 **kwargs)
+    model.build((None, None, None, 3))
+    return model
+
+
+def _labels(boxes_per_image, classes_per_image, image_size):
+    """Stacked compute_targets outputs for a list of per-image boxes ``[N, 4]`` xyxy."""
+    per_image = [compute_targets(tf.constant(np.reshape(b, [-1, 4]), tf.float32),
+                                 tf.constant(c, tf.int32), image_size)
+                 for b, c in zip(boxes_per_image, classes_per_image)]
+    keys = ("class_targets", "box_targets", "centerness_targets")
+    return {k: tf.stack([t[k] for t in per_image]).numpy() for k in keys}
+
+
+# ------------------------------------------------------------------------------- outputs
+
+
+def test_call_output_layout_and_decoding():
+    model = _small_model()
+    images = tf.random.stateless_normal([2, 72, 40, 3], seed=[1, 2])  # 72 = not a multiple of 32
+    out = model(images)
+    num_loc = loc_lib.num_locations((72, 40))
+    assert out["class_logits"].shape == (2, num_loc, NUM_CLASSES)
+    assert out["box_ltrb"].shape == (2, num_loc, 4)
+    assert out["centerness_logits"].shape == (2, num_loc)
+    assert all(v.dtype == tf.float32 for v in out.values())
+
+    # Level l, cell (i, j) of the head sits at row offset_l + i * w_l + j, as compute_locations.
+    head = model.head(model.fpn(model.backbone(images)))
+    sizes = loc_lib.feature_map_sizes((72, 40))
+    locations, strides = loc_lib.compute_locations((72, 40))
+    for level in (0, 1, 2):
+        h, w = sizes[level]
+        i, j = h - 1, w // 2
+        row = sum(a * b for a, b in sizes[:level]) + i * w + j
+        stride = model.strides[level]
+        np.testing.assert_allclose(locations[row], [stride // 2 + j * stride,
+                                                    stride // 2 + i * stride])
+        assert float(strides[row]) == stride
+        np.testing.assert_allclose(out["class_logits"][1, row], head["class_logits"][level][1, i, j],
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out["box_ltrb"][1, row],
+                                   np.maximum(head["box_raw"][level][1, i, j], 0) * stride,
+                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(out["centerness_logits"][1, row],
+                                   head["centerness_logits"][level][1, i, j, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_exp_box_output_and_no_centerness():
+    model = _small_model(norm_reg_targets=False, centerness_on="none")
+    images = tf.random.stateless_normal([1, 64, 64, 3], seed=[3, 4])
+    out = model(images)
+    assert "centerness_logits" not in out
+    head = model.head(model.fpn(model.backbone(images)))
+    np.testing.assert_allclose(out["box_ltrb"][0, 0], np.exp(head["box_raw"][0][0, 0, 0]),
+                               rtol=1e-5)
+
+
+def test_constructor_validation():
+    backbone = build_backbone("small")
+    with pytest.raises(ValueError, match="strides"):
+        FCOS(backbone, 3, strides=(8, 16, 32, 128))
+    with pytest.raises(ValueError, match="box_loss"):
+        FCOS(backbone, 3, box_loss="l1")
+    with pytest.raises(TypeError, match="backbone"):
+        FCOS("resnet50", 3)
+
+
+def test_fewer_levels():
+    model = _small_model(strides=(8, 16, 32))
+    out = model(tf.zeros([1, 64, 64, 3]))
+    assert out["class_logits"].shape[1] == loc_lib.num_locations((64, 64), (8, 16, 32))
+    det = model.predict_step(tf.zeros([1, 64, 64, 3]))
+    assert det["boxes"].shape == (1, 100, 4)
+
+
+# ---------------------------------------------------------------------- config, predict
+
+
+def test_get_config_round_trip(tmp_path):
+    model = _small_model(score_threshold=0.2, score_threshold_on="final", location_offset=0.0,
+                         max_detections=7, box_loss="iou", p6_input="c5")
+    config = model.get_config()
+    clone = FCOS.from_config(config)
+    assert clone.get_config() == config
+    clone.build((None, None, None, 3))
+    clone.set_weights(model.get_weights())
+    images = tf.random.stateless_normal([1, 64, 96, 3], seed=[5, 6])
+    for key, value in model(images).items():
+        np.testing.assert_allclose(clone(images)[key], value, rtol=1e-5, atol=1e-6)
+
+    path = str(tmp_path / "fcos.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, FCOS) and loaded.max_detections == 7
+    for key, value in model(images).items():
+        np.testing.assert_allclose(loaded(images)[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_shapes_and_padding():
+    model = _small_model(max_detections=10, score_threshold=0.0)
+    images = np.random.default_rng(0).normal(size=(3, 64, 96, 3)).astype(np.float32)
+    det = model.predict(images, batch_size=2, verbose=0)
+    assert det["boxes"].shape == (3, 10, 4) and det["scores"].shape == (3, 10)
+    assert det["classes"].shape == (3, 10) and det["classes"].dtype == np.int32
+    assert det["num_detections"].shape == (3,)
+    # Threshold 0 keeps every candidate: 10 detections everywhere, inside the image.
+    np.testing.assert_array_equal(det["num_detections"], 10)
+    assert (det["classes"] >= 0).all() and (det["classes"] < NUM_CLASSES).all()
+    assert (det["boxes"][..., 0::2] <= 96).all() and (det["boxes"][..., 1::2] <= 64).all()
+    assert (det["boxes"] >= 0).all()
+    assert (np.diff(det["scores"], axis=1) <= 1e-6).all()
+
+    # Prior probability 0.01 < 0.05: an untrained model proposes nothing by default.
+    strict = _small_model(max_detections=10)
+    det = strict.predict(images, verbose=0)
+    np.testing.assert_array_equal(det["num_detections"], 0)
+    np.testing.assert_array_equal(det["classes"], -1)
+
+
+def test_predict_clips_to_valid_size_and_stays_out_of_xla():
+    model = _small_model(max_detections=20, score_threshold=0.0)
+    model.compile(optimizer="sgd", jit_compile=True)
+    images = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    labels = {"image_size": np.array([[64, 64], [40, 24]], np.int32)}
+    det = model.predict((images, labels), verbose=0)
+    assert (det["boxes"][1, :, 0::2] <= 24).all() and (det["boxes"][1, :, 1::2] <= 40).all()
+    assert det["boxes"][0, :, 2].max() > 24
+
+
+# ----------------------------------------------------------------------- training steps
+
+
+def _batch(image_size=(64, 64)):
+    """4 images; positives are unevenly spread (image 3 has none) across replica halves."""
+    rng = np.random.default_rng(7)
+    images = rng.normal(size=(4,) + image_size + (3,)).astype(np.float32)
+    boxes = [[[4, 6, 30, 40], [20, 20, 60, 50], [40, 2, 62, 20]], [[10, 10, 50, 60]],
+             [[0, 30, 16, 60]], np.zeros([0, 4])]
+    classes = [[0, 1, 2], [1], [2], []]
+    return images, _labels(boxes, classes, image_size)
+
+
+def test_train_and_test_step_metrics():
+    model = _small_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    images, labels = _batch()
+    before = [w.copy() for w in model.get_weights()]
+    logs = model.train_step((tf.constant(images), labels))
+    logs = {k: float(v) for k, v in logs.items()}
+    assert set(logs) == {"loss", "cls_loss", "box_loss", "ctr_loss", "num_pos"}
+    np.testing.assert_allclose(logs["loss"], logs["cls_loss"] + logs["box_loss"] + logs["ctr_loss"],
+                               rtol=1e-5)
+    np.testing.assert_allclose(logs["num_pos"], (labels["class_targets"] >= 0).sum() / 4)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    for metric in model.metrics:
+        metric.reset_state()
+    after = [w.copy() for w in model.get_weights()]
+    test_logs = model.test_step((tf.constant(images), labels))
+    assert all(np.array_equal(a, b) for a, b in zip(after, model.get_weights()))
+    assert np.isfinite(float(test_logs["loss"]))
+
+
+def test_mixed_precision_outputs_stay_float32():
+    keras.utils.set_random_seed(0)
+    model = FCOS(build_backbone("small", channels=(16, 32, 64), stem_channels=8), NUM_CLASSES,
+                 fpn_channels=16, head_num_convs=1, head_num_groups=8, dtype="mixed_float16")
+    model.build((None, None, None, 3))
+    assert model.head.compute_dtype == "float16"
+    images, labels = _batch()
+    out = model(images)
+    assert all(v.dtype == tf.float32 for v in out.values())
+    model.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01)))
+    history = model.fit(images, labels, batch_size=4, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+
+
+def _train(strategy, weights, images, labels, steps):
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        model = _small_model()
+        model.set_weights(weights)
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4).repeat()
+    history, snapshots = [], []
+    for epochs in steps:
+        result = model.fit(dataset, epochs=epochs, steps_per_epoch=1, verbose=0)
+        history += result.history["loss"]
+        snapshots.append([w.copy() for w in model.get_weights()])
+    return history, snapshots
+
+
+def test_mirrored_strategy_matches_single_device():
+    images, labels = _batch()
+    weights = _small_model().get_weights()
+    # Replica 0 gets images 0-1 (4 boxes), replica 1 images 2-3 (1 box): local normalisers
+    # or averaged gradients would give a different update.
+    single_loss, single = _train(None, weights, images, labels, steps=(1, 2))
+    strategy = tf.distribute.MirroredStrategy(["/CPU:0", "/CPU:1"])
+    assert strategy.num_replicas_in_sync == 2
+    mirrored_loss, mirrored = _train(strategy, weights, images, labels, steps=(1, 2))
+
+    np.testing.assert_allclose(mirrored_loss, single_loss, rtol=1e-5)
+    assert any(np.abs(a - b).max() > 1e-4 for a, b in zip(weights, single[0]))
+    for after_steps, (got, want) in zip((1, 3), zip(mirrored, single)):
+        for index, (a, b) in enumerate(zip(got, want)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6,
+                                       err_msg=f"weight {index} after {after_steps} steps")
+
+
+# ------------------------------------------------------------------------------ learning
+
+
+def _iou(a, b):
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
+def _ap50(det, gt_boxes, gt_classes, num_classes):
+    """Mean over classes of the all-point interpolated AP at IoU 0.5 (COCO/VOC style)."""
+    aps = []
+    for cls in range(num_classes):
+        records = []  # (score, image, box)
+        num_gt = sum(int(np.sum(np.asarray(c) == cls)) for c in gt_classes)
+        for image in range(len(gt_boxes)):
+            for k in range(int(det["num_detections"][image])):
+                if det["classes"][image, k] == cls:
+                    records.append((det["scores"][image, k], image, det["boxes"][image, k]))
+        if num_gt == 0:
+            continue
+        records.sort(key=lambda r: -r[0])
+        used = set()
+        tp = []
+        for _, image, box in records:
+            best, best_iou = None, 0.5
+            for g, (gbox, gcls) in enumerate(zip(gt_boxes[image], gt_classes[image])):
+                if gcls == cls and (image, g) not in used and _iou(box, gbox) >= best_iou:
+                    best, best_iou = g, _iou(box, gbox)
+            tp.append(best is not None)
+            if best is not None:
+                used.add((image, best))
+        tp = np.array(tp, np.float64)
+        recall = np.concatenate([[0.0], np.cumsum(tp) / num_gt])
+        precision = np.concatenate([[1.0], np.cumsum(tp) / np.arange(1, len(tp) + 1)])
+        precision = np.maximum.accumulate(precision[::-1])[::-1]
+        aps.append(np.sum(np.diff(recall) * precision[1:]))
+    return float(np.mean(aps))
+
+
+def test_ap50_helper():
+    gt_boxes = [np.array([[0, 0, 10, 10]], np.float32), np.array([[0, 0, 10, 10]], np.float32)]
+    gt_classes = [[0], [0]]
+    det = {"num_detections": np.array([2, 0]), "classes": np.array([[0, 0], [-1, -1]]),
+           "scores": np.array([[0.9, 0.8], [0, 0]]),
+           "boxes": np.array([[[0, 0, 10, 10], [0, 0, 10, 11]], [[0] * 4] * 2], np.float32)}
+    # One true positive, one duplicate false positive, one missed box: AP = 0.5.
+    assert _ap50(det, gt_boxes, gt_classes, 1) == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+def test_overfits_a_few_synthetic_images():
+    size = 128
+    examples = [synthetic.generate_example(i, image_size=size, seed=0, num_objects=(1, 3),
+                                           min_object_size=12) for i in range(6)]
+    images = np.stack([transforms.normalize_image(e["image"], "torchvision").numpy()
+                       for e in examples])
+    boxes = [e["boxes"] for e in examples]
+    classes = [e["classes"] for e in examples]
+    labels = _labels(boxes, classes, (size, size))
+    model = _small_model(num_classes=synthetic.NUM_CLASSES, fpn_channels=32, head_num_convs=2)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    model.fit(images, labels, batch_size=6, epochs=80, verbose=0)
+    det = model.predict(images, verbose=0)
+    assert _ap50(det, boxes, classes, synthetic.NUM_CLASSES) >= 0.9
