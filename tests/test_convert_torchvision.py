@@ -1,0 +1,275 @@
+"""Tests of fcos_tf.convert_torchvision against PyTorch functional ops (skipped without torch)."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+
+import torch_reference  # noqa: E402
+from fcos_tf import convert_torchvision  # noqa: E402
+from fcos_tf import training  # noqa: E402
+from fcos_tf import weights as weights_lib  # noqa: E402
+from fcos_tf.backbone import FrozenBatchNorm, SmallBackbone  # noqa: E402
+from fcos_tf.boxes import ltrb_to_xyxy  # noqa: E402
+from fcos_tf.data.label_map import COCO_2017_CATEGORIES  # noqa: E402
+from fcos_tf.fpn import upsample_nearest_to  # noqa: E402
+from fcos_tf.locations import STRIDES, compute_locations, feature_map_sizes  # noqa: E402
+from fcos_tf.model import FCOS  # noqa: E402
+
+COCO_IDS = [category_id for category_id, _ in COCO_2017_CATEGORIES]
+
+
+def _relative_error(actual, expected):
+    actual, expected = np.asarray(actual, "float64"), np.asarray(expected, "float64")
+    return np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12)
+
+
+def _nchw(x):
+    return torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2))))
+
+
+def _nhwc(x):
+    return np.transpose(x.detach().numpy(), (0, 2, 3, 1))
+
+
+@pytest.fixture(scope="module")
+def state_dict():
+    # The published checkpoint predates torchvision 0.13: legacy FPN names.
+    return torch_reference.fcos_state_dict(num_classes=91, seed=0, legacy_fpn_names=True)
+
+
+@pytest.fixture(scope="module")
+def converted(state_dict, tmp_path_factory):
+    """Runs the command line, then restores the workdir as ``train.py --mode=eval`` does."""
+    root = tmp_path_factory.mktemp("convert")
+    path = str(root / "fcos_resnet50_fpn_coco.pth")
+    torch_reference.save_state_dict(state_dict, path)
+    workdir = str(root / "workdir")
+    convert_torchvision.main([path, f"--workdir={workdir}"])
+    config = convert_torchvision.torchvision_config()
+    model = training.build_model(config.model, len(COCO_IDS))
+    optimizer = training.build_optimizer(config.train)
+    model.compile(optimizer=optimizer)
+    optimizer.build(model.trainable_variables)
+    checkpointer = training.Checkpointer(workdir, model, optimizer, tf.distribute.get_strategy())
+    step = checkpointer.restore()
+    return {"model": model, "workdir": workdir, "path": path, "step": step,
+            "restored": checkpointer.last_saved_step}
+
+
+# ------------------------------------------------------------------- layer conventions
+
+def test_strided_conv_padding_matches_pytorch(converted, state_dict):
+    backbone = converted["model"].backbone
+    rng = np.random.default_rng(0)
+    for height, width in ((13, 16), (14, 15)):
+        x = rng.normal(size=(1, height, width, 128)).astype("float32")
+        ours = backbone.get_layer("layer2_0_conv2")(backbone.get_layer("layer2_0_conv2_pad")(x))
+        theirs = F.conv2d(_nchw(x), torch.from_numpy(
+            state_dict["backbone.body.layer2.0.conv2.weight"]), stride=2, padding=1)
+        assert _relative_error(ours, _nhwc(theirs)) < 1e-4
+        x = rng.normal(size=(1, height, width, 256)).astype("float32")
+        ours = backbone.get_layer("layer2_0_downsample_0")(x)
+        theirs = F.conv2d(_nchw(x), torch.from_numpy(
+            state_dict["backbone.body.layer2.0.downsample.0.weight"]), stride=2)
+        assert _relative_error(ours, _nhwc(theirs)) < 1e-4
+
+
+def test_stem_matches_pytorch(converted, state_dict):
+    backbone = converted["model"].backbone
+    stem = keras.Model(backbone.input, backbone.get_layer("maxpool").output)
+    images = np.random.default_rng(1).normal(size=(1, 37, 50, 3)).astype("float32")
+    prefix = "backbone.body."
+    x = F.conv2d(_nchw(images), torch.from_numpy(state_dict[f"{prefix}conv1.weight"]),
+                 stride=2, padding=3)
+    x = F.batch_norm(x, *(torch.from_numpy(state_dict[f"{prefix}bn1.{k}"]) for k in
+                          ("running_mean", "running_var", "weight", "bias")), eps=1e-5)
+    x = F.max_pool2d(F.relu(x), kernel_size=3, stride=2, padding=1)
+    ours = stem(images)
+    assert ours.shape == _nhwc(x).shape == (1, 10, 13, 64)
+    assert _relative_error(ours, _nhwc(x)) < 1e-4
+
+
+def test_max_pool_padding_matches_pytorch(converted):
+    backbone = converted["model"].backbone
+    x = np.maximum(np.random.default_rng(2).normal(size=(2, 19, 24, 64)), 0).astype("float32")
+    ours = backbone.get_layer("maxpool")(backbone.get_layer("maxpool_pad")(x))
+    theirs = F.max_pool2d(_nchw(x), kernel_size=3, stride=2, padding=1)
+    np.testing.assert_array_equal(ours, _nhwc(theirs))
+
+
+def test_frozen_bn_epsilon_matches_pytorch():
+    rng = np.random.default_rng(3)
+    channels = 8
+    # Variances comparable to epsilon, so that a different epsilon would show.
+    gamma, beta, mean = (rng.normal(size=channels).astype("float32") for _ in range(3))
+    variance = rng.uniform(1e-6, 1e-4, channels).astype("float32")
+    layer = FrozenBatchNorm()
+    layer.build((None, None, None, channels))
+    layer.set_weights([gamma, beta, mean, variance])
+    x = (mean + rng.normal(scale=1e-2, size=(2, 5, 6, channels))).astype("float32")
+    theirs = F.batch_norm(_nchw(x), torch.from_numpy(mean), torch.from_numpy(variance),
+                          torch.from_numpy(gamma), torch.from_numpy(beta), training=False,
+                          eps=1e-5)
+    assert _relative_error(layer(x, training=True), _nhwc(theirs)) < 1e-4
+
+
+def test_group_norm_matches_pytorch(converted, state_dict):
+    norm = converted["model"].head.cls_tower[1]
+    assert isinstance(norm, keras.layers.GroupNormalization)
+    x = (3.0 + 2.0 * np.random.default_rng(4).normal(size=(2, 7, 9, 256))).astype("float32")
+    prefix = "head.classification_head.conv.1"
+    theirs = F.group_norm(_nchw(x), 32, torch.from_numpy(state_dict[f"{prefix}.weight"]),
+                          torch.from_numpy(state_dict[f"{prefix}.bias"]), eps=1e-5)
+    assert _relative_error(norm(x), _nhwc(theirs)) < 1e-4
+
+
+@pytest.mark.parametrize("source, target", [((7, 8), (13, 16)), ((7, 8), (14, 15)),
+                                            ((4, 4), (8, 8)), ((1, 2), (1, 3))])
+def test_nearest_upsampling_matches_pytorch(source, target):
+    x = np.random.default_rng(5).normal(size=(1,) + source + (3,)).astype("float32")
+    lateral = np.zeros((1,) + target + (3,), "float32")
+    theirs = F.interpolate(_nchw(x), size=target, mode="nearest")
+    np.testing.assert_array_equal(upsample_nearest_to(x, lateral), _nhwc(theirs))
+
+
+def test_fpn_matches_pytorch_at_odd_size(converted, state_dict):
+    rng = np.random.default_rng(6)
+    features = [rng.normal(size=(1, h, w, c)).astype("float32") for (h, w), c in
+                zip(feature_map_sizes((200, 249), (8, 16, 32)), (512, 1024, 2048))]
+    theirs = torch_reference.fpn_forward(state_dict, features, prefix="backbone.fpn.")
+    ours = converted["model"].fpn(features)
+    for level, (a, b) in enumerate(zip(ours, theirs)):
+        assert a.shape == b.shape, level
+        assert _relative_error(a, b) < 1e-4, level
+
+
+def test_location_offset_zero_matches_torchvision_anchor_centres():
+    image_size = (256, 384)
+    locations, _ = compute_locations(image_size, STRIDES, location_offset=0.0)
+    expected = []
+    for stride, (height, width) in zip(STRIDES, feature_map_sizes(image_size)):
+        # torchvision: stride = padded size // grid size; square anchor of side = stride,
+        # base [-s/2, -s/2, s/2, s/2] rounded, shifted by (j * stride_w, i * stride_h).
+        stride_h, stride_w = image_size[0] // height, image_size[1] // width
+        base = torch.round(torch.tensor([-stride, -stride, stride, stride],
+                                        dtype=torch.float32) / 2)
+        shift_y, shift_x = torch.meshgrid(torch.arange(height) * stride_h,
+                                          torch.arange(width) * stride_w, indexing="ij")
+        shifts = torch.stack([shift_x, shift_y, shift_x, shift_y], -1).reshape(-1, 4)
+        anchors = shifts + base
+        expected.append(((anchors[:, :2] + anchors[:, 2:]) / 2).numpy())
+    np.testing.assert_array_equal(locations, np.concatenate(expected))
+
+
+# ---------------------------------------------------------------------------- whole model
+
+def test_every_tensor_used_once_and_every_weight_set(converted, state_dict):
+    model = converted["model"]
+    renamed = convert_torchvision.normalise_state_dict_names(state_dict)
+    assignments = convert_torchvision.torchvision_fcos_assignments(model, COCO_IDS)
+    names = [name for name, _, _ in assignments]
+    assert len(names) == len(set(names)) == len(renamed)
+    assert set(names) == set(renamed)
+    assigned = {id(v) for _, v, _ in assignments}
+    scales = [s.scale for s in model.head.scales]
+    assert {v.path for v in model.weights if id(v) not in assigned} == {s.path for s in scales}
+    for name, variable, transform in assignments:
+        value = renamed[name] if transform is None else transform(renamed[name])
+        np.testing.assert_array_equal(variable.numpy(), value, err_msg=name)
+    assert [float(s.numpy()) for s in scales] == [1.0] * 5
+
+
+def test_outputs_match_pytorch(converted, state_dict):
+    model = converted["model"]
+    images = np.random.default_rng(7).normal(size=(1, 128, 256, 3)).astype("float32")
+    theirs = torch_reference.fcos_forward(state_dict, images)
+    ours = model(images)
+
+    def flat(per_level):
+        return np.concatenate([x.reshape(x.shape[0], -1, x.shape[-1]) for x in per_level], 1)
+
+    class_logits = flat(theirs["class_logits"])[..., COCO_IDS]
+    assert _relative_error(ours["class_logits"], class_logits) < 1e-4
+    strides = np.concatenate([np.full(h * w, s, "float32") for s, (h, w) in
+                              zip(STRIDES, feature_map_sizes((128, 256)))])
+    box_ltrb = flat(theirs["bbox_regression"]) * strides[None, :, None]
+    assert _relative_error(ours["box_ltrb"], box_ltrb) < 1e-4
+    assert _relative_error(ours["centerness_logits"], flat(theirs["centerness_logits"])[..., 0]) \
+        < 1e-4
+    # torchvision decoding: anchor centre -/+ distance * anchor size (= stride).
+    locations, _ = compute_locations((128, 256), STRIDES, location_offset=model.location_offset)
+    locations = np.asarray(locations)
+    expected_boxes = np.concatenate([locations - box_ltrb[0, :, :2],
+                                     locations + box_ltrb[0, :, 2:]], -1)
+    assert _relative_error(ltrb_to_xyxy(locations, ours["box_ltrb"][0]), expected_boxes) < 1e-4
+
+
+def test_workdir_is_what_train_py_reads(converted):
+    workdir = converted["workdir"]
+    assert converted["restored"] == 0 and converted["step"] == 0
+    assert os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-0.index"))
+    with open(os.path.join(workdir, "label_map.json"), encoding="utf-8") as f:
+        label_map = json.load(f)
+    assert len(label_map) == 80 and label_map[0] == {"id": 1, "name": "person"}
+    assert label_map[-1] == {"id": 90, "name": "toothbrush"}
+    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+        config = json.load(f)
+    assert config["model"]["backbone_layout"] == "pytorch"
+    assert config["model"]["location_offset"] == 0.0
+    assert config["model"]["score_threshold_on"] == "final"
+    assert config["data"]["pixel_norm"] == "torchvision"
+    model = converted["model"]
+    assert (model.location_offset, model.score_threshold, model.num_classes) == (0.0, 0.2, 80)
+
+
+def test_refuses_existing_workdir(converted):
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        convert_torchvision.convert(converted["path"], converted["workdir"])
+
+
+# --------------------------------------------------------------------------------- errors
+
+def test_missing_unused_and_misshaped_tensors_are_named(converted, state_dict):
+    model = converted["model"]
+    missing = dict(state_dict)
+    del missing["head.regression_head.conv.4.bias"]
+    with pytest.raises(ValueError, match=r"missing.*head\.regression_head\.conv\.4\.bias"):
+        convert_torchvision.load_torchvision_fcos_weights(model, missing)
+    extra = dict(state_dict, **{"head.regression_head.extra.weight": np.zeros(3, "float32")})
+    with pytest.raises(ValueError, match=r"unused.*head\.regression_head\.extra\.weight"):
+        convert_torchvision.load_torchvision_fcos_weights(model, extra)
+    misshaped = dict(state_dict)
+    misshaped["backbone.fpn.extra_blocks.p6.weight"] = np.zeros((256, 2048, 3, 3), "float32")
+    with pytest.raises(ValueError, match=r"backbone\.fpn\.extra_blocks\.p6\.weight.*shape"):
+        convert_torchvision.load_torchvision_fcos_weights(model, misshaped)
+    wrong_classes = dict(state_dict)
+    wrong_classes["head.classification_head.cls_logits.weight"] = np.zeros((81, 256, 3, 3),
+                                                                            "float32")
+    with pytest.raises(ValueError, match="91"):
+        convert_torchvision.load_torchvision_fcos_weights(model, wrong_classes)
+
+
+def test_refuses_another_architecture(state_dict):
+    model = FCOS(SmallBackbone(), 80, fpn_channels=64, head_num_convs=2, head_num_groups=16)
+    model.build((None, None, None, 3))
+    with pytest.raises(ValueError, match="ResNet\\(depth=50, layout='pytorch'\\)"):
+        convert_torchvision.load_torchvision_fcos_weights(model, state_dict)
+
+
+def test_legacy_and_current_fpn_names_agree(state_dict):
+    renamed = convert_torchvision.normalise_state_dict_names(state_dict)
+    assert "backbone.fpn.inner_blocks.0.0.weight" in renamed
+    assert "backbone.fpn.inner_blocks.0.weight" not in renamed
+    assert convert_torchvision.normalise_state_dict_names(renamed).keys() == renamed.keys()
+
+
+def test_read_state_dict_needs_existing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        weights_lib.read_torch_state_dict(str(tmp_path / "missing.pth"))
