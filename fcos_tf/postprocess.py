@@ -167,6 +167,14 @@ def _class_offset_nms(boxes, scores, classes, iou_threshold, max_detections):
                 tf.pad(tf.gather(img_classes, keep), [[0, pad]]),
                 num)
 
+    if boxes.shape[0] == 1:
+        # Static batch of one (the TFLite graph): no map_fn, whose WHILE loop the TFLite
+        # converter cannot freeze variables around and int8 quantization crashes on.
+        outputs = one_image((shifted[0], boxes[0], scores[0], tf.cast(classes[0], tf.int32)))
+        det_boxes, det_scores, det_classes, num = (tf.expand_dims(x, 0) for x in outputs)
+        return (tf.reshape(det_boxes, [1, max_detections, 4]),
+                tf.reshape(det_scores, [1, max_detections]),
+                tf.reshape(det_classes, [1, max_detections]), tf.reshape(num, [1]))
     det_boxes, det_scores, det_classes, num = tf.map_fn(
         one_image, (shifted, boxes, scores, tf.cast(classes, tf.int32)),
         fn_output_signature=(tf.TensorSpec([max_detections, 4], tf.float32),
