@@ -29,7 +29,7 @@ def get_config():
     data.dataset = "synthetic"
     data.synthetic_num_train = 1024
     data.synthetic_num_val = 64
-    data.synthetic_image_size = 128
+    data.synthetic_image_size = (128, 128)
     data.train_short_side = (128, 128)
     data.eval_short_side = 128
     data.max_size = 128

@@ -72,12 +72,13 @@ def base_config():
     data.tfds_val_split = "validation"
     data.synthetic_num_train = 512
     data.synthetic_num_val = 64
-    data.synthetic_image_size = 128
+    data.synthetic_image_size = (128, 128)  # (H, W)
     data.synthetic_num_classes = 6
     data.synthetic_seed = 0
     data.synthetic_num_objects = (1, 8)    # (min, max) objects per image
     data.synthetic_min_object_size = 6     # pixels
     data.synthetic_noise_std = (0.0, 12.0)
+    data.synthetic_max_occlusion = 0.5     # fraction of an object another may hide
     data.train_short_side = (800, 800)     # inclusive range of the random short side
     data.eval_short_side = 800
     data.max_size = 1333                   # long side at most
@@ -250,8 +251,10 @@ def validate_config(config, num_replicas=1, *, mode="train_and_eval", check_path
         _fail("model.nms_iou_threshold",
               f"must be in (0, 1], got {model.nms_iou_threshold!r}")
     if data.dataset == "synthetic":
-        for key in ("synthetic_num_train", "synthetic_num_val", "synthetic_image_size",
-                    "synthetic_num_classes"):
+        size = tuple(data.synthetic_image_size)
+        if len(size) != 2 or any(not isinstance(v, int) or v <= 0 for v in size):
+            _fail("data.synthetic_image_size", f"must be (H, W) positive ints, got {size!r}")
+        for key in ("synthetic_num_train", "synthetic_num_val", "synthetic_num_classes"):
             if not isinstance(data[key], int) or data[key] <= 0:
                 _fail(f"data.{key}", f"must be a positive integer, got {data[key]!r}")
     if check_paths and data.dataset == "coco":

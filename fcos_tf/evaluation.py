@@ -256,7 +256,12 @@ def detection_grid(batches, label_map, *, pixel_norm="caffe", num_images=4,
         uint8 ``[H, W', 3]`` numpy image (the valid regions side by side), or None.
     """
     from fcos_tf.data import transforms  # pylint: disable=import-outside-toplevel
-    from fcos_tf.data import visualize  # pylint: disable=import-outside-toplevel
+
+    try:
+        from fcos_tf.data import visualize  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        logging.warning("fcos_tf.data.visualize is not available: no detection picture.")
+        return None
 
     pictures = []
     for images, detections, labels in batches:
@@ -266,10 +271,13 @@ def detection_grid(batches, label_map, *, pixel_norm="caffe", num_images=4,
             height, width = (int(v) for v in labels["image_size"][b])
             image = transforms.denormalize_image(images[b, :height, :width], pixel_norm).numpy()
             n = int(detections["num_detections"][b])
-            keep = detections["scores"][b, :n] >= score_threshold
-            pictures.append(np.asarray(visualize.draw_detections(
-                image, detections["boxes"][b, :n][keep], detections["classes"][b, :n][keep],
-                detections["scores"][b, :n][keep], label_map=label_map), np.uint8))
+            # Small images are enlarged (nearest) so that the captions stay readable.
+            zoom = max(1, 384 // max(height, width))
+            image = np.repeat(np.repeat(image, zoom, axis=0), zoom, axis=1)
+            pictures.append(visualize.draw_detections(
+                image, detections["boxes"][b, :n] * zoom, detections["classes"][b, :n],
+                detections["scores"][b, :n], names=label_map.names,
+                score_threshold=score_threshold))
     if not pictures:
         return None
     height = max(p.shape[0] for p in pictures)

@@ -503,10 +503,10 @@ def read_split(config, split):
         num = d.synthetic_num_train if split == "train" else d.synthetic_num_val
         seed = d.synthetic_seed if split == "train" else d.synthetic_seed + 1_000_003
         result = synthetic.synthetic_dataset(
-            num, image_size=d.synthetic_image_size, seed=seed,
+            num, image_size=tuple(d.synthetic_image_size), seed=seed,
             num_objects=tuple(d.synthetic_num_objects),
             min_object_size=d.synthetic_min_object_size,
-            noise_std=tuple(d.synthetic_noise_std))
+            noise_std=tuple(d.synthetic_noise_std), max_occlusion=d.synthetic_max_occlusion)
         result.ground_truth_file = None
         return result
     if d.dataset == "coco":

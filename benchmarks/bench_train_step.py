@@ -1,0 +1,117 @@
+"""Train-step time of the paper's recipes at full resolution, through the real training path.
+
+Each recipe file (``configs/fcos_r50_1x_improved.py`` ...) is loaded as ``train.py`` loads it,
+with only the dataset swapped for the built-in synthetic one (no COCO on this machine) at a
+size that the pipeline resizes to the recipe's input (short side 800, long side <= 1333:
+600x1000 images become 800x1333, padded to 800x1344) and the global batch set by ``--batch``.
+Then ``fcos_tf.training.run`` builds the model, the optimizer and the pipeline from the
+config and trains ``--steps`` steps with ``model.fit``: the numbers are what ``train.py``
+would run per step. The first step (tracing) is reported separately; "step" is the median
+of the others. Random weights (no downloads).
+
+Usage (from the repository root):
+
+    python benchmarks/bench_train_step.py                                   # R-50 recipes
+    python benchmarks/bench_train_step.py --recipes=fcos_r101_2x_ms --steps=3
+    python benchmarks/bench_train_step.py --smoke                           # 128x128, seconds
+"""
+
+import argparse
+import importlib.util
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402  (sets up sys.path and TF logging)
+import keras  # noqa: E402
+
+from fcos_tf import training  # noqa: E402
+from fcos_tf.config import validate_config  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_recipe(name):
+    """``configs/<name>.py``'s config."""
+    path = os.path.join(ROOT, "configs", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Wall time of every train batch (the loss is read back, so the step has finished)."""
+
+    def __init__(self):
+        super().__init__()
+        self.times = []
+        self._start = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        float((logs or {}).get("loss", 0.0))
+        self.times.append(time.perf_counter() - self._start)
+
+
+def bench_recipe(name, *, batch, steps, image_size, jit_compile):
+    """Trains ``steps`` steps of recipe ``name``; returns a table row."""
+    config = load_recipe(name)
+    data = config.data
+    data.dataset = "synthetic"
+    data.synthetic_num_train, data.synthetic_num_val = max(4, batch * 2), 1
+    data.synthetic_image_size = image_size
+    data.synthetic_num_classes = 80
+    data.shuffle_buffer = 4
+    train = config.train
+    train.batch_size, train.total_steps = batch, steps
+    train.steps_per_epoch = steps
+    train.checkpoint_every = 10 ** 6  # the end-of-run checkpoint only
+    train.jit_compile = jit_compile
+    validate_config(config, check_paths=False)
+    timer = StepTimer()
+    with tempfile.TemporaryDirectory() as workdir:
+        start = time.perf_counter()
+        result = training.run(config, workdir, "train", verbose=0, handle_signals=False,
+                              callbacks=[timer])
+        total = time.perf_counter() - start
+        model = result["model"]
+        params = model.count_params() / 1e6
+        trainable = sum(int(keras.ops.size(w)) for w in model.trainable_weights) / 1e6
+    later = timer.times[1:] or timer.times
+    step = statistics.median(later)
+    return [name, config.model.backbone, f"{batch}", f"{len(timer.times)}",
+            f"{params:.1f} / {trainable:.1f}", timer.times[0], step, step / batch, total]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipes", default="fcos_r50_1x_improved,fcos_r50_1x_original")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--xla", action="store_true", help="jit_compile the train step")
+    parser.add_argument("--smoke", action="store_true", help="128x128 images, 2 steps")
+    args = parser.parse_args()
+    image_size = (600, 1000)
+    if args.smoke:
+        image_size, args.steps = (96, 160), 2
+    common.print_header("Train step of the recipes (train.py path, synthetic data at the "
+                        "recipe's input size)")
+    rows = []
+    for name in args.recipes.split(","):
+        rows.append(bench_recipe(name, batch=args.batch, steps=args.steps,
+                                 image_size=image_size, jit_compile=args.xla))
+    size = "128x160" if args.smoke else "800x1344"
+    print(f"Input {size} (padded), float32, XLA {'on' if args.xla else 'off'}.\n")
+    common.print_table(["recipe", "backbone", "batch", "steps", "params M (all / trainable)",
+                        "first step s", "step s (median)", "s / image", "total s"], rows)
+
+
+if __name__ == "__main__":
+    main()

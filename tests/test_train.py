@@ -1,0 +1,269 @@
+"""Training: schedule, optimizer, replicas, resume, interruption, NaN stop, multi-worker."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fcos_tf import training
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ------------------------------------------------------------------------------ schedule
+
+def test_schedule_constant_warmup_then_steps():
+    schedule = training.WarmupStepSchedule(0.01, boundaries=(6, 8), gamma=0.1, warmup_steps=3,
+                                           warmup_factor=1.0 / 3.0, warmup_method="constant")
+    expected = [0.01 / 3] * 3 + [0.01] * 3 + [0.001] * 2 + [0.0001] * 2
+    for step, lr in enumerate(expected):
+        assert schedule.value(step) == pytest.approx(lr), step
+        assert float(schedule(tf.constant(step))) == pytest.approx(lr, rel=1e-6), step
+
+
+def test_schedule_linear_warmup():
+    schedule = training.WarmupStepSchedule(0.02, warmup_steps=4, warmup_factor=0.5,
+                                           warmup_method="linear")
+    # factor = 0.5 * (1 - i / 4) + i / 4
+    for step, lr in enumerate([0.01, 0.0125, 0.015, 0.0175, 0.02, 0.02]):
+        assert float(schedule(step)) == pytest.approx(lr, rel=1e-6)
+        assert schedule.value(step) == pytest.approx(lr)
+    assert training.WarmupStepSchedule.from_config(schedule.get_config()).value(1) == \
+        pytest.approx(0.0125)
+
+
+def test_linear_scaling_rule():
+    assert training.scaled_learning_rate(0.01, 8, 16) == pytest.approx(0.005)
+    assert training.scaled_learning_rate(0.01, 64, 16) == pytest.approx(0.04)
+
+
+# ----------------------------------------------------------------------------- optimizer
+
+class _Params(keras.layers.Layer):
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(2, 1), initializer="ones", name="kernel")
+        self.bias = self.add_weight(shape=(1,), initializer="ones", name="bias")
+        self.gamma = self.add_weight(shape=(1,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(1,), initializer="ones", name="beta")
+
+
+def test_optimizer_decays_weights_only_and_doubles_bias_lr():
+    layer = _Params()
+    layer.build(None)
+    variables = [layer.kernel, layer.bias, layer.gamma, layer.beta]
+    optimizer = training.DetectionSGD(0.1, momentum=0.0, l2=0.5, bias_lr_factor=2.0)
+    optimizer.apply([tf.ones_like(v) for v in variables], variables)
+    # kernel: 1 - 0.1 * (1 + 0.5 * 1); bias/beta: 1 - 2 * 0.1 * 1; gamma: 1 - 0.1 * 1.
+    np.testing.assert_allclose(layer.kernel.numpy(), [[0.85], [0.85]], rtol=1e-6)
+    np.testing.assert_allclose(layer.bias.numpy(), [0.8], rtol=1e-6)
+    np.testing.assert_allclose(layer.beta.numpy(), [0.8], rtol=1e-6)
+    np.testing.assert_allclose(layer.gamma.numpy(), [0.9], rtol=1e-6)
+
+
+def test_optimizer_momentum_matches_hand_computation():
+    layer = _Params()
+    layer.build(None)
+    optimizer = training.DetectionSGD(0.1, momentum=0.9, l2=0.0, bias_lr_factor=2.0)
+    for _ in range(2):
+        optimizer.apply([tf.ones([1])], [layer.bias])
+    # v1 = -0.1 * 2 = -0.2; v2 = 0.9 * v1 - 0.2 = -0.38; bias = 1 - 0.2 - 0.38.
+    np.testing.assert_allclose(layer.bias.numpy(), [0.42], rtol=1e-6)
+    assert int(optimizer.iterations.numpy()) == 2
+
+
+# ------------------------------------------------------------------------- tiny recipe
+
+def tiny_config(total_steps=3, **train_overrides):
+    """The synthetic recipe shrunk to seconds: 64x64 images, batch 4, a thin head."""
+    sys.path.insert(0, REPO)
+    from configs import synthetic_small  # pylint: disable=import-outside-toplevel
+
+    config = synthetic_small.get_config()
+    data = config.data
+    data.synthetic_num_train, data.synthetic_num_val, data.synthetic_image_size = 16, 4, (64, 64)
+    data.train_short_side, data.eval_short_side, data.max_size = (64, 64), 64, 64
+    data.synthetic_num_objects = (1, 3)
+    data.shuffle_buffer = 16
+    config.model.fpn_channels, config.model.head_num_convs = 16, 1
+    config.model.head_num_groups = 8
+    train = config.train
+    train.batch_size, train.warmup_steps, train.total_steps = 4, 1, total_steps
+    train.lr_steps = (max(1, total_steps - 1),)
+    train.steps_per_epoch, train.checkpoint_every, train.log_every = 2, 2, 1
+    train.update(train_overrides)
+    config.eval.batch_size, config.eval.num_visualize = 4, 0
+    return config
+
+
+def _run(config, workdir, strategy=None, **kwargs):
+    return training.run(config, str(workdir), "train", strategy, verbose=0, **kwargs)
+
+
+def _state(result):
+    model = result["model"]
+    return ([w.copy() for w in model.get_weights()],
+            [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables])
+
+
+def _assert_same(state_a, state_b, rtol=1e-5, atol=1e-6):
+    for part_a, part_b in zip(state_a, state_b):
+        assert len(part_a) == len(part_b)
+        for a, b in zip(part_a, part_b):
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """4 uninterrupted steps: the reference of the resume tests."""
+    workdir = tmp_path_factory.mktemp("straight")
+    result = _run(tiny_config(total_steps=4), workdir)
+    assert result["step"] == 4
+    return workdir, _state(result)
+
+
+def test_one_device_and_two_replicas_give_the_same_weights(tmp_path):
+    single = _run(tiny_config(total_steps=3), tmp_path / "one")
+    mirrored = _run(tiny_config(total_steps=3), tmp_path / "two",
+                    tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    assert mirrored["model"].distribute_strategy.num_replicas_in_sync == 2
+    assert single["step"] == mirrored["step"] == 3
+    initial = _run(tiny_config(total_steps=0), tmp_path / "init")  # same seed, no step
+    single_state, mirrored_state = _state(single), _state(mirrored)
+    moved = [not np.allclose(a, b) for a, b in zip(single_state[0], _state(initial)[0])]
+    assert sum(moved) > len(moved) // 2  # training changed the weights ...
+    _assert_same(single_state, mirrored_state, rtol=1e-4, atol=1e-5)  # ... identically
+
+
+def test_two_steps_resume_two_steps_equals_four_steps(straight_run, tmp_path):
+    _, reference = straight_run
+    config = tiny_config(total_steps=4)
+    config.train.total_steps = 2
+    first = _run(config, tmp_path)
+    assert first["step"] == 2
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-2")
+    config.train.total_steps = 4
+    second = _run(config, tmp_path)
+    assert second["step"] == 4
+    _assert_same(reference, _state(second))
+
+
+class _SignalAtStep(keras.callbacks.Callback):
+    """Sends a real signal to this process after a given step."""
+
+    def __init__(self, step, signum=signal.SIGTERM):
+        super().__init__()
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+def test_sigterm_saves_and_the_run_resumes_exactly(straight_run, tmp_path):
+    _, reference = straight_run
+    config = tiny_config(total_steps=4, checkpoint_every=100)  # only the signal saves
+    # The callback runs after TrainingControl: the signal is seen at the end of step 2.
+    interrupted = _run(config, tmp_path, callbacks=[_SignalAtStep(1)])
+    assert interrupted["interrupted"] == signal.SIGTERM
+    assert interrupted["step"] == 2
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-2")
+    assert signal.getsignal(signal.SIGTERM) is not None  # handlers restored
+    resumed = _run(config, tmp_path)
+    assert resumed["interrupted"] is None and resumed["step"] == 4
+    _assert_same(reference, _state(resumed))
+
+
+class _PoisonAtStep(keras.callbacks.Callback):
+    """Writes NaN into one head weight before a given step."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step - 1:
+            weight = self.model.head.trainable_weights[0]
+            weight.assign(tf.fill(weight.shape, float("nan")))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = tiny_config(total_steps=6, checkpoint_every=2)
+    with pytest.raises(training.NonFiniteLossError, match="not finite at step 3.*after step 2"):
+        _run(config, tmp_path, callbacks=[_PoisonAtStep(3)])
+    latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+    assert latest.endswith("ckpt-2")
+    reader = tf.train.load_checkpoint(latest)
+    for name, _ in tf.train.list_variables(latest):
+        value = reader.get_tensor(name)
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            assert np.isfinite(value).all(), name
+
+
+def test_train_and_eval_writes_metrics_config_and_label_map(tmp_path):
+    result = training.run(tiny_config(total_steps=2), str(tmp_path), "train_and_eval",
+                          verbose=0)
+    metrics = json.load(open(tmp_path / "metrics.json"))
+    for name in ("AP", "AP50", "AP75", "APs", "APm", "APl",
+                 "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"):
+        assert metrics[name] is None or 0.0 <= metrics[name] <= 1.0
+    assert metrics["step"] == 2 and result["metrics"]["AP"] == metrics["AP"]
+    assert json.load(open(tmp_path / "config.json"))["train"]["total_steps"] == 2
+    assert [c["name"] for c in json.load(open(tmp_path / "label_map.json"))][:2] == [
+        "rectangle", "ellipse"]
+    # Evaluating again from the checkpoint gives the same numbers.
+    again = training.run(tiny_config(total_steps=2), str(tmp_path), "eval", verbose=0)
+    assert again["step"] == 2 and again["metrics"]["AP"] == pytest.approx(metrics["AP"])
+
+
+# -------------------------------------------------------------------------- multi-worker
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_local_workers_train_a_few_steps(tmp_path):
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    flags = [f"--workdir={tmp_path}", "--mode=train",
+             "--config.data.synthetic_num_train=16", "--config.data.synthetic_image_size=(64, 64)",
+             "--config.data.train_short_side=(64, 64)", "--config.data.max_size=64",
+             "--config.data.eval_short_side=64", "--config.data.shuffle_buffer=16",
+             "--config.model.fpn_channels=16", "--config.model.head_num_convs=1",
+             "--config.model.head_num_groups=8", "--config.train.batch_size=4",
+             "--config.train.warmup_steps=1", "--config.train.total_steps=3",
+             "--config.train.lr_steps=(2,)", "--config.train.steps_per_epoch=3",
+             "--config.train.checkpoint_every=3"]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2",
+               "CUDA_VISIBLE_DEVICES": ""}
+        processes.append(subprocess.Popen(
+            [sys.executable, os.path.join(REPO, "train.py"), *flags], cwd=REPO, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=400)[0])
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    assert "on 2 replica(s)" in outputs[0]
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-3")
+    assert not os.path.exists(tmp_path / "tmp_worker_1")  # the non-chief's scratch is gone
