@@ -22,6 +22,7 @@ Usage (from the repository root):
 
     python benchmarks/bench_flops.py                  # FCOS R-50, 800x1216 inference and train
     python benchmarks/bench_flops.py --peers --xla=both
+    python benchmarks/bench_flops.py --precision=mixed_bfloat16 --bf16
     python benchmarks/bench_flops.py --smoke          # seconds: small backbone, 128x128
 """
 
@@ -73,14 +74,17 @@ def measure_model(name, args, jit, peak, rows):
     h, w = args.size
     th, tw = args.train_size
     xla = "on" if jit else "off"
-    if name == "fcos":
-        model = build_fcos(args.backbone, jit)
-        train_batch = fcos_batch(1, th, tw)
-        label = "FCOS R50-FPN" if args.backbone == "resnet50" else f"FCOS {args.backbone}"
-    else:
-        model = common.keras_cv_retinanet(NUM_CLASSES, jit_compile=jit)
-        train_batch = next(iter(retinanet_dataset(1, th, tw)))
-        label = "keras-cv RetinaNet R50-FPN"
+    with common.dtype_policy(args.precision):
+        if name == "fcos":
+            model = build_fcos(args.backbone, jit)
+            train_batch = fcos_batch(1, th, tw)
+            label = "FCOS R50-FPN" if args.backbone == "resnet50" else f"FCOS {args.backbone}"
+        else:
+            model = common.keras_cv_retinanet(NUM_CLASSES, jit_compile=jit)
+            train_batch = next(iter(retinanet_dataset(1, th, tw)))
+            label = "keras-cv RetinaNet R50-FPN"
+    if args.precision != "float32":
+        label += f" {args.precision}"
 
     images = tf.constant(common.random_images(1, h, w, seed=1))
     flops = inference_flops(model, h, w)
@@ -117,6 +121,9 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--xla", choices=("off", "on", "both"), default="off")
+    parser.add_argument("--precision", default="float32",
+                        choices=("float32", "mixed_bfloat16", "mixed_float16"),
+                        help="Keras dtype policy of the models (the peak row stays float32)")
     parser.add_argument("--peers", action="store_true", help="also keras-cv RetinaNet")
     parser.add_argument("--no-train", action="store_true", help="inference rows only")
     parser.add_argument("--backbone", default="resnet50")

@@ -3,8 +3,8 @@
 Both models are built with random weights (no downloads) in one process and timed one after
 the other on the same machine state: for each input size, the median time of the model's own
 compiled train function (what ``model.fit`` runs per step) after warm-up, and the ratio
-FCOS / RetinaNet. Both use SGD with momentum, float32, and the same batch of random images
-with a few random boxes.
+FCOS / RetinaNet. Both use SGD with momentum and the same batch of random images
+with a few random boxes, under the same dtype policy (``--precision``).
 
 What each step contains: FCOS's targets are computed in the input pipeline (DESIGN.md §3), so
 its step is backbone + FPN + head, forward and backward, and the losses. keras-cv's RetinaNet
@@ -16,7 +16,8 @@ Usage (from the repository root; needs the ``bench`` extra, ``pip install -e .[b
 
     python benchmarks/bench_train_vs_retinanet.py                       # 512x512 and 800x1344
     python benchmarks/bench_train_vs_retinanet.py --sizes=512x512 --batch=2 --repeats=5
-    python benchmarks/bench_train_vs_retinanet.py --xla=both            # eager graph vs XLA
+    python benchmarks/bench_train_vs_retinanet.py --xla=both            # graph vs XLA
+    python benchmarks/bench_train_vs_retinanet.py --precision=mixed_bfloat16
     python benchmarks/bench_train_vs_retinanet.py --smoke               # tiny, seconds
 
 ``--xla=both`` times every model twice, without and with ``jit_compile=True``, in the same run:
@@ -97,12 +98,13 @@ def run(args):
         for jit in jit_options:
             times = {}
             for name in args.models:
-                if name == "retinanet":
-                    model = common.keras_cv_retinanet(NUM_CLASSES, jit_compile=jit)
-                    dataset = retinanet_dataset(args.batch, height, width)
-                else:
-                    model = build_fcos(args.backbone, jit)
-                    dataset = common.repeat_dataset(*fcos_batch(args.batch, height, width))
+                with common.dtype_policy(args.precision):
+                    if name == "retinanet":
+                        model = common.keras_cv_retinanet(NUM_CLASSES, jit_compile=jit)
+                        dataset = retinanet_dataset(args.batch, height, width)
+                    else:
+                        model = build_fcos(args.backbone, jit)
+                        dataset = common.repeat_dataset(*fcos_batch(args.batch, height, width))
                 try:
                     t = common.time_train_steps(model, dataset, warmup=args.warmup,
                                                 repeats=args.repeats)
@@ -115,14 +117,15 @@ def run(args):
                     label = "FCOS R50-FPN" if name == "fcos" else "keras-cv RetinaNet R50-FPN"
                     if name == "fcos" and args.backbone != "resnet50":
                         label = f"FCOS {args.backbone}"
-                    rows.append([label, f"{height}x{width}", args.batch, "on" if jit else "off",
+                    rows.append([label, f"{height}x{width}", args.batch, args.precision,
+                                 "on" if jit else "off",
                                  t["first"], t["median"], t["min"], t["max"],
                                  args.batch / t["median"], t["load"]])
                 del model, dataset
                 gc.collect()
             if times.get("fcos") and times.get("retinanet"):
                 rows.append(["**ratio FCOS / RetinaNet**", f"{height}x{width}", args.batch,
-                             "on" if jit else "off", "", times["fcos"]["median"]
+                             args.precision, "on" if jit else "off", "", times["fcos"]["median"]
                              / times["retinanet"]["median"], "", "", "", ""])
     return rows
 
@@ -136,6 +139,10 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="timed steps (median)")
     parser.add_argument("--xla", choices=("off", "on", "both"), default="off",
                         help="jit_compile for the train step of both models")
+    parser.add_argument("--precision", default="float32",
+                        choices=("float32", "mixed_bfloat16", "mixed_float16"),
+                        help="Keras dtype policy of both models (bfloat16 runs on AVX512_BF16 / "
+                             "AMX CPUs through oneDNN)")
     parser.add_argument("--models", nargs="+", choices=("fcos", "retinanet"),
                         default=["fcos", "retinanet"])
     parser.add_argument("--backbone", default="resnet50",
@@ -148,9 +155,9 @@ def main(argv=None):
     if args.warmup < 1 or args.repeats < 1:
         parser.error("--warmup and --repeats must be >= 1")
 
-    common.print_header("Train step: FCOS vs keras-cv RetinaNet (float32, SGD momentum)")
+    common.print_header("Train step: FCOS vs keras-cv RetinaNet (SGD momentum)")
     rows = run(args)
-    common.print_table(["model", "input HxW", "batch", "XLA", "first step s (trace+compile)",
+    common.print_table(["model", "input HxW", "batch", "precision", "XLA", "first step s (trace+compile)",
                         "median s/step", "min s", "max s", "images/s", "load (1 min)"], rows)
 
 

@@ -10,6 +10,7 @@ multiply-add is 2 FLOPs, as in ``tf.compat.v1.profiler``; only convolutions and 
 products are counted, element-wise ops (norms, activations, losses) are not.
 """
 
+import contextlib
 import datetime
 import math
 import os
@@ -279,6 +280,23 @@ def keras_cv_retinanet(num_classes, *, jit_compile=False, learning_rate=0.01):
     model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9),
                   classification_loss="focal", box_loss="smoothl1", jit_compile=jit_compile)
     return model
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Builds models under the Keras dtype policy ``name`` ("float32", "mixed_bfloat16", ...).
+
+    The global policy is what layers read when they are created; it is restored on exit so
+    that the next model of the same run is built under its own policy.
+    """
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def random_boxes(batch, num_boxes, height, width, num_classes, seed=0):
