@@ -197,6 +197,20 @@ def test_mixed_precision_outputs_stay_float32():
     model.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01)))
     history = model.fit(images, labels, batch_size=4, epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
+    clone = FCOS.from_config(model.get_config())
+    assert clone.head.compute_dtype == "float16" and clone.fpn.variable_dtype == "float32"
+
+
+def test_xla_train_step_matches_graph_train_step():
+    images, labels = _batch()
+    histories = []
+    for jit_compile in (False, True):
+        model = _small_model()
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), jit_compile=jit_compile)
+        assert model.jit_compile == jit_compile
+        histories.append(model.fit(images, labels, batch_size=4, epochs=2, verbose=0).history)
+    for key in ("loss", "cls_loss", "box_loss", "ctr_loss"):
+        np.testing.assert_allclose(histories[1][key], histories[0][key], rtol=1e-4, err_msg=key)
 
 
 def _train(strategy, weights, images, labels, steps):
