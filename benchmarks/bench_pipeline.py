@@ -16,6 +16,7 @@ Usage (from the repository root):
 
 import argparse
 import os
+import resource
 import sys
 import time
 
@@ -46,6 +47,11 @@ def _args(argv):
     return args
 
 
+def _cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _write_files(args, size):
     folder = os.path.join(args.workdir, f"{size[0]}x{size[1]}_{args.objects}_{args.num_files}")
     annotation_file = os.path.join(folder, "annotations.json")
@@ -74,22 +80,29 @@ def main(argv=None):
         return images, labels
 
     images, labels = run(args.warmup)
-    seconds = []
+    seconds, cpu_seconds = [], []
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_seconds()
         run(args.batches)
         seconds.append(time.perf_counter() - t0)
+        cpu_seconds.append(_cpu_seconds() - c0)
     best = min(seconds)
     median = sorted(seconds)[len(seconds) // 2]
     num_images = args.batches * args.batch_size
+    # CPU time per image (all threads of this process): the figure that other processes on a
+    # shared machine disturb least. cores / cpu-time is the rate on idle cores.
+    cpu_ms = 1000 * sorted(cpu_seconds)[len(cpu_seconds) // 2] / num_images
+    cores = os.cpu_count()
     num_boxes = float(tf.reduce_mean(tf.reduce_sum(tf.cast(labels["classes"] >= 0, tf.float32),
                                                    axis=1)))
     common.print_header("Input pipeline throughput (decode + flip + resize + normalise + pad + "
                         "targets + batch)", ["benchmarks/bench_pipeline.py"] + (argv or sys.argv[1:]))
     common.print_table(
-        ["source JPEG", "output batch", "boxes/image", "images/s (median)", "images/s (best)"],
+        ["source JPEG", "output batch", "boxes/image", "images/s (median)", "images/s (best)",
+         "CPU ms/image", f"images/s on {cores} idle cores (from CPU time)"],
         [[f"{size[0]}x{size[1]}", "x".join(str(d) for d in images.shape), f"{num_boxes:.1f}",
-          f"{num_images / median:.1f}", f"{num_images / best:.1f}"]])
+          f"{num_images / median:.1f}", f"{num_images / best:.1f}", f"{cpu_ms:.1f}",
+          f"{cores * 1000 / cpu_ms:.0f}"]])
 
 
 if __name__ == "__main__":
