@@ -88,6 +88,11 @@ def test_bad_options_are_clear_errors(examples):
         pipeline.make_pipeline(examples, training=True, min_size=900, max_size_short=800)
     with pytest.raises(TypeError):
         pipeline.make_pipeline(examples, training=True, no_such_option=1)
+    # An image larger than `pad_to` stops the run (it is not silently skipped).
+    too_small = pipeline.make_pipeline(examples, training=False, batch_size=2, eval_size=96,
+                                       max_size=None, pad_to=(96, 96))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="pad_to"):
+        next(iter(too_small))
 
 
 def test_visualize_batch_and_detections(examples, tmp_path):

@@ -214,6 +214,12 @@ def batch_targets(boxes, classes, is_crowd, image_size, config):
     return tf.map_fn(one, (boxes, target_classes), fn_output_signature=signature)
 
 
+def _decode(example):
+    example = dict(example)
+    example["image"] = transforms.decode_image(example.pop("image_bytes"))
+    return example
+
+
 def _to_model_inputs(batch, config):
     images = batch.pop("image")
     static = images.shape[1:3]
@@ -254,6 +260,13 @@ def make_pipeline(examples, *, training, config=None, **overrides):
                                     reshuffle_each_iteration=True)
     if training and config.repeat:
         examples = examples.repeat()
+    if "image_bytes" in examples.element_spec:
+        examples = examples.map(_decode, num_parallel_calls=parallel,
+                                deterministic=config.deterministic)
+        # A corrupt file that passed the reader's checks fails here: skip it, with a log line.
+        # Only the decoding is guarded, so errors of the later steps (e.g. an image larger
+        # than `pad_to`) still stop the run instead of silently emptying the dataset.
+        examples = examples.ignore_errors(log_warning=True)
     # One stateless seed pair per example: augmentation does not depend on thread timing.
     seeds = tf.data.Dataset.random(seed=config.seed).batch(2, drop_remainder=True)
     dataset = tf.data.Dataset.zip((examples, seeds))
@@ -261,8 +274,6 @@ def make_pipeline(examples, *, training, config=None, **overrides):
         lambda example, seed: preprocess_example(example, seed, training=training,
                                                  config=config),
         num_parallel_calls=parallel, deterministic=config.deterministic)
-    # A corrupt image that passed the reader's checks fails in decode: skip it, with a log.
-    dataset = dataset.ignore_errors(log_warning=True)
     drop_remainder = training if config.drop_remainder is None else config.drop_remainder
     # Normalised images are padded with zeros (the mean colour), boxes are already [M, 4].
     dataset = dataset.padded_batch(config.batch_size, drop_remainder=drop_remainder)
