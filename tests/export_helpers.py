@@ -1,0 +1,108 @@
+"""A small trained workdir and its SavedModel, built once per pytest process.
+
+Shared by tests/test_export.py, tests/test_tflite.py and tests/test_predict.py: training a
+few steps and exporting costs about a minute on 2 cores, so it happens once and the
+results are cached in module globals.
+"""
+
+import atexit
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def small_config():
+    """The synthetic recipe shrunk to seconds: 64-pixel images, 3 training steps.
+
+    The score threshold is lowered to 0.001 so that a barely trained model still returns a
+    full set of detections (with random-like scores) to compare between runtimes.
+    """
+    sys.path.insert(0, ROOT)
+    from configs import synthetic_small  # pylint: disable=import-outside-toplevel
+
+    config = synthetic_small.get_config()
+    data = config.data
+    data.synthetic_num_train = 8
+    data.synthetic_num_val = 4
+    data.synthetic_image_size = (64, 64)
+    data.train_short_side = (64, 64)
+    data.eval_short_side = 64
+    data.max_size = 96
+    data.cache = False
+    train = config.train
+    train.batch_size = 2
+    train.reference_batch_size = 2
+    train.warmup_steps = 0
+    train.total_steps = 3
+    train.lr_steps = ()
+    train.steps_per_epoch = 3
+    train.checkpoint_every = 3
+    config.model.score_threshold = 0.001
+    config.eval.num_visualize = 0
+    config.export.input_size = (64, 64)
+    config.export.representative_images = 4
+    return config
+
+
+@functools.lru_cache(maxsize=None)
+def _scratch():
+    path = tempfile.mkdtemp(prefix="fcos_export_test_")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def trained_workdir():
+    """Path of a ``train.py``-layout workdir trained for 3 steps (config, label map, ckpt)."""
+    from fcos_tf import training  # pylint: disable=import-outside-toplevel
+
+    workdir = os.path.join(_scratch(), "workdir")
+    training.run(small_config(), workdir, mode="train", verbose=0, handle_signals=False)
+    return workdir
+
+
+@functools.lru_cache(maxsize=None)
+def loaded_model():
+    """``(model, config, label_map)`` restored from :func:`trained_workdir`."""
+    from fcos_tf import export  # pylint: disable=import-outside-toplevel
+
+    return export.load_trained_model(trained_workdir())
+
+
+@functools.lru_cache(maxsize=None)
+def saved_model_dir():
+    """Version folder of the SavedModel exported from :func:`trained_workdir`."""
+    from fcos_tf import export  # pylint: disable=import-outside-toplevel
+
+    model, config, label_map = loaded_model()
+    return export.export_saved_model(model, label_map, os.path.join(_scratch(), "export"),
+                                     export.ServingConfig.from_config(config))
+
+
+def test_images():
+    """Three uint8 RGB images: two 80x100 (one request of equal sizes) and one 120x70."""
+    rng = np.random.RandomState(0)
+    images = []
+    for height, width in ((80, 100), (80, 100), (120, 70)):
+        # Smooth blobs over noise: a picture rather than pure noise.
+        y, x = np.mgrid[0:height, 0:width]
+        base = np.stack([128 + 100 * np.sin(x / (7 + c) + y / (11 - c)) for c in range(3)], -1)
+        images.append(np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8))
+    return images
+
+
+def run_python(code, *args, timeout=600):
+    """Runs ``python -c code args...`` in a fresh process from the repository root."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    result = subprocess.run([sys.executable, "-c", code, *[str(a) for a in args]], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"subprocess failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return result.stdout

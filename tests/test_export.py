@@ -1,0 +1,234 @@
+"""SavedModel export: reload in a fresh process, signatures, parity with predict_step, errors."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import export_helpers as helpers
+from fcos_tf import export
+from fcos_tf.data import pipeline
+
+pytestmark = pytest.mark.slow
+
+# Runs in a fresh interpreter: loads the SavedModel the way TF Serving's Python clients and
+# tools do, records the signatures, runs both endpoints, bad requests and the warm-up file.
+_CHILD = r"""
+import json, os, sys
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
+
+model_dir, inputs_dir, out_dir = sys.argv[1:4]
+loaded = tf.saved_model.load(model_dir)
+info = {"signatures": {}}
+for name, fn in loaded.signatures.items():
+    inputs = fn.structured_input_signature[1]
+    info["signatures"][name] = {
+        "inputs": {k: [v.dtype.name, v.shape.as_list()] for k, v in inputs.items()},
+        "outputs": {k: [v.dtype.name, v.shape.as_list()]
+                    for k, v in fn.structured_outputs.items()}}
+info["label_map"] = json.loads(tf.io.read_file(loaded.label_map.asset_path).numpy())
+
+data = np.load(os.path.join(inputs_dir, "images.npy"))
+out = loaded.signatures["serving_default"](images=tf.constant(data))
+np.savez(os.path.join(out_dir, "images.npz"), **{k: v.numpy() for k, v in out.items()})
+files = sorted(f for f in os.listdir(inputs_dir) if f.endswith(".png"))
+encoded = [open(os.path.join(inputs_dir, f), "rb").read() for f in files]
+out = loaded.signatures["serving_image_bytes"](image_bytes=tf.constant(encoded))
+np.savez(os.path.join(out_dir, "bytes.npz"), **{k: v.numpy() for k, v in out.items()})
+
+bad = {
+    "not_an_image": ("serving_image_bytes", {"image_bytes": tf.constant([encoded[0], b"hello"])}),
+    "empty_bytes_batch": ("serving_image_bytes", {"image_bytes": tf.constant([], tf.string)}),
+    "empty_images_batch": ("serving_default", {"images": tf.zeros([0, 8, 8, 3], tf.uint8)}),
+    "wrong_dtype": ("serving_default", {"images": tf.zeros([1, 8, 8, 3], tf.float32)}),
+    "wrong_rank": ("serving_default", {"images": tf.zeros([8, 8, 3], tf.uint8)}),
+    "wrong_channels": ("serving_default", {"images": tf.zeros([1, 8, 8, 4], tf.uint8)}),
+}
+info["errors"] = {}
+for key, (signature, kwargs) in bad.items():
+    try:
+        result = loaded.signatures[signature](**kwargs)
+        info["errors"][key] = ["none", str({k: v.shape.as_list() for k, v in result.items()})]
+    except Exception as error:  # recorded and checked by the test
+        info["errors"][key] = [type(error).__name__, str(error)[:2000]]
+
+info["warmup"] = []
+path = os.path.join(model_dir, "assets.extra", "tf_serving_warmup_requests")
+for record in tf.data.TFRecordDataset(path):
+    log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+    request = log.predict_log.request
+    signature = request.model_spec.signature_name
+    # Replays the request as TF Serving does at load time.
+    inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+    result = loaded.signatures[signature](**inputs)
+    info["warmup"].append({"signature": signature, "inputs": sorted(inputs),
+                           "num_detections": result["num_detections"].numpy().tolist()})
+print(json.dumps(info))
+"""
+
+
+def _reference(model, images, serving):
+    """predict_step on the validation pipeline's preprocessing of ``images``.
+
+    Returns the detections mapped like the export: normalised yxyx of each original image,
+    classes as contiguous ids.
+    """
+    config = pipeline.PipelineConfig(eval_size=serving.short_side, max_size=serving.max_size,
+                                     pixel_norm=serving.pixel_norm,
+                                     size_divisor=serving.size_divisor)
+    examples = []
+    for image in images:
+        example = {"image": tf.constant(image), "boxes": tf.zeros([0, 4]),
+                   "classes": tf.zeros([0], tf.int32), "is_crowd": tf.zeros([0], tf.bool),
+                   "image_id": tf.constant(0, tf.int64)}
+        examples.append(pipeline.preprocess_example(example, tf.constant([0, 0], tf.int64),
+                                                    training=False, config=config))
+    height = max(int(e["image"].shape[0]) for e in examples)
+    width = max(int(e["image"].shape[1]) for e in examples)
+    batch = np.stack([np.pad(e["image"].numpy(), [[0, height - e["image"].shape[0]],
+                                                  [0, width - e["image"].shape[1]], [0, 0]])
+                      for e in examples])
+    labels = {"image_size": tf.stack([e["image_size"] for e in examples])}
+    detections = {k: v.numpy() for k, v in model.predict_step((tf.constant(batch), labels)).items()}
+    boxes = []
+    for b, example in enumerate(examples):
+        h0, w0 = (float(v) for v in example["original_size"].numpy())
+        x1, y1, x2, y2 = np.moveaxis(detections["boxes"][b] / float(example["scale"]), -1, 0)
+        boxes.append(np.stack([y1 / h0, x1 / w0, y2 / h0, x2 / w0], -1))
+    detections["boxes"] = np.clip(np.stack(boxes), 0.0, 1.0)
+    return detections
+
+
+@pytest.fixture(scope="module")
+def child_run(tmp_path_factory):
+    """Exports, then reloads the SavedModel in a fresh process; returns what it saw."""
+    model_dir = helpers.saved_model_dir()
+    inputs_dir = tmp_path_factory.mktemp("inputs")
+    out_dir = tmp_path_factory.mktemp("outputs")
+    images = helpers.test_images()
+    np.save(inputs_dir / "images.npy", np.stack(images[:2]))
+    # Different original sizes in one image_bytes request (PNG: decoded pixels are exact).
+    for i, image in enumerate((images[0], images[2])):
+        (inputs_dir / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    stdout = helpers.run_python(_CHILD, model_dir, inputs_dir, out_dir)
+    info = json.loads(stdout.strip().splitlines()[-1])
+    info["images"] = dict(np.load(out_dir / "images.npz"))
+    info["bytes"] = dict(np.load(out_dir / "bytes.npz"))
+    info["model_dir"] = model_dir
+    return info
+
+
+def test_layout_is_tf_serving_versioned(child_run):
+    model_dir = child_run["model_dir"]
+    assert os.path.basename(model_dir) == "1"
+    assert os.path.exists(os.path.join(model_dir, "saved_model.pb"))
+    assert os.path.exists(os.path.join(model_dir, "assets", "label_map.json"))
+    assert os.path.exists(os.path.join(model_dir, export.WARMUP_FILE))
+    # No temporary folder left next to the version.
+    assert os.listdir(os.path.dirname(model_dir)) == ["1"]
+    assert export.next_version(os.path.dirname(model_dir)) == 2
+
+
+def test_signatures_names_dtypes_shapes(child_run):
+    signatures = child_run["signatures"]
+    assert set(signatures) == {"serving_default", "serving_image_bytes"}
+    assert signatures["serving_default"]["inputs"] == {"images": ["uint8", [None, None, None, 3]]}
+    assert signatures["serving_image_bytes"]["inputs"] == {"image_bytes": ["string", [None]]}
+    expected = {"detection_boxes": ["float32", [None, 100, 4]],
+                "detection_scores": ["float32", [None, 100]],
+                "detection_classes": ["float32", [None, 100]],
+                "num_detections": ["int32", [None]]}
+    for signature in signatures.values():
+        assert signature["outputs"] == expected
+
+
+def test_label_map_asset(child_run):
+    _, _, label_map = helpers.loaded_model()
+    assert child_run["label_map"] == label_map.to_list()
+
+
+def _check_same(exported, reference, label_map):
+    num = exported["num_detections"]
+    np.testing.assert_array_equal(num, reference["num_detections"])
+    assert num.min() > 0  # something to compare
+    for b, n in enumerate(num):
+        np.testing.assert_allclose(exported["detection_boxes"][b, :n],
+                                   reference["boxes"][b, :n], atol=1e-3)
+        ids = np.asarray(label_map.category_ids)[reference["classes"][b, :n]]
+        np.testing.assert_array_equal(exported["detection_classes"][b, :n], ids)
+        np.testing.assert_allclose(exported["detection_scores"][b, :n],
+                                   reference["scores"][b, :n], atol=1e-4)
+        # Padding rows.
+        assert np.all(exported["detection_classes"][b, n:] == -1)
+        assert np.all(exported["detection_scores"][b, n:] == 0)
+
+
+def test_images_endpoint_matches_predict_step(child_run):
+    model, config, label_map = helpers.loaded_model()
+    serving = export.ServingConfig.from_config(config)
+    images = helpers.test_images()[:2]
+    _check_same(child_run["images"], _reference(model, images, serving), label_map)
+
+
+def test_image_bytes_endpoint_different_sizes_matches_predict_step(child_run):
+    model, config, label_map = helpers.loaded_model()
+    serving = export.ServingConfig.from_config(config)
+    images = [helpers.test_images()[0], helpers.test_images()[2]]
+    assert images[0].shape != images[1].shape
+    reference = _reference(model, images, serving)
+    _check_same(child_run["bytes"], reference, label_map)
+    boxes = child_run["bytes"]["detection_boxes"]
+    assert boxes.min() >= 0.0 and boxes.max() <= 1.0
+
+
+def test_bad_requests_give_invalid_argument(child_run):
+    errors = child_run["errors"]
+    for key in errors:
+        assert errors[key][0] == "InvalidArgumentError", (key, errors[key])
+    assert "not JPEG, PNG, GIF or BMP" in errors["not_an_image"][1]
+    assert "empty batch" in errors["empty_bytes_batch"][1]
+    assert "empty batch" in errors["empty_images_batch"][1]
+    assert "uint8" in errors["wrong_dtype"][1]
+    assert "images" in errors["wrong_rank"][1] and "[8,8,3]" in errors["wrong_rank"][1]
+    assert "[1,8,8,4]" in errors["wrong_channels"][1]
+
+
+def test_warmup_records_name_existing_signatures(child_run):
+    warmup = child_run["warmup"]
+    assert {w["signature"] for w in warmup} == set(child_run["signatures"])
+    inputs = {w["signature"]: w["inputs"] for w in warmup}
+    assert inputs == {"serving_default": ["images"], "serving_image_bytes": ["image_bytes"]}
+    for record in warmup:
+        assert len(record["num_detections"]) == 1
+
+
+def test_export_refuses_existing_version_and_label_map_mismatch(tmp_path):
+    model, config, label_map = helpers.loaded_model()
+    (tmp_path / "3").mkdir()
+    with pytest.raises(FileExistsError, match="version"):
+        export.export_saved_model(model, label_map, str(tmp_path), version=3)
+    from fcos_tf.data.label_map import LabelMap
+
+    with pytest.raises(ValueError, match="label_map"):
+        export.serving_functions(model, LabelMap.from_names(["a", "b"]),
+                                 export.ServingConfig.from_config(config))
+
+
+def test_latest_checkpoint_errors_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="path"):
+        export.latest_checkpoint(str(tmp_path))
+    workdir = helpers.trained_workdir()
+    assert export.latest_checkpoint(workdir).endswith("ckpt-3")
+    prefix = export.latest_checkpoint(workdir)
+    assert export.latest_checkpoint(prefix) == prefix
+
+
+def test_serving_config_validates():
+    with pytest.raises(ValueError, match="pixel_norm"):
+        export.ServingConfig(pixel_norm="bgr")
+    with pytest.raises(ValueError, match="short_side"):
+        export.ServingConfig(short_side=0)
