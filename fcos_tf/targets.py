@@ -57,19 +57,24 @@ def _check_inputs(boxes, classes, image_size):
             raise ValueError(f"`image_size` must have shape [2] (H, W), got {image_size.shape}.")
         image_size = tf.cast(image_size, tf.int32)
 
-    # Shapes only known at run time (tf.data with unknown ranks, tf.function signatures).
-    asserts = [
-        tf.debugging.assert_rank(boxes, 2, message="`boxes` must have shape [M, 4]"),
-        tf.debugging.assert_rank(classes, 1, message="`classes` must have shape [M]"),
-    ]
+    # What the static shapes leave open is asserted at run time (tf.data elements or
+    # tf.function signatures with unknown dimensions); eagerly nothing is left open.
+    asserts = []
+    if boxes.shape.rank is None:
+        asserts.append(tf.debugging.assert_rank(boxes, 2,
+                                                message="`boxes` must have shape [M, 4]"))
+    if classes.shape.rank is None:
+        asserts.append(tf.debugging.assert_rank(classes, 1,
+                                                message="`classes` must have shape [M]"))
     with tf.control_dependencies(asserts):
-        asserts += [
-            tf.debugging.assert_equal(tf.shape(boxes)[-1], 4,
-                                      message="`boxes` must have shape [M, 4]"),
-            tf.debugging.assert_equal(tf.shape(boxes)[0], tf.shape(classes)[0],
-                                      message="`boxes` and `classes` must have the same M"),
-        ]
-    if static_size is None:
+        if boxes.shape.rank is None or boxes.shape[-1] is None:
+            asserts.append(tf.debugging.assert_equal(
+                tf.shape(boxes)[-1], 4, message="`boxes` must have shape [M, 4]"))
+        if not (boxes.shape[:1] + classes.shape[:1]).is_fully_defined():
+            asserts.append(tf.debugging.assert_equal(
+                tf.shape(boxes)[0], tf.shape(classes)[0],
+                message="`boxes` and `classes` must have the same M"))
+    if static_size is None and (image_size.shape.rank is None or image_size.shape[0] is None):
         asserts += [
             tf.debugging.assert_rank(image_size, 1, message="`image_size` must have shape [2]"),
             tf.debugging.assert_equal(tf.size(image_size), 2,

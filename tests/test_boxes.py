@@ -68,8 +68,8 @@ def test_area_and_clip():
     # Identical boxes.
     ((3, 1, 2, 5), (3, 1, 2, 5), 1.0, 1.0),
     # pred (1, 0, 3, 2) is [x-1, y, x+3, y+2], area 4 x 2 = 8; gt (2, 1, 1, 1) is
-    # [x-2, y-1, x+1, y+1], area 3 x 2 = 6. inter: width min(1,2)+min(3,1) = 2, height min(0,1)+min(2,1) = 1 -> 2;
-    # union 8 + 6 - 2 = 12; enclosing (2+3) x (1+2) = 15. GIoU = 2/12 - 3/15 = -1/30.
+    # [x-2, y-1, x+1, y+1], area 3 x 2 = 6. Intersection: width min(1,2) + min(3,1) = 2,
+    # height min(0,1) + min(2,1) = 1 -> 2; union 8 + 6 - 2 = 12; enclosing (2+3) x (1+2) = 15. GIoU = 2/12 - 3/15 = -1/30.
     ((1, 0, 3, 2), (2, 1, 1, 1), 2 / 12, 2 / 12 - 3 / 15),
     # Touching at the location only: pred [x, y, x+2, y+2], gt [x-2, y-2, x, y]: inter 0,
     # union 8, enclosing 4 x 4 = 16: GIoU = 0 - 8/16.

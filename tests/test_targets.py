@@ -332,7 +332,7 @@ def _distinct_area_case(rng):
 def test_invariant_to_box_order_without_ties(radius):
     rng = np.random.default_rng(11)
     checked_positives = 0
-    for _ in range(25):
+    for _ in range(15):
         boxes, classes, size = _distinct_area_case(rng)
         perm = rng.permutation(len(boxes))
         base = _targets(boxes, classes, size, center_sampling_radius=radius,
@@ -347,14 +347,14 @@ def test_invariant_to_box_order_without_ties(radius):
                                       base["matched_box_index"][pos])
         np.testing.assert_array_equal(pos, base["matched_box_index"] >= 0)
         checked_positives += int(pos.sum())
-    assert checked_positives > 100
+    assert checked_positives > 60
 
 
 @pytest.mark.parametrize("radius", [0.0, 1.5])
 def test_decoded_targets_are_the_assigned_boxes(radius):
     rng = np.random.default_rng(12)
     checked = 0
-    for _ in range(25):
+    for _ in range(15):
         boxes, classes, size = _random_case(rng)
         out = _targets(boxes, classes, size, center_sampling_radius=radius)
         locations, _ = loc_lib.compute_locations(size)
@@ -372,7 +372,7 @@ def test_decoded_targets_are_the_assigned_boxes(radius):
         assert np.all(out["box_targets"][~pos] == 0) and np.all(
             out["centerness_targets"][~pos] == 0)
         checked += int(pos.sum())
-    assert checked > 100
+    assert checked > 60
 
 
 def test_center_sampling_positives_are_a_subset():
