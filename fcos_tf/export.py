@@ -117,16 +117,38 @@ def latest_checkpoint(path):
                             f"a folder of checkpoints or a train.py workdir).")
 
 
+def _merge(base, values):
+    for key, value in values.items():
+        current = base.get(key)
+        if hasattr(current, "keys") and isinstance(value, dict):
+            _merge(current, value)
+            continue
+        if isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)  # JSON has no tuples
+        if key in base and current is not None and value is not None and (
+                type(current) is not type(value)) and not (
+                    isinstance(current, float) and isinstance(value, int)):
+            base[key] = None  # e.g. a field whose type changed: take the saved value as is
+        base[key] = value
+
+
 def read_workdir_config(workdir):
-    """The ``ConfigDict`` a ``train.py`` run wrote to ``<workdir>/config.json``."""
-    import ml_collections  # pylint: disable=import-outside-toplevel
+    """The ``ConfigDict`` a ``train.py`` run wrote to ``<workdir>/config.json``.
+
+    The saved values are laid over the current defaults (:func:`fcos_tf.config.base_config`),
+    so a workdir written before a config key was added still loads.
+    """
+    from fcos_tf import config as config_lib  # pylint: disable=import-outside-toplevel
 
     path = os.path.join(workdir, "config.json")
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"No config.json in `workdir`={workdir!r}; pass the recipe "
                                 f"with --config.")
     with tf.io.gfile.GFile(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+        saved = json.load(f)
+    config = config_lib.base_config()
+    _merge(config, saved)
+    return config
 
 
 def load_trained_model(workdir=None, *, checkpoint=None, config=None, label_map=None):
