@@ -6,7 +6,14 @@
 - :func:`save_batch` writes every image of a batch as PNG.
 - :func:`draw_detections` draws boxes with class names and scores on any RGB image; training
   and prediction scripts reuse it for detection pictures.
+
+From the command line, one training batch as PNG files::
+
+    python -m fcos_tf.data.visualize --output /tmp/targets                 # synthetic data
+    python -m fcos_tf.data.visualize --annotations ann.json --images imgs/ --output /tmp/t
 """
+
+import argparse
 
 import os
 
@@ -110,7 +117,7 @@ def render_targets(image, labels, index=0, *, pixel_norm="caffe", names=None,
     positive = np.asarray(labels["class_targets"][index]) >= 0
     for level, stride in enumerate(strides):
         colour = LEVEL_COLOURS[level % len(LEVEL_COLOURS)]
-        radius = 1 + level
+        radius = 2 + level
         for x, y in points[positive & (point_strides == stride)]:
             draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour,
                          outline=(0, 0, 0))
@@ -146,3 +153,39 @@ def save_batch(images, labels, output_dir, *, pixel_norm="caffe", names=None,
         Image.fromarray(picture).save(path)
         paths.append(path)
     return paths
+
+
+def main(argv=None):
+    """Renders the first training batch of a dataset (synthetic, or COCO JSON) to PNG files."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--output", required=True, help="folder receiving <image_id>.png")
+    parser.add_argument("--annotations", help="COCO JSON (default: the synthetic dataset)")
+    parser.add_argument("--images", help="image folder of --annotations")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--short-side", type=int, nargs=2, default=(320, 320),
+                        metavar=("MIN", "MAX"), help="training short-side range")
+    parser.add_argument("--max-size", type=int, default=533)
+    parser.add_argument("--synthetic-size", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from fcos_tf.data import coco, pipeline, synthetic  # pylint: disable=import-outside-toplevel
+
+    if args.annotations:
+        if not args.images:
+            parser.error("--images is required with --annotations")
+        read = coco.read_coco(args.annotations, args.images, decode=False)
+    else:
+        read = synthetic.synthetic_dataset(args.batch_size, image_size=args.synthetic_size,
+                                           seed=args.seed)
+    dataset = pipeline.make_pipeline(
+        read.dataset, training=True, batch_size=args.batch_size, min_size=args.short_side[0],
+        max_size_short=args.short_side[1], max_size=args.max_size, seed=args.seed,
+        deterministic=True, repeat=False)
+    images, labels = next(iter(dataset))
+    for path in save_batch(images, labels, args.output, names=read.label_map.names):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
