@@ -112,11 +112,15 @@ def ground_truth_from_labels(labels):
                        "width": int(original_sizes[b, 1])})
         classes = np.asarray(labels["classes"])[b]
         keep = classes >= 0
+        # Evaluation batches keep crowd boxes, flagged in "is_crowd" (COCOeval ignores
+        # detections matched to them).
+        crowd = (np.asarray(labels["is_crowd"])[b] if "is_crowd" in labels
+                 else np.zeros_like(classes, bool))
         xywh = to_original_xywh(np.asarray(labels["boxes"])[b][keep],
                                 np.asarray(labels["scale"])[b], original_sizes[b])
-        for box, cls in zip(xywh, classes[keep]):
+        for box, cls, is_crowd in zip(xywh, classes[keep], crowd[keep]):
             annotations.append({"image_id": int(image_id), "class": int(cls),
-                                "bbox": [float(v) for v in box], "iscrowd": 0})
+                                "bbox": [float(v) for v in box], "iscrowd": int(is_crowd)})
     return images, annotations
 
 
