@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from fcos_tf import locations as loc
 from fcos_tf.data import transforms
+from fcos_tf.targets import compute_targets
 
 logger = logging.getLogger(__name__)
 
@@ -188,8 +189,6 @@ def batch_targets(boxes, classes, is_crowd, image_size, config):
     Returns:
         dict of ``compute_targets`` outputs stacked over the batch (``[B, P]``, ``[B, P, 4]``).
     """
-    from fcos_tf.targets import compute_targets  # pylint: disable=import-outside-toplevel
-
     # Valid rows come first (``transforms.pad_boxes``): give compute_targets only the rows up
     # to the batch's largest count (at least one), its cost grows with P x M.
     num_rows = tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(classes >= 0, tf.int32), 1)), 1)
