@@ -95,8 +95,9 @@ def main(argv=None):
     cores = os.cpu_count()
     num_boxes = float(tf.reduce_mean(tf.reduce_sum(tf.cast(labels["classes"] >= 0, tf.float32),
                                                    axis=1)))
+    command = ["benchmarks/bench_pipeline.py"] + (argv or sys.argv[1:])
     common.print_header("Input pipeline throughput (decode + flip + resize + normalise + pad + "
-                        "targets + batch)", ["benchmarks/bench_pipeline.py"] + (argv or sys.argv[1:]))
+                        "targets + batch)", command)
     common.print_table(
         ["source JPEG", "output batch", "boxes/image", "images/s (median)", "images/s (best)",
          "CPU ms/image", f"images/s on {cores} idle cores (from CPU time)"],

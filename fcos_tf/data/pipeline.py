@@ -31,7 +31,6 @@ produce targets.
 """
 
 import dataclasses
-import logging
 from typing import Optional, Tuple
 
 import tensorflow as tf
@@ -39,8 +38,6 @@ import tensorflow as tf
 from fcos_tf import locations as loc
 from fcos_tf.data import transforms
 from fcos_tf.targets import compute_targets
-
-logger = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
 
