@@ -249,15 +249,15 @@ def compute_targets(boxes, classes, image_size, *, strides=STRIDES, size_ranges=
     matched_ltrb = box_lib.xyxy_to_ltrb(locations, tf.gather(padded_boxes, matched))  # [P, 4]
     box_targets = tf.where(positive[:, None], matched_ltrb, 0.0)
 
-    # Sec. 3.3; background gets 1s in the ratios only to keep the division finite.
-    safe_ltrb = tf.where(positive[:, None], matched_ltrb, 1.0)
-    left, top, right, bottom = tf.unstack(safe_ltrb, axis=1)
-    centerness = tf.sqrt((tf.minimum(left, right) / tf.maximum(left, right))
-                         * (tf.minimum(top, bottom) / tf.maximum(top, bottom)))
-    centerness_targets = tf.where(positive, centerness, 0.0)
+    # Sec. 3.3. Background rows are all zeros and divide_no_nan turns their 0 / 0 into 0;
+    # on positives every distance is > 0, so the ratios are plain divisions.
+    left, top, right, bottom = tf.unstack(box_targets, axis=1)  # [P] each
+    centerness_targets = tf.sqrt(
+        tf.math.divide_no_nan(tf.minimum(left, right), tf.maximum(left, right))
+        * tf.math.divide_no_nan(tf.minimum(top, bottom), tf.maximum(top, bottom)))
 
     return {
-        "class_targets": tf.where(positive, tf.gather(padded_classes, matched), -1),
+        "class_targets": tf.gather(padded_classes, matched),  # the extra row: -1
         "box_targets": box_targets,
         "centerness_targets": centerness_targets,
         "matched_box_index": tf.where(positive, matched, -1),
