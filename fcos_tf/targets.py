@@ -211,27 +211,27 @@ def compute_targets(boxes, classes, image_size, *, strides=STRIDES, size_ranges=
     xs = tf.concat([grid[:w, 0] for grid, w in zip(grids, widths)], axis=0)  # [sum w]
     ys = tf.concat([grid[::w, 1] for grid, w in zip(grids, widths)], axis=0)  # [sum h]
     radii = [center_sampling_radius * s for s in strides]
-    his = [hi for _, hi in size_ranges]
+    upper_bounds = [hi for _, hi in size_ranges]
     x0s, y0s, x1s, y1s = tf.unstack(sorted_boxes, axis=1)  # [M] each
     ok_x, reach_x = _axis_tests(
         xs, _per_coordinate(radii, widths) if center_sampling_radius > 0 else None,
-        _per_coordinate(his, widths), x0s, x1s)  # [sum w, M]
+        _per_coordinate(upper_bounds, widths), x0s, x1s)  # [sum w, M]
     ok_y, reach_y = _axis_tests(
         ys, _per_coordinate(radii, heights) if center_sampling_radius > 0 else None,
-        _per_coordinate(his, heights), y0s, y1s)  # [sum h, M]
+        _per_coordinate(upper_bounds, heights), y0s, y1s)  # [sum h, M]
     # Position in priority order where the box passes, M where it does not.
     rank_x = tf.where(ok_x & sorted_valid[None, :], columns[None, :], num_boxes)
     rank_y = tf.where(ok_y, columns[None, :], num_boxes)
-    los = [lo for lo, _ in size_ranges]
+    lower_bounds = [lo for lo, _ in size_ranges]
     # lo <= max(l, t, r, b) <=> lo <= max(l, r) or lo <= max(t, b).
-    reach_x = reach_x >= _per_coordinate(los, widths)[:, None]
-    reach_y = reach_y >= _per_coordinate(los, heights)[:, None]
+    reach_x = reach_x >= _per_coordinate(lower_bounds, widths)[:, None]
+    reach_y = reach_y >= _per_coordinate(lower_bounds, heights)[:, None]
 
     rank_x, rank_y = tf.split(rank_x, widths), tf.split(rank_y, heights)  # per level
     reach_x, reach_y = tf.split(reach_x, widths), tf.split(reach_y, heights)
 
     best_per_level = []
-    for level, lo in enumerate(los):
+    for level, lo in enumerate(lower_bounds):
         rank = tf.maximum(rank_y[level][:, None, :], rank_x[level][None, :, :])  # [h, w, M]
         if lo > 0:  # Candidates have max(l, t, r, b) > 0: no lower test on P3.
             reach = reach_y[level][:, None, :] | reach_x[level][None, :, :]
