@@ -74,13 +74,15 @@ class FPN(keras.layers.Layer):
                                        kernel_initializer=_FPN_KERNEL_INIT, name=name,
                                        dtype=self.dtype_policy)
 
-        self.lateral_convs = [conv(1, f"lateral_c{level}") for level in (3, 4, 5)]
-        self.output_convs = [conv(3, f"output_p{level}") for level in (3, 4, 5)]
-        self.extra_pads = [keras.layers.ZeroPadding2D(1, name=f"p{level}_pad",
-                                                      dtype=self.dtype_policy)
-                           for level in range(6, 6 + num_extra_levels)]
-        self.extra_convs = [conv(3, f"p{level}", strides=2, padding="valid")
-                            for level in range(6, 6 + num_extra_levels)]
+        # Tuples, not lists: Keras 3 leaves list attributes out of tf.train.Checkpoint's
+        # object graph, so their weights would silently not be saved or restored there.
+        self.lateral_convs = tuple(conv(1, f"lateral_c{level}") for level in (3, 4, 5))
+        self.output_convs = tuple(conv(3, f"output_p{level}") for level in (3, 4, 5))
+        self.extra_pads = tuple(keras.layers.ZeroPadding2D(1, name=f"p{level}_pad",
+                                                           dtype=self.dtype_policy)
+                                for level in range(6, 6 + num_extra_levels))
+        self.extra_convs = tuple(conv(3, f"p{level}", strides=2, padding="valid")
+                                 for level in range(6, 6 + num_extra_levels))
 
     def _check_inputs(self, input_shapes):
         if not isinstance(input_shapes, (list, tuple)) or len(input_shapes) != 3:

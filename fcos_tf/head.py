@@ -114,6 +114,8 @@ class FCOSHead(keras.layers.Layer):
                 kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
                 bias_initializer=bias_init, name=name, dtype=self.dtype_policy)
 
+        # Tuples, not lists: Keras 3 leaves list attributes out of tf.train.Checkpoint's
+        # object graph, so their weights would silently not be saved or restored there.
         def tower(prefix):
             layers = []
             for index in range(num_convs):
@@ -124,7 +126,7 @@ class FCOSHead(keras.layers.Layer):
                         dtype=self.dtype_policy))
                 layers.append(keras.layers.ReLU(name=f"{prefix}_relu{index}",
                                                 dtype=self.dtype_policy))
-            return layers
+            return tuple(layers)
 
         self.cls_tower = tower("cls_tower")
         self.box_tower = tower("box_tower")
@@ -133,8 +135,8 @@ class FCOSHead(keras.layers.Layer):
                                bias_init=keras.initializers.Constant(prior_bias))
         self.box_pred = conv(4, "box_pred")
         self.centerness_pred = None if centerness_on == "none" else conv(1, "centerness_pred")
-        self.scales = [Scale(1.0, name=f"scale_p{3 + level}", dtype=self.dtype_policy)
-                       for level in range(num_levels)]
+        self.scales = tuple(Scale(1.0, name=f"scale_p{3 + level}", dtype=self.dtype_policy)
+                            for level in range(num_levels))
 
     def _check_inputs(self, input_shapes):
         if not isinstance(input_shapes, (list, tuple)) or len(input_shapes) != self.num_levels:

@@ -273,3 +273,15 @@ def test_legacy_and_current_fpn_names_agree(state_dict):
 def test_read_state_dict_needs_existing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         weights_lib.read_torch_state_dict(str(tmp_path / "missing.pth"))
+
+
+def test_export_loads_the_workdir(converted):
+    """export_savedmodel.py's loader (model-only checkpoint restore) gets every weight."""
+    from fcos_tf import export  # pylint: disable=import-outside-toplevel
+
+    model, config, label_map = export.load_trained_model(converted["workdir"])
+    assert label_map.num_classes == 80 and config.model.location_offset == 0.0
+    expected = converted["model"].weights
+    assert len(model.weights) == len(expected)
+    for a, b in zip(model.weights, expected):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)

@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from fcos_tf.fpn import FPN, upsample_nearest_to
 from fcos_tf.locations import STRIDES, feature_map_sizes
@@ -158,3 +159,17 @@ def test_rejects_bad_arguments(kwargs, argument):
 def test_rejects_wrong_number_of_inputs():
     with pytest.raises(ValueError, match="C3, C4, C5"):
         FPN(channels=8)(_features((64, 64))[:2])
+
+
+def test_tf_checkpoint_round_trip(tmp_path):
+    """Every weight is in tf.train.Checkpoint's object graph (what train.py and export use)."""
+    features = _features((64, 96))
+    fpn = FPN(channels=8)
+    fpn(features)
+    path = tf.train.Checkpoint(layer=fpn).write(str(tmp_path / "ckpt"))
+    clone = FPN(channels=8)
+    clone(features)
+    tf.train.Checkpoint(layer=clone).read(path).assert_consumed()
+    assert len(clone.weights) == 16
+    for a, b in zip(fpn.weights, clone.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

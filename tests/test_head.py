@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from fcos_tf.backbone import FrozenBatchNorm, ResNet, SmallBackbone
 from fcos_tf.fpn import FPN
@@ -167,3 +168,18 @@ def test_small_stack_end_to_end_shapes():
     outputs = model(np.zeros((1, 200, 249, 3), "float32"))
     assert [tuple(t.shape) for t in outputs["class_logits"]] == [
         (1, h, w, 3) for h, w in feature_map_sizes((200, 249))]
+
+
+def test_tf_checkpoint_round_trip(tmp_path):
+    """Every weight is in tf.train.Checkpoint's object graph (what train.py and export use)."""
+    levels = _levels((64, 64))
+    head = _small_head()
+    head(levels)
+    head.scales[2].scale.assign(0.5)
+    path = tf.train.Checkpoint(layer=head).write(str(tmp_path / "ckpt"))
+    clone = _small_head()
+    clone(levels)
+    tf.train.Checkpoint(layer=clone).read(path).assert_consumed()
+    assert len(clone.weights) == len(head.weights) == 2 * 2 * 4 + 3 * 2 + 5
+    for a, b in zip(head.weights, clone.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
