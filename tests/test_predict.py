@@ -1,0 +1,92 @@
+"""python -m fcos_tf.predict on a SavedModel and on a workdir."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import export_helpers as helpers
+from fcos_tf import predict
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    (folder / "nested").mkdir()
+    images = helpers.test_images()
+    (folder / "000000000042.png").write_bytes(tf.io.encode_png(images[0]).numpy())
+    (folder / "b.jpg").write_bytes(tf.io.encode_jpeg(images[1]).numpy())
+    (folder / "nested" / "c.png").write_bytes(tf.io.encode_png(images[2]).numpy())
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def _run(model, inputs, output):
+    return helpers.run_python(
+        "import sys; from absl import app; from fcos_tf import predict; "
+        "sys.argv = ['predict'] + sys.argv[1:]; app.run(predict.main)",
+        "--model", model, *inputs, "--output", output, "--score_threshold", "0.0")
+
+
+@pytest.mark.slow
+def test_predict_saved_model_and_workdir_agree(image_dir, tmp_path):
+    saved_model_base = os.path.dirname(helpers.saved_model_dir())  # newest version picked
+    out_saved = tmp_path / "saved"
+    out_workdir = tmp_path / "workdir"
+    stdout = _run(saved_model_base, [str(image_dir)], out_saved)
+    assert "detections ->" in stdout
+    _run(helpers.trained_workdir(), [str(image_dir / "000000000042.png"),
+                                     str(image_dir / "b.jpg"), str(image_dir / "nested")],
+         out_workdir)
+
+    for out in (out_saved, out_workdir):
+        assert sorted(os.listdir(out)) == ["000000000042.png", "b.png", "c.png",
+                                           "detections.json", "images.json"]
+    images = json.loads((out_saved / "images.json").read_text())
+    assert [(i["id"], i["height"], i["width"]) for i in images] == [
+        (42, 80, 100), (2, 80, 100), (3, 120, 70)]
+    results = json.loads((out_saved / "detections.json").read_text())
+    assert results and set(results[0]) == {"image_id", "category_id", "bbox", "score"}
+    _, _, label_map = helpers.loaded_model()
+    assert {r["category_id"] for r in results} <= set(label_map.category_ids)
+    assert {r["image_id"] for r in results} == {42, 2, 3}
+    for r in results:
+        x, y, w, h = r["bbox"]
+        size = {i["id"]: (i["height"], i["width"]) for i in images}[r["image_id"]]
+        assert 0 <= x and 0 <= y and w >= 0 and h >= 0
+        assert x + w <= size[1] + 0.01 and y + h <= size[0] + 0.01
+    # The drawn picture keeps the original size and differs from the input (boxes drawn).
+    picture = tf.io.decode_png((out_saved / "000000000042.png").read_bytes()).numpy()
+    assert picture.shape == (80, 100, 3)
+    assert np.any(picture != helpers.test_images()[0])
+    # Same graph through both routes: same detections.
+    other = json.loads((out_workdir / "detections.json").read_text())
+    assert len(other) == len(results)
+    for a, b in zip(results, other):
+        assert a["image_id"] == b["image_id"] and a["category_id"] == b["category_id"]
+        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.05)
+    # COCO tools accept the file.
+    from fcos_tf import evaluation
+
+    ground_truth = evaluation.coco_from_dicts(
+        [{"id": i["id"], "height": i["height"], "width": i["width"]} for i in images], [],
+        label_map)
+    assert len(ground_truth.loadRes(str(out_saved / "detections.json")).anns) == len(results)
+
+
+def test_find_images_and_ids(image_dir, tmp_path):
+    files = predict.find_images([str(image_dir)])
+    assert [os.path.basename(f) for f in files] == ["000000000042.png", "b.jpg", "c.png"]
+    assert predict.image_id_of(files[0], 1) == 42
+    assert predict.image_id_of(files[1], 2) == 2
+    with pytest.raises(FileNotFoundError, match="missing"):
+        predict.find_images([str(tmp_path / "missing")])
+    with pytest.raises(ValueError, match="No image"):
+        predict.find_images([str(tmp_path)])
+
+
+def test_load_detector_rejects_other_folders(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a SavedModel"):
+        predict.load_detector(str(tmp_path))
