@@ -197,7 +197,12 @@ def load_trained_model(workdir=None, *, checkpoint=None, config=None, label_map=
         keras.mixed_precision.set_global_policy(policy)
     status = tf.train.Checkpoint(model=model).restore(checkpoint)
     status.expect_partial()  # the optimizer slots are not needed
-    status.assert_existing_objects_matched()
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as error:
+        raise ValueError(f"`checkpoint` {checkpoint} does not hold every weight of the model "
+                         f"built from the config (another recipe or code version?): "
+                         f"{str(error)[:400]}...") from None
     return model, config, label_map
 
 
