@@ -79,6 +79,7 @@ def base_config():
     data.synthetic_min_object_size = 6     # pixels
     data.synthetic_noise_std = (0.0, 12.0)
     data.synthetic_max_occlusion = 0.5     # fraction of an object another may hide
+    data.synthetic_max_object_fraction = 0.95  # largest object side / image side
     data.train_short_side = (800, 800)     # inclusive range of the random short side
     data.eval_short_side = 800
     data.max_size = 1333                   # long side at most

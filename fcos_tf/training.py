@@ -31,6 +31,10 @@ _BIAS_NAMES = ("bias", "beta")
 _NORM_SCALE_NAMES = ("gamma",)
 
 
+# Labels the train step uses (see fcos_tf.model.FCOS.train_step).
+TRAIN_LABEL_KEYS = ("class_targets", "box_targets", "centerness_targets")
+
+
 class NonFiniteLossError(RuntimeError):
     """Raised by ``train`` when the loss became NaN or infinite."""
 
@@ -434,7 +438,8 @@ def fit(model, dataset_fn, *, checkpointer, total_steps, steps_per_epoch, checkp
     epochs = -(-total_steps // steps_per_epoch)
     history = model.fit(dataset_fn(start_step), epochs=epochs,
                         initial_epoch=start_step // steps_per_epoch,
-                        steps_per_epoch=steps_per_epoch, callbacks=[control, *callbacks],
+                        steps_per_epoch=steps_per_epoch, shuffle=False,
+                        callbacks=[control, *callbacks],
                         verbose=verbose)
     result.update(step=global_step(model.optimizer), interrupted=control.received_signal,
                   history=history)
@@ -506,7 +511,8 @@ def read_split(config, split):
             num, image_size=tuple(d.synthetic_image_size), seed=seed,
             num_objects=tuple(d.synthetic_num_objects),
             min_object_size=d.synthetic_min_object_size,
-            noise_std=tuple(d.synthetic_noise_std), max_occlusion=d.synthetic_max_occlusion)
+            noise_std=tuple(d.synthetic_noise_std), max_occlusion=d.synthetic_max_occlusion,
+            max_object_fraction=d.synthetic_max_object_fraction)
         result.ground_truth_file = None
         return result
     if d.dataset == "coco":
@@ -533,7 +539,12 @@ def train_dataset_fn(config, examples):
 
     pipeline_config = _pipeline_config(config.data, config.train.batch_size)
 
-    def dataset_fn(start_step):
+    def targets_only(images, labels):
+        # The train step reads only the targets. Dropping the rest also keeps Keras' first
+        # batch under a strategy (averaged over replicas to build the model) free of bools.
+        return images, {key: labels[key] for key in TRAIN_LABEL_KEYS}
+
+    def pipeline(start_step):
         if config.data.resume == "replay" or start_step == 0:
             dataset = make_pipeline(examples, training=True, config=pipeline_config)
             # Exact continuation: the batches of steps 0..start_step-1 are produced and
@@ -542,6 +553,14 @@ def train_dataset_fn(config, examples):
         # A fresh, still deterministic stream for this resume point.
         seed = hash((config.data.seed, int(start_step))) % (2 ** 31)
         return make_pipeline(examples, training=True, config=pipeline_config, seed=seed)
+
+    def dataset_fn(start_step):
+        # Built inside flat_map, the pipeline's seeded shuffle and augmentation seeds start
+        # afresh for every iterator: Keras iterates a dataset once more under a strategy
+        # (to build the model), and a reshuffling dataset object would otherwise give that
+        # second iterator another order than a single-device run or a resumed run sees.
+        dataset = tf.data.Dataset.range(1).flat_map(lambda _: pipeline(start_step))
+        return dataset.map(targets_only)
 
     return dataset_fn
 
