@@ -398,6 +398,27 @@ class TrainingControl(keras.callbacks.Callback):
             self.summary_writer.flush()
 
 
+def _give_train_outputs_a_batch_axis(model):
+    """Lets Keras (3.15) reduce the step's scalar logs under MultiWorkerMirroredStrategy.
+
+    Keras averages each logged value over the workers with ``reduce("MEAN", v, axis=0)``,
+    which needs an axis 0; the values are replica-independent already, so ``[1]`` is exact.
+    """
+    if getattr(model, "_fcos_outputs_batched", False):
+        return
+    train_step = model.train_step
+
+    def batched_train_step(data):
+        return {k: tf.reshape(v, [1]) for k, v in train_step(data).items()}
+
+    model.train_step = batched_train_step
+    model._fcos_outputs_batched = True  # pylint: disable=protected-access
+
+
+def _no_symbolic_build(iterator=None, data_batch=None):  # pylint: disable=unused-argument
+    return None
+
+
 def fit(model, dataset_fn, *, checkpointer, total_steps, steps_per_epoch, checkpoint_every,
         summary_writer=None, log_every=20, callbacks=(), verbose="auto", handle_signals=True):
     """Trains from the last checkpoint up to ``total_steps`` with ``model.fit``.
@@ -436,6 +457,14 @@ def fit(model, dataset_fn, *, checkpointer, total_steps, steps_per_epoch, checkp
     # Epoch e covers steps [e * steps_per_epoch, (e + 1) * steps_per_epoch); a resumed run
     # starts in the epoch of its step and TrainingControl stops it at exactly total_steps.
     epochs = -(-total_steps // steps_per_epoch)
+    if model.built and model.optimizer.built:
+        # Under a strategy Keras (3.15) first averages one batch over the replicas to build
+        # the model symbolically. The model and optimizer are built already, so this would
+        # only cost an extra pass of the input, and it fails under
+        # MultiWorkerMirroredStrategy (its reduce() cannot take the labels dict).
+        model._maybe_symbolic_build = _no_symbolic_build  # pylint: disable=protected-access
+    if isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        _give_train_outputs_a_batch_axis(model)
     history = model.fit(dataset_fn(start_step), epochs=epochs,
                         initial_epoch=start_step // steps_per_epoch,
                         steps_per_epoch=steps_per_epoch, shuffle=False,
