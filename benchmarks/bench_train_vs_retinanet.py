@@ -19,6 +19,8 @@ Usage (from the repository root; needs the ``bench`` extra, ``pip install -e .[b
     python benchmarks/bench_train_vs_retinanet.py --xla=both            # graph vs XLA
     python benchmarks/bench_train_vs_retinanet.py --precision=mixed_bfloat16
     python benchmarks/bench_train_vs_retinanet.py --smoke               # tiny, seconds
+    python benchmarks/bench_train_vs_retinanet.py --shapes --xla=both --backbone=small \
+        --sizes 256x352 352x256 256x320 320x384                           # retracing cost
 
 ``--xla=both`` times every model twice, without and with ``jit_compile=True``, in the same run:
 that is the before/after of the XLA train step. 800x1333 is padded to 800x1344 (a multiple of
@@ -130,6 +132,45 @@ def run(args):
     return rows
 
 
+def run_shapes(args):
+    """Train steps over varying padded sizes: what retracing / recompilation costs.
+
+    One dataset yields ``args.sizes`` in turn (its element spec has unknown H, W, as a real
+    pipeline padding each batch to a multiple of 32 has), three passes over the sizes. Then the
+    same images padded to one fixed size (the pipeline's ``pad_to``), the cure for XLA, which
+    compiles once per distinct input shape. Rows: the first ``fit`` step (trace, and with XLA
+    the compilation for the first size), the first pass over all sizes (XLA compiles the other
+    sizes here) and the median step time of the two later passes.
+    """
+    big = (max(h for h, _ in args.sizes), max(w for _, w in args.sizes))
+    rows = []
+    for jit in {"off": [False], "on": [True], "both": [False, True]}[args.xla]:
+        for mode, sizes in (("varying", args.sizes), ("fixed", [big] * len(args.sizes))):
+            with common.dtype_policy(args.precision):
+                model = build_fcos(args.backbone, jit)
+            dataset = None
+            for h, w in sizes:
+                one = tf.data.Dataset.from_tensors(fcos_batch(args.batch, h, w))
+                dataset = one if dataset is None else dataset.concatenate(one)
+            iterator = iter(dataset.repeat())
+            # Builds the optimizer and traces (and with XLA compiles for the first size).
+            first = common.time_call(lambda: model.fit(dataset.take(1), epochs=1, verbose=0),
+                                     warmup=0, repeats=1)["median"]
+            passes = []
+            for _ in range(3):
+                times = [common.time_call(lambda: model.train_function(iterator), warmup=0,
+                                          repeats=1)["median"] for _ in sizes]
+                passes.append(times)
+            later = sorted(t for p in passes[1:] for t in p)
+            label = ("varying: " + ", ".join(f"{h}x{w}" for h, w in args.sizes)
+                     if mode == "varying" else f"fixed pad_to {big[0]}x{big[1]}")
+            rows.append([f"FCOS {args.backbone}", label, args.precision, "on" if jit else "off",
+                         first, sum(passes[0]), later[len(later) // 2], common.load_average()])
+            del model, dataset, iterator
+            gc.collect()
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=parse_size, nargs="+",
@@ -147,11 +188,22 @@ def main(argv=None):
                         default=["fcos", "retinanet"])
     parser.add_argument("--backbone", default="resnet50",
                         help="FCOS backbone (resnet50 for the comparison; small for smoke)")
+    parser.add_argument("--shapes", action="store_true",
+                        help="FCOS only: steps over the --sizes in turn vs all padded to one "
+                             "size (retracing and XLA recompilation cost)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny run to check the script: 128x128, 1 repeat, FCOS small")
     args = parser.parse_args(argv)
     if args.smoke:
         args.sizes, args.warmup, args.repeats, args.backbone = [(128, 128)], 1, 1, "small"
+        if args.shapes:
+            args.sizes = [(128, 160), (160, 128)]
+    if args.shapes:
+        common.print_header("Train step over varying input sizes: FCOS")
+        common.print_table(["model", "sizes", "precision", "XLA", "first fit step s",
+                            "first pass over the sizes s",
+                            "median s/step later", "load (1 min)"], run_shapes(args))
+        return
     if args.warmup < 1 or args.repeats < 1:
         parser.error("--warmup and --repeats must be >= 1")
 
