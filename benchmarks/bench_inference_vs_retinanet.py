@@ -41,13 +41,20 @@ def padded(size, multiple=32):
     return tuple(-(-s // multiple) * multiple for s in size)
 
 
-def export_fcos(model, directory):
-    """Exports ``model`` with the project's exporter; returns the SavedModel path or None."""
+def export_fcos(model, directory, size):
+    """Exports ``model`` with the project's exporter; returns the SavedModel path or None.
+
+    The serving preprocessing resizes to ``short_side = min(size)``, ``max_size = max(size)``
+    (800 / 1333 for the default size, the paper's): an image of ``size`` keeps its size.
+    """
     try:
         from fcos_tf import export as export_lib
+        from fcos_tf.data.label_map import LabelMap
     except ImportError:
         return None
-    return export_lib.export_saved_model(model, directory, label_map=None)
+    label_map = LabelMap.from_names([f"class{i}" for i in range(NUM_CLASSES)], first_id=1)
+    serving = export_lib.ServingConfig(short_side=min(size), max_size=max(size))
+    return export_lib.export_saved_model(model, label_map, directory, serving, warmup=False)
 
 
 def serving_fn(path):
@@ -89,7 +96,7 @@ def main(argv=None):
 
     if not args.no_export:
         with tempfile.TemporaryDirectory() as tmp:
-            path = args.savedmodel or export_fcos(model, os.path.join(tmp, "export"))
+            path = args.savedmodel or export_fcos(model, os.path.join(tmp, "export"), (h, w))
             if path is None:
                 print("# FCOS SavedModel row skipped: fcos_tf.export not available")
             else:

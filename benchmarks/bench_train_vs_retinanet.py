@@ -83,6 +83,7 @@ def build_fcos(backbone, jit_compile):
     from fcos_tf.model import FCOS
 
     model = FCOS(build_backbone(backbone), num_classes=NUM_CLASSES)
+    model.build((None, None, None, 3))
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=jit_compile)
     return model
 
