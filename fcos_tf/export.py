@@ -34,8 +34,9 @@ class-aware NMS run inside the model with builtin ops only; NMS is NON_MAX_SUPPR
 boxes shifted by ``class * (max coordinate + 1)`` (classes never overlap). Outputs have the
 names and dtypes above with ``detection_boxes`` normalised to the ``(H, W)`` input frame.
 Variants: ``fp32``; ``fp16`` (float16 weights); ``int8`` (int8 weights and activations of
-every layer, calibrated on a representative dataset; the post-processing, which has no
-integer kernels, stays float32 behind a dequantize).
+the whole network, backbone, FPN and head, calibrated on a representative dataset; the
+post-processing after the head stays float32 behind a dequantize, see
+:func:`_quantize_int8`).
 """
 
 import dataclasses
@@ -591,18 +592,51 @@ def convert_tflite(model, label_map, *, input_size, pixel_norm, variant="fp32",
         if variant == "fp16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
-        elif variant == "int8":
-            images = [np.asarray(x, np.uint8) for x in representative_images]
-            if not images:
-                raise ValueError("`representative_images` is empty.")
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = lambda: ([x] for x in images)
-            # Every layer with an int8 kernel in int8; NMS and top-k have none and stay float.
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                                                   tf.lite.OpsSet.TFLITE_BUILTINS]
         flatbuffer = converter.convert()
+        if variant == "int8":
+            flatbuffer = _quantize_int8(scratch, flatbuffer, representative_images,
+                                        network_scopes=(model.backbone.name, model.fpn.name,
+                                                        model.head.name))
     check_builtin_only(flatbuffer)
     return flatbuffer
+
+
+def _quantize_int8(saved_model_dir, float_flatbuffer, representative_images, network_scopes):
+    """Full-integer network, float post-processing.
+
+    Every operator of the backbone, FPN and head (and every convolution) gets int8 weights
+    and activations. The operators after them (level concatenation, sigmoid, box decoding,
+    top-k, NMS) stay float32: int8 has one scale per tensor, and the box distances of all
+    levels in one tensor (up to ~1000 px on P7) would be rounded to several pixels on P3
+    (COCO AP on the synthetic split fell from 0.087 to 0.029 with them quantized).
+    """
+    from tensorflow.lite.python import schema_py_generated as schema  # pylint: disable=import-outside-toplevel
+
+    images = [np.asarray(x, np.uint8) for x in representative_images]
+    if not images:
+        raise ValueError("`representative_images` is empty.")
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(float_flatbuffer, 0))
+    operators = tflite_operators(float_flatbuffer)
+    graph = model.subgraphs[0]
+    float_nodes = []
+    for op in graph.operators:
+        if operators[op.opcodeIndex] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            continue
+        for index in op.outputs:
+            name = graph.tensors[index].name.decode()
+            if not any(f"/{scope}" in name for scope in network_scopes):
+                float_nodes.append(name)
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([x] for x in images)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                           tf.lite.OpsSet.TFLITE_BUILTINS]
+    # The debugger is TFLite's public entry point for selective quantization.
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=lambda: ([x] for x in images[:1]),
+        debug_options=tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_nodes=float_nodes))
+    return debugger.get_nondebug_quantized_model()
 
 
 def tflite_operators(flatbuffer):
