@@ -89,3 +89,15 @@ def test_missing_tfds_data_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="data_dir") as error:
         tfds_reader.read_tfds("coco/2017", split="validation", data_dir=str(tmp_path))
     assert "tfds build coco/2017" in str(error.value)
+
+
+def test_other_tfds_detection_dataset_without_image_ids():
+    # VOC has objects/bbox and objects/label but no image/id and no is_crowd: the examples
+    # are numbered in reading order and nothing is crowd.
+    with tfds.testing.mock_data(num_examples=3, policy=tfds.testing.MockPolicy.USE_CODE):
+        read = tfds_reader.read_tfds("voc/2007", split="train")
+    assert read.label_map.num_classes == 20 and read.label_map.name(0) == "aeroplane"
+    assert read.label_map.category_ids == tuple(range(20))
+    examples = list(read.dataset)
+    assert [int(ex["image_id"]) for ex in examples] == [0, 1, 2]
+    assert not any(ex["is_crowd"].numpy().any() for ex in examples)

@@ -65,7 +65,7 @@ def tfds_example(features, *, boxes_key="bbox", label_key="label"):
     boxes = box_ops.scale_xyxy(box_ops.yxyx_to_xyxy(boxes[:count]), size[1], size[0])
     if image.shape.rank == 3 and image.shape[-1] == 1:
         image = tf.image.grayscale_to_rgb(image)
-    image_id = features.get("image/id", tf.constant(-1, tf.int64))
+    image_id = features.get("image/id", tf.constant(-1, tf.int64))  # read_tfds numbers them
     return {
         "image": image,
         "boxes": boxes,
@@ -112,6 +112,10 @@ def read_tfds(name="coco/2017", split="train", *, data_dir=None, download=False,
         raise ValueError(f"TFDS dataset {name!r} has no objects/bbox and objects/label "
                          f"features; features: {info.features}.")
     label_map = _label_map_for(name, list(objects["label"].names))
+    if "image/id" not in info.features:
+        # Evaluation needs unique image ids: number the examples in reading order.
+        dataset = dataset.enumerate().map(lambda index, features: {**features,
+                                                                   "image/id": index})
     dataset = dataset.map(tfds_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     try:
         num_examples = info.splits[split].num_examples
