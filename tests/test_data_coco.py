@@ -196,3 +196,18 @@ def test_label_map_round_trip(tmp_path):
         LabelMap([(1, "a"), (1, "b")])
     assert LabelMap.coco_2017().num_classes == 80
     assert LabelMap.coco_2017().category_id(79) == 90
+
+
+def test_check_image_file(tmp_path):
+    jpeg = _jpeg_bytes(np.zeros((16, 16, 3), np.uint8))
+    cases = {"ok.jpg": jpeg, "trailing.jpg": jpeg + b"\0" * 200, "half.jpg": jpeg[:len(jpeg) // 2],
+             "empty.jpg": b"", "text.jpg": b"hello"}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+    reasons = {name: coco.check_image_file(str(tmp_path / name)) for name in cases}
+    assert reasons == {"ok.jpg": None, "trailing.jpg": None, "half.jpg": "truncated",
+                       "empty.jpg": "empty", "text.jpg": "unknown format"}
+    assert coco.check_image_file(str(tmp_path / "none.jpg")) == "missing"
+    # Bytes after the end marker do not stop TensorFlow's decoder either.
+    from fcos_tf.data.transforms import decode_image
+    assert decode_image(tf.constant(cases["trailing.jpg"])).shape == (16, 16, 3)

@@ -45,13 +45,27 @@ def check_image_file(path):
         f.seek(max(0, size - 64))
         tail = f.read()
     if head[:3] == b"\xff\xd8\xff":
-        # A JPEG ends with the EOI marker; allow a little trailing padding after it.
-        return None if b"\xff\xd9" in tail else "truncated"
-    if head == b"\x89PNG\r\n\x1a\n":
-        return None if b"IEND" in tail else "truncated"
-    if head[:4] in (b"GIF8",) or head[:2] == b"BM":
+        # A JPEG ends with the EOI marker, a PNG with its IEND chunk.
+        complete = b"\xff\xd9" in tail
+    elif head == b"\x89PNG\r\n\x1a\n":
+        complete = b"IEND" in tail
+    elif head[:4] == b"GIF8" or head[:2] == b"BM":
         return None
-    return "unknown format"
+    else:
+        return "unknown format"
+    # Some valid files carry trailing bytes after the end marker: decode those fully once.
+    return None if complete or _decodes(path) else "truncated"
+
+
+def _decodes(path):
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f, Image.open(f) as image:
+            image.load()
+        return True
+    except (OSError, SyntaxError, ValueError):
+        return False
 
 
 def _validate_annotations(dataset, label_map, annotation_file):
