@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from fcos_tf.data import coco, pipeline
+from fcos_tf.data import coco, pipeline, transforms
 from fcos_tf.data.label_map import LabelMap
 
 CATEGORIES = [{"id": 7, "name": "c"}, {"id": 1, "name": "a"}, {"id": 3, "name": "b"}]
@@ -209,5 +209,4 @@ def test_check_image_file(tmp_path):
                        "empty.jpg": "empty", "text.jpg": "unknown format"}
     assert coco.check_image_file(str(tmp_path / "none.jpg")) == "missing"
     # Bytes after the end marker do not stop TensorFlow's decoder either.
-    from fcos_tf.data.transforms import decode_image
-    assert decode_image(tf.constant(cases["trailing.jpg"])).shape == (16, 16, 3)
+    assert transforms.decode_image(tf.constant(cases["trailing.jpg"])).shape == (16, 16, 3)
