@@ -86,6 +86,8 @@ def measure_model(name, args, jit, peak, rows):
     if args.precision != "float32":
         label += f" {args.precision}"
 
+    if not common.conv_layers_channels_last(model):
+        print(f"# {label}: some Conv2D layers are channels_first (slow path on CPU)")
     images = tf.constant(common.random_images(1, h, w, seed=1))
     flops = inference_flops(model, h, w)
     predict = common.predict_function(model)
