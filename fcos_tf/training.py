@@ -436,7 +436,8 @@ def fit(model, dataset_fn, *, checkpointer, total_steps, steps_per_epoch, checkp
         log_every: scalar interval in steps.
         callbacks: extra Keras callbacks.
         verbose: ``fit``'s verbosity.
-        handle_signals: save and stop on SIGTERM/SIGINT.
+        handle_signals: save and stop on SIGTERM/SIGINT (single-machine runs; a multi-worker
+            run relies on its periodic checkpoints).
 
     Returns:
         A dict: "start_step", "step" (where it stopped), "interrupted" (signal number or
@@ -452,6 +453,10 @@ def fit(model, dataset_fn, *, checkpointer, total_steps, steps_per_epoch, checkp
     if start_step >= total_steps:
         logging.info("Step %d >= total_steps %d: nothing to train.", start_step, total_steps)
         return result
+    if isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # A signal reaches one worker, and a save needs all of them: preemption of a
+        # multi-worker job is left to the periodic checkpoints.
+        handle_signals = False
     control = TrainingControl(checkpointer, total_steps, checkpoint_every, summary_writer,
                               log_every, handle_signals)
     # Epoch e covers steps [e * steps_per_epoch, (e + 1) * steps_per_epoch); a resumed run

@@ -89,7 +89,7 @@ def test_missing_backbone_weights_are_named(tmp_path):
 
 @pytest.mark.parametrize("key, value, message", [
     ("train.lr_steps", (700, 500), "increasing"),
-    ("train.lr_steps", (100, 600), "not before"),
+    ("train.lr_steps", (100, 2000), "not before"),
     ("train.base_lr", -0.1, "positive"),
     ("train.batch_size", 0, "positive integer"),
     ("train.strategy", "tpu", "not one of"),

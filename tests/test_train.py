@@ -1,5 +1,6 @@
 """Training: schedule, optimizer, replicas, resume, interruption, NaN stop, multi-worker."""
 
+import glob
 import json
 import os
 import signal
@@ -207,8 +208,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_train_and_eval_writes_metrics_config_and_label_map(tmp_path):
-    result = training.run(tiny_config(total_steps=2), str(tmp_path), "train_and_eval",
-                          verbose=0)
+    config = tiny_config(total_steps=2)
+    config.eval.num_visualize = 2
+    result = training.run(config, str(tmp_path), "train_and_eval", verbose=0)
     metrics = json.load(open(tmp_path / "metrics.json"))
     for name in ("AP", "AP50", "AP75", "APs", "APm", "APl",
                  "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"):
@@ -217,8 +219,16 @@ def test_train_and_eval_writes_metrics_config_and_label_map(tmp_path):
     assert json.load(open(tmp_path / "config.json"))["train"]["total_steps"] == 2
     assert [c["name"] for c in json.load(open(tmp_path / "label_map.json"))][:2] == [
         "rectangle", "ellipse"]
+    tags = set()
+    for path in glob.glob(str(tmp_path / "tensorboard" / "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(value.tag for value in event.summary.value)
+    assert {"train/loss", "train/cls_loss", "train/box_loss", "train/ctr_loss", "train/num_pos",
+            "train/learning_rate", "eval/AP", "eval/AP50", "eval/detections"} <= tags
+    picture = tf.io.decode_png(tf.io.read_file(str(tmp_path / "detections.png")))
+    assert picture.shape[0] >= 64 and picture.shape[1] >= 2 * 64 and picture.shape[2] == 3
     # Evaluating again from the checkpoint gives the same numbers.
-    again = training.run(tiny_config(total_steps=2), str(tmp_path), "eval", verbose=0)
+    again = training.run(config, str(tmp_path), "eval", verbose=0)
     assert again["step"] == 2 and again["metrics"]["AP"] == pytest.approx(metrics["AP"])
 
 
