@@ -12,6 +12,7 @@ Several GPUs are used through ``MirroredStrategy``, several machines through
 """
 
 import logging
+import os
 import sys
 import time
 
@@ -21,8 +22,33 @@ from ml_collections import config_flags
 from fcos_tf import config as config_lib
 from fcos_tf import training
 
-config_flags.DEFINE_config_file("config", default="configs/synthetic_small.py",
-                                help_string="Recipe file (configs/*.py).", lock_config=True)
+def _message(error):
+    """The innermost message of a (chained) config error, without quoting."""
+    while error.args and isinstance(error.args[0], Exception):
+        error = error.args[0]
+    return str(error.args[0]) if error.args else str(error)
+
+
+def _parse_flags(argv):
+    # An unknown --config.<key> is refused by lock_config with a KeyError/AttributeError
+    # (with a "did you mean"); absl only formats its own flag errors.
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        sys.exit(f"FATAL Flags parsing error: {error}")
+    except (KeyError, AttributeError) as error:
+        sys.exit(f"Invalid --config override: {_message(error)}")
+
+
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
+                               "synthetic_small.py")
+try:
+    # The overrides of the default recipe are applied here, while the flag is defined.
+    config_flags.DEFINE_config_file("config", default=_DEFAULT_CONFIG,
+                                    help_string="Recipe file (configs/*.py); default: the "
+                                    "small synthetic recipe.", lock_config=True)
+except (KeyError, AttributeError, TypeError, ValueError) as error:
+    sys.exit(f"Invalid --config override: {_message(error)}")
 flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, TensorBoard).")
 flags.DEFINE_enum("mode", "train_and_eval", ["train_and_eval", "train", "eval"],
                   "What to run.")
@@ -61,4 +87,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

@@ -116,8 +116,13 @@ def _run_train(*args):
 def test_train_py_refuses_a_typo_in_a_config_key(tmp_path):
     result = _run_train(f"--workdir={tmp_path}", "--config.train.bach_size=4")
     assert result.returncode != 0
-    assert "bach_size" in result.stderr
+    assert 'Did you mean "batch_size" instead of "bach_size"?' in result.stderr
+    assert "Traceback" not in result.stderr
     assert not os.path.exists(tmp_path / "checkpoints")
+    explicit = _run_train(f"--workdir={tmp_path}", "--config=configs/synthetic_small.py",
+                          "--config.model.backbon=small")
+    assert explicit.returncode != 0 and "Traceback" not in explicit.stderr
+    assert 'Invalid --config override: \'backbon\'' in explicit.stderr
 
 
 def test_train_py_refuses_an_impossible_value_before_training(tmp_path):
