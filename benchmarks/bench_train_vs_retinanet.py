@@ -4,7 +4,7 @@ Both models are built with random weights (no downloads) in one process and time
 the other on the same machine state: for each input size, the median time of the model's own
 compiled train function (what ``model.fit`` runs per step) after warm-up, and the ratio
 FCOS / RetinaNet. Both use SGD with momentum and the same batch of random images
-with a few random boxes, under the same dtype policy (``--precision``).
+with a few random boxes, under the same dtype policy (``--precision``, several for a same-run before/after).
 
 What each step contains: FCOS's targets are computed in the input pipeline (DESIGN.md §3), so
 its step is backbone + FPN + head, forward and backward, and the losses. keras-cv's RetinaNet
@@ -17,7 +17,7 @@ Usage (from the repository root; needs the ``bench`` extra, ``pip install -e .[b
     python benchmarks/bench_train_vs_retinanet.py                       # 512x512 and 800x1344
     python benchmarks/bench_train_vs_retinanet.py --sizes=512x512 --batch=2 --repeats=5
     python benchmarks/bench_train_vs_retinanet.py --xla=both            # graph vs XLA
-    python benchmarks/bench_train_vs_retinanet.py --precision=mixed_bfloat16
+    python benchmarks/bench_train_vs_retinanet.py --precision float32 mixed_bfloat16
     python benchmarks/bench_train_vs_retinanet.py --smoke               # tiny, seconds
     python benchmarks/bench_train_vs_retinanet.py --shapes --xla=both --backbone=small \
         --sizes 256x352 352x256 256x320 320x384                           # retracing cost
@@ -29,6 +29,7 @@ that is the before/after of the XLA train step. 800x1333 is padded to 800x1344 (
 
 import argparse
 import gc
+import itertools
 import os
 import sys
 
@@ -97,39 +98,40 @@ def retinanet_dataset(batch, height, width, seed=0):
 def run(args):
     jit_options = {"off": [False], "on": [True], "both": [False, True]}[args.xla]
     rows = []
-    for height, width in args.sizes:
-        for jit in jit_options:
-            times = {}
-            for name in args.models:
-                with common.dtype_policy(args.precision):
-                    if name == "retinanet":
-                        model = common.keras_cv_retinanet(NUM_CLASSES, jit_compile=jit)
-                        dataset = retinanet_dataset(args.batch, height, width)
-                    else:
-                        model = build_fcos(args.backbone, jit)
-                        dataset = common.repeat_dataset(*fcos_batch(args.batch, height, width))
-                try:
-                    t = common.time_train_steps(model, dataset, warmup=args.warmup,
-                                                repeats=args.repeats)
-                except Exception as e:  # a peer failing (e.g. under XLA) is a result too
-                    print(f"# {name} {height}x{width} xla={jit}: failed: "
-                          f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
-                    t = None
-                times[name] = t
-                if t is not None:
-                    label = "FCOS R50-FPN" if name == "fcos" else "keras-cv RetinaNet R50-FPN"
-                    if name == "fcos" and args.backbone != "resnet50":
-                        label = f"FCOS {args.backbone}"
-                    rows.append([label, f"{height}x{width}", args.batch, args.precision,
-                                 "on" if jit else "off",
-                                 t["first"], t["median"], t["min"], t["max"],
-                                 args.batch / t["median"], t["load"]])
-                del model, dataset
-                gc.collect()
-            if times.get("fcos") and times.get("retinanet"):
-                rows.append(["**ratio FCOS / RetinaNet**", f"{height}x{width}", args.batch,
-                             args.precision, "on" if jit else "off", "", times["fcos"]["median"]
-                             / times["retinanet"]["median"], "", "", "", ""])
+    # One block per (size, precision, XLA): the models one after the other.
+    for (height, width), precision, jit in itertools.product(args.sizes, args.precision,
+                                                            jit_options):
+        times = {}
+        for name in args.models:
+            with common.dtype_policy(precision):
+                if name == "retinanet":
+                    model = common.keras_cv_retinanet(NUM_CLASSES, jit_compile=jit)
+                    dataset = retinanet_dataset(args.batch, height, width)
+                else:
+                    model = build_fcos(args.backbone, jit)
+                    dataset = common.repeat_dataset(*fcos_batch(args.batch, height, width))
+            try:
+                t = common.time_train_steps(model, dataset, warmup=args.warmup,
+                                            repeats=args.repeats)
+            except Exception as e:  # a peer failing (e.g. under XLA) is a result too
+                print(f"# {name} {height}x{width} xla={jit}: failed: "
+                      f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+                t = None
+            times[name] = t
+            if t is not None:
+                label = "FCOS R50-FPN" if name == "fcos" else "keras-cv RetinaNet R50-FPN"
+                if name == "fcos" and args.backbone != "resnet50":
+                    label = f"FCOS {args.backbone}"
+                rows.append([label, f"{height}x{width}", args.batch, precision,
+                             "on" if jit else "off",
+                             t["first"], t["median"], t["min"], t["max"],
+                             args.batch / t["median"], t["load"]])
+            del model, dataset
+            gc.collect()
+        if times.get("fcos") and times.get("retinanet"):
+            rows.append(["**ratio FCOS / RetinaNet**", f"{height}x{width}", args.batch,
+                         precision, "on" if jit else "off", "", times["fcos"]["median"]
+                         / times["retinanet"]["median"], "", "", "", ""])
     return rows
 
 
@@ -145,9 +147,10 @@ def run_shapes(args):
     """
     big = (max(h for h, _ in args.sizes), max(w for _, w in args.sizes))
     rows = []
-    for jit in {"off": [False], "on": [True], "both": [False, True]}[args.xla]:
+    jit_options = {"off": [False], "on": [True], "both": [False, True]}[args.xla]
+    for precision, jit in itertools.product(args.precision, jit_options):
         for mode, sizes in (("varying", args.sizes), ("fixed", [big] * len(args.sizes))):
-            with common.dtype_policy(args.precision):
+            with common.dtype_policy(precision):
                 model = build_fcos(args.backbone, jit)
             dataset = None
             for h, w in sizes:
@@ -165,7 +168,7 @@ def run_shapes(args):
             later = sorted(t for p in passes[1:] for t in p)
             label = ("varying: " + ", ".join(f"{h}x{w}" for h, w in args.sizes)
                      if mode == "varying" else f"fixed pad_to {big[0]}x{big[1]}")
-            rows.append([f"FCOS {args.backbone}", label, args.precision, "on" if jit else "off",
+            rows.append([f"FCOS {args.backbone}", label, precision, "on" if jit else "off",
                          first, sum(passes[0]), later[len(later) // 2], common.load_average()])
             del model, dataset, iterator
             gc.collect()
@@ -181,10 +184,11 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="timed steps (median)")
     parser.add_argument("--xla", choices=("off", "on", "both"), default="off",
                         help="jit_compile for the train step of both models")
-    parser.add_argument("--precision", default="float32",
+    parser.add_argument("--precision", nargs="+", default=["float32"],
                         choices=("float32", "mixed_bfloat16", "mixed_float16"),
-                        help="Keras dtype policy of both models (bfloat16 runs on AVX512_BF16 / "
-                             "AMX CPUs through oneDNN)")
+                        help="Keras dtype policies, each for both models (bfloat16 runs on "
+                             "AVX512_BF16 / AMX CPUs through oneDNN); several give a "
+                             "same-run before/after")
     parser.add_argument("--models", nargs="+", choices=("fcos", "retinanet"),
                         default=["fcos", "retinanet"])
     parser.add_argument("--backbone", default="resnet50",
