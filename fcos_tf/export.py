@@ -631,11 +631,12 @@ def _quantize_int8(saved_model_dir, float_flatbuffer, representative_images, net
     converter.representative_dataset = lambda: ([x] for x in images)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                            tf.lite.OpsSet.TFLITE_BUILTINS]
-    # The debugger is TFLite's public entry point for selective quantization.
+    # The debugger is TFLite's public entry point for selective quantization. TOPK_V2 has an
+    # int8 kernel that would requantize its (denylisted) input: excluded by type too.
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter, debug_dataset=lambda: ([x] for x in images[:1]),
         debug_options=tf.lite.experimental.QuantizationDebugOptions(
-            denylisted_nodes=float_nodes))
+            denylisted_nodes=float_nodes, denylisted_ops=["TOPK_V2"]))
     return debugger.get_nondebug_quantized_model()
 
 

@@ -68,9 +68,10 @@ def test_int8_variant_runs_convolutions_in_int8(flatbuffers):
     assert conv_inputs and all(t == schema.TensorType.INT8 for t in conv_inputs)
     # The post-processing after the head stays float (one int8 scale for the box distances
     # of all levels would round P3 boxes to several pixels).
-    topk_inputs = [graph.tensors[op.inputs[0]].type for op in graph.operators
-                   if operators[op.opcodeIndex] == "TOPK_V2"]
-    assert topk_inputs and all(t == schema.TensorType.FLOAT32 for t in topk_inputs)
+    for name in ("LOGISTIC", "TOPK_V2", "NON_MAX_SUPPRESSION_V5"):
+        inputs = [graph.tensors[op.inputs[0]].type for op in graph.operators
+                  if operators[op.opcodeIndex] == name]
+        assert inputs and all(t == schema.TensorType.FLOAT32 for t in inputs), name
     assert len(flatbuffers["int8"]) < 0.5 * len(flatbuffers["fp32"])
     assert len(flatbuffers["fp16"]) < 0.6 * len(flatbuffers["fp32"])
 
