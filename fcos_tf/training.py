@@ -277,7 +277,10 @@ class Checkpointer:
 
     def __init__(self, workdir, model, optimizer, strategy, max_to_keep=3):
         self.chief = is_chief(strategy)
-        self.directory = os.path.join(workdir, "checkpoints")
+        # Every worker restores from the chief's checkpoints (the workdir is shared storage
+        # on a multi-machine run).
+        self.restore_directory = os.path.join(workdir, "checkpoints")
+        self.directory = self.restore_directory
         if not self.chief:
             task_id = strategy.cluster_resolver.task_id
             self.directory = os.path.join(workdir, f"tmp_worker_{task_id}", "checkpoints")
@@ -289,10 +292,9 @@ class Checkpointer:
             step_counter=inner.iterations)
         self.last_saved_step = None
 
-    def restore(self, chief_directory=None):
+    def restore(self):
         """Restores the newest checkpoint if there is one; returns the step (0 when none)."""
-        directory = self.directory if self.chief else chief_directory or self.directory
-        latest = tf.train.latest_checkpoint(directory)
+        latest = tf.train.latest_checkpoint(self.restore_directory)
         if latest is None:
             return 0
         self.checkpoint.restore(latest).assert_existing_objects_matched()
@@ -692,9 +694,16 @@ def run(config, workdir, mode="train_and_eval", strategy=None, *, verbose="auto"
     strategy = strategy or select_strategy(config.train.strategy, config.train.devices)
     chief = is_chief(strategy)
     tf.io.gfile.makedirs(workdir)
-    keras.mixed_precision.set_global_policy(config.train.precision)
     keras.utils.set_random_seed(config.train.seed)
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(config.train.precision)
+    try:
+        return _run(config, workdir, mode, strategy, chief, verbose, handle_signals, callbacks)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
 
+
+def _run(config, workdir, mode, strategy, chief, verbose, handle_signals, callbacks):
     train_examples = read_split(config, "train") if mode != "eval" else None
     val_examples = read_split(config, "val") if mode != "train" else None
     label_map = (train_examples or val_examples).label_map
