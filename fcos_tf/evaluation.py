@@ -187,7 +187,7 @@ def predict_dataset(model, dataset, num_images=0):
         detections = predict(images)
         labels = {k: v.numpy() for k, v in labels.items()
                   if k in ("image_id", "scale", "original_size", "boxes", "classes",
-                           "image_size")}
+                           "is_crowd", "image_size")}
         detections = {k: v.numpy() for k, v in detections.items()}
         yield detections, labels, images.numpy()
         seen += images.shape[0]

@@ -88,6 +88,8 @@ def test_ground_truth_from_labels_round_trips_through_the_scale():
     assert images == [{"id": 5, "height": 50, "width": 60}, {"id": 6, "height": 32, "width": 32}]
     assert annotations == [{"image_id": 5, "class": 1, "bbox": [1.0, 2.0, 10.0, 20.0],
                             "iscrowd": 0}]
+    labels["is_crowd"] = np.array([[True, False], [False, False]])
+    assert evaluation.ground_truth_from_labels(labels)[1][0]["iscrowd"] == 1
 
 
 class _GroundTruthModel:
@@ -122,6 +124,15 @@ def test_evaluate_end_to_end_on_a_dataset_of_ground_truth(tmp_path):
     metrics, kept = evaluation.evaluate(model, dataset, LABEL_MAP, verbose=False,
                                         keep_batches=1)
     assert metrics["AP"] == pytest.approx(1.0)
+    # A crowd region counts neither as a hit nor as a miss: flag the second image's
+    # class-1 box as crowd and drop its detection; AP stays 1.
+    labels["is_crowd"] = np.array([[False, False], [False, True]])
+    dataset = tf.data.Dataset.from_tensors((images, labels))
+    detected = {k: tf.constant(v) for k, v in labels.items()}
+    detected["classes"] = tf.constant([[0, -1], [2, -1]], tf.int32)
+    model.labels = [detected]
+    crowd_metrics, _ = evaluation.evaluate(model, dataset, LABEL_MAP, verbose=False)
+    assert crowd_metrics["AP"] == pytest.approx(1.0)
     assert metrics["num_images"] == 2
     assert len(kept) == 1
     path = evaluation.write_metrics(metrics, str(tmp_path / "metrics.json"))
