@@ -289,6 +289,42 @@ def test_two_local_workers_train_a_few_steps_and_resume(tmp_path):
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-5")
 
 
+@pytest.mark.slow
+def test_sigterm_to_train_py_saves_and_the_same_command_resumes(tmp_path):
+    flags = [f"--workdir={tmp_path}", "--mode=train",
+             "--config.data.synthetic_num_train=16", "--config.data.synthetic_image_size=(64, 64)",
+             "--config.data.train_short_side=(64, 64)", "--config.data.max_size=64",
+             "--config.data.eval_short_side=64", "--config.data.shuffle_buffer=16",
+             "--config.model.fpn_channels=16", "--config.model.head_num_convs=1",
+             "--config.model.head_num_groups=8", "--config.train.batch_size=4",
+             "--config.train.warmup_steps=1", "--config.train.lr_steps=(3,)",
+             "--config.train.steps_per_epoch=10", "--config.train.checkpoint_every=100000"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, "-u", os.path.join(REPO, "train.py"), *flags]
+    process = subprocess.Popen(command + ["--config.train.total_steps=10000"], cwd=REPO,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    try:
+        output = ""
+        while "Epoch 2/" not in output:  # a few steps have run
+            line = process.stdout.readline()
+            assert line, output[-3000:]
+            output += line
+        process.send_signal(signal.SIGTERM)
+        output += process.communicate(timeout=120)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert "checkpoint saved" in output
+    step = int(tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).rsplit("-", 1)[1])
+    assert 10 <= step < 10000
+    resumed = subprocess.run(command + [f"--config.train.total_steps={step + 2}"], cwd=REPO,
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"Done at step {step + 2}" in resumed.stdout
+
+
 # ------------------------------------------------------------------------ data and options
 
 def test_replayed_stream_continues_where_a_straight_stream_is():
