@@ -111,7 +111,9 @@ def base_config():
     train.total_steps = 90_000
     train.lr_steps = (60_000, 80_000)
     train.lr_gamma = 0.1
-    train.clip_global_norm = 0.0           # 0 = no clipping
+    # 0 = no clipping. Keras clips before the cross-replica sum, so with several replicas
+    # each replica's share of the gradient is clipped to this norm.
+    train.clip_global_norm = 0.0
     train.precision = "float32"
     train.jit_compile = False              # XLA for the train step
     train.strategy = "auto"                # auto: mirrored on >1 GPU, multi_worker with TF_CONFIG

@@ -10,7 +10,13 @@ slots, so a restart with the same work directory continues at the same step, wit
 momentum and the same point of the schedule. ``TrainingControl`` is the one callback that
 decides when to save and when to stop: every ``checkpoint_every`` steps, at the end, on
 SIGTERM/SIGINT (save, then stop), and on a non-finite loss (stop without saving, so the last
-checkpoint on disk is the last good one).
+checkpoint on disk is the last good one). The input continues where it was too: with
+``data.resume="replay"`` the batches already seen are produced again and dropped (exact, for
+small datasets), with ``"reshuffle"`` a fresh stream seeded by the step starts at once.
+
+``run()`` is what ``train.py`` calls: it reads the config (the only place that unpacks it
+into builder arguments), builds data, model and optimizer under the strategy's scope, trains
+and evaluates (``fcos_tf.evaluation``), writing everything into the work directory.
 """
 
 import bisect
