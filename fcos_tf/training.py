@@ -74,8 +74,33 @@ def select_strategy(name="auto", devices=()):
     if name == "multi_worker" or (name == "auto" and _tf_config_num_workers() > 1):
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored" or (name == "auto" and len(tf.config.list_logical_devices("GPU")) > 1):
-        return tf.distribute.MirroredStrategy(devices=list(devices) or None)
+        return mirrored_strategy(devices)
     return tf.distribute.get_strategy()
+
+
+_MIRRORED_STRATEGIES = {}
+
+
+def mirrored_strategy(devices=()):
+    """The process's ``MirroredStrategy`` over ``devices`` (empty = all GPUs), made once.
+
+    Every ``MirroredStrategy`` of a process numbers its collective all-reduces from the
+    same first key, and the runtime remembers the shape of each key: a second strategy
+    over the same devices (a second ``run()`` in one process, a notebook, a test session)
+    would reuse the keys of the first with other gradient shapes and fail with "Shape
+    mismatch in the collective instance". One strategy per device set keeps counting
+    instead.
+
+    Args:
+        devices: device names such as ``("/cpu:0", "/cpu:1")``.
+
+    Returns:
+        A ``tf.distribute.MirroredStrategy``, the same object for the same devices.
+    """
+    key = tuple(tf.DeviceSpec.from_string(d).to_string() for d in devices)
+    if key not in _MIRRORED_STRATEGIES:
+        _MIRRORED_STRATEGIES[key] = tf.distribute.MirroredStrategy(devices=list(devices) or None)
+    return _MIRRORED_STRATEGIES[key]
 
 
 def is_chief(strategy):

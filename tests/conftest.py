@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 # Logical devices can only be configured before TensorFlow initialises its devices, so it
@@ -12,3 +13,14 @@ import tensorflow as tf  # noqa: E402
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+
+
+@pytest.fixture(scope="session")
+def two_replicas():
+    """The session's MirroredStrategy over /CPU:0 and /CPU:1 (one per process, see
+    ``fcos_tf.training.mirrored_strategy``)."""
+    from fcos_tf import training  # pylint: disable=import-outside-toplevel
+
+    strategy = training.mirrored_strategy(("/CPU:0", "/CPU:1"))
+    assert strategy.num_replicas_in_sync == 2
+    return strategy

@@ -158,11 +158,11 @@ def _random_batch(seed, batch=4, num_loc=6, num_classes=3):
     return outputs, labels
 
 
-def test_replica_losses_sum_to_single_device_loss():
+def test_replica_losses_sum_to_single_device_loss(two_replicas):
     outputs, labels = _random_batch(0)
     single = {k: float(v) for k, v in losses.fcos_losses(outputs, labels).items()}
 
-    strategy = tf.distribute.MirroredStrategy(["/CPU:0", "/CPU:1"])
+    strategy = two_replicas
     halves = [(tf.nest.map_structure(lambda x: x[:2], (outputs, labels))),
               (tf.nest.map_structure(lambda x: x[2:], (outputs, labels)))]
 

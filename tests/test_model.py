@@ -228,14 +228,13 @@ def _train(strategy, weights, images, labels, steps):
     return history, snapshots
 
 
-def test_mirrored_strategy_matches_single_device():
+def test_mirrored_strategy_matches_single_device(two_replicas):
     images, labels = _batch()
     weights = _small_model().get_weights()
     # Replica 0 gets images 0-1 (4 boxes), replica 1 images 2-3 (1 box): local normalisers
     # or averaged gradients would give a different update.
     single_loss, single = _train(None, weights, images, labels, steps=(1, 2))
-    strategy = tf.distribute.MirroredStrategy(["/CPU:0", "/CPU:1"])
-    assert strategy.num_replicas_in_sync == 2
+    strategy = two_replicas
     mirrored_loss, mirrored = _train(strategy, weights, images, labels, steps=(1, 2))
 
     np.testing.assert_allclose(mirrored_loss, single_loss, rtol=1e-5)

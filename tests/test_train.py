@@ -129,10 +129,9 @@ def straight_run(tmp_path_factory):
     return workdir, _state(result)
 
 
-def test_one_device_and_two_replicas_give_the_same_weights(tmp_path):
+def test_one_device_and_two_replicas_give_the_same_weights(tmp_path, two_replicas):
     single = _run(tiny_config(total_steps=3), tmp_path / "one")
-    mirrored = _run(tiny_config(total_steps=3), tmp_path / "two",
-                    tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    mirrored = _run(tiny_config(total_steps=3), tmp_path / "two", two_replicas)
     assert mirrored["model"].distribute_strategy.num_replicas_in_sync == 2
     assert single["step"] == mirrored["step"] == 3
     initial = _run(tiny_config(total_steps=0), tmp_path / "init")  # same seed, no step
@@ -140,6 +139,21 @@ def test_one_device_and_two_replicas_give_the_same_weights(tmp_path):
     moved = [not np.allclose(a, b) for a, b in zip(single_state[0], _state(initial)[0])]
     assert sum(moved) > len(moved) // 2  # training changed the weights ...
     _assert_same(single_state, mirrored_state, rtol=1e-4, atol=1e-5)  # ... identically
+
+
+def test_mirrored_runs_of_different_models_in_one_process(tmp_path, two_replicas):
+    # Every MirroredStrategy numbers its all-reduces from the same key and the runtime keeps
+    # each key's shape: a second strategy over the same devices, running another model,
+    # failed with "Shape mismatch in the collective instance". select_strategy hands out one.
+    assert training.select_strategy("mirrored", ("/cpu:0", "/cpu:1")) is two_replicas
+    assert training.mirrored_strategy(("/CPU:0",)) is not two_replicas
+    for channels in (16, 8):  # different gradient shapes through the same collectives
+        config = tiny_config(total_steps=1)
+        config.model.fpn_channels = channels
+        result = _run(config, tmp_path / str(channels),
+                      training.select_strategy("mirrored", ("/CPU:0", "/CPU:1")))
+        assert result["step"] == 1
+        assert result["model"].distribute_strategy.num_replicas_in_sync == 2
 
 
 def test_two_steps_resume_two_steps_equals_four_steps(straight_run, tmp_path):
