@@ -74,6 +74,9 @@ def main(argv):
         result = training.run(config, FLAGS.workdir, FLAGS.mode, strategy)
     except training.NonFiniteLossError as error:
         sys.exit(f"Training stopped: {error}")
+    except FileNotFoundError as error:
+        # Readers say what is missing and how to provide it (e.g. TFDS data not prepared).
+        sys.exit(f"Input not found: {error}")
     minutes = (time.time() - started) / 60
     if result["interrupted"] is not None:
         print(f"Interrupted at step {result['step']} after {minutes:.1f} min; checkpoint saved. "

@@ -131,3 +131,17 @@ def test_train_py_refuses_an_impossible_value_before_training(tmp_path):
     assert result.returncode != 0
     assert "Invalid config: config.data.train_images" in result.stderr
     assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_train_py_says_when_tfds_data_is_not_prepared(tmp_path):
+    # TFDS reads prepared data only; an empty data folder is what an offline machine has.
+    data_dir = tmp_path / "tfds"
+    data_dir.mkdir()
+    result = _run_train(f"--workdir={tmp_path / 'run'}", "--config=configs/fcos_r50_1x_improved.py",
+                        "--config.data.dataset=tfds", f"--config.data.tfds_data_dir={data_dir}",
+                        "--config.model.backbone=small")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "Input not found: Could not load TFDS dataset 'coco/2017'" in result.stderr
+    assert "tfds build coco/2017" in result.stderr
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
