@@ -78,29 +78,32 @@ def select_strategy(name="auto", devices=()):
     return tf.distribute.get_strategy()
 
 
-_MIRRORED_STRATEGIES = {}
+# Collective keys reserved for one MirroredStrategy (TensorFlow's own tests space them so).
+_COLLECTIVE_KEYS_PER_STRATEGY = 100_000
 
 
 def mirrored_strategy(devices=()):
-    """The process's ``MirroredStrategy`` over ``devices`` (empty = all GPUs), made once.
+    """A ``MirroredStrategy`` over ``devices`` (empty = all GPUs) with collective keys of its own.
 
-    Every ``MirroredStrategy`` of a process numbers its collective all-reduces from the
-    same first key, and the runtime remembers the shape of each key: a second strategy
-    over the same devices (a second ``run()`` in one process, a notebook, a test session)
-    would reuse the keys of the first with other gradient shapes and fail with "Shape
-    mismatch in the collective instance". One strategy per device set keeps counting
-    instead.
+    Every ``MirroredStrategy`` numbers its all-reduces from the class's
+    ``_collective_key_base`` (0 unless set), and the runtime remembers the group and the
+    shape of every key it has run: a second strategy of the same process (a second
+    ``run()``, a notebook, a test session) would reuse the keys of the first for other
+    tensors and fail with "Shape mismatch in the collective instance". The base is moved
+    past a fresh range before the strategy is made and again after it, so that neither this
+    strategy nor one made later, here or directly, shares keys with another.
 
     Args:
-        devices: device names such as ``("/cpu:0", "/cpu:1")``.
+        devices: device names such as ``("/gpu:0", "/gpu:1")``.
 
     Returns:
-        A ``tf.distribute.MirroredStrategy``, the same object for the same devices.
+        A new ``tf.distribute.MirroredStrategy``.
     """
-    key = tuple(tf.DeviceSpec.from_string(d).to_string() for d in devices)
-    if key not in _MIRRORED_STRATEGIES:
-        _MIRRORED_STRATEGIES[key] = tf.distribute.MirroredStrategy(devices=list(devices) or None)
-    return _MIRRORED_STRATEGIES[key]
+    cls = tf.distribute.MirroredStrategy
+    cls._collective_key_base += _COLLECTIVE_KEYS_PER_STRATEGY  # pylint: disable=protected-access
+    strategy = cls(devices=list(devices) or None)
+    cls._collective_key_base += _COLLECTIVE_KEYS_PER_STRATEGY  # pylint: disable=protected-access
+    return strategy
 
 
 def is_chief(strategy):

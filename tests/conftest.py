@@ -17,8 +17,7 @@ tf.config.set_logical_device_configuration(
 
 @pytest.fixture(scope="session")
 def two_replicas():
-    """The session's MirroredStrategy over /CPU:0 and /CPU:1 (one per process, see
-    ``fcos_tf.training.mirrored_strategy``)."""
+    """A MirroredStrategy over /CPU:0 and /CPU:1, shared by the tests that need one."""
     from fcos_tf import training  # pylint: disable=import-outside-toplevel
 
     strategy = training.mirrored_strategy(("/CPU:0", "/CPU:1"))

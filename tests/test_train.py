@@ -141,19 +141,18 @@ def test_one_device_and_two_replicas_give_the_same_weights(tmp_path, two_replica
     _assert_same(single_state, mirrored_state, rtol=1e-4, atol=1e-5)  # ... identically
 
 
-def test_mirrored_runs_of_different_models_in_one_process(tmp_path, two_replicas):
-    # Every MirroredStrategy numbers its all-reduces from the same key and the runtime keeps
-    # each key's shape: a second strategy over the same devices, running another model,
-    # failed with "Shape mismatch in the collective instance". select_strategy hands out one.
-    assert training.select_strategy("mirrored", ("/cpu:0", "/cpu:1")) is two_replicas
-    assert training.mirrored_strategy(("/CPU:0",)) is not two_replicas
-    for channels in (16, 8):  # different gradient shapes through the same collectives
+def test_mirrored_strategies_in_one_process_train_different_models(tmp_path):
+    # Every MirroredStrategy numbers its all-reduces from the same key unless told otherwise,
+    # and the runtime keeps each key's shape: a second strategy over the same devices,
+    # running another model, failed with "Shape mismatch in the collective instance".
+    for channels in (16, 8):  # other gradient shapes, a new strategy each time
+        strategy = training.select_strategy("mirrored", ("/CPU:0", "/CPU:1"))
         config = tiny_config(total_steps=1)
         config.model.fpn_channels = channels
-        result = _run(config, tmp_path / str(channels),
-                      training.select_strategy("mirrored", ("/CPU:0", "/CPU:1")))
+        result = _run(config, tmp_path / str(channels), strategy)
         assert result["step"] == 1
-        assert result["model"].distribute_strategy.num_replicas_in_sync == 2
+        assert result["model"].distribute_strategy is strategy
+        assert strategy.num_replicas_in_sync == 2
 
 
 def test_two_steps_resume_two_steps_equals_four_steps(straight_run, tmp_path):
