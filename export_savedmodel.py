@@ -14,73 +14,107 @@ in ``assets/`` and warm-up requests in ``assets.extra/``. With ``--tflite`` it a
 variant is calibrated on ``config.export.representative_images`` training images.
 
 The recipe comes from ``<workdir>/config.json`` (what train.py wrote) unless ``--config`` is
-given; ``--config.<section>.<key>=...`` overrides apply either way.
+given; ``--config.<section>.<key>=...`` overrides apply either way, e.g.
+``--workdir=/tmp/fcos_synthetic --config.pipeline.eval_short_side=96``.
 """
 
 import logging
 import os
 import sys
+from typing import List, Optional
 
 from absl import app, flags
 from ml_collections import config_flags
 
-config_flags.DEFINE_config_file("config", default=None,
-                                help_string="Recipe file (configs/*.py); default: the "
-                                "workdir's config.json.", lock_config=True)
-flags.DEFINE_string("workdir", None, "train.py run directory (config, label map, checkpoints).")
-flags.DEFINE_string("checkpoint", None, "Checkpoint prefix or folder; default: the newest of "
-                    "--workdir.")
-flags.DEFINE_string("output", None, "Base export folder (TF Serving --model_base_path).")
-flags.DEFINE_integer("version", None, "Version number; default: the next free one.")
-flags.DEFINE_string("model_name", "fcos", "Model name in the warm-up requests.")
-flags.DEFINE_list("tflite", [], "TFLite variants to write too: any of fp32, fp16, int8.")
-flags.mark_flags_as_required(["output"])
 FLAGS = flags.FLAGS
+
+
+def _argv_value(argv: List[str], name: str) -> Optional[str]:
+    """The value of ``--name=value`` or ``--name value`` in ``argv`` (None when absent)."""
+    for index, arg in enumerate(argv):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and index + 1 < len(argv):
+            return argv[index + 1]
+    return None
+
+
+def define_flags(argv: List[str]) -> None:
+    """Defines the command line; ``--config`` defaults to the workdir's own config.json.
+
+    The default of ``--config`` must exist when the flag is defined, so that the
+    ``--config.<section>.<key>`` overrides have something to apply to: with ``--workdir`` and
+    no ``--config=...`` it is the config the run wrote.
+    """
+    workdir = _argv_value(argv, "workdir")
+    if _argv_value(argv, "config") is None and workdir:
+        from fcos_tf import rundir  # pylint: disable=import-outside-toplevel
+
+        try:
+            saved = rundir.read_config(workdir)
+        except FileNotFoundError as error:
+            sys.exit(str(error))
+        config_flags.DEFINE_config_dict("config", saved, "The workdir's config.json.",
+                                        lock_config=True, sys_argv=argv)
+    else:
+        config_flags.DEFINE_config_file("config", default=None,
+                                        help_string="Recipe file (configs/*.py); default: the "
+                                        "workdir's config.json.", lock_config=True,
+                                        sys_argv=argv)
+    flags.DEFINE_string("workdir", None,
+                        "train.py run directory (config, label map, checkpoints).")
+    flags.DEFINE_string("checkpoint", None, "Checkpoint prefix or folder; default: the newest "
+                        "of --workdir.")
+    flags.DEFINE_string("output", None, "Base export folder (TF Serving --model_base_path).")
+    flags.DEFINE_integer("version", None, "Version number; default: the next free one.")
+    flags.DEFINE_string("model_name", "fcos", "Model name in the warm-up requests.")
+    flags.DEFINE_list("tflite", [], "TFLite variants to write too: any of fp32, fp16, int8.")
+    flags.mark_flags_as_required(["output"])
 
 
 def representative_images(config, serving, count):
     """``count`` training images resized and padded to the TFLite input (int8 calibration)."""
-    from fcos_tf import export, training  # pylint: disable=import-outside-toplevel
+    from fcos_tf import builders, tflite_client  # pylint: disable=import-outside-toplevel
     from fcos_tf.data import transforms  # pylint: disable=import-outside-toplevel
 
-    examples = training.read_split(config, "train").dataset.take(count)
+    examples = builders.read_split(config, "train").dataset.take(count)
     images = []
     for example in examples:
         # COCO examples carry the encoded file, the others the decoded pixels.
         image = (example["image"] if "image" in example
                  else transforms.decode_image(example["image_bytes"]))
-        images.append(export.tflite_input(image.numpy(), tuple(config.export.input_size),
-                                          serving)[0])
+        images.append(tflite_client.tflite_input(image.numpy(), tuple(config.export.input_size),
+                                                 serving)[0])
     return images
 
 
 def main(argv):
     del argv
     logging.getLogger().setLevel(logging.INFO)
-    from fcos_tf import export  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from fcos_tf import builders, export_saved_model, export_tflite, rundir, serving as serving_lib
 
-    unknown = [v for v in FLAGS.tflite if v not in export.TFLITE_VARIANTS]
+    unknown = [v for v in FLAGS.tflite if v not in export_tflite.TFLITE_VARIANTS]
     if unknown:
-        sys.exit(f"--tflite: unknown variant(s) {unknown}; choose from {export.TFLITE_VARIANTS}")
+        sys.exit(f"--tflite: unknown variant(s) {unknown}; choose from "
+                 f"{export_tflite.TFLITE_VARIANTS}")
     if FLAGS.workdir is None and (FLAGS.checkpoint is None or FLAGS.config is None):
         sys.exit("Pass --workdir, or both --checkpoint and --config.")
-    config = FLAGS.config
-    if config is None:
-        config = export.read_workdir_config(FLAGS.workdir)
-    model, config, label_map = export.load_trained_model(
-        FLAGS.workdir, checkpoint=FLAGS.checkpoint, config=config)
-    serving = export.ServingConfig.from_config(config)
-    path = export.export_saved_model(model, label_map, FLAGS.output, serving,
-                                     version=FLAGS.version, model_name=FLAGS.model_name)
-    print(f"SavedModel -> {path} (signatures {export.IMAGES_SIGNATURE}, "
-          f"{export.IMAGE_BYTES_SIGNATURE}; {label_map.num_classes} classes)", flush=True)
+    model, config, label_map = rundir.load_trained_model(
+        FLAGS.workdir, checkpoint=FLAGS.checkpoint, config=FLAGS.config)
+    serving = builders.build_serving_config(config)
+    path = export_saved_model.export_saved_model(model, label_map, FLAGS.output, serving,
+                                                 version=FLAGS.version,
+                                                 model_name=FLAGS.model_name)
+    print(f"SavedModel -> {path} (signatures {serving_lib.IMAGES_SIGNATURE}, "
+          f"{serving_lib.IMAGE_BYTES_SIGNATURE}; {label_map.num_classes} classes)", flush=True)
     input_size = tuple(int(v) for v in config.export.input_size)
     for variant in FLAGS.tflite:
         images = None
         if variant == "int8":
             images = representative_images(config, serving,
                                            int(config.export.representative_images))
-        flatbuffer = export.convert_tflite(
+        flatbuffer = export_tflite.convert_tflite(
             model, label_map, input_size=input_size, pixel_norm=serving.pixel_norm,
             variant=variant, representative_images=images,
             max_detections=int(config.export.tflite_max_detections))
@@ -92,4 +126,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags(sys.argv)
     app.run(main)

@@ -2,7 +2,7 @@ r"""Trains and evaluates FCOS from a recipe in configs/.
 
     python train.py --workdir=/tmp/fcos_small                      # synthetic data, CPU
     python train.py --config=configs/fcos_r50_1x_improved.py --workdir=/tmp/r50 \
-        --config.data.coco_root=/data/coco --config.train.batch_size=8
+        --config.data.coco.root=/data/coco --config.train.batch_size=8
     python train.py --config=configs/fcos_r50_1x_improved.py --workdir=/tmp/r50 --mode=eval
 
 Any config value can be overridden with ``--config.<section>.<key>=...``; an unknown key is
@@ -19,8 +19,8 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
+from fcos_tf import builders, training
 from fcos_tf import config as config_lib
-from fcos_tf import training
 
 def _message(error):
     """The innermost message of a (chained) config error, without quoting."""
@@ -62,12 +62,12 @@ def main(argv):
     config = FLAGS.config
     started = time.time()
     # The strategy first: multi-worker collectives must be set up before any other TF op.
-    strategy = training.select_strategy(config.train.strategy, config.train.devices)
+    strategy = builders.build_strategy(config)
     try:
         config_lib.validate_config(config, strategy.num_replicas_in_sync, mode=FLAGS.mode)
     except ValueError as error:
         sys.exit(f"Invalid config: {error}")
-    print(f"FCOS {FLAGS.mode}: backbone {config.model.backbone}, dataset {config.data.dataset}, "
+    print(f"FCOS {FLAGS.mode}: backbone {config.backbone.name}, dataset {config.data.dataset}, "
           f"{config.train.total_steps} steps of global batch {config.train.batch_size} on "
           f"{strategy.num_replicas_in_sync} replica(s); workdir {FLAGS.workdir}", flush=True)
     try:

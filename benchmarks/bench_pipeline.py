@@ -70,7 +70,7 @@ def main(argv=None):
     read = coco.read_coco(annotation_file, image_dir, decode=False)
     dataset = pipeline.make_pipeline(
         read.dataset, training=True, batch_size=args.batch_size, cache=True,
-        min_size=args.short_side, max_size_short=args.short_side, max_size=args.max_size,
+        train_short_side=(args.short_side, args.short_side), max_size=args.max_size,
         shuffle_buffer=args.num_files, seed=0)
     iterator = iter(dataset)
 

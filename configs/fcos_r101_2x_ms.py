@@ -8,8 +8,8 @@ is drawn uniformly from the integers 640..800, the test short side is 800.
 Command::
 
     python train.py --config=configs/fcos_r101_2x_ms.py --workdir=/tmp/fcos_r101_2x \
-        --config.data.coco_root=/data/coco \
-        --config.model.backbone_weights=/weights/resnet101_caffe.weights.h5
+        --config.data.coco.root=/data/coco \
+        --config.backbone.weights=/weights/resnet101_caffe.weights.h5
 
 Expected: about 43 AP (COCO val2017) with ImageNet weights; about 1.5 days on 8 V100s.
 """
@@ -20,8 +20,8 @@ from fcos_tf.config import base_config
 def get_config():
     """Returns the R-101 2x multi-scale recipe."""
     config = base_config()
-    config.model.backbone = "resnet101"
-    config.data.train_short_side = (640, 800)
+    config.backbone.name = "resnet101"
+    config.pipeline.train_short_side = (640, 800)
     config.train.total_steps = 180_000
     config.train.lr_steps = (120_000, 160_000)
     return config

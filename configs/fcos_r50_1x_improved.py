@@ -9,8 +9,8 @@ weight decay 1e-4, constant warm-up 500 iterations at lr/3, decays at 60k and 80
 Command (8 GPUs on one machine; MirroredStrategy is picked automatically)::
 
     python train.py --config=configs/fcos_r50_1x_improved.py --workdir=/tmp/fcos_r50_1x \
-        --config.data.coco_root=/data/coco \
-        --config.model.backbone_weights=/weights/resnet50_caffe.weights.h5
+        --config.data.coco.root=/data/coco \
+        --config.backbone.weights=/weights/resnet50_caffe.weights.h5
 
 Expected: about 38.6 AP (COCO val2017) with ImageNet-initialised weights, in about 12 hours on
 8 V100s (the authors' figure for this recipe). Random initialisation gives far less; no

@@ -11,8 +11,8 @@ table: 36.3 vs 36.4 without GN). Same schedule as the improved recipe. Switch to
 Command::
 
     python train.py --config=configs/fcos_r50_1x_original.py --workdir=/tmp/fcos_r50_orig \
-        --config.data.coco_root=/data/coco \
-        --config.model.backbone_weights=/weights/resnet50_caffe.weights.h5
+        --config.data.coco.root=/data/coco \
+        --config.backbone.weights=/weights/resnet50_caffe.weights.h5
 
 Expected: about 37 AP (COCO val2017; 37.1 for the P5 variant) with ImageNet weights;
 about 12 hours on 8 V100s.
@@ -28,5 +28,5 @@ def get_config():
     config.model.centerness_on = "classification"
     config.model.norm_reg_targets = False
     config.model.box_loss = "iou"
-    config.data.center_sampling_radius = 0.0
+    config.locations.center_sampling_radius = 0.0
     return config

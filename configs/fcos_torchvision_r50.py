@@ -6,7 +6,7 @@ with its own recipe). Import them once, then evaluate::
     python -m fcos_tf.convert_torchvision fcos_resnet50_fpn_coco-99b0c9b7.pth \
         --workdir=/tmp/fcos_torchvision
     python train.py --config=configs/fcos_torchvision_r50.py --workdir=/tmp/fcos_torchvision \
-        --mode=eval --config.data.coco_root=/data/coco
+        --mode=eval --config.data.coco.root=/data/coco
 
 Expected: close to 39.2 AP. The import is exact layer by layer; what can move the figure a
 little is the input pipeline (resize rounding, and the P6/P7 location grid: torchvision derives
@@ -16,12 +16,44 @@ CPU the 5,000 images take hours; the recipe is meant for a GPU.
 
 Without ``--mode=eval`` the same command fine-tunes from the imported weights with the 1x
 schedule of the training section (torchvision settings otherwise: ``pixel_norm`` RGB ImageNet,
-``location_offset`` 0, candidates by final score > 0.2).
+``location_offset`` 0 for the decoding and the training targets alike, candidates by final
+score > 0.2).
 """
 
-from fcos_tf.convert_torchvision import torchvision_config
+from fcos_tf.config import base_config
 
 
 def get_config():
-    """Returns torchvision's FCOS settings on COCO 2017 (see the module docstring)."""
-    return torchvision_config()
+    """Returns torchvision's FCOS settings on COCO 2017 (see the module docstring).
+
+    The model and input settings of torchvision's FCOS (DESIGN.md §3, "Known differences");
+    the training section stays the 1x recipe, for fine-tuning.
+    """
+    config = base_config()
+    backbone = config.backbone
+    backbone.name = "resnet50"
+    backbone.layout = "pytorch"            # stride on the 3x3 conv
+    backbone.freeze_at = 2                 # torchvision: trainable_backbone_layers=3
+    model = config.model
+    model.fpn_channels = 256
+    model.p6_input = "p5"
+    model.head_num_convs = 4
+    model.head_norm = "group"
+    model.head_num_groups = 32
+    model.centerness_on = "regression"
+    model.norm_reg_targets = True          # relu(x) * anchor size (= stride)
+    model.box_loss = "giou"
+    model.score_threshold = 0.2
+    model.score_threshold_on = "final"     # sqrt(sigmoid(cls) * sigmoid(ctr)) > 0.2
+    model.pre_nms_top_k = 1000
+    model.nms_iou_threshold = 0.6
+    model.max_detections = 100
+    # Anchor centres at j * s: the targets of a fine-tuning run and the decoding both use it.
+    config.locations.location_offset = 0.0
+    config.data.dataset = "coco"
+    pipeline = config.pipeline
+    pipeline.pixel_norm = "torchvision"
+    pipeline.eval_short_side = 800
+    pipeline.max_size = 1333
+    pipeline.size_divisibility = 32
+    return config

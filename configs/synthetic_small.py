@@ -22,34 +22,37 @@ from fcos_tf.config import base_config
 def get_config():
     """Returns the synthetic small recipe."""
     config = base_config()
+    config.backbone.name = "small"
     model = config.model
-    model.backbone = "small"
     model.fpn_channels = 64
     model.head_num_convs = 2
     model.head_num_groups = 16
 
     data = config.data
     data.dataset = "synthetic"
-    data.synthetic_num_train = 1024
-    data.synthetic_num_val = 64
-    data.synthetic_image_size = (128, 128)
-    data.synthetic_num_objects = (1, 4)
-    data.synthetic_min_object_size = 16
-    data.synthetic_max_object_fraction = 0.75
-    data.synthetic_noise_std = (0.0, 4.0)
-    data.synthetic_max_occlusion = 0.2
-    data.train_short_side = (128, 128)
-    data.eval_short_side = 128
-    data.max_size = 128
-    data.pixel_norm = "torchvision"
-    data.max_boxes = 16
-    data.shuffle_buffer = 1024
-    data.cache = True
-    data.deterministic = True
-    data.resume = "replay"
+    synthetic = data.synthetic
+    synthetic.num_train = 1024
+    synthetic.num_val = 64
+    synthetic.image_size = (128, 128)
+    synthetic.num_objects = (1, 4)
+    synthetic.min_object_size = 16
+    synthetic.max_object_fraction = 0.75
+    synthetic.noise_std = (0.0, 4.0)
+    synthetic.max_occlusion = 0.2
+
+    pipeline = config.pipeline
+    pipeline.train_short_side = (128, 128)
+    pipeline.eval_short_side = 128
+    pipeline.max_size = 128
+    pipeline.pixel_norm = "torchvision"
+    pipeline.max_boxes = 16
+    pipeline.shuffle_buffer = 1024
+    pipeline.cache = True
+    pipeline.deterministic = True
 
     train = config.train
     train.batch_size = 16
+    train.resume = "replay"
     train.base_lr = 0.08
     train.reference_batch_size = 16
     train.warmup_steps = 100

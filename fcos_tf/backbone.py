@@ -24,6 +24,8 @@ _RESNET_KERNEL_INIT = {"class_name": "VarianceScaling",
                                   "distribution": "untruncated_normal"}}
 _BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 _LAYOUTS = ("pytorch", "caffe")
+# Names build_backbone accepts.
+BACKBONES = ("small", "resnet50", "resnet101")
 _RESNET_NORMS = ("frozen_bn", "bn")
 _SMALL_NORMS = ("group", "bn", "none")
 
@@ -285,4 +287,4 @@ def build_backbone(name, **kwargs):
         return ResNet(depth=101, **kwargs)
     if name == "small":
         return SmallBackbone(**kwargs)
-    raise ValueError(f"`name` must be 'resnet50', 'resnet101' or 'small', got {name!r}.")
+    raise ValueError(f"`name` must be one of {BACKBONES}, got {name!r}.")

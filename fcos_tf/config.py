@@ -2,45 +2,78 @@
 
 ``base_config()`` is DESIGN.md §3 written out: the paper's "w/ improvements" ResNet-50 1x
 recipe on COCO (Table 3, last row). Each ``configs/<recipe>.py`` starts from it, changes what
-its recipe changes and returns the result. The config object is read only by the scripts
-(``train.py``, ``export_savedmodel.py``), which unpack it into keyword arguments of the
-builders; no layer ever sees it.
+its recipe changes and returns the result.
+
+Every section is named after what it feeds, and its keys are the names of that part's
+arguments, so that :mod:`fcos_tf.builders` (the only module that reads a config) passes a
+section on as keyword arguments without renaming anything:
+
+==================  ========================================================================
+section             becomes
+==================  ========================================================================
+``backbone``        :func:`fcos_tf.builders.build_backbone` (``name``, ``weights`` and the
+                    ``ResNet`` arguments ``layout``, ``freeze_at``)
+``model``           keyword arguments of :class:`fcos_tf.model.FCOS`
+``locations``       settings that target assignment (``PipelineConfig``) and decoding
+                    (``FCOS``) share: ``strides``, ``size_ranges``, ``center_sampling_radius``,
+                    ``location_offset``; read by both, never copied
+``pipeline``        fields of :class:`fcos_tf.data.pipeline.PipelineConfig` (the batch size
+                    comes from ``train``/``eval``)
+``data``            the reader: ``dataset`` picks one of the subsections ``coco``, ``tfds``,
+                    ``synthetic``
+``train``           optimizer and schedule (:func:`fcos_tf.builders.build_optimizer`),
+                    strategy (:func:`fcos_tf.builders.build_strategy`), the run's loop
+``eval``            evaluation after training
+``export``          the TFLite export (``export_savedmodel.py``)
+==================  ========================================================================
 
 ``validate_config()`` runs at the start of every script so that a typo or an impossible value
 fails in the first second with a message naming the key, not an hour into a run. Unknown keys
 are already refused by ``config_flags.DEFINE_config_file(..., lock_config=True)``; the checks
-here are about values and their combinations.
+here are about values and their combinations. The allowed values of a key are defined by the
+module that uses them and imported here.
 """
 
+import importlib.util
 import math
 import os
 
 import ml_collections
 
-# Values a few keys may take, defined once for the recipes and the validation.
-BACKBONES = ("small", "resnet50", "resnet101")
-DATASETS = ("synthetic", "coco", "tfds")
-STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-WARMUP_METHODS = ("constant", "linear")
-PIXEL_NORMS = ("caffe", "torchvision")
+from fcos_tf import backbone as backbone_lib
+from fcos_tf import builders
+from fcos_tf import distribution
+from fcos_tf import fpn as fpn_lib
+from fcos_tf import head as head_lib
+from fcos_tf import locations as locations_lib
+from fcos_tf import losses
+from fcos_tf import model as model_lib
+from fcos_tf import optimization
+from fcos_tf import postprocess
+from fcos_tf.data import transforms
+
+# The recipe files (configs/*.py) of a source checkout.
+RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
-def base_config():
+def base_config() -> ml_collections.ConfigDict:
     """The default profile: FCOS R-50-FPN 1x "w/ improvements" on COCO 2017 (38.6 AP).
 
     Returns:
-        An unlocked ``ml_collections.ConfigDict`` with the sections ``model``, ``data``,
-        ``train``, ``eval`` and ``export``.
+        An unlocked ``ml_collections.ConfigDict`` with the sections ``backbone``, ``model``,
+        ``locations``, ``pipeline``, ``data``, ``train``, ``eval`` and ``export``.
     """
     config = ml_collections.ConfigDict()
 
-    # --- model (DESIGN.md §3 items 1-6, 13-18) ------------------------------------------------
+    # --- backbone (DESIGN.md §3 item 1) -> builders.build_backbone ----------------------------
+    config.backbone = backbone = ml_collections.ConfigDict()
+    backbone.name = "resnet50"             # one of backbone.BACKBONES
+    backbone.layout = "caffe"              # ResNet: "caffe" (stride in 1x1, MSRA) | "pytorch"
+    backbone.freeze_at = 2                 # ResNet: stem + stage 1 frozen
+    backbone.weights = ""                  # optional path to backbone weights (.weights.h5)
+
+    # --- model (items 2-6, 13-18) -> FCOS(**config.model) ------------------------------------
     config.model = model = ml_collections.ConfigDict()
-    model.backbone = "resnet50"
-    model.backbone_layout = "caffe"        # "caffe" (stride in 1x1, MSRA weights) | "pytorch"
-    model.backbone_freeze_at = 2           # stem + stage 1 frozen
-    model.backbone_weights = ""            # optional path to backbone weights (.weights.h5)
     model.fpn_channels = 256
     model.p6_input = "p5"                  # "p5" (improved) | "c5" (paper's original)
     model.head_num_convs = 4
@@ -48,7 +81,6 @@ def base_config():
     model.head_num_groups = 32
     model.centerness_on = "regression"     # "regression" | "classification" | "none"
     model.norm_reg_targets = True          # relu(s*x)*stride instead of exp(s*x)
-    model.location_offset = 0.5
     model.box_loss = "giou"                # "giou" | "iou"
     model.focal_alpha = 0.25
     model.focal_gamma = 2.0
@@ -58,44 +90,51 @@ def base_config():
     model.nms_iou_threshold = 0.6
     model.max_detections = 100
 
-    # --- data (items 7-12, 20) ----------------------------------------------------------------
+    # --- locations (items 7-9, 18): read by the targets AND the decoding ----------------------
+    config.locations = locations = ml_collections.ConfigDict()
+    locations.strides = locations_lib.STRIDES
+    locations.size_ranges = locations_lib.SIZE_RANGES
+    locations.center_sampling_radius = 1.5  # 0 turns center sampling off
+    locations.location_offset = locations_lib.DEFAULT_LOCATION_OFFSET
+
+    # --- pipeline (items 10-12, 20) -> PipelineConfig(**config.pipeline) ----------------------
+    config.pipeline = pipeline = ml_collections.ConfigDict()
+    pipeline.train_short_side = (800, 800)  # inclusive range of the random short side
+    pipeline.eval_short_side = 800
+    pipeline.max_size = 1333               # long side at most
+    pipeline.size_divisibility = 32
+    pipeline.hflip_prob = 0.5
+    pipeline.pixel_norm = "caffe"          # must match the backbone weights
+    pipeline.max_boxes = 100               # M: ground-truth rows per image after padding
+    pipeline.shuffle_buffer = 1000
+    pipeline.cache = False                 # cache decoded reader examples in memory
+    pipeline.deterministic = False         # element order independent of thread timing
+    pipeline.seed = 0
+
+    # --- data: the reader; each subsection holds its reader's arguments -----------------------
     config.data = data = ml_collections.ConfigDict()
-    data.dataset = "coco"
-    data.coco_root = "/data/coco"          # holds train2017/, val2017/, annotations/
-    data.train_images = "train2017"        # relative to coco_root unless absolute
-    data.train_annotations = "annotations/instances_train2017.json"
-    data.val_images = "val2017"
-    data.val_annotations = "annotations/instances_val2017.json"
-    data.tfds_name = "coco/2017"
-    data.tfds_data_dir = ""                # "" = TFDS default (~/tensorflow_datasets)
-    data.tfds_train_split = "train"
-    data.tfds_val_split = "validation"
-    data.synthetic_num_train = 512
-    data.synthetic_num_val = 64
-    data.synthetic_image_size = (128, 128)  # (H, W)
-    data.synthetic_num_classes = 6
-    data.synthetic_seed = 0
-    data.synthetic_num_objects = (1, 8)    # (min, max) objects per image
-    data.synthetic_min_object_size = 6     # pixels
-    data.synthetic_noise_std = (0.0, 12.0)
-    data.synthetic_max_occlusion = 0.5     # fraction of an object another may hide
-    data.synthetic_max_object_fraction = 0.95  # largest object side / image side
-    data.train_short_side = (800, 800)     # inclusive range of the random short side
-    data.eval_short_side = 800
-    data.max_size = 1333                   # long side at most
-    data.size_divisibility = 32
-    data.hflip_prob = 0.5
-    data.pixel_norm = "caffe"              # must match the backbone weights
-    data.max_boxes = 100                   # M: ground-truth rows per image after padding
-    data.center_sampling_radius = 1.5      # 0 turns center sampling off
-    data.shuffle_buffer = 1000
-    data.cache = False                     # cache decoded reader examples in memory
-    data.deterministic = False             # element order independent of thread timing
-    # On resume: "replay" skips the batches already seen (exact continuation; replays the
-    # input pipeline, fine for small datasets), "reshuffle" starts a fresh shuffle seeded by
-    # the step (no replay cost; step, weights, optimizer state and schedule still exact).
-    data.resume = "reshuffle"
-    data.seed = 0
+    data.dataset = "coco"                  # one of builders.DATASETS
+    data.coco = coco = ml_collections.ConfigDict()
+    coco.root = "/data/coco"               # holds train2017/, val2017/, annotations/
+    coco.train_images = "train2017"        # relative to root unless absolute
+    coco.train_annotations = "annotations/instances_train2017.json"
+    coco.val_images = "val2017"
+    coco.val_annotations = "annotations/instances_val2017.json"
+    data.tfds = tfds = ml_collections.ConfigDict()
+    tfds.name = "coco/2017"
+    tfds.data_dir = ""                     # "" = TFDS default (~/tensorflow_datasets)
+    tfds.train_split = "train"
+    tfds.val_split = "validation"
+    data.synthetic = synthetic = ml_collections.ConfigDict()
+    synthetic.num_train = 512
+    synthetic.num_val = 64
+    synthetic.seed = 0
+    synthetic.image_size = (128, 128)      # (H, W)
+    synthetic.num_objects = (1, 8)         # (min, max) objects per image
+    synthetic.min_object_size = 6          # pixels
+    synthetic.noise_std = (0.0, 12.0)
+    synthetic.max_occlusion = 0.5          # fraction of an object another may hide
+    synthetic.max_object_fraction = 0.95   # largest object side / image side
 
     # --- train (item 19) ----------------------------------------------------------------------
     config.train = train = ml_collections.ConfigDict()
@@ -118,6 +157,10 @@ def base_config():
     train.jit_compile = False              # XLA for the train step
     train.strategy = "auto"                # auto: mirrored on >1 GPU, multi_worker with TF_CONFIG
     train.devices = ()                     # for "mirrored": e.g. ("/gpu:0", "/gpu:1"); () = all
+    # On resume: "replay" skips the batches already seen (exact continuation; replays the
+    # input pipeline, fine for small datasets), "reshuffle" starts a fresh shuffle seeded by
+    # the step (no replay cost; step, weights, optimizer state and schedule still exact).
+    train.resume = "reshuffle"
     train.steps_per_epoch = 1000           # progress-bar unit; also the TensorBoard interval
     train.checkpoint_every = 5000
     train.keep_checkpoints = 3
@@ -139,40 +182,47 @@ def base_config():
     return config
 
 
-def num_classes(config):
-    """Number of foreground classes K of the configured dataset (COCO: 80)."""
-    if config.data.dataset == "synthetic":
-        return config.data.synthetic_num_classes
-    return 80
+def load_recipe(name_or_path: str) -> ml_collections.ConfigDict:
+    """The ``get_config()`` of a recipe file.
+
+    Args:
+        name_or_path: a recipe of ``configs/`` by name (``"fcos_torchvision_r50"``) or the
+            path of a recipe file.
+
+    Raises:
+        FileNotFoundError: naming the path when there is no such file.
+    """
+    path = name_or_path
+    if not path.endswith(".py"):
+        path = os.path.join(RECIPES_DIR, f"{name_or_path}.py")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No recipe file {path}.")
+    spec = importlib.util.spec_from_file_location(
+        os.path.splitext(os.path.basename(path))[0], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
 
 def _fail(key, message):
     raise ValueError(f"config.{key}: {message}")
 
 
+def _get(config, key):
+    value = config
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
 def _check_choice(config, key, choices):
-    section, name = key.split(".")
-    value = config[section][name]
+    value = _get(config, key)
     if value not in choices:
-        _fail(key, f"{value!r} is not one of {choices}")
+        _fail(key, f"{value!r} is not one of {tuple(choices)}")
 
 
-def _resolve(root, path):
-    return path if os.path.isabs(path) else os.path.join(root, path)
-
-
-def dataset_paths(config):
-    """Absolute paths of the COCO image folders and annotation files (train and val)."""
-    data = config.data
-    return {
-        "train_images": _resolve(data.coco_root, data.train_images),
-        "train_annotations": _resolve(data.coco_root, data.train_annotations),
-        "val_images": _resolve(data.coco_root, data.val_images),
-        "val_annotations": _resolve(data.coco_root, data.val_annotations),
-    }
-
-
-def validate_config(config, num_replicas=1, *, mode="train_and_eval", check_paths=True):
+def validate_config(config: ml_collections.ConfigDict, num_replicas: int = 1, *,
+                    mode: str = "train_and_eval", check_paths: bool = True) -> None:
     """Fails with a clear ``ValueError`` on impossible values; returns nothing.
 
     Args:
@@ -185,19 +235,21 @@ def validate_config(config, num_replicas=1, *, mode="train_and_eval", check_path
     Raises:
         ValueError: naming the offending key (``config.train.batch_size: ...``).
     """
-    for key, choices in (("model.backbone", BACKBONES), ("data.dataset", DATASETS),
-                         ("train.strategy", STRATEGIES), ("train.precision", PRECISIONS),
-                         ("train.warmup_method", WARMUP_METHODS),
-                         ("data.pixel_norm", PIXEL_NORMS),
-                         ("data.resume", ("replay", "reshuffle")),
-                         ("model.p6_input", ("p5", "c5")),
-                         ("model.head_norm", ("group", "none")),
-                         ("model.centerness_on", ("regression", "classification", "none")),
-                         ("model.box_loss", ("giou", "iou")),
-                         ("model.score_threshold_on", ("class", "final"))):
+    for key, choices in (("backbone.name", backbone_lib.BACKBONES),
+                         ("data.dataset", builders.DATASETS),
+                         ("train.strategy", distribution.STRATEGIES),
+                         ("train.precision", optimization.PRECISIONS),
+                         ("train.warmup_method", optimization.WARMUP_METHODS),
+                         ("train.resume", builders.RESUME_MODES),
+                         ("pipeline.pixel_norm", transforms.PIXEL_NORMS),
+                         ("model.p6_input", fpn_lib.P6_INPUTS),
+                         ("model.head_norm", model_lib.HEAD_NORMS),
+                         ("model.centerness_on", head_lib.CENTERNESS_ON),
+                         ("model.box_loss", losses.BOX_LOSSES),
+                         ("model.score_threshold_on", postprocess.SCORE_THRESHOLD_ON)):
         _check_choice(config, key, choices)
 
-    train, data, model = config.train, config.data, config.model
+    train, pipeline, model = config.train, config.pipeline, config.model
     positive_ints = (("train.batch_size", train.batch_size),
                      ("train.reference_batch_size", train.reference_batch_size),
                      ("train.total_steps", train.total_steps),
@@ -206,9 +258,9 @@ def validate_config(config, num_replicas=1, *, mode="train_and_eval", check_path
                      ("train.keep_checkpoints", train.keep_checkpoints),
                      ("train.log_every", train.log_every),
                      ("eval.batch_size", config.eval.batch_size),
-                     ("data.max_size", data.max_size),
-                     ("data.max_boxes", data.max_boxes),
-                     ("data.size_divisibility", data.size_divisibility),
+                     ("pipeline.max_size", pipeline.max_size),
+                     ("pipeline.max_boxes", pipeline.max_boxes),
+                     ("pipeline.size_divisibility", pipeline.size_divisibility),
                      ("model.fpn_channels", model.fpn_channels),
                      ("model.max_detections", model.max_detections))
     for key, value in positive_ints:
@@ -236,40 +288,59 @@ def validate_config(config, num_replicas=1, *, mode="train_and_eval", check_path
               f"train.total_steps={train.total_steps}")
     if train.clip_global_norm < 0:
         _fail("train.clip_global_norm", f"must be >= 0 (0 = off), got {train.clip_global_norm!r}")
-    sizes = tuple(data.train_short_side)
+    sizes = tuple(pipeline.train_short_side)
     if (len(sizes) != 2 or any(not isinstance(s, int) or s <= 0 for s in sizes)
             or sizes[0] > sizes[1]):
-        _fail("data.train_short_side", f"must be an inclusive range (low, high) of positive "
-              f"integers, got {sizes!r}")
-    if not isinstance(data.eval_short_side, int) or data.eval_short_side <= 0:
-        _fail("data.eval_short_side", f"must be a positive integer, got {data.eval_short_side!r}")
-    if not 0.0 <= data.hflip_prob <= 1.0:
-        _fail("data.hflip_prob", f"must be a probability, got {data.hflip_prob!r}")
-    if data.center_sampling_radius < 0:
-        _fail("data.center_sampling_radius",
-              f"must be >= 0 (0 = off), got {data.center_sampling_radius!r}")
+        _fail("pipeline.train_short_side", f"must be an inclusive range (low, high) of "
+              f"positive integers, got {sizes!r}")
+    if not isinstance(pipeline.eval_short_side, int) or pipeline.eval_short_side <= 0:
+        _fail("pipeline.eval_short_side",
+              f"must be a positive integer, got {pipeline.eval_short_side!r}")
+    if not 0.0 <= pipeline.hflip_prob <= 1.0:
+        _fail("pipeline.hflip_prob", f"must be a probability, got {pipeline.hflip_prob!r}")
+    _validate_locations(config.locations)
     if not 0.0 <= model.score_threshold < 1.0:
         _fail("model.score_threshold", f"must be in [0, 1), got {model.score_threshold!r}")
     if not 0.0 < model.nms_iou_threshold <= 1.0:
         _fail("model.nms_iou_threshold",
               f"must be in (0, 1], got {model.nms_iou_threshold!r}")
+    data = config.data
     if data.dataset == "synthetic":
-        size = tuple(data.synthetic_image_size)
+        size = tuple(data.synthetic.image_size)
         if len(size) != 2 or any(not isinstance(v, int) or v <= 0 for v in size):
-            _fail("data.synthetic_image_size", f"must be (H, W) positive ints, got {size!r}")
-        for key in ("synthetic_num_train", "synthetic_num_val", "synthetic_num_classes"):
-            if not isinstance(data[key], int) or data[key] <= 0:
-                _fail(f"data.{key}", f"must be a positive integer, got {data[key]!r}")
+            _fail("data.synthetic.image_size", f"must be (H, W) positive ints, got {size!r}")
+        for key in ("num_train", "num_val"):
+            if not isinstance(data.synthetic[key], int) or data.synthetic[key] <= 0:
+                _fail(f"data.synthetic.{key}",
+                      f"must be a positive integer, got {data.synthetic[key]!r}")
     if check_paths and data.dataset == "coco":
-        paths = dataset_paths(config)
+        paths = builders.coco_paths(data.coco)
         needed = [] if mode == "eval" else ["train_images", "train_annotations"]
         needed += [] if mode == "train" else ["val_images", "val_annotations"]
         for name in needed:
             if not os.path.exists(paths[name]):
-                _fail(f"data.{name}", f"{paths[name]} does not exist (set config.data."
-                      f"coco_root or config.data.{name} to where COCO 2017 lies)")
-    if check_paths and data.dataset == "tfds" and data.tfds_data_dir:
-        if not os.path.isdir(data.tfds_data_dir):
-            _fail("data.tfds_data_dir", f"{data.tfds_data_dir} is not a directory")
-    if model.backbone_weights and not os.path.exists(model.backbone_weights):
-        _fail("model.backbone_weights", f"{model.backbone_weights} does not exist")
+                _fail(f"data.coco.{name}", f"{paths[name]} does not exist (set config.data."
+                      f"coco.root or config.data.coco.{name} to where COCO 2017 lies)")
+    if check_paths and data.dataset == "tfds" and data.tfds.data_dir:
+        if not os.path.isdir(data.tfds.data_dir):
+            _fail("data.tfds.data_dir", f"{data.tfds.data_dir} is not a directory")
+    if config.backbone.weights and not os.path.exists(config.backbone.weights):
+        _fail("backbone.weights", f"{config.backbone.weights} does not exist")
+
+
+def _validate_locations(locations):
+    strides = tuple(locations.strides)
+    expected = locations_lib.STRIDES[:len(strides)]
+    if len(strides) < 3 or strides != expected:
+        _fail("locations.strides", f"must be {locations_lib.STRIDES[:3]} followed by up to "
+              f"two extra levels {locations_lib.STRIDES[3:]}, got {strides!r}")
+    ranges = tuple(tuple(r) for r in locations.size_ranges)
+    if len(ranges) != len(strides) or any(len(r) != 2 or r[0] >= r[1] for r in ranges):
+        _fail("locations.size_ranges", f"must be one (low, high) pair per stride "
+              f"({len(strides)}), each low < high, got {ranges!r}")
+    if locations.center_sampling_radius < 0:
+        _fail("locations.center_sampling_radius",
+              f"must be >= 0 (0 = off), got {locations.center_sampling_radius!r}")
+    if not 0.0 <= locations.location_offset < 1.0:
+        _fail("locations.location_offset",
+              f"must be in [0, 1) (a fraction of the stride), got {locations.location_offset!r}")

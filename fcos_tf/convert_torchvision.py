@@ -3,11 +3,11 @@ r"""Imports torchvision's ``fcos_resnet50_fpn`` COCO weights into an FCOS run di
     python -m fcos_tf.convert_torchvision fcos_resnet50_fpn_coco-99b0c9b7.pth \
         --workdir=/tmp/fcos_torchvision
     python train.py --config=configs/fcos_torchvision_r50.py --workdir=/tmp/fcos_torchvision \
-        --mode=eval --config.data.coco_root=/data/coco
+        --mode=eval --config.data.coco.root=/data/coco
 
-The workdir gets what ``train.py`` writes and reads: ``checkpoints/ckpt-0`` (model and
-optimizer at step 0, through :class:`fcos_tf.training.Checkpointer`), ``label_map.json``
-(the 80 COCO categories) and ``config.json`` (:func:`torchvision_config`). Evaluating it,
+The workdir gets what ``train.py`` writes and reads, through :mod:`fcos_tf.rundir`:
+``checkpoints/ckpt-0`` (model and optimizer at step 0), ``label_map.json`` (the 80 COCO
+categories) and ``config.json`` (the recipe ``configs/fcos_torchvision_r50.py``). Evaluating it,
 exporting it or fine-tuning from it then works as for a run trained here.
 
 The model is this package's FCOS with torchvision's settings (DESIGN §3, "Known
@@ -24,59 +24,26 @@ missing, unused or mis-shaped tensor is an error naming it. Reading the file nee
 (``pip install 'fcos_tf[torch]'``); it is read with ``torch.load(weights_only=True)``.
 """
 
-import argparse
-import json
 import os
 import re
+from typing import Optional
 
 import keras
+import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from fcos_tf import builders, rundir
+from fcos_tf import config as config_lib
 from fcos_tf import weights as weights_lib
 from fcos_tf.backbone import ResNet
-from fcos_tf.config import base_config
 from fcos_tf.data.label_map import COCO_2017_CATEGORIES, LabelMap
 
+# The recipe of torchvision's settings, in configs/.
+RECIPE = "fcos_torchvision_r50"
 # Logits of torchvision's COCO detectors: index = COCO category id, 0..90.
 TORCHVISION_NUM_LOGITS = 91
 _LEGACY_FPN_NAME = re.compile(r"^(backbone\.fpn\.(?:inner|layer)_blocks\.\d+)\.(weight|bias)$")
-
-
-def torchvision_config():
-    """The recipe of torchvision's ``fcos_resnet50_fpn`` (39.2 AP on COCO val2017).
-
-    Returns:
-        ``fcos_tf.config.base_config()`` with the model and input settings of torchvision's
-        FCOS (see the module docstring); the training section stays the 1x recipe, for
-        fine-tuning.
-    """
-    config = base_config()
-    model = config.model
-    model.backbone = "resnet50"
-    model.backbone_layout = "pytorch"
-    model.backbone_freeze_at = 2           # torchvision: trainable_backbone_layers=3
-    model.fpn_channels = 256
-    model.p6_input = "p5"
-    model.head_num_convs = 4
-    model.head_norm = "group"
-    model.head_num_groups = 32
-    model.centerness_on = "regression"
-    model.norm_reg_targets = True          # relu(x) * anchor size (= stride)
-    model.location_offset = 0.0            # anchor centres at j * s
-    model.box_loss = "giou"
-    model.score_threshold = 0.2
-    model.score_threshold_on = "final"     # sqrt(sigmoid(cls) * sigmoid(ctr)) > 0.2
-    model.pre_nms_top_k = 1000
-    model.nms_iou_threshold = 0.6
-    model.max_detections = 100
-    data = config.data
-    data.dataset = "coco"
-    data.pixel_norm = "torchvision"
-    data.eval_short_side = 800
-    data.max_size = 1333
-    data.size_divisibility = 32
-    return config
 
 
 def normalise_state_dict_names(state_dict):
@@ -187,7 +154,7 @@ def load_torchvision_fcos_weights(model, state_dict, class_ids=None):
 
     Args:
         model: a built :class:`fcos_tf.model.FCOS` with torchvision's architecture (e.g.
-            ``fcos_tf.training.build_model(torchvision_config().model, 80)``).
+            ``fcos_tf.builders.build_model(load_recipe("fcos_torchvision_r50"), 80)``).
         state_dict: ``{name: array}`` or a path to the ``.pth`` file.
         class_ids: COCO category id of each model class; default the 80 COCO 2017 ids
             (``model.num_classes`` must then be 80).
@@ -215,56 +182,63 @@ def load_torchvision_fcos_weights(model, state_dict, class_ids=None):
         scale.assign(1.0)
 
 
-def convert(weights_path, workdir, config=None):
+def convert(weights_path: str, workdir: str,
+            config: Optional[ml_collections.ConfigDict] = None) -> keras.Model:
     """Writes a run directory holding torchvision's FCOS weights (see the module docstring).
 
     Args:
         weights_path: torchvision ``fcos_resnet50_fpn`` ``.pth`` file.
         workdir: directory to create; must not hold checkpoints already.
-        config: the recipe (default :func:`torchvision_config`); its model section must keep
-            torchvision's architecture.
+        config: the recipe (default ``configs/fcos_torchvision_r50.py``); its model section
+            must keep torchvision's architecture.
 
     Returns:
         The built model, with the imported weights.
     """
-    # Imported here: fcos_tf.training pulls in the whole training stack.
-    from fcos_tf import training  # pylint: disable=import-outside-toplevel
-
-    config = config or torchvision_config()
+    config = config or config_lib.load_recipe(RECIPE)
     state_dict = weights_lib.read_torch_state_dict(weights_path)
-    checkpoint_dir = os.path.join(workdir, "checkpoints")
-    if tf.train.latest_checkpoint(checkpoint_dir) is not None:
+    if tf.train.latest_checkpoint(os.path.join(workdir, rundir.CHECKPOINTS_DIR)) is not None:
         raise ValueError(f"`workdir`={workdir!r} already holds checkpoints; use a new "
                          f"directory.")
     label_map = LabelMap.coco_2017()
     # The same objects as training.run() builds, so that its Checkpointer restores them.
-    model = training.build_model(config.model, label_map.num_classes)
-    optimizer = training.build_optimizer(config.train)
+    model = builders.build_model(config, label_map.num_classes)
+    optimizer = builders.build_optimizer(config)
     model.compile(optimizer=optimizer, jit_compile=bool(config.train.jit_compile))
     optimizer.build(model.trainable_variables)
     load_torchvision_fcos_weights(model, state_dict, label_map.category_ids)
 
     tf.io.gfile.makedirs(workdir)
-    checkpointer = training.Checkpointer(workdir, model, optimizer, tf.distribute.get_strategy(),
-                                         config.train.keep_checkpoints)
+    checkpointer = rundir.Checkpointer(workdir, model, optimizer, tf.distribute.get_strategy(),
+                                       config.train.keep_checkpoints)
     checkpointer.save()
-    with tf.io.gfile.GFile(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(json.loads(config.to_json_best_effort()), f, indent=1)
-    label_map.save(os.path.join(workdir, "label_map.json"))
+    rundir.write_config(config, workdir)
+    rundir.write_label_map(label_map, workdir)
     return model
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description="Imports torchvision fcos_resnet50_fpn COCO weights into an FCOS workdir.")
-    parser.add_argument("weights", help="torchvision fcos_resnet50_fpn .pth state dict")
-    parser.add_argument("--workdir", required=True, help="run directory to create")
-    args = parser.parse_args(argv)
-    convert(args.weights, args.workdir)
-    print(f"Wrote {args.workdir}: checkpoints/, label_map.json, config.json. Evaluate with\n"
-          f"  python train.py --config=configs/fcos_torchvision_r50.py "
-          f"--workdir={args.workdir} --mode=eval --config.data.coco_root=<COCO 2017 root>")
+def _define_flags():
+    from absl import flags  # pylint: disable=import-outside-toplevel
+
+    flags.DEFINE_string("workdir", None, "Run directory to create.")
+    flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+    """``python -m fcos_tf.convert_torchvision WEIGHTS.pth --workdir=DIR``."""
+    from absl import flags  # pylint: disable=import-outside-toplevel
+
+    if len(argv) != 2:
+        raise SystemExit("Give one torchvision fcos_resnet50_fpn .pth file.")
+    workdir = flags.FLAGS.workdir
+    convert(argv[1], workdir)
+    print(f"Wrote {workdir}: checkpoints/, label_map.json, config.json. Evaluate with\n"
+          f"  python train.py --config=configs/{RECIPE}.py "
+          f"--workdir={workdir} --mode=eval --config.data.coco.root=<COCO 2017 root>")
 
 
 if __name__ == "__main__":
-    main()
+    from absl import app  # pylint: disable=import-outside-toplevel
+
+    _define_flags()
+    app.run(main)

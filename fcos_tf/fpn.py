@@ -7,7 +7,7 @@ from keras import ops
 # the authors' repo (c2_xavier_fill) and in torchvision. Biases start at 0.
 _FPN_KERNEL_INIT = {"class_name": "VarianceScaling",
                     "config": {"scale": 1.0, "mode": "fan_in", "distribution": "uniform"}}
-_P6_INPUTS = ("p5", "c5")
+P6_INPUTS = ("p5", "c5")
 
 
 def upsample_nearest_to(features, target):
@@ -61,8 +61,8 @@ class FPN(keras.layers.Layer):
         super().__init__(**kwargs)
         if not (isinstance(channels, int) and channels > 0):
             raise ValueError(f"`channels` must be a positive int, got {channels!r}.")
-        if p6_input not in _P6_INPUTS:
-            raise ValueError(f"`p6_input` must be one of {_P6_INPUTS}, got {p6_input!r}.")
+        if p6_input not in P6_INPUTS:
+            raise ValueError(f"`p6_input` must be one of {P6_INPUTS}, got {p6_input!r}.")
         if num_extra_levels not in (0, 1, 2):
             raise ValueError(f"`num_extra_levels` must be 0, 1 or 2, got {num_extra_levels!r}.")
         self.channels = channels

@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-_CENTERNESS_ON = ("regression", "classification", "none")
+CENTERNESS_ON = ("regression", "classification", "none")
 _HEAD_NORMS = ("group", None)
 
 
@@ -92,8 +92,8 @@ class FCOSHead(keras.layers.Layer):
             raise ValueError(f"`norm` must be 'group' or None, got {norm!r}.")
         if norm == "group" and channels % num_groups:
             raise ValueError(f"`num_groups`={num_groups} must divide `channels`={channels}.")
-        if centerness_on not in _CENTERNESS_ON:
-            raise ValueError(f"`centerness_on` must be one of {_CENTERNESS_ON}, "
+        if centerness_on not in CENTERNESS_ON:
+            raise ValueError(f"`centerness_on` must be one of {CENTERNESS_ON}, "
                              f"got {centerness_on!r}.")
         if not (isinstance(num_levels, int) and num_levels > 0):
             raise ValueError(f"`num_levels` must be a positive int, got {num_levels!r}.")

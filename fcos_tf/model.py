@@ -16,6 +16,8 @@ from fcos_tf.head import FCOSHead
 from fcos_tf.locations import DEFAULT_LOCATION_OFFSET, STRIDES
 
 _BACKBONE_STRIDES = (8, 16, 32)
+# Values of `head_norm` (the head itself takes None for "none").
+HEAD_NORMS = ("group", "none")
 _LOSS_NAMES = ("loss", "cls_loss", "box_loss", "ctr_loss", "num_pos")
 
 

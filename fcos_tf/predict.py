@@ -25,19 +25,12 @@ import sys
 
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
 
-from fcos_tf import export
+from fcos_tf import builders, rundir, serving
 from fcos_tf.data import transforms
 from fcos_tf.data.label_map import LABEL_MAP_FILENAME, LabelMap
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-
-flags.DEFINE_string("model", None, "SavedModel (version or base folder) or train.py workdir.")
-flags.DEFINE_string("output", None, "Folder receiving the pictures and the JSON files.")
-flags.DEFINE_float("score_threshold", 0.3, "Minimum score of the detections drawn.")
-flags.DEFINE_string("checkpoint", None, "With a workdir: this checkpoint instead of the newest.")
-FLAGS = flags.FLAGS
 
 
 def find_images(paths):
@@ -86,17 +79,17 @@ def load_detector(path, checkpoint=None):
     version = _saved_model_version(path)
     if version is not None:
         loaded = tf.saved_model.load(version)
-        signature = loaded.signatures[export.IMAGE_BYTES_SIGNATURE]
+        signature = loaded.signatures[serving.IMAGE_BYTES_SIGNATURE]
         label_map = LabelMap.load(os.path.join(version, "assets", LABEL_MAP_FILENAME))
-        return (lambda image_bytes: signature(**{export.IMAGE_BYTES_INPUT: image_bytes}),
+        return (lambda image_bytes: signature(**{serving.IMAGE_BYTES_INPUT: image_bytes}),
                 label_map)
-    if not tf.io.gfile.exists(os.path.join(path, "config.json")):
+    if not tf.io.gfile.exists(os.path.join(path, rundir.CONFIG_FILE)):
         raise FileNotFoundError(f"`model` {path!r} is neither a SavedModel (saved_model.pb in "
                                 f"it or in a numbered version folder) nor a train.py workdir "
                                 f"(config.json).")
-    model, config, label_map = export.load_trained_model(path, checkpoint=checkpoint)
-    fn, signature = export.serving_functions(
-        model, label_map, export.ServingConfig.from_config(config))[export.IMAGE_BYTES_SIGNATURE]
+    model, config, label_map = rundir.load_trained_model(path, checkpoint=checkpoint)
+    fn, signature = serving.serving_functions(
+        model, label_map, builders.build_serving_config(config))[serving.IMAGE_BYTES_SIGNATURE]
     return tf.function(fn, input_signature=signature, autograph=False), label_map
 
 
@@ -177,7 +170,21 @@ def predict(model_path, inputs, output_dir, *, score_threshold=0.3, checkpoint=N
     return results
 
 
+def _define_flags():
+    from absl import flags  # pylint: disable=import-outside-toplevel
+
+    flags.DEFINE_string("model", None, "SavedModel (version or base folder) or train.py workdir.")
+    flags.DEFINE_string("output", None, "Folder receiving the pictures and the JSON files.")
+    flags.DEFINE_float("score_threshold", 0.3, "Minimum score of the detections drawn.")
+    flags.DEFINE_string("checkpoint", None,
+                        "With a workdir: this checkpoint instead of the newest.")
+
+
 def main(argv):
+    """The command line (flags defined by ``_define_flags`` under ``__main__``)."""
+    from absl import flags  # pylint: disable=import-outside-toplevel
+
+    FLAGS = flags.FLAGS  # pylint: disable=invalid-name
     inputs = argv[1:]
     if not inputs:
         sys.exit("Give at least one image file or folder (flags may come before or after).")
@@ -192,4 +199,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from absl import app  # pylint: disable=import-outside-toplevel
+
+    _define_flags()
     app.run(main)

@@ -17,7 +17,7 @@ A mapping refuses, with an error naming the tensor, a source tensor that is miss
 mis-shaped or left unused, so that a wrong file or layout never loads silently.
 
 Command line, to turn ImageNet weights into a ``.weights.h5`` of the backbone that
-``config.model.backbone_weights`` takes::
+``config.backbone.weights`` takes::
 
     python -m fcos_tf.weights --source=imagenet --depth=50 --output=resnet50_caffe.weights.h5
     python -m fcos_tf.weights --source=/path/resnet50-0676ba61.pth --output=r50_pt.weights.h5
@@ -407,7 +407,7 @@ def main(argv=None):
     load_backbone_weights(backbone, args.source, source=source_format)
     backbone.save_weights(args.output)
     print(f"Wrote {args.output} (ResNet-{args.depth}, layout={layout!r}; use "
-          f"config.model.backbone_layout={layout!r}, config.data.pixel_norm="
+          f"config.backbone.layout={layout!r}, config.pipeline.pixel_norm="
           f"{'torchvision' if layout == 'pytorch' else 'caffe'!r}).")
 
 

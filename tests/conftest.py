@@ -18,8 +18,8 @@ tf.config.set_logical_device_configuration(
 @pytest.fixture(scope="session")
 def two_replicas():
     """A MirroredStrategy over /CPU:0 and /CPU:1, shared by the tests that need one."""
-    from fcos_tf import training  # pylint: disable=import-outside-toplevel
+    from fcos_tf import distribution  # pylint: disable=import-outside-toplevel
 
-    strategy = training.mirrored_strategy(("/CPU:0", "/CPU:1"))
+    strategy = distribution.mirrored_strategy(("/CPU:0", "/CPU:1"))
     assert strategy.num_replicas_in_sync == 2
     return strategy

@@ -28,14 +28,15 @@ def small_config():
     from configs import synthetic_small  # pylint: disable=import-outside-toplevel
 
     config = synthetic_small.get_config()
-    data = config.data
-    data.synthetic_num_train = 8
-    data.synthetic_num_val = 4
-    data.synthetic_image_size = (64, 64)
-    data.train_short_side = (64, 64)
-    data.eval_short_side = 64
-    data.max_size = 96
-    data.cache = False
+    synthetic = config.data.synthetic
+    synthetic.num_train = 8
+    synthetic.num_val = 4
+    synthetic.image_size = (64, 64)
+    pipeline = config.pipeline
+    pipeline.train_short_side = (64, 64)
+    pipeline.eval_short_side = 64
+    pipeline.max_size = 96
+    pipeline.cache = False
     train = config.train
     train.batch_size = 2
     train.reference_batch_size = 2
@@ -71,19 +72,21 @@ def trained_workdir():
 @functools.lru_cache(maxsize=None)
 def loaded_model():
     """``(model, config, label_map)`` restored from :func:`trained_workdir`."""
-    from fcos_tf import export  # pylint: disable=import-outside-toplevel
+    from fcos_tf import rundir  # pylint: disable=import-outside-toplevel
 
-    return export.load_trained_model(trained_workdir())
+    return rundir.load_trained_model(trained_workdir())
 
 
 @functools.lru_cache(maxsize=None)
 def saved_model_dir():
     """Version folder of the SavedModel exported from :func:`trained_workdir`."""
-    from fcos_tf import export  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from fcos_tf import builders, export_saved_model
 
     model, config, label_map = loaded_model()
-    return export.export_saved_model(model, label_map, os.path.join(_scratch(), "export"),
-                                     export.ServingConfig.from_config(config))
+    return export_saved_model.export_saved_model(model, label_map,
+                                                 os.path.join(_scratch(), "export"),
+                                                 builders.build_serving_config(config))
 
 
 def test_images():

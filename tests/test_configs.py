@@ -26,7 +26,8 @@ def _load(name):
 def test_every_recipe_validates_and_documents_its_command(path):
     config = _load(os.path.basename(path))
     config_lib.validate_config(config, check_paths=False)
-    for section in ("model", "data", "train", "eval", "export"):
+    for section in ("backbone", "model", "locations", "pipeline", "data", "train", "eval",
+                    "export"):
         assert section in config
     with open(path) as f:
         source = f.read()
@@ -35,10 +36,11 @@ def test_every_recipe_validates_and_documents_its_command(path):
 
 def test_improved_recipe_is_the_papers_default_profile():
     config = _load("fcos_r50_1x_improved.py")
-    assert (config.model.backbone, config.model.p6_input, config.model.centerness_on,
+    assert (config.backbone.name, config.model.p6_input, config.model.centerness_on,
             config.model.box_loss, config.model.norm_reg_targets) == (
                 "resnet50", "p5", "regression", "giou", True)
-    assert config.data.center_sampling_radius == 1.5
+    assert config.locations.center_sampling_radius == 1.5
+    assert config.locations.location_offset == 0.5
     assert (config.train.batch_size, config.train.base_lr, config.train.total_steps,
             tuple(config.train.lr_steps), config.train.warmup_steps) == (
                 16, 0.01, 90_000, (60_000, 80_000), 500)
@@ -51,11 +53,11 @@ def test_improved_recipe_is_the_papers_default_profile():
 def test_original_and_r101_recipes_change_only_their_rows():
     original = _load("fcos_r50_1x_original.py")
     assert (original.model.p6_input, original.model.centerness_on, original.model.box_loss,
-            original.model.norm_reg_targets, original.data.center_sampling_radius) == (
+            original.model.norm_reg_targets, original.locations.center_sampling_radius) == (
                 "c5", "classification", "iou", False, 0.0)
     r101 = _load("fcos_r101_2x_ms.py")
-    assert r101.model.backbone == "resnet101"
-    assert tuple(r101.data.train_short_side) == (640, 800)
+    assert r101.backbone.name == "resnet101"
+    assert tuple(r101.pipeline.train_short_side) == (640, 800)
     assert (r101.train.total_steps, tuple(r101.train.lr_steps)) == (180_000, (120_000, 160_000))
 
 
@@ -73,17 +75,18 @@ def test_batch_not_divisible_by_replicas_is_refused():
 
 def test_missing_dataset_paths_are_named():
     config = _load("fcos_r50_1x_improved.py")
-    config.data.coco_root = "/nonexistent/coco"
-    with pytest.raises(ValueError, match=r"config\.data\.train_images: /nonexistent/coco/train"):
+    config.data.coco.root = "/nonexistent/coco"
+    with pytest.raises(ValueError,
+                       match=r"config\.data\.coco\.train_images: /nonexistent/coco/train"):
         config_lib.validate_config(config)
-    with pytest.raises(ValueError, match=r"config\.data\.val_images"):
+    with pytest.raises(ValueError, match=r"config\.data\.coco\.val_images"):
         config_lib.validate_config(config, mode="eval")
 
 
 def test_missing_backbone_weights_are_named(tmp_path):
     config = _synthetic()
-    config.model.backbone_weights = str(tmp_path / "nope.weights.h5")
-    with pytest.raises(ValueError, match=r"config\.model\.backbone_weights: .*nope"):
+    config.backbone.weights = str(tmp_path / "nope.weights.h5")
+    with pytest.raises(ValueError, match=r"config\.backbone\.weights: .*nope"):
         config_lib.validate_config(config)
 
 
@@ -93,9 +96,13 @@ def test_missing_backbone_weights_are_named(tmp_path):
     ("train.base_lr", -0.1, "positive"),
     ("train.batch_size", 0, "positive integer"),
     ("train.strategy", "tpu", "not one of"),
-    ("model.backbone", "resnet18", "not one of"),
-    ("data.train_short_side", (800, 640), "inclusive range"),
-    ("data.hflip_prob", 1.5, "probability"),
+    ("backbone.name", "resnet18", "not one of"),
+    ("pipeline.train_short_side", (800, 640), "inclusive range"),
+    ("pipeline.hflip_prob", 1.5, "probability"),
+    ("locations.location_offset", 1.0, r"\[0, 1\)"),
+    ("locations.strides", (8, 16), "followed by"),
+    ("train.resume", "rewind", "not one of"),
+    ("data.dataset", "voc", "not one of"),
     ("model.nms_iou_threshold", 0.0, r"\(0, 1\]"),
     ("train.precision", "float16", "not one of"),
 ])
@@ -120,16 +127,16 @@ def test_train_py_refuses_a_typo_in_a_config_key(tmp_path):
     assert "Traceback" not in result.stderr
     assert not os.path.exists(tmp_path / "checkpoints")
     explicit = _run_train(f"--workdir={tmp_path}", "--config=configs/synthetic_small.py",
-                          "--config.model.backbon=small")
+                          "--config.backbone.nam=small")
     assert explicit.returncode != 0 and "Traceback" not in explicit.stderr
-    assert 'Invalid --config override: \'backbon\'' in explicit.stderr
+    assert 'Invalid --config override: \'nam\'' in explicit.stderr
 
 
 def test_train_py_refuses_an_impossible_value_before_training(tmp_path):
     result = _run_train(f"--workdir={tmp_path}", "--config.data.dataset=coco",
-                        "--config.data.coco_root=/nonexistent")
+                        "--config.data.coco.root=/nonexistent")
     assert result.returncode != 0
-    assert "Invalid config: config.data.train_images" in result.stderr
+    assert "Invalid config: config.data.coco.train_images" in result.stderr
     assert not os.path.exists(tmp_path / "checkpoints")
 
 
@@ -138,8 +145,8 @@ def test_train_py_says_when_tfds_data_is_not_prepared(tmp_path):
     data_dir = tmp_path / "tfds"
     data_dir.mkdir()
     result = _run_train(f"--workdir={tmp_path / 'run'}", "--config=configs/fcos_r50_1x_improved.py",
-                        "--config.data.dataset=tfds", f"--config.data.tfds_data_dir={data_dir}",
-                        "--config.model.backbone=small")
+                        "--config.data.dataset=tfds", f"--config.data.tfds.data_dir={data_dir}",
+                        "--config.backbone.name=small")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "Input not found: Could not load TFDS dataset 'coco/2017'" in result.stderr

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -13,7 +15,8 @@ import torch.nn.functional as F  # noqa: E402
 
 import torch_reference  # noqa: E402
 from fcos_tf import convert_torchvision  # noqa: E402
-from fcos_tf import training  # noqa: E402
+from fcos_tf import builders, rundir  # noqa: E402
+from fcos_tf import config as config_lib  # noqa: E402
 from fcos_tf import weights as weights_lib  # noqa: E402
 from fcos_tf.backbone import FrozenBatchNorm, SmallBackbone  # noqa: E402
 from fcos_tf.boxes import ltrb_to_xyxy  # noqa: E402
@@ -22,6 +25,7 @@ from fcos_tf.fpn import upsample_nearest_to  # noqa: E402
 from fcos_tf.locations import STRIDES, compute_locations, feature_map_sizes  # noqa: E402
 from fcos_tf.model import FCOS  # noqa: E402
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COCO_IDS = [category_id for category_id, _ in COCO_2017_CATEGORIES]
 
 
@@ -51,13 +55,18 @@ def converted(state_dict, tmp_path_factory):
     path = str(root / "fcos_resnet50_fpn_coco.pth")
     torch_reference.save_state_dict(state_dict, path)
     workdir = str(root / "workdir")
-    convert_torchvision.main([path, f"--workdir={workdir}"])
-    config = convert_torchvision.torchvision_config()
-    model = training.build_model(config.model, len(COCO_IDS))
-    optimizer = training.build_optimizer(config.train)
+    result = subprocess.run(
+        [sys.executable, "-m", "fcos_tf.convert_torchvision", path, f"--workdir={workdir}"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Wrote {workdir}" in result.stdout
+    config = config_lib.load_recipe(convert_torchvision.RECIPE)
+    model = builders.build_model(config, len(COCO_IDS))
+    optimizer = builders.build_optimizer(config)
     model.compile(optimizer=optimizer)
     optimizer.build(model.trainable_variables)
-    checkpointer = training.Checkpointer(workdir, model, optimizer, tf.distribute.get_strategy())
+    checkpointer = rundir.Checkpointer(workdir, model, optimizer, tf.distribute.get_strategy())
     step = checkpointer.restore()
     return {"model": model, "workdir": workdir, "path": path, "step": step,
             "restored": checkpointer.last_saved_step}
@@ -277,10 +286,8 @@ def test_read_state_dict_needs_existing_file(tmp_path):
 
 def test_export_loads_the_workdir(converted):
     """export_savedmodel.py's loader (model-only checkpoint restore) gets every weight."""
-    from fcos_tf import export  # pylint: disable=import-outside-toplevel
-
-    model, config, label_map = export.load_trained_model(converted["workdir"])
-    assert label_map.num_classes == 80 and config.model.location_offset == 0.0
+    model, config, label_map = rundir.load_trained_model(converted["workdir"])
+    assert label_map.num_classes == 80 and config.locations.location_offset == 0.0
     expected = converted["model"].weights
     assert len(model.weights) == len(expected)
     for a, b in zip(model.weights, expected):

@@ -108,7 +108,7 @@ def test_unknown_image_id_or_category_is_an_error(tmp_path):
 def test_eval_pipeline_resize_clip_filter_keeps_crowd(tmp_path):
     annotation_file, image_dir = _write(tmp_path)
     read = coco.read_coco(annotation_file, image_dir, decode=False)
-    dataset = pipeline.make_pipeline(read.dataset, training=False, batch_size=4, eval_size=20,
+    dataset = pipeline.make_pipeline(read.dataset, training=False, batch_size=4, eval_short_side=20,
                                      max_size=1333, max_boxes=6, deterministic=True)
     batches = list(dataset)
     assert len(batches) == 1  # images 1 and 2; image 6 fails to decode and is skipped
@@ -142,8 +142,8 @@ def test_train_pipeline_flip_resize_cap_drops_crowd(tmp_path):
     read = coco.read_coco(annotation_file, image_dir, skip_empty=True)
     assert read.num_examples == 1  # only images 1 and 3 are annotated; 3 is garbage
     dataset = pipeline.make_pipeline(
-        read.dataset, training=True, batch_size=1, min_size=80, max_size_short=80,
-        max_size=None, flip_probability=1.0, max_boxes=4, repeat=False, seed=3,
+        read.dataset, training=True, batch_size=1, train_short_side=(80, 80),
+        max_size=None, hflip_prob=1.0, max_boxes=4, repeat=False, seed=3,
         deterministic=True)
     (images, labels), = list(dataset)
     # Flip in the original 60-wide image, then scale 2: [10, 5, 30, 15] -> [30, 5, 50, 15] ->
@@ -158,8 +158,8 @@ def test_train_pipeline_flip_resize_cap_drops_crowd(tmp_path):
 
     # Long-side cap: short side 80 would make the long side 120 > 100, so scale = 100 / 60.
     dataset = pipeline.make_pipeline(
-        read.dataset, training=True, batch_size=1, min_size=80, max_size_short=80,
-        max_size=100, flip_probability=0.0, max_boxes=4, repeat=False, deterministic=True)
+        read.dataset, training=True, batch_size=1, train_short_side=(80, 80),
+        max_size=100, hflip_prob=0.0, max_boxes=4, repeat=False, deterministic=True)
     (images, labels), = list(dataset)
     np.testing.assert_array_equal(labels["image_size"].numpy(), [[67, 100]])
     np.testing.assert_allclose(labels["scale"].numpy(), [100 / 60], rtol=1e-6)

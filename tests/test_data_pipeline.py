@@ -23,7 +23,7 @@ def examples():
 
 
 def _train(examples, **overrides):
-    options = dict(training=True, batch_size=3, min_size=96, max_size_short=256, max_size=342,
+    options = dict(training=True, batch_size=3, train_short_side=(96, 256), max_size=342,
                    max_boxes=12, repeat=False, seed=5, deterministic=True, shuffle_buffer=6)
     options.update(overrides)
     return pipeline.make_pipeline(examples, **options)
@@ -70,7 +70,7 @@ def test_deterministic_option_repeats_exactly(examples):
 
 
 def test_pad_to_gives_static_shapes_and_eval_keeps_order(examples):
-    dataset = pipeline.make_pipeline(examples, training=False, batch_size=2, eval_size=96,
+    dataset = pipeline.make_pipeline(examples, training=False, batch_size=2, eval_short_side=96,
                                      max_size=128, pad_to=(128, 128), max_boxes=8,
                                      drop_remainder=True, deterministic=True)
     images_spec, labels_spec = dataset.element_spec
@@ -84,12 +84,12 @@ def test_pad_to_gives_static_shapes_and_eval_keeps_order(examples):
 def test_bad_options_are_clear_errors(examples):
     with pytest.raises(ValueError, match="pixel_norm"):
         pipeline.make_pipeline(examples, training=True, pixel_norm="rgb")
-    with pytest.raises(ValueError, match="min_size"):
-        pipeline.make_pipeline(examples, training=True, min_size=900, max_size_short=800)
+    with pytest.raises(ValueError, match="train_short_side"):
+        pipeline.make_pipeline(examples, training=True, train_short_side=(900, 800))
     with pytest.raises(TypeError):
         pipeline.make_pipeline(examples, training=True, no_such_option=1)
     # An image larger than `pad_to` stops the run (it is not silently skipped).
-    too_small = pipeline.make_pipeline(examples, training=False, batch_size=2, eval_size=96,
+    too_small = pipeline.make_pipeline(examples, training=False, batch_size=2, eval_short_side=96,
                                        max_size=None, pad_to=(96, 96))
     with pytest.raises(tf.errors.InvalidArgumentError, match="pad_to"):
         next(iter(too_small))

@@ -54,7 +54,7 @@ def test_tfds_known_examples_to_xyxy_pixels():
     np.testing.assert_array_equal(first["is_crowd"].numpy(), [False, True])
     assert examples[1]["boxes"].shape == (0, 4)
 
-    dataset = pipeline.make_pipeline(read.dataset, training=False, batch_size=2, eval_size=20,
+    dataset = pipeline.make_pipeline(read.dataset, training=False, batch_size=2, eval_short_side=20,
                                      max_boxes=3, deterministic=True)
     images, labels = next(iter(dataset))
     # 40x80 -> scale 0.5 -> 20x40 (padded to 32x64); 10x10 -> scale 2 -> 20x20.
@@ -70,8 +70,8 @@ def test_tfds_random_mock_through_training_pipeline():
     # reader keeps the common length and the pipeline drops the invalid boxes.
     with tfds.testing.mock_data(num_examples=3, policy=tfds.testing.MockPolicy.USE_CODE):
         read = tfds_reader.read_tfds("coco/2017", split="train")
-    dataset = pipeline.make_pipeline(read.dataset, training=True, batch_size=3, min_size=32,
-                                     max_size_short=48, max_size=64, repeat=False,
+    dataset = pipeline.make_pipeline(read.dataset, training=True, batch_size=3,
+                                     train_short_side=(32, 48), max_size=64, repeat=False,
                                      deterministic=True, seed=0)
     images, labels = next(iter(dataset))
     assert images.shape[0] == 3 and images.shape[1] % 32 == 0 and images.shape[2] % 32 == 0

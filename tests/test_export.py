@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 import export_helpers as helpers
-from fcos_tf import export
+from fcos_tf import builders, export_saved_model, rundir
+from fcos_tf import serving as serving_lib
 from fcos_tf.data import pipeline
 
 pytestmark = pytest.mark.slow
@@ -77,9 +78,9 @@ def _reference(model, images, serving):
     Returns the detections mapped like the export: normalised yxyx of each original image,
     classes as contiguous ids.
     """
-    config = pipeline.PipelineConfig(eval_size=serving.short_side, max_size=serving.max_size,
-                                     pixel_norm=serving.pixel_norm,
-                                     size_divisor=serving.size_divisor)
+    config = pipeline.PipelineConfig(eval_short_side=serving.short_side,
+                                     max_size=serving.max_size, pixel_norm=serving.pixel_norm,
+                                     size_divisibility=serving.size_divisibility)
     examples = []
     for image in images:
         example = {"image": tf.constant(image), "boxes": tf.zeros([0, 4]),
@@ -127,10 +128,10 @@ def test_layout_is_tf_serving_versioned(child_run):
     assert os.path.basename(model_dir) == "1"
     assert os.path.exists(os.path.join(model_dir, "saved_model.pb"))
     assert os.path.exists(os.path.join(model_dir, "assets", "label_map.json"))
-    assert os.path.exists(os.path.join(model_dir, export.WARMUP_FILE))
+    assert os.path.exists(os.path.join(model_dir, export_saved_model.WARMUP_FILE))
     # No temporary folder left next to the version.
     assert os.listdir(os.path.dirname(model_dir)) == ["1"]
-    assert export.next_version(os.path.dirname(model_dir)) == 2
+    assert rundir.next_version(os.path.dirname(model_dir)) == 2
 
 
 def test_signatures_names_dtypes_shapes(child_run):
@@ -169,14 +170,14 @@ def _check_same(exported, reference, label_map):
 
 def test_images_endpoint_matches_predict_step(child_run):
     model, config, label_map = helpers.loaded_model()
-    serving = export.ServingConfig.from_config(config)
+    serving = builders.build_serving_config(config)
     images = helpers.test_images()[:2]
     _check_same(child_run["images"], _reference(model, images, serving), label_map)
 
 
 def test_image_bytes_endpoint_different_sizes_matches_predict_step(child_run):
     model, config, label_map = helpers.loaded_model()
-    serving = export.ServingConfig.from_config(config)
+    serving = builders.build_serving_config(config)
     images = [helpers.test_images()[0], helpers.test_images()[2]]
     assert images[0].shape != images[1].shape
     reference = _reference(model, images, serving)
@@ -210,25 +211,25 @@ def test_export_refuses_existing_version_and_label_map_mismatch(tmp_path):
     model, config, label_map = helpers.loaded_model()
     (tmp_path / "3").mkdir()
     with pytest.raises(FileExistsError, match="version"):
-        export.export_saved_model(model, label_map, str(tmp_path), version=3)
+        export_saved_model.export_saved_model(model, label_map, str(tmp_path), version=3)
     from fcos_tf.data.label_map import LabelMap
 
     with pytest.raises(ValueError, match="label_map"):
-        export.serving_functions(model, LabelMap.from_names(["a", "b"]),
-                                 export.ServingConfig.from_config(config))
+        serving_lib.serving_functions(model, LabelMap.from_names(["a", "b"]),
+                                      builders.build_serving_config(config))
 
 
 def test_latest_checkpoint_errors_name_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="path"):
-        export.latest_checkpoint(str(tmp_path))
+        rundir.latest_checkpoint(str(tmp_path))
     workdir = helpers.trained_workdir()
-    assert export.latest_checkpoint(workdir).endswith("ckpt-3")
-    prefix = export.latest_checkpoint(workdir)
-    assert export.latest_checkpoint(prefix) == prefix
+    assert rundir.latest_checkpoint(workdir).endswith("ckpt-3")
+    prefix = rundir.latest_checkpoint(workdir)
+    assert rundir.latest_checkpoint(prefix) == prefix
 
 
 def test_serving_config_validates():
     with pytest.raises(ValueError, match="pixel_norm"):
-        export.ServingConfig(pixel_norm="bgr")
+        serving_lib.ServingConfig(pixel_norm="bgr")
     with pytest.raises(ValueError, match="short_side"):
-        export.ServingConfig(short_side=0)
+        serving_lib.ServingConfig(short_side=0)

@@ -25,8 +25,8 @@ def image_dir(tmp_path_factory):
 
 def _run(model, inputs, output):
     return helpers.run_python(
-        "import sys; from absl import app; from fcos_tf import predict; "
-        "sys.argv = ['predict'] + sys.argv[1:]; app.run(predict.main)",
+        "import runpy, sys; sys.argv = ['predict'] + sys.argv[1:]; "
+        "runpy.run_module('fcos_tf.predict', run_name='__main__')",
         "--model", model, *inputs, "--output", output, "--score_threshold", "0.0")
 
 

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 import export_helpers as helpers
-from fcos_tf import export
+from fcos_tf import builders, export_tflite, serving as serving_lib, tflite_client
 
 pytestmark = pytest.mark.slow
 
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def setup():
     model, config, label_map = helpers.loaded_model()
-    serving = export.ServingConfig.from_config(config)
+    serving = builders.build_serving_config(config)
     input_size = tuple(config.export.input_size)
     return model, label_map, serving, input_size
 
@@ -22,12 +22,12 @@ def setup():
 def flatbuffers(setup):
     model, label_map, serving, input_size = setup
     rng = np.random.RandomState(1)
-    representative = [export.tflite_input(rng.randint(0, 256, (64, 64, 3), np.uint8),
+    representative = [tflite_client.tflite_input(rng.randint(0, 256, (64, 64, 3), np.uint8),
                                           input_size, serving)[0] for _ in range(4)]
-    return {variant: export.convert_tflite(model, label_map, input_size=input_size,
+    return {variant: export_tflite.convert_tflite(model, label_map, input_size=input_size,
                                            pixel_norm=serving.pixel_norm, variant=variant,
                                            representative_images=representative)
-            for variant in export.TFLITE_VARIANTS}
+            for variant in export_tflite.TFLITE_VARIANTS}
 
 
 def _square_image():
@@ -48,9 +48,9 @@ def _iou(a, b):
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
 
 
-@pytest.mark.parametrize("variant", export.TFLITE_VARIANTS)
+@pytest.mark.parametrize("variant", export_tflite.TFLITE_VARIANTS)
 def test_only_builtin_operators(flatbuffers, variant):
-    operators = export.tflite_operators(flatbuffers[variant])
+    operators = export_tflite.tflite_operators(flatbuffers[variant])
     assert "NON_MAX_SUPPRESSION_V5" in operators  # NMS inside the model
     assert "CONV_2D" in operators
     assert not [op for op in operators if op.startswith("Flex") or op != op.upper()]
@@ -62,7 +62,7 @@ def test_int8_variant_runs_convolutions_in_int8(flatbuffers):
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffers["int8"], 0))
     graph = model.subgraphs[0]
-    operators = export.tflite_operators(flatbuffers["int8"])
+    operators = export_tflite.tflite_operators(flatbuffers["int8"])
     conv_inputs = [graph.tensors[op.inputs[0]].type for op in graph.operators
                    if operators[op.opcodeIndex] == "CONV_2D"]
     assert conv_inputs and all(t == schema.TensorType.INT8 for t in conv_inputs)
@@ -87,20 +87,20 @@ def test_check_builtin_only_rejects_flex_ops():
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
                                            tf.lite.OpsSet.SELECT_TF_OPS]
     flatbuffer = converter.convert()
-    assert any(op.startswith("Flex") for op in export.tflite_operators(flatbuffer))
+    assert any(op.startswith("Flex") for op in export_tflite.tflite_operators(flatbuffer))
     with pytest.raises(ValueError, match="Flex"):
-        export.check_builtin_only(flatbuffer)
+        export_tflite.check_builtin_only(flatbuffer)
 
 
-@pytest.mark.parametrize("variant", export.TFLITE_VARIANTS)
+@pytest.mark.parametrize("variant", export_tflite.TFLITE_VARIANTS)
 def test_litert_runs_every_variant(flatbuffers, setup, variant):
     _, label_map, serving, input_size = setup
-    interpreter = export.tflite_interpreter(flatbuffers[variant])
+    interpreter = tflite_client.tflite_interpreter(flatbuffers[variant])
     inputs = interpreter.get_signature_runner().get_input_details()
     assert inputs["images"]["dtype"] == np.uint8
     assert list(inputs["images"]["shape"]) == [1, input_size[0], input_size[1], 3]
-    outputs = export.run_tflite(interpreter, helpers.test_images()[0], input_size, serving)
-    assert set(outputs) == set(export.OUTPUT_KEYS)
+    outputs = tflite_client.run_tflite(interpreter, helpers.test_images()[0], input_size, serving)
+    assert set(outputs) == set(serving_lib.OUTPUT_KEYS)
     n = int(outputs["num_detections"][0])
     assert outputs["num_detections"].dtype == np.int32 and 0 < n <= 100
     assert outputs["detection_boxes"].shape == (1, 100, 4)
@@ -119,8 +119,8 @@ def test_fp32_matches_saved_model(flatbuffers, setup):
     loaded = tf.saved_model.load(helpers.saved_model_dir())
     reference = {k: v.numpy() for k, v in loaded.signatures["serving_default"](
         images=tf.constant(image[None])).items()}
-    interpreter = export.tflite_interpreter(flatbuffers["fp32"])
-    outputs = export.run_tflite(interpreter, image, input_size, serving)
+    interpreter = tflite_client.tflite_interpreter(flatbuffers["fp32"])
+    outputs = tflite_client.run_tflite(interpreter, image, input_size, serving)
     n_ref = int(reference["num_detections"][0])
     n = int(outputs["num_detections"][0])
     assert n_ref > 10 and abs(n - n_ref) <= 2
@@ -139,7 +139,7 @@ def test_fp32_matches_saved_model(flatbuffers, setup):
 def test_tflite_input_letterboxes_with_mean_colour(setup):
     _, _, serving, input_size = setup
     image = helpers.test_images()[2]  # 120x70 -> short side 64 would give 110 > 64: shrink
-    inputs, scale = export.tflite_input(image, input_size, serving)
+    inputs, scale = tflite_client.tflite_input(image, input_size, serving)
     assert inputs.shape == (1, 64, 64, 3) and inputs.dtype == np.uint8
     assert scale == pytest.approx(64 / 120)
     # Resized to 64x37, then padded on the right with the mean colour.
@@ -150,8 +150,8 @@ def test_tflite_input_letterboxes_with_mean_colour(setup):
 def test_convert_tflite_validates_arguments(setup):
     model, label_map, serving, input_size = setup
     with pytest.raises(ValueError, match="variant"):
-        export.convert_tflite(model, label_map, input_size=input_size,
+        export_tflite.convert_tflite(model, label_map, input_size=input_size,
                               pixel_norm=serving.pixel_norm, variant="int4")
     with pytest.raises(ValueError, match="representative_images"):
-        export.convert_tflite(model, label_map, input_size=input_size,
+        export_tflite.convert_tflite(model, label_map, input_size=input_size,
                               pixel_norm=serving.pixel_norm, variant="int8")

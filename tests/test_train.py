@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fcos_tf import training
+from fcos_tf import builders, distribution, optimization, training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ------------------------------------------------------------------------------ schedule
 
 def test_schedule_constant_warmup_then_steps():
-    schedule = training.WarmupStepSchedule(0.01, boundaries=(6, 8), gamma=0.1, warmup_steps=3,
+    schedule = optimization.WarmupStepSchedule(0.01, boundaries=(6, 8), gamma=0.1, warmup_steps=3,
                                            warmup_factor=1.0 / 3.0, warmup_method="constant")
     expected = [0.01 / 3] * 3 + [0.01] * 3 + [0.001] * 2 + [0.0001] * 2
     for step, lr in enumerate(expected):
@@ -30,19 +30,19 @@ def test_schedule_constant_warmup_then_steps():
 
 
 def test_schedule_linear_warmup():
-    schedule = training.WarmupStepSchedule(0.02, warmup_steps=4, warmup_factor=0.5,
+    schedule = optimization.WarmupStepSchedule(0.02, warmup_steps=4, warmup_factor=0.5,
                                            warmup_method="linear")
     # factor = 0.5 * (1 - i / 4) + i / 4
     for step, lr in enumerate([0.01, 0.0125, 0.015, 0.0175, 0.02, 0.02]):
         assert float(schedule(step)) == pytest.approx(lr, rel=1e-6)
         assert schedule.value(step) == pytest.approx(lr)
-    assert training.WarmupStepSchedule.from_config(schedule.get_config()).value(1) == \
+    assert optimization.WarmupStepSchedule.from_config(schedule.get_config()).value(1) == \
         pytest.approx(0.0125)
 
 
 def test_linear_scaling_rule():
-    assert training.scaled_learning_rate(0.01, 8, 16) == pytest.approx(0.005)
-    assert training.scaled_learning_rate(0.01, 64, 16) == pytest.approx(0.04)
+    assert optimization.scaled_learning_rate(0.01, 8, 16) == pytest.approx(0.005)
+    assert optimization.scaled_learning_rate(0.01, 64, 16) == pytest.approx(0.04)
 
 
 # ----------------------------------------------------------------------------- optimizer
@@ -59,7 +59,7 @@ def test_optimizer_decays_weights_only_and_doubles_bias_lr():
     layer = _Params()
     layer.build(None)
     variables = [layer.kernel, layer.bias, layer.gamma, layer.beta]
-    optimizer = training.DetectionSGD(0.1, momentum=0.0, l2=0.5, bias_lr_factor=2.0)
+    optimizer = optimization.DetectionSGD(0.1, momentum=0.0, l2=0.5, bias_lr_factor=2.0)
     optimizer.apply([tf.ones_like(v) for v in variables], variables)
     # kernel: 1 - 0.1 * (1 + 0.5 * 1); bias/beta: 1 - 2 * 0.1 * 1; gamma: 1 - 0.1 * 1.
     np.testing.assert_allclose(layer.kernel.numpy(), [[0.85], [0.85]], rtol=1e-6)
@@ -71,7 +71,7 @@ def test_optimizer_decays_weights_only_and_doubles_bias_lr():
 def test_optimizer_momentum_matches_hand_computation():
     layer = _Params()
     layer.build(None)
-    optimizer = training.DetectionSGD(0.1, momentum=0.9, l2=0.0, bias_lr_factor=2.0)
+    optimizer = optimization.DetectionSGD(0.1, momentum=0.9, l2=0.0, bias_lr_factor=2.0)
     for _ in range(2):
         optimizer.apply([tf.ones([1])], [layer.bias])
     # v1 = -0.1 * 2 = -0.2; v2 = 0.9 * v1 - 0.2 = -0.38; bias = 1 - 0.2 - 0.38.
@@ -87,11 +87,12 @@ def tiny_config(total_steps=3, **train_overrides):
     from configs import synthetic_small  # pylint: disable=import-outside-toplevel
 
     config = synthetic_small.get_config()
-    data = config.data
-    data.synthetic_num_train, data.synthetic_num_val, data.synthetic_image_size = 16, 4, (64, 64)
-    data.train_short_side, data.eval_short_side, data.max_size = (64, 64), 64, 64
-    data.synthetic_num_objects = (1, 3)
-    data.shuffle_buffer = 16
+    synthetic = config.data.synthetic
+    synthetic.num_train, synthetic.num_val, synthetic.image_size = 16, 4, (64, 64)
+    synthetic.num_objects = (1, 3)
+    pipeline = config.pipeline
+    pipeline.train_short_side, pipeline.eval_short_side, pipeline.max_size = (64, 64), 64, 64
+    pipeline.shuffle_buffer = 16
     config.model.fpn_channels, config.model.head_num_convs = 16, 1
     config.model.head_num_groups = 8
     train = config.train
@@ -146,7 +147,7 @@ def test_mirrored_strategies_in_one_process_train_different_models(tmp_path):
     # and the runtime keeps each key's shape: a second strategy over the same devices,
     # running another model, failed with "Shape mismatch in the collective instance".
     for channels in (16, 8):  # other gradient shapes, a new strategy each time
-        strategy = training.select_strategy("mirrored", ("/CPU:0", "/CPU:1"))
+        strategy = distribution.select_strategy("mirrored", ("/CPU:0", "/CPU:1"))
         config = tiny_config(total_steps=1)
         config.model.fpn_channels = channels
         result = _run(config, tmp_path / str(channels), strategy)
@@ -261,9 +262,9 @@ def _run_workers(workdir, *extra_flags):
     """Runs train.py as two local workers (TF_CONFIG on loopback); returns their outputs."""
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     flags = [f"--workdir={workdir}", "--mode=train",
-             "--config.data.synthetic_num_train=16", "--config.data.synthetic_image_size=(64, 64)",
-             "--config.data.train_short_side=(64, 64)", "--config.data.max_size=64",
-             "--config.data.eval_short_side=64", "--config.data.shuffle_buffer=16",
+             "--config.data.synthetic.num_train=16", "--config.data.synthetic.image_size=(64, 64)",
+             "--config.pipeline.train_short_side=(64, 64)", "--config.pipeline.max_size=64",
+             "--config.pipeline.eval_short_side=64", "--config.pipeline.shuffle_buffer=16",
              "--config.model.fpn_channels=16", "--config.model.head_num_convs=1",
              "--config.model.head_num_groups=8", "--config.train.batch_size=4",
              "--config.train.warmup_steps=1", "--config.train.lr_steps=(2,)",
@@ -305,9 +306,9 @@ def test_two_local_workers_train_a_few_steps_and_resume(tmp_path):
 @pytest.mark.slow
 def test_sigterm_to_train_py_saves_and_the_same_command_resumes(tmp_path):
     flags = [f"--workdir={tmp_path}", "--mode=train",
-             "--config.data.synthetic_num_train=16", "--config.data.synthetic_image_size=(64, 64)",
-             "--config.data.train_short_side=(64, 64)", "--config.data.max_size=64",
-             "--config.data.eval_short_side=64", "--config.data.shuffle_buffer=16",
+             "--config.data.synthetic.num_train=16", "--config.data.synthetic.image_size=(64, 64)",
+             "--config.pipeline.train_short_side=(64, 64)", "--config.pipeline.max_size=64",
+             "--config.pipeline.eval_short_side=64", "--config.pipeline.shuffle_buffer=16",
              "--config.model.fpn_channels=16", "--config.model.head_num_convs=1",
              "--config.model.head_num_groups=8", "--config.train.batch_size=4",
              "--config.train.warmup_steps=1", "--config.train.lr_steps=(3,)",
@@ -342,8 +343,8 @@ def test_sigterm_to_train_py_saves_and_the_same_command_resumes(tmp_path):
 
 def test_replayed_stream_continues_where_a_straight_stream_is():
     config = tiny_config()
-    examples = training.read_split(config, "train").dataset
-    dataset_fn = training.train_dataset_fn(config, examples)
+    examples = builders.read_split(config, "train").dataset
+    dataset_fn = builders.build_train_dataset(config, examples)
     straight = [images.numpy() for images, _ in dataset_fn(0).take(3)]
     resumed = [images.numpy() for images, _ in dataset_fn(2).take(1)]
     np.testing.assert_array_equal(resumed[0], straight[2])
@@ -353,10 +354,10 @@ def test_replayed_stream_continues_where_a_straight_stream_is():
     first, again = (next(iter(dataset))[0].numpy() for _ in range(2))
     np.testing.assert_array_equal(first, again)
     # "reshuffle" resumes on a fresh stream of the same structure, without replaying.
-    config.data.resume = "reshuffle"
-    images, labels = next(iter(training.train_dataset_fn(config, examples)(2)))
+    config.train.resume = "reshuffle"
+    images, labels = next(iter(builders.build_train_dataset(config, examples)(2)))
     assert images.shape == straight[0].shape
-    assert set(labels) == set(training.TRAIN_LABEL_KEYS)
+    assert set(labels) == set(builders.TRAIN_LABEL_KEYS)
 
 
 def test_mixed_float16_trains_and_resumes(tmp_path):

@@ -46,16 +46,19 @@ AUTOTUNE = tf.data.AUTOTUNE
 class PipelineConfig:
     """Options of :func:`make_pipeline`; the defaults are the paper's (DESIGN.md Sec. 3).
 
+    The field names are the keys of ``config.pipeline`` (the sizes, augmentation and
+    reading options) and ``config.locations`` (target assignment), so that
+    :func:`fcos_tf.builders.build_pipeline_config` passes those sections on unchanged.
+
     Attributes:
         batch_size: images per batch (global batch under a distribution strategy).
-        min_size: short side: the training range is ``[min_size, max_size_short]``; evaluation
-            uses ``eval_size``.
-        max_size_short: upper end of the training short-side range (inclusive).
-        eval_size: short side at evaluation.
+        train_short_side: inclusive range ``(low, high)`` of the random short side when
+            training.
+        eval_short_side: short side at evaluation.
         max_size: cap on the long side after resizing (None: no cap).
-        flip_probability: probability of a horizontal flip when training.
+        hflip_prob: probability of a horizontal flip when training.
         pixel_norm: ``"caffe"`` or ``"torchvision"`` (see ``transforms.normalize_image``).
-        size_divisor: padded sides are multiples of it.
+        size_divisibility: padded sides are multiples of it.
         pad_to: optional fixed padded size ``(H, W)`` for static shapes (XLA, TFLite).
         max_boxes: M, ground-truth rows per image (extra boxes are dropped, in order).
         strides, size_ranges, center_sampling_radius, location_offset: target assignment,
@@ -72,13 +75,12 @@ class PipelineConfig:
     """
 
     batch_size: int = 16
-    min_size: int = 640
-    max_size_short: int = 800
-    eval_size: int = 800
+    train_short_side: Tuple[int, int] = (640, 800)
+    eval_short_side: int = 800
     max_size: Optional[int] = 1333
-    flip_probability: float = 0.5
+    hflip_prob: float = 0.5
     pixel_norm: str = "caffe"
-    size_divisor: int = 32
+    size_divisibility: int = 32
     pad_to: Optional[Tuple[int, int]] = None
     max_boxes: int = 100
     strides: Tuple[int, ...] = loc.STRIDES
@@ -98,22 +100,23 @@ class PipelineConfig:
 def _check_config(config):
     if config.batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1, got {config.batch_size}.")
-    if not 1 <= config.min_size <= config.max_size_short:
-        raise ValueError(f"Need 1 <= `min_size` <= `max_size_short`, got {config.min_size} and "
-                         f"{config.max_size_short}.")
-    if config.eval_size < 1:
-        raise ValueError(f"`eval_size` must be >= 1, got {config.eval_size}.")
+    if len(config.train_short_side) != 2 or not (
+            1 <= config.train_short_side[0] <= config.train_short_side[1]):
+        raise ValueError(f"`train_short_side` must be a range (low, high) with 1 <= low <= high, "
+                         f"got {config.train_short_side}.")
+    if config.eval_short_side < 1:
+        raise ValueError(f"`eval_short_side` must be >= 1, got {config.eval_short_side}.")
     if config.pixel_norm not in transforms.PIXEL_NORMS:
         raise ValueError(f"`pixel_norm` must be one of {transforms.PIXEL_NORMS}, got "
                          f"{config.pixel_norm!r}.")
-    if config.size_divisor < 1:
-        raise ValueError(f"`size_divisor` must be >= 1, got {config.size_divisor}.")
+    if config.size_divisibility < 1:
+        raise ValueError(f"`size_divisibility` must be >= 1, got {config.size_divisibility}.")
     if config.pad_to is not None and (len(config.pad_to) != 2 or min(config.pad_to) < 1):
         raise ValueError(f"`pad_to` must be a pair (H, W) of positive ints, got {config.pad_to}.")
     if config.max_boxes < 1:
         raise ValueError(f"`max_boxes` must be >= 1, got {config.max_boxes}.")
-    if not 0.0 <= config.flip_probability <= 1.0:
-        raise ValueError(f"`flip_probability` must be in [0, 1], got {config.flip_probability}.")
+    if not 0.0 <= config.hflip_prob <= 1.0:
+        raise ValueError(f"`hflip_prob` must be in [0, 1], got {config.hflip_prob}.")
 
 
 def preprocess_example(example, seed, *, training, config):
@@ -128,7 +131,8 @@ def preprocess_example(example, seed, *, training, config):
         config: :class:`PipelineConfig`.
 
     Returns:
-        dict with ``"image"`` float32 ``[Hp, Wp, 3]`` (padded to ``size_divisor`` or ``pad_to``),
+        dict with ``"image"`` float32 ``[Hp, Wp, 3]`` (padded to ``size_divisibility`` or
+        ``pad_to``),
         ``"boxes"`` ``[M, 4]``, ``"classes"`` ``[M]``, ``"is_crowd"`` ``[M]``, ``"image_id"``,
         ``"original_size"``, ``"image_size"``, ``"scale"``.
     """
@@ -147,11 +151,11 @@ def preprocess_example(example, seed, *, training, config):
         # Flipping the small uint8 original instead of the resized float image is cheaper and
         # the same picture: the bilinear resize with half-pixel centres is mirror-symmetric.
         image, boxes, _ = transforms.random_horizontal_flip(
-            image, boxes, config.flip_probability, flip_seed)
-        short_side = transforms.random_short_side(config.min_size, config.max_size_short,
-                                                  size_seed)
+            image, boxes, config.hflip_prob, flip_seed)
+        low, high = config.train_short_side
+        short_side = transforms.random_short_side(low, high, size_seed)
     else:
-        short_side = config.eval_size
+        short_side = config.eval_short_side
     scale, image_size = transforms.resize_size(original_size, short_side, config.max_size)
     image = transforms.resize_image(image, image_size)
     # One scalar scale for both axes, so that `boxes / scale` maps back exactly.
@@ -159,7 +163,7 @@ def preprocess_example(example, seed, *, training, config):
     boxes, classes, is_crowd = transforms.clip_and_filter_boxes(
         boxes, classes, is_crowd, image_size, drop_crowd=training)
     image = transforms.normalize_image(image, config.pixel_norm)
-    image = transforms.pad_image(image, config.size_divisor, config.pad_to)
+    image = transforms.pad_image(image, config.size_divisibility, config.pad_to)
     boxes, classes, is_crowd = transforms.pad_boxes(boxes, classes, is_crowd, config.max_boxes)
     return {
         "image": image,

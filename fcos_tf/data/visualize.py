@@ -179,8 +179,8 @@ def main(argv=None):
         read = synthetic.synthetic_dataset(args.batch_size, image_size=args.synthetic_size,
                                            seed=args.seed)
     dataset = pipeline.make_pipeline(
-        read.dataset, training=True, batch_size=args.batch_size, min_size=args.short_side[0],
-        max_size_short=args.short_side[1], max_size=args.max_size, seed=args.seed,
+        read.dataset, training=True, batch_size=args.batch_size,
+        train_short_side=tuple(args.short_side), max_size=args.max_size, seed=args.seed,
         deterministic=True, repeat=False)
     images, labels = next(iter(dataset))
     for path in save_batch(images, labels, args.output, names=read.label_map.names):

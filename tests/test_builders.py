@@ -1,0 +1,114 @@
+"""Config -> objects: every recipe's targets and decoding agree; run files and command lines."""
+
+import dataclasses
+import glob
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fcos_tf import builders, rundir
+from fcos_tf import config as config_lib
+from fcos_tf.data import pipeline as pipeline_lib
+from fcos_tf.targets import compute_targets
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPES = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+
+
+def _python(code, env=None):
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO,
+                                 **(env or {})})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
+def test_pipeline_targets_and_model_decoding_share_the_location_settings(path):
+    config = config_lib.load_recipe(path)
+    pipeline = builders.build_pipeline_config(config, batch_size=2)
+    model = builders.build_model(config, num_classes=3, load_backbone_weights=False)
+    locations = config.locations
+    # What the targets are computed with is what the model decodes with.
+    assert tuple(pipeline.strides) == tuple(model.strides) == tuple(locations.strides)
+    assert pipeline.location_offset == model.location_offset == locations.location_offset
+    assert pipeline.size_ranges == tuple(tuple(r) for r in locations.size_ranges)
+    assert pipeline.center_sampling_radius == locations.center_sampling_radius
+    # The other sections arrive unrenamed.
+    assert pipeline.eval_short_side == config.pipeline.eval_short_side
+    assert pipeline.train_short_side == tuple(config.pipeline.train_short_side)
+    assert (model.fpn_channels, model.box_loss, model.score_threshold) == (
+        config.model.fpn_channels, config.model.box_loss, config.model.score_threshold)
+
+
+def test_torchvision_recipe_trains_against_locations_without_offset():
+    config = config_lib.load_recipe("fcos_torchvision_r50")
+    assert config.locations.location_offset == 0.0
+    pipeline = dataclasses.replace(builders.build_pipeline_config(config, batch_size=1),
+                                   eval_short_side=64, max_size=64)
+    boxes = np.array([[3.0, 5.0, 41.0, 30.0], [20.0, 18.0, 60.0, 62.0]], np.float32)
+    classes = np.array([1, 0], np.int32)
+    example = {"image": tf.zeros([64, 64, 3], tf.uint8), "boxes": tf.constant(boxes),
+               "classes": tf.constant(classes), "is_crowd": tf.zeros([2], tf.bool),
+               "image_id": tf.constant(0, tf.int64)}
+    examples = tf.data.Dataset.from_tensors(example)
+    _, labels = next(iter(pipeline_lib.make_pipeline(examples, training=False, config=pipeline)))
+    padded = (64, 64)
+    expected = compute_targets(boxes, classes, padded, location_offset=0.0)
+    paper = compute_targets(boxes, classes, padded, location_offset=0.5)
+    for key in ("class_targets", "box_targets", "centerness_targets"):
+        np.testing.assert_allclose(labels[key][0].numpy(), expected[key].numpy(), err_msg=key)
+    # Non-vacuous: the paper's offset gives other targets on this example.
+    assert not np.allclose(expected["box_targets"].numpy(), paper["box_targets"].numpy())
+    assert (expected["class_targets"].numpy() >= 0).any()
+
+
+def test_resume_seed_is_the_same_in_every_process():
+    code = "from fcos_tf import builders; print(builders.resume_seed(7, 1234))"
+    seeds = {int(_python(code, {"PYTHONHASHSEED": str(h)})) for h in (1, 2, 3)}
+    assert seeds == {builders.resume_seed(7, 1234)}
+    assert 0 <= builders.resume_seed(7, 1234) < 2 ** 31
+    assert len({builders.resume_seed(7, s) for s in range(100)}) == 100
+
+
+def test_library_modules_define_no_flags_and_export_needs_no_training():
+    out = _python(
+        "import importlib, pkgutil, sys\n"
+        "from absl import flags\n"
+        "import fcos_tf, fcos_tf.data\n"
+        "before = set(flags.FLAGS)\n"
+        "for pkg in (fcos_tf, fcos_tf.data):\n"
+        "    for info in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        if info.name != 'fcos_tf.training':\n"
+        "            importlib.import_module(info.name)\n"
+        "print(sorted(set(flags.FLAGS) - before))\n"
+        "print('fcos_tf.training' in sys.modules)\n")
+    new_flags, training_imported = out.strip().splitlines()[-2:]
+    assert new_flags == "[]"
+    assert training_imported == "False"  # nothing but train.py needs the training loop
+
+
+def test_export_script_overrides_the_workdirs_own_config(tmp_path):
+    config = config_lib.load_recipe("synthetic_small")
+    rundir.write_config(config, str(tmp_path))
+    out = _python(
+        "import sys\n"
+        "import export_savedmodel as script\n"
+        f"argv = ['export_savedmodel.py', '--workdir={tmp_path}', '--output=/unused',\n"
+        "        '--config.pipeline.eval_short_side=96']\n"
+        "script.define_flags(argv)\n"
+        "script.FLAGS(argv)\n"
+        "print(script.FLAGS.config.pipeline.eval_short_side, script.FLAGS.config.backbone.name)\n")
+    assert out.split()[-2:] == ["96", "small"]
+
+
+def test_workdir_config_round_trips(tmp_path):
+    config = config_lib.load_recipe("fcos_torchvision_r50")
+    rundir.write_config(config, str(tmp_path))
+    again = rundir.read_config(str(tmp_path))
+    assert again.to_dict() == config.to_dict()
