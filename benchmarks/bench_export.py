@@ -30,8 +30,10 @@ import common  # noqa: E402  (sets up sys.path and quiet logs)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from fcos_tf import builders, evaluation, export_saved_model, export_tflite, rundir  # noqa: E402
 from fcos_tf import config as config_lib  # noqa: E402
-from fcos_tf import evaluation, export, training  # noqa: E402
+from fcos_tf import serving as serving_lib  # noqa: E402
+from fcos_tf import tflite_client  # noqa: E402
 from fcos_tf.data.label_map import LabelMap  # noqa: E402
 
 
@@ -50,13 +52,13 @@ def _photo(height, width, seed=0):
 
 def saved_model_latency(model, label_map, serving, image, export_root, *, repeats):
     """Median batch-1 latency of both signatures of a fresh export (ms)."""
-    path = export.export_saved_model(model, label_map, export_root, serving, warmup=False)
+    path = export_saved_model.export_saved_model(model, label_map, export_root, serving, warmup=False)
     loaded = tf.saved_model.load(path)
     images = tf.constant(image[None])
     encoded = tf.constant([tf.io.encode_jpeg(image, quality=90).numpy()])
     rows = []
-    for signature, kwargs in ((export.IMAGES_SIGNATURE, {"images": images}),
-                              (export.IMAGE_BYTES_SIGNATURE, {"image_bytes": encoded})):
+    for signature, kwargs in ((serving_lib.IMAGES_SIGNATURE, {"images": images}),
+                              (serving_lib.IMAGE_BYTES_SIGNATURE, {"image_bytes": encoded})):
         fn = loaded.signatures[signature]
         timing = common.time_call(lambda: fn(**kwargs), warmup=1, repeats=repeats)
         rows.append((signature, timing))
@@ -64,7 +66,7 @@ def saved_model_latency(model, label_map, serving, image, export_root, *, repeat
 
 
 def tflite_latency(flatbuffer, input_size, *, repeats, threads):
-    interpreter = export.tflite_interpreter(flatbuffer, num_threads=threads)
+    interpreter = tflite_client.tflite_interpreter(flatbuffer, num_threads=threads)
     runner = interpreter.get_signature_runner()
     inputs = _photo(*input_size)[None]
 
@@ -75,21 +77,22 @@ def tflite_latency(flatbuffer, input_size, *, repeats, threads):
 
 
 def representative(config, serving, count):
-    examples = training.read_split(config, "train").dataset.take(count)
-    return [export.tflite_input(e["image"].numpy(), tuple(config.export.input_size), serving)[0]
+    examples = builders.read_split(config, "train").dataset.take(count)
+    return [tflite_client.tflite_input(e["image"].numpy(), tuple(config.export.input_size),
+                                       serving)[0]
             for e in examples]
 
 
 def synthetic_ap(config, model, label_map, serving, saved_model_path, flatbuffers):
     """AP of each runtime on the synthetic validation split; dict name -> metrics."""
-    val = training.read_split(config, "val")
+    val = builders.read_split(config, "val")
     # Keras model through the evaluation pipeline (what train.py reports).
-    keras_metrics, _ = evaluation.evaluate(model, training.eval_dataset(config, val.dataset),
+    keras_metrics, _ = evaluation.evaluate(model, builders.build_eval_dataset(config, val.dataset),
                                            label_map, verbose=False)
     images, annotations, per_runtime = [], [], {"SavedModel (fp32)": []}
-    interpreters = {f"TFLite {v}": export.tflite_interpreter(b) for v, b in flatbuffers.items()}
+    interpreters = {f"TFLite {v}": tflite_client.tflite_interpreter(b) for v, b in flatbuffers.items()}
     per_runtime.update({name: [] for name in interpreters})
-    loaded = tf.saved_model.load(saved_model_path).signatures[export.IMAGES_SIGNATURE]
+    loaded = tf.saved_model.load(saved_model_path).signatures[serving_lib.IMAGES_SIGNATURE]
     input_size = tuple(config.export.input_size)
     for example in val.dataset:
         image = example["image"].numpy()
@@ -103,7 +106,7 @@ def synthetic_ap(config, model, label_map, serving, saved_model_path, flatbuffer
         outputs = {k: v.numpy() for k, v in loaded(images=tf.constant(image[None])).items()}
         per_runtime["SavedModel (fp32)"] += _coco(outputs, image_id, height, width)
         for name, interpreter in interpreters.items():
-            outputs = export.run_tflite(interpreter, image, input_size, serving)
+            outputs = tflite_client.run_tflite(interpreter, image, input_size, serving)
             per_runtime[name] += _coco(outputs, image_id, height, width)
     ground_truth = evaluation.coco_from_dicts(images, annotations, label_map)
     results = {"Keras predict_step": keras_metrics}
@@ -131,8 +134,8 @@ def main():
     args = parser.parse_args()
 
     scratch = tempfile.mkdtemp(prefix="bench_export_")
-    model, config, label_map = export.load_trained_model(args.workdir)
-    serving = export.ServingConfig.from_config(config)
+    model, config, label_map = rundir.load_trained_model(args.workdir)
+    serving = builders.build_serving_config(config)
     input_size = tuple(config.export.input_size)
 
     # 1. SavedModel latency.
@@ -142,9 +145,9 @@ def main():
               _photo(serving.short_side, serving.short_side))]
     if not args.skip_r50:
         r50_config = config_lib.base_config()
-        r50 = training.build_model(r50_config.model, 80)
+        r50 = builders.build_model(r50_config, 80)
         cases.insert(0, ("FCOS R-50 (default recipe)", r50, LabelMap.coco_2017(),
-                         export.ServingConfig.from_config(r50_config), _photo(800, 1333)))
+                         builders.build_serving_config(r50_config), _photo(800, 1333)))
     for name, detector, lmap, serv, image in cases:
         repeats = args.r50_repeats if "R-50" in name else args.repeats
         started = time.perf_counter()
@@ -165,16 +168,16 @@ def main():
                      lambda: representative(config, serving,
                                             int(config.export.representative_images)))]
     if args.r50_tflite:
-        r50_serving = export.ServingConfig.from_config(config_lib.base_config())
+        r50_serving = builders.build_serving_config(config_lib.base_config())
         r50_size = tuple(config_lib.base_config().export.input_size)
         tflite_cases.append(("FCOS R-50 (random weights)", cases[0][1], cases[0][2],
                              r50_serving, r50_size,
-                             lambda: [export.tflite_input(_photo(800, 1333, seed=s), r50_size,
+                             lambda: [tflite_client.tflite_input(_photo(800, 1333, seed=s), r50_size,
                                                           r50_serving)[0] for s in range(4)]))
     for name, detector, lmap, serv, size, rep in tflite_cases:
-        for variant in export.TFLITE_VARIANTS:
+        for variant in export_tflite.TFLITE_VARIANTS:
             started = time.perf_counter()
-            buffer = export.convert_tflite(detector, lmap, input_size=size,
+            buffer = export_tflite.convert_tflite(detector, lmap, input_size=size,
                                            pixel_norm=serv.pixel_norm, variant=variant,
                                            representative_images=rep() if variant == "int8"
                                            else None)
@@ -189,7 +192,7 @@ def main():
 
     # 3. AP on the synthetic validation split.
     common.print_header("COCO AP on the synthetic validation split, per runtime")
-    saved_model_path = export.export_saved_model(model, label_map,
+    saved_model_path = export_saved_model.export_saved_model(model, label_map,
                                                  os.path.join(scratch, "ap"), serving,
                                                  warmup=False)
     results = synthetic_ap(config, model, label_map, serving, saved_model_path, flatbuffers)

@@ -48,13 +48,14 @@ def export_fcos(model, directory, size):
     (800 / 1333 for the default size, the paper's): an image of ``size`` keeps its size.
     """
     try:
-        from fcos_tf import export as export_lib
         from fcos_tf.data.label_map import LabelMap
+        from fcos_tf.export_saved_model import export_saved_model
+        from fcos_tf.serving import ServingConfig
     except ImportError:
         return None
     label_map = LabelMap.from_names([f"class{i}" for i in range(NUM_CLASSES)], first_id=1)
-    serving = export_lib.ServingConfig(short_side=min(size), max_size=max(size))
-    return export_lib.export_saved_model(model, label_map, directory, serving, warmup=False)
+    serving = ServingConfig(short_side=min(size), max_size=max(size))
+    return export_saved_model(model, label_map, directory, serving, warmup=False)
 
 
 def serving_fn(path):
@@ -98,7 +99,7 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as tmp:
             path = args.savedmodel or export_fcos(model, os.path.join(tmp, "export"), (h, w))
             if path is None:
-                print("# FCOS SavedModel row skipped: fcos_tf.export not available")
+                print("# FCOS SavedModel row skipped: fcos_tf.export_saved_model not available")
             else:
                 loaded, fn = serving_fn(path)
                 t = common.time_call(lambda: fn(images=image_uint8), warmup=args.warmup,

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (sets up sys.path and TF logging)
 import keras  # noqa: E402
 
-from fcos_tf import training  # noqa: E402
+from fcos_tf import builders  # noqa: E402
 from fcos_tf.config import validate_config  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,13 +62,14 @@ class StepTimer(keras.callbacks.Callback):
 def bench_recipe(name, *, batch, steps, image_size, jit_compile, smoke=False):
     """Trains ``steps`` steps of recipe ``name``; returns a table row."""
     config = load_recipe(name)
-    data = config.data
+    pipeline = config.pipeline
     if smoke:
-        data.train_short_side, data.eval_short_side, data.max_size = (96, 96), 96, 160
-    data.dataset = "synthetic"
-    data.synthetic_num_train, data.synthetic_num_val = max(4, batch * 2), 1
-    data.synthetic_image_size = image_size
-    data.shuffle_buffer = 4
+        pipeline.train_short_side, pipeline.eval_short_side, pipeline.max_size = (96, 96), 96, 160
+    config.data.dataset = "synthetic"
+    synthetic = config.data.synthetic
+    synthetic.num_train, synthetic.num_val = max(4, batch * 2), 1
+    synthetic.image_size = image_size
+    pipeline.shuffle_buffer = 4
     train = config.train
     train.batch_size = batch  # the schedule stays the recipe's (steps 0..N of it)
     train.jit_compile = jit_compile
@@ -77,10 +78,10 @@ def bench_recipe(name, *, batch, steps, image_size, jit_compile, smoke=False):
     start = time.perf_counter()
     # What training.run() does for the train part, with the recipe's 80 COCO classes in the
     # head (the synthetic labels use the first 6).
-    examples = training.read_split(config, "train")
-    model = training.build_model(config.model, 80)
-    model.compile(optimizer=training.build_optimizer(config.train), jit_compile=jit_compile)
-    dataset = training.train_dataset_fn(config, examples.dataset)(0)
+    examples = builders.read_split(config, "train")
+    model = builders.build_model(config, 80)
+    model.compile(optimizer=builders.build_optimizer(config), jit_compile=jit_compile)
+    dataset = builders.build_train_dataset(config, examples.dataset)(0)
     timer = StepTimer()
     model.fit(dataset, epochs=1, steps_per_epoch=steps, callbacks=[timer], verbose=0,
               shuffle=False)
@@ -89,7 +90,7 @@ def bench_recipe(name, *, batch, steps, image_size, jit_compile, smoke=False):
     trainable = sum(int(keras.ops.size(w)) for w in model.trainable_weights) / 1e6
     later = timer.times[1:] or timer.times
     step = statistics.median(later)
-    return [name, config.model.backbone, f"{batch}", f"{len(timer.times)}",
+    return [name, config.backbone.name, f"{batch}", f"{len(timer.times)}",
             f"{params:.1f} / {trainable:.1f}", timer.times[0], step, step / batch, total]
 
 
