@@ -230,10 +230,10 @@ def test_workdir_is_what_train_py_reads(converted):
     assert label_map[-1] == {"id": 90, "name": "toothbrush"}
     with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
         config = json.load(f)
-    assert config["model"]["backbone_layout"] == "pytorch"
-    assert config["model"]["location_offset"] == 0.0
+    assert config["backbone"]["layout"] == "pytorch"
+    assert config["locations"]["location_offset"] == 0.0
     assert config["model"]["score_threshold_on"] == "final"
-    assert config["data"]["pixel_norm"] == "torchvision"
+    assert config["pipeline"]["pixel_norm"] == "torchvision"
     model = converted["model"]
     assert (model.location_offset, model.score_threshold, model.num_classes) == (0.0, 0.2, 80)
 
