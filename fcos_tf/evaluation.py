@@ -1,9 +1,13 @@
 """COCO box AP with the official ``pycocotools`` implementation.
 
-Detections come out of the model in network-input pixels of the resized image; COCO scores
-them in the pixels of the original image with the dataset's own category ids. The two edges
-are crossed here: boxes are divided by the pipeline's ``scale`` and clipped to the original
-size, contiguous classes become category ids through the ``LabelMap``.
+Evaluation scores what the exported SavedModel returns. Each validation batch goes through
+the serving graph's own steps: :meth:`fcos_tf.model.FCOS.predict_step` with each image's valid
+(unpadded) size, so boxes are clipped to the image before NMS, then
+:func:`fcos_tf.serving.detections_to_outputs`, the export's mapping to the TF Object Detection
+API outputs (``[ymin, xmin, ymax, xmax]`` normalised to the original image, category ids).
+:func:`outputs_to_coco` turns those outputs into COCO results, exactly as it would turn a
+server's response; the network input is the validation pipeline's, which is the serving
+preprocessing (``fcos_tf.data.pipeline.preprocess_example``).
 
 Ground truth is either the dataset's own annotation file (COCO: the official ``area`` and
 ``iscrowd`` values) or, for datasets without one (synthetic, TFDS), built from the pipeline's
@@ -19,6 +23,8 @@ import numpy as np
 import tensorflow as tf
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+from fcos_tf.serving import detections_to_outputs
 
 # The 12 numbers of COCOeval.summarize(), in its order.
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
@@ -69,31 +75,42 @@ def to_original_xywh(boxes, scale, original_size):
                      boxes[:, 3] - boxes[:, 1]], axis=1)
 
 
-def detections_to_coco(detections, labels, label_map):
-    """COCO result dicts for one batch.
+def outputs_to_coco(outputs, image_ids, original_sizes):
+    """COCO result dicts from the exported outputs (a SavedModel's response, or evaluation's).
 
     Args:
-        detections: dict from ``postprocess``: "boxes" [B, D, 4] xyxy network pixels,
-            "scores" [B, D], "classes" [B, D] int (-1 = padding), "num_detections" [B].
-        labels: the pipeline's labels dict with "image_id" [B], "scale" [B],
-            "original_size" [B, 2] (H0, W0).
-        label_map: ``LabelMap`` mapping contiguous classes to category ids.
+        outputs: dict of the export's outputs (``fcos_tf.serving.OUTPUT_KEYS``), numpy or
+            tensors: "detection_boxes" float32 ``[B, D, 4]`` ``[ymin, xmin, ymax, xmax]``
+            normalised to the original image, "detection_scores" float32 ``[B, D]``,
+            "detection_classes" float ``[B, D]`` category ids (-1 on padding rows),
+            "num_detections" int ``[B]``.
+        image_ids: int ``[B]``, COCO image id of each row.
+        original_sizes: int ``[B, 2]``, ``(H0, W0)`` of each original image.
 
     Returns:
-        list of ``{"image_id", "category_id", "bbox", "score"}``.
+        list of ``{"image_id", "category_id", "bbox" (xywh original pixels), "score"}``, no
+        rounding: COCOeval sees the values the outputs hold.
     """
-    detections = {k: np.asarray(v) for k, v in detections.items()}
+    boxes = np.asarray(outputs["detection_boxes"], np.float64)
+    scores = np.asarray(outputs["detection_scores"])
+    categories = np.asarray(outputs["detection_classes"])
+    num = np.asarray(outputs["num_detections"])
+    image_ids = np.asarray(image_ids).reshape(-1)
+    original_sizes = np.asarray(original_sizes).reshape(-1, 2)
+    if not len(image_ids) == len(original_sizes) == boxes.shape[0]:
+        raise ValueError(f"`outputs` hold {boxes.shape[0]} images but `image_ids` has "
+                         f"{len(image_ids)} and `original_sizes` {len(original_sizes)}.")
     results = []
-    for b, image_id in enumerate(np.asarray(labels["image_id"])):
-        n = int(detections["num_detections"][b])
-        classes = detections["classes"][b, :n]
-        keep = classes >= 0
-        xywh = to_original_xywh(detections["boxes"][b, :n][keep],
-                                np.asarray(labels["scale"])[b],
-                                np.asarray(labels["original_size"])[b])
-        for box, score, cls in zip(xywh, detections["scores"][b, :n][keep], classes[keep]):
-            results.append({"image_id": int(image_id), "category_id": label_map.category_id(cls),
-                            "bbox": [round(float(v), 3) for v in box],
+    for b, image_id in enumerate(image_ids):
+        n = int(num[b])
+        height, width = (float(v) for v in original_sizes[b])
+        for (ymin, xmin, ymax, xmax), score, category in zip(boxes[b, :n], scores[b, :n],
+                                                             categories[b, :n]):
+            if category < 0:
+                continue
+            x, y = xmin * width, ymin * height
+            results.append({"image_id": int(image_id), "category_id": int(round(category)),
+                            "bbox": [x, y, xmax * width - x, ymax * height - y],
                             "score": float(score)})
     return results
 
@@ -175,21 +192,53 @@ def coco_evaluate(ground_truth, results, label_map, image_ids=None, verbose=True
     return metrics
 
 
-def predict_dataset(model, dataset, num_images=0):
-    """Runs ``model.predict_step`` over ``(images, labels)`` batches.
+# Labels of the validation pipeline that evaluation reads.
+EVAL_LABEL_KEYS = ("image_id", "scale", "original_size", "image_size", "boxes", "classes")
+
+
+def predict_dataset(model, dataset, label_map, num_images=0):
+    """Runs the serving graph's detection steps over ``(images, labels)`` batches.
+
+    Per batch: ``model.predict_step((images, {"image_size": ...}))`` (decoding, clipping to
+    each image's valid region, NMS) and :func:`fcos_tf.serving.detections_to_outputs` with the
+    batch's ``scale`` and ``original_size``: the exported SavedModel's computation on the
+    validation pipeline's preprocessing, which is the serving preprocessing.
+
+    Args:
+        model: an ``FCOS`` model (anything with ``predict_step((images, labels))``).
+        dataset: ``(images, labels)`` batches with the ``EVAL_LABEL_KEYS`` labels.
+        label_map: ``LabelMap`` giving the category ids.
+        num_images: stop after about this many images (0 = the whole dataset).
 
     Yields:
-        ``(detections, labels, images)`` per batch as numpy dicts/arrays.
+        ``(outputs, detections, labels, images)`` per batch as numpy: the export's outputs
+        (``fcos_tf.serving.OUTPUT_KEYS``), the network-pixel detections of ``predict_step``,
+        the ``EVAL_LABEL_KEYS`` labels (plus "is_crowd" when present) and the images.
+
+    Raises:
+        ValueError: when the labels lack one of ``EVAL_LABEL_KEYS``.
     """
-    predict = tf.function(lambda images: model.predict_step(images), reduce_retracing=True)
+    missing = [k for k in EVAL_LABEL_KEYS if k not in dataset.element_spec[1]]
+    if missing:
+        raise ValueError(f"`dataset` labels lack {missing}; evaluation needs {EVAL_LABEL_KEYS} "
+                         f"(the validation pipeline's labels).")
+
+    def detect(images, valid_size, scale, original_size):
+        detections = model.predict_step((images, {"image_size": valid_size}))
+        outputs = detections_to_outputs(detections, label_map, scale=scale,
+                                        frame_size=original_size)
+        return outputs, detections
+
+    detect = tf.function(detect, reduce_retracing=True)
     seen = 0
     for images, labels in dataset:
-        detections = predict(images)
+        outputs, detections = detect(images, labels["image_size"], labels["scale"],
+                                     labels["original_size"])
         labels = {k: v.numpy() for k, v in labels.items()
-                  if k in ("image_id", "scale", "original_size", "boxes", "classes",
-                           "is_crowd", "image_size")}
+                  if k in EVAL_LABEL_KEYS or k == "is_crowd"}
+        outputs = {k: v.numpy() for k, v in outputs.items()}
         detections = {k: v.numpy() for k, v in detections.items()}
-        yield detections, labels, images.numpy()
+        yield outputs, detections, labels, images.numpy()
         seen += images.shape[0]
         if num_images and seen >= num_images:
             return
@@ -197,13 +246,12 @@ def predict_dataset(model, dataset, num_images=0):
 
 def evaluate(model, dataset, label_map, *, ground_truth=None, num_images=0, verbose=True,
              keep_batches=0):
-    """COCO AP of ``model`` on a validation dataset.
+    """COCO AP of ``model`` on a validation dataset, scored on the export's outputs.
 
     Args:
-        model: an ``FCOS`` model (anything with ``predict_step(images) -> detections``).
+        model: an ``FCOS`` model (anything with ``predict_step((images, labels))``).
         dataset: ``tf.data.Dataset`` of ``(images, labels)`` from the validation pipeline
-            (no flips; ``labels`` with "image_id", "scale", "original_size", "boxes",
-            "classes").
+            (no flips; ``labels`` with the ``EVAL_LABEL_KEYS``).
         label_map: ``LabelMap`` of the dataset.
         ground_truth: a ``COCO`` object (the dataset's annotation file), or None to build it
             from the pipeline's labels.
@@ -213,11 +261,13 @@ def evaluate(model, dataset, label_map, *, ground_truth=None, num_images=0, verb
 
     Returns:
         (metrics, kept): the dict of ``coco_evaluate`` (plus "num_images") and a list of
-        ``(images, detections, labels)`` of the first ``keep_batches`` batches.
+        ``(images, detections, labels)`` of the first ``keep_batches`` batches, detections in
+        network-input pixels.
     """
     results, gt_images, gt_annotations, image_ids, kept = [], [], [], [], []
-    for detections, labels, images in predict_dataset(model, dataset, num_images):
-        results += detections_to_coco(detections, labels, label_map)
+    for outputs, detections, labels, images in predict_dataset(model, dataset, label_map,
+                                                               num_images):
+        results += outputs_to_coco(outputs, labels["image_id"], labels["original_size"])
         image_ids += [int(i) for i in labels["image_id"]]
         if ground_truth is None:
             images_b, annotations_b = ground_truth_from_labels(labels)

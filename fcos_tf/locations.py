@@ -7,7 +7,6 @@ import math
 
 import tensorflow as tf
 
-LEVEL_NAMES = ("P3", "P4", "P5", "P6", "P7")
 STRIDES = (8, 16, 32, 64, 128)
 # Sec. 3.2: m_2..m_7 = 0, 64, 128, 256, 512, inf. The lower bound of P3 is -1 so that a
 # location with max(l, t, r, b) == 0 could never be excluded by the range test alone.

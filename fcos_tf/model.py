@@ -231,8 +231,17 @@ class FCOS(keras.Model):
     def predict_step(self, data):
         """Detections for ``images`` or ``(images, labels)``.
 
-        With labels holding ``"image_size"`` (int32 ``[B, 2]`` valid size before padding),
-        boxes are clipped to each image's valid region; otherwise to the input size.
+        The one detection path: the exported serving graph and the COCO evaluation both call
+        it with each image's valid size, so evaluation scores what a server returns.
+
+        Args:
+            data: float ``[B, H, W, 3]`` network inputs, or ``(images, labels)`` with labels
+                holding ``"image_size"``: int32 ``[B, 2]`` ``(H, W)`` of each image's valid
+                (resized, unpadded) region. Boxes are clipped to that region before NMS;
+                without it, to the whole ``(H, W)`` input.
+
+        Returns:
+            dict of :meth:`postprocess`: boxes xyxy in network-input pixels.
         """
         images, labels = self._unpack(data)
         outputs = self(images, training=False)

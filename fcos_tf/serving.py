@@ -219,9 +219,7 @@ def serving_functions(model: keras.Model, label_map: LabelMap, serving: ServingC
                          f"predicts {model.num_classes}.")
 
     def detect(inputs, meta):
-        outputs = model(inputs, training=False)
-        detections = model.postprocess(outputs, tf.shape(inputs)[1:3],
-                                       valid_size=meta["valid_size"])
+        detections = model.predict_step((inputs, {"image_size": meta["valid_size"]}))
         return detections_to_outputs(detections, label_map, scale=meta["scale"],
                                      frame_size=meta["original_size"])
 

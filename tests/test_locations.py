@@ -10,7 +10,6 @@ from fcos_tf import locations as loc_lib
 
 
 def test_constants():
-    assert loc_lib.LEVEL_NAMES == ("P3", "P4", "P5", "P6", "P7")
     assert loc_lib.STRIDES == (8, 16, 32, 64, 128)
     # Sec. 3.2: m = 0, 64, 128, 256, 512, inf, with -1 as the lower bound of P3.
     assert loc_lib.SIZE_RANGES == ((-1, 64), (64, 128), (128, 256), (256, 512), (512, math.inf))

@@ -184,12 +184,27 @@ class _SignalAtStep(keras.callbacks.Callback):
 def test_sigterm_saves_and_the_run_resumes_exactly(straight_run, tmp_path):
     _, reference = straight_run
     config = tiny_config(total_steps=4, checkpoint_every=100)  # only the signal saves
-    # The callback runs after TrainingControl: the signal is seen at the end of step 2.
-    interrupted = _run(config, tmp_path, callbacks=[_SignalAtStep(1)])
+    # Handlers of the caller's own, which the run must put back when it ends. Were the run's
+    # handlers not installed, the SIGTERM would land here and the run would not stop.
+    caught = []
+
+    def caller_handler(signum, frame):  # pylint: disable=unused-argument
+        caught.append(signum)
+
+    saved = {signum: signal.signal(signum, caller_handler)
+             for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        # The callback runs after TrainingControl: the signal is seen at the end of step 2.
+        interrupted = _run(config, tmp_path, callbacks=[_SignalAtStep(1)])
+        restored = {signum: signal.getsignal(signum) for signum in saved}
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
     assert interrupted["interrupted"] == signal.SIGTERM
     assert interrupted["step"] == 2
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-2")
-    assert signal.getsignal(signal.SIGTERM) is not None  # handlers restored
+    assert caught == []  # the run's handler, not the caller's, received the signal
+    assert restored == {signal.SIGTERM: caller_handler, signal.SIGINT: caller_handler}
     resumed = _run(config, tmp_path)
     assert resumed["interrupted"] is None and resumed["step"] == 4
     _assert_same(reference, _state(resumed))
