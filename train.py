@@ -21,6 +21,7 @@ from ml_collections import config_flags
 
 from fcos_tf import builders, training
 from fcos_tf import config as config_lib
+from fcos_tf.data import DatasetError
 
 def _message(error):
     """The innermost message of a (chained) config error, without quoting."""
@@ -74,6 +75,9 @@ def main(argv):
         result = training.run(config, FLAGS.workdir, FLAGS.mode, strategy)
     except training.NonFiniteLossError as error:
         sys.exit(f"Training stopped: {error}")
+    except DatasetError as error:
+        # Bad annotations or a split without one usable image: the message names the file.
+        sys.exit(f"Bad data: {error}")
     except FileNotFoundError as error:
         # Readers say what is missing and how to provide it (e.g. TFDS data not prepared).
         sys.exit(f"Input not found: {error}")

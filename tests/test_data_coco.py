@@ -26,7 +26,7 @@ def _write(tmp_path, annotations=None, extra_images=()):
     """A 40x60 PNG with five annotations, an empty grayscale PNG and bad files.
 
     Image ids: 1 = annotated PNG, 2 = empty grayscale PNG, 3 = random bytes, 4 = missing file,
-    5 = truncated JPEG, 6 = JPEG with a corrupt middle (passes the header/tail check).
+    5 = truncated JPEG, 6 = JPEG with a zeroed middle (its header segments are zeros).
     """
     image_dir = tmp_path / "images"
     image_dir.mkdir()
@@ -71,11 +71,12 @@ def test_reader_examples_label_map_and_skipped_files(tmp_path, caplog):
     # Category ids sorted: 1 -> 0, 3 -> 1, 7 -> 2.
     assert read.label_map == LabelMap([(1, "a"), (3, "b"), (7, "c")])
     reasons = sorted(reason for _, reason in read.skipped)
-    assert reasons == ["missing", "truncated", "unknown format"]
-    assert "Skipped 3 of 6 images" in caplog.text
-    assert read.num_examples == 3  # the corrupt-middle JPEG is only caught when decoding
+    assert reasons == ["corrupt", "missing", "truncated", "unknown format"]
+    assert "Skipped 4 of 6 images" in caplog.text
+    assert "(1 corrupt, 1 missing, 1 truncated, 1 unknown format)" in caplog.text
+    assert read.num_examples == 2
 
-    examples = _examples(read.dataset)  # decoding skips image 6
+    examples = _examples(read.dataset)
     assert sorted(examples) == [1, 2]
     one = examples[1]
     assert one["image"].dtype == tf.uint8 and one["image"].shape == (40, 60, 3)

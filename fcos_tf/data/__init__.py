@@ -14,10 +14,11 @@ example structure; :func:`~fcos_tf.data.pipeline.make_pipeline` turns it into ``
 labels)`` batches (see :mod:`fcos_tf.data.pipeline` for the exact structure).
 """
 
+from fcos_tf.data.errors import DatasetError
 from fcos_tf.data.example import ReadResult
 from fcos_tf.data.label_map import LabelMap
 from fcos_tf.data.pipeline import PipelineConfig, make_pipeline
 from fcos_tf.data.transforms import denormalize_image, normalize_image
 
-__all__ = ["LabelMap", "PipelineConfig", "ReadResult", "denormalize_image", "make_pipeline",
-           "normalize_image"]
+__all__ = ["DatasetError", "LabelMap", "PipelineConfig", "ReadResult", "denormalize_image",
+           "make_pipeline", "normalize_image"]

@@ -220,6 +220,23 @@ def _decode(example):
     return example
 
 
+def _repeat_or_fail(examples):
+    """``examples.repeat()`` that raises ``InvalidArgumentError`` if an epoch yields nothing."""
+
+    def fail(_):
+        check = tf.debugging.Assert(False, [
+            "No example of the dataset could be read in a whole epoch: every image failed to "
+            "decode (see the skipped-file warnings above)."])
+        with tf.control_dependencies([check]):
+            # Never produced: a placeholder element of the right structure for concatenate.
+            return tf.nest.map_structure(
+                lambda spec: tf.zeros([d or 0 for d in spec.shape], spec.dtype),
+                examples.element_spec)
+
+    # The repeat only ends when an epoch is empty.
+    return examples.repeat().concatenate(tf.data.Dataset.from_tensors(0).map(fail))
+
+
 def _to_model_inputs(batch, config):
     images = batch.pop("image")
     static = images.shape[1:3]
@@ -244,7 +261,9 @@ def make_pipeline(examples, *, training, config=None, **overrides):
 
     Returns:
         ``tf.data.Dataset`` of ``(images, labels)`` as described in the module docstring.
-        Examples whose image fails to decode are skipped (logged by tf.data).
+        Examples whose image fails to decode are skipped (logged by tf.data). A repeated
+        training stream raises ``tf.errors.InvalidArgumentError`` when a whole epoch yields
+        no example, rather than skipping forever.
     """
     config = dataclasses.replace(config or PipelineConfig(), **overrides)
     _check_config(config)
@@ -258,8 +277,6 @@ def make_pipeline(examples, *, training, config=None, **overrides):
     if training and config.shuffle_buffer:
         examples = examples.shuffle(config.shuffle_buffer, seed=config.seed,
                                     reshuffle_each_iteration=True)
-    if training and config.repeat:
-        examples = examples.repeat()
     if "image_bytes" in examples.element_spec:
         examples = examples.map(_decode, num_parallel_calls=parallel,
                                 deterministic=config.deterministic)
@@ -267,6 +284,11 @@ def make_pipeline(examples, *, training, config=None, **overrides):
         # Only the decoding is guarded, so errors of the later steps (e.g. an image larger
         # than `pad_to`) still stop the run instead of silently emptying the dataset.
         examples = examples.ignore_errors(log_warning=True)
+    if training and config.repeat:
+        # Repeated after the skipping, so an epoch in which nothing decodes ends the repeat
+        # (tf.data stops repeating an empty epoch) and fails below, instead of skipping
+        # errors forever inside one C++ call that no signal interrupts.
+        examples = _repeat_or_fail(examples)
     # One stateless seed pair per example: augmentation does not depend on thread timing.
     seeds = tf.data.Dataset.random(seed=config.seed).batch(2, drop_remainder=True)
     dataset = tf.data.Dataset.zip((examples, seeds))

@@ -16,6 +16,7 @@ import logging
 import tensorflow as tf
 
 from fcos_tf import boxes as box_ops
+from fcos_tf.data.errors import DatasetError
 from fcos_tf.data.example import ReadResult
 from fcos_tf.data.label_map import COCO_2017_CATEGORIES, LabelMap
 
@@ -92,6 +93,7 @@ def read_tfds(name="coco/2017", split="train", *, data_dir=None, download=False,
 
     Raises:
         FileNotFoundError: the data is not prepared (and ``download`` is False or failed).
+        DatasetError: the split has no example.
     """
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
@@ -121,4 +123,7 @@ def read_tfds(name="coco/2017", split="train", *, data_dir=None, download=False,
         num_examples = info.splits[split].num_examples
     except Exception:  # pylint: disable=broad-except  (e.g. mocked or sliced splits)
         num_examples = None
+    if num_examples == 0:
+        raise DatasetError(f"TFDS dataset {name!r} (data_dir={data_dir!r}) has no example in "
+                           f"split {split!r}.")
     return ReadResult(dataset, label_map, num_examples or None)
