@@ -2,6 +2,8 @@
 
 import json
 import os
+import sys
+import types
 
 import keras
 import numpy as np
@@ -17,12 +19,21 @@ from fcos_tf import training  # noqa: E402
 from fcos_tf import weights as weights_lib  # noqa: E402
 from fcos_tf.backbone import FrozenBatchNorm, SmallBackbone  # noqa: E402
 from fcos_tf.boxes import ltrb_to_xyxy  # noqa: E402
+from fcos_tf.data import transforms  # noqa: E402
 from fcos_tf.data.label_map import COCO_2017_CATEGORIES  # noqa: E402
 from fcos_tf.fpn import upsample_nearest_to  # noqa: E402
 from fcos_tf.locations import STRIDES, compute_locations, feature_map_sizes  # noqa: E402
 from fcos_tf.model import FCOS  # noqa: E402
+from fcos_tf.postprocess import postprocess  # noqa: E402
 
 COCO_IDS = [category_id for category_id, _ in COCO_2017_CATEGORIES]
+# (H, W) of the end-to-end checks: COCO's most common sizes (resized to 1066 x 800 and
+# 800 x 1066 by flooring), one that scales down (800 x 1066, padded to 800 x 1088) and one
+# that is not resized but padded to sides that are not multiples of 128 (P6 and P7 spaced by
+# 61/64 and 114/121 pixels).
+DETECTION_SIZES = ((640, 480), (480, 640), (960, 1280), (800, 1216))
+BOX_TOLERANCE = 1e-2  # pixels of the original image
+SCORE_TOLERANCE = 5e-4
 
 
 def _relative_error(actual, expected):
@@ -41,7 +52,13 @@ def _nhwc(x):
 @pytest.fixture(scope="module")
 def state_dict():
     # The published checkpoint predates torchvision 0.13: legacy FPN names.
-    return torch_reference.fcos_state_dict(num_classes=91, seed=0, legacy_fpn_names=True)
+    state = torch_reference.fcos_state_dict(num_classes=91, seed=0, legacy_fpn_names=True)
+    # The 11 logits that are no COCO category (and background) never fire in trained weights;
+    # here they must not either, or torchvision would detect classes the import drops.
+    unused = sorted(set(range(convert_torchvision.TORCHVISION_NUM_LOGITS)) - set(COCO_IDS))
+    state["head.classification_head.cls_logits.weight"][unused] = 0.0
+    state["head.classification_head.cls_logits.bias"][unused] = -30.0
+    return state
 
 
 @pytest.fixture(scope="module")
@@ -285,3 +302,140 @@ def test_export_loads_the_workdir(converted):
     assert len(model.weights) == len(expected)
     for a, b in zip(model.weights, expected):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+# ---------------------------------------------------------------- detections end to end
+
+def _image(height, width, seed):
+    """A smooth random RGB picture (noise upsampled), uint8 ``[H, W, 3]``."""
+    coarse = np.random.default_rng(seed).uniform(0, 255, (height // 16 + 2, width // 16 + 2, 3))
+    image = tf.image.resize(coarse[None], (height, width), method="bicubic")[0]
+    return np.clip(np.round(image.numpy()), 0, 255).astype(np.uint8)
+
+
+def _detect(model, image):
+    """The core functions with torchvision's conventions: floor resize, its location grid."""
+    original_size = tf.constant(image.shape[:2], tf.int32)
+    _, new_size = transforms.resize_size(original_size, 800, 1333, rounding="floor")
+    inputs = transforms.normalize_image(transforms.resize_image(image, new_size), "torchvision")
+    inputs = transforms.pad_image(inputs, 32)
+    detections = postprocess(
+        model(inputs[None], training=False), tf.shape(inputs)[:2], strides=model.strides,
+        location_offset=0.0, location_grid="torchvision", score_threshold=0.2,
+        score_threshold_on="final", pre_nms_top_k=1000, nms_iou_threshold=0.6,
+        max_detections=100, valid_size=new_size[None])
+    num = int(detections["num_detections"][0])
+    boxes = transforms.rescale_boxes(detections["boxes"], new_size[None], original_size[None])
+    return {"boxes": boxes[0, :num].numpy(), "scores": detections["scores"][0, :num].numpy(),
+            "labels": np.asarray(COCO_IDS)[detections["classes"][0, :num].numpy()]}
+
+
+def _compare(ours, theirs):
+    """Pairs every detection of ``theirs`` with one of ``ours`` (same label, closest box).
+
+    Returns:
+        ``(matched, max box difference, max score difference)`` over the matched pairs.
+    """
+    assert len(ours["scores"]) == len(theirs["scores"])
+    free = np.ones(len(ours["scores"]), bool)
+    box_diff = score_diff = 0.0
+    matched = 0
+    for box, score, label in zip(theirs["boxes"], theirs["scores"], theirs["labels"]):
+        distance = np.abs(ours["boxes"] - box).max(axis=1)
+        close = (free & (ours["labels"] == label) & (distance <= BOX_TOLERANCE)
+                 & (np.abs(ours["scores"] - score) <= SCORE_TOLERANCE))
+        if not close.any():
+            continue
+        index = np.flatnonzero(close)[np.argmin(distance[close])]
+        free[index] = False
+        matched += 1
+        box_diff = max(box_diff, float(distance[index]))
+        score_diff = max(score_diff, float(abs(ours["scores"][index] - score)))
+    return matched, box_diff, score_diff
+
+
+@pytest.fixture(scope="module")
+def images():
+    return {size: _image(*size, seed=index) for index, size in enumerate(DETECTION_SIZES)}
+
+
+@pytest.fixture(scope="module")
+def reference_detections(state_dict, images):
+    renamed = convert_torchvision.normalise_state_dict_names(state_dict)
+    return {size: torch_reference.fcos_detect(renamed, image) for size, image in images.items()}
+
+
+def test_resize_sizes_match_torchvision_transform(images):
+    for size, image in images.items():
+        _, resized = torch_reference.transform(image)
+        _, new_size = transforms.resize_size(tf.constant(size), 800, 1333, rounding="floor")
+        assert tuple(new_size.numpy()) == resized, size
+
+
+@pytest.mark.parametrize("size", DETECTION_SIZES)
+def test_detections_match_torchvision_reference(converted, images, reference_detections, size):
+    theirs = reference_detections[size]
+    ours = _detect(converted["model"], images[size])
+    assert len(theirs["scores"]) == 100  # enough detections to tell a shifted grid apart
+    matched, box_diff, score_diff = _compare(ours, theirs)
+    print(f"{size}: {matched}/{len(theirs['scores'])} matched, max box difference "
+          f"{box_diff:.2e} px, max score difference {score_diff:.2e}")
+    assert matched == len(theirs["scores"])
+
+
+def _import_torchvision():
+    """torchvision, or None. Its CPU wheel's compiled ops do not load on a CPU-only torch of
+    the matching version; the Python parts (models, transforms, box ops) work without them
+    once its fake-op registrations, which need the compiled ops, are skipped."""
+    try:
+        import torchvision  # pylint: disable=import-outside-toplevel
+        return torchvision
+    except ImportError:
+        return None
+    except RuntimeError:  # "operator torchvision::nms does not exist"
+        for name in [n for n in sys.modules if n.split(".")[0] == "torchvision"]:
+            del sys.modules[name]
+        name = "torchvision._meta_registrations"
+        sys.modules[name] = types.ModuleType(name)
+        import torchvision  # pylint: disable=import-outside-toplevel
+        return torchvision
+
+
+@pytest.fixture(scope="module")
+def torchvision_fcos(state_dict):
+    torchvision = _import_torchvision()
+    if torchvision is None:
+        pytest.skip("torchvision not installed (pip install --no-deps torchvision)")
+    from torchvision.ops import boxes as box_ops  # pylint: disable=import-outside-toplevel
+    model = torchvision.models.detection.fcos_resnet50_fpn(weights=None, weights_backbone=None,
+                                                           num_classes=91)
+    renamed = convert_torchvision.normalise_state_dict_names(state_dict)
+    missing, unexpected = model.load_state_dict(
+        {name: torch.from_numpy(value) for name, value in renamed.items()}, strict=False)
+    assert not unexpected
+    assert all(name.endswith("num_batches_tracked") for name in missing), missing
+    model.eval()
+    with pytest.MonkeyPatch.context() as patch:
+        # Its batched_nms calls the compiled op through this module-level name.
+        patch.setattr(box_ops, "nms", torch_reference.python_nms)
+        yield model
+
+
+@pytest.mark.parametrize("size", DETECTION_SIZES)
+def test_reference_and_ours_match_real_torchvision(converted, images, reference_detections,
+                                                   torchvision_fcos, size):
+    image = images[size]
+    with torch.no_grad():
+        result = torchvision_fcos([torch.from_numpy(image).permute(2, 0, 1).float() / 255.0])[0]
+    theirs = {"boxes": result["boxes"].numpy(), "scores": result["scores"].numpy(),
+              "labels": result["labels"].numpy()}
+    assert len(theirs["scores"]) == 100
+    reference = reference_detections[size]
+    matched, box_diff, score_diff = _compare(reference, theirs)
+    print(f"{size}: functional reference vs torchvision {matched}/100, box {box_diff:.2e} px, "
+          f"score {score_diff:.2e}")
+    assert matched == 100
+    matched, box_diff, score_diff = _compare(_detect(converted["model"], image), theirs)
+    print(f"{size}: fcos_tf vs torchvision {matched}/100, box {box_diff:.2e} px, "
+          f"score {score_diff:.2e}")
+    assert matched == 100
