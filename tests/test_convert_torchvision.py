@@ -32,6 +32,9 @@ COCO_IDS = [category_id for category_id, _ in COCO_2017_CATEGORIES]
 # that is not resized but padded to sides that are not multiples of 128 (P6 and P7 spaced by
 # 61/64 and 114/121 pixels).
 DETECTION_SIZES = ((640, 480), (480, 640), (960, 1280), (800, 1216))
+# Candidates per level: torchvision's 1000 (its top 100 come from P3-P5 here), and 20, which
+# brings every level into the final 100 (P6 and P7 are where the two grids differ).
+TOP_K = (1000, 20)
 BOX_TOLERANCE = 1e-2  # pixels of the original image
 SCORE_TOLERANCE = 5e-4
 
@@ -167,9 +170,10 @@ def test_fpn_matches_pytorch_at_odd_size(converted, state_dict):
         assert _relative_error(a, b) < 1e-4, level
 
 
-def test_location_offset_zero_matches_torchvision_anchor_centres():
-    image_size = (256, 384)
-    locations, _ = compute_locations(image_size, STRIDES, location_offset=0.0)
+@pytest.mark.parametrize("image_size", [(256, 384), (800, 1216), (1088, 800), (800, 1088)])
+def test_torchvision_grid_matches_torchvision_anchor_centres(image_size):
+    locations, _ = compute_locations(image_size, STRIDES, location_offset=0.0,
+                                     location_grid="torchvision")
     expected = []
     for stride, (height, width) in zip(STRIDES, feature_map_sizes(image_size)):
         # torchvision: stride = padded size // grid size; square anchor of side = stride,
@@ -182,7 +186,11 @@ def test_location_offset_zero_matches_torchvision_anchor_centres():
         shifts = torch.stack([shift_x, shift_y, shift_x, shift_y], -1).reshape(-1, 4)
         anchors = shifts + base
         expected.append(((anchors[:, :2] + anchors[:, 2:]) / 2).numpy())
-    np.testing.assert_array_equal(locations, np.concatenate(expected))
+    expected = np.concatenate(expected)
+    np.testing.assert_array_equal(locations, expected)
+    paper, _ = compute_locations(image_size, STRIDES, location_offset=0.0)
+    # The paper's grid is the same only where the padded sides are multiples of 128.
+    assert np.array_equal(paper, expected) == (image_size == (256, 384))
 
 
 # ---------------------------------------------------------------------------- whole model
@@ -313,17 +321,27 @@ def _image(height, width, seed):
     return np.clip(np.round(image.numpy()), 0, 255).astype(np.uint8)
 
 
-def _detect(model, image):
-    """The core functions with torchvision's conventions: floor resize, its location grid."""
+def _detect(model, image, top_ks=TOP_K):
+    """The core functions with torchvision's conventions: floor resize, its location grid.
+
+    Returns:
+        dict ``{top_k: detections}`` with ``boxes`` (original image pixels), ``scores``,
+        ``labels`` (COCO ids) numpy arrays.
+    """
     original_size = tf.constant(image.shape[:2], tf.int32)
     _, new_size = transforms.resize_size(original_size, 800, 1333, rounding="floor")
     inputs = transforms.normalize_image(transforms.resize_image(image, new_size), "torchvision")
     inputs = transforms.pad_image(inputs, 32)
+    outputs = model(inputs[None], training=False)
+    return {top_k: _postprocess(outputs, tf.shape(inputs)[:2], new_size, original_size, top_k)
+            for top_k in top_ks}
+
+
+def _postprocess(outputs, input_size, new_size, original_size, top_k):
     detections = postprocess(
-        model(inputs[None], training=False), tf.shape(inputs)[:2], strides=model.strides,
-        location_offset=0.0, location_grid="torchvision", score_threshold=0.2,
-        score_threshold_on="final", pre_nms_top_k=1000, nms_iou_threshold=0.6,
-        max_detections=100, valid_size=new_size[None])
+        outputs, input_size, strides=STRIDES, location_offset=0.0, location_grid="torchvision",
+        score_threshold=0.2, score_threshold_on="final", pre_nms_top_k=top_k,
+        nms_iou_threshold=0.6, max_detections=100, valid_size=new_size[None])
     num = int(detections["num_detections"][0])
     boxes = transforms.rescale_boxes(detections["boxes"], new_size[None], original_size[None])
     return {"boxes": boxes[0, :num].numpy(), "scores": detections["scores"][0, :num].numpy(),
@@ -361,8 +379,20 @@ def images():
 
 @pytest.fixture(scope="module")
 def reference_detections(state_dict, images):
+    """``{size: {top_k: detections}}`` of the functional reference."""
     renamed = convert_torchvision.normalise_state_dict_names(state_dict)
-    return {size: torch_reference.fcos_detect(renamed, image) for size, image in images.items()}
+    result = {}
+    for size, image in images.items():
+        head = torch_reference.fcos_forward(renamed, torch_reference.transform(image)[0])
+        result[size] = {top_k: torch_reference.fcos_detect(renamed, image, top_k=top_k,
+                                                           head=head) for top_k in TOP_K}
+    return result
+
+
+@pytest.fixture(scope="module")
+def our_detections(converted, images):
+    """``{size: {top_k: detections}}`` of the converted model."""
+    return {size: _detect(converted["model"], image) for size, image in images.items()}
 
 
 def test_resize_sizes_match_torchvision_transform(images):
@@ -373,14 +403,16 @@ def test_resize_sizes_match_torchvision_transform(images):
 
 
 @pytest.mark.parametrize("size", DETECTION_SIZES)
-def test_detections_match_torchvision_reference(converted, images, reference_detections, size):
-    theirs = reference_detections[size]
-    ours = _detect(converted["model"], images[size])
-    assert len(theirs["scores"]) == 100  # enough detections to tell a shifted grid apart
-    matched, box_diff, score_diff = _compare(ours, theirs)
-    print(f"{size}: {matched}/{len(theirs['scores'])} matched, max box difference "
-          f"{box_diff:.2e} px, max score difference {score_diff:.2e}")
-    assert matched == len(theirs["scores"])
+def test_detections_match_torchvision_reference(our_detections, reference_detections, size):
+    for top_k in TOP_K:
+        theirs = reference_detections[size][top_k]
+        assert len(theirs["scores"]) == 100
+        if top_k == 20:
+            assert set(theirs["levels"]) == {0, 1, 2, 3, 4}
+        matched, box_diff, score_diff = _compare(our_detections[size][top_k], theirs)
+        print(f"{size}, {top_k} per level: {matched}/100 matched, max box difference "
+              f"{box_diff:.2e} px, max score difference {score_diff:.2e}")
+        assert matched == 100
 
 
 def _import_torchvision():
@@ -422,20 +454,19 @@ def torchvision_fcos(state_dict):
 
 
 @pytest.mark.parametrize("size", DETECTION_SIZES)
-def test_reference_and_ours_match_real_torchvision(converted, images, reference_detections,
+def test_reference_and_ours_match_real_torchvision(our_detections, images, reference_detections,
                                                    torchvision_fcos, size):
-    image = images[size]
-    with torch.no_grad():
-        result = torchvision_fcos([torch.from_numpy(image).permute(2, 0, 1).float() / 255.0])[0]
-    theirs = {"boxes": result["boxes"].numpy(), "scores": result["scores"].numpy(),
-              "labels": result["labels"].numpy()}
-    assert len(theirs["scores"]) == 100
-    reference = reference_detections[size]
-    matched, box_diff, score_diff = _compare(reference, theirs)
-    print(f"{size}: functional reference vs torchvision {matched}/100, box {box_diff:.2e} px, "
-          f"score {score_diff:.2e}")
-    assert matched == 100
-    matched, box_diff, score_diff = _compare(_detect(converted["model"], image), theirs)
-    print(f"{size}: fcos_tf vs torchvision {matched}/100, box {box_diff:.2e} px, "
-          f"score {score_diff:.2e}")
-    assert matched == 100
+    image = torch.from_numpy(images[size]).permute(2, 0, 1).float() / 255.0
+    for top_k in TOP_K:
+        torchvision_fcos.topk_candidates = top_k
+        with torch.no_grad():
+            result = torchvision_fcos([image])[0]
+        theirs = {"boxes": result["boxes"].numpy(), "scores": result["scores"].numpy(),
+                  "labels": result["labels"].numpy()}
+        assert len(theirs["scores"]) == 100
+        for name, detections in (("functional reference", reference_detections),
+                                 ("fcos_tf", our_detections)):
+            matched, box_diff, score_diff = _compare(detections[size][top_k], theirs)
+            print(f"{size}, {top_k} per level: {name} vs torchvision {matched}/100, box "
+                  f"{box_diff:.2e} px, score {score_diff:.2e}")
+            assert matched == 100

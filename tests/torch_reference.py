@@ -300,18 +300,22 @@ def transform(image_uint8, min_size=800, max_size=1333, size_divisible=32):
 
 
 def fcos_detect(state, image_uint8, *, score_threshold=0.2, top_k=1000, nms_threshold=0.6,
-                max_detections=100, nms=python_batched_nms):
+                max_detections=100, nms=python_batched_nms, head=None):
     """torchvision ``fcos_resnet50_fpn`` inference on one image, from functional parts.
+
+    ``head`` may hold :func:`fcos_forward`'s outputs of :func:`transform`'s batch of this
+    image, computed once for several settings.
 
     Returns:
         dict of numpy ``boxes`` float32 ``[D, 4]`` xyxy pixels of the original image,
         ``scores`` float32 ``[D]`` (decreasing), ``labels`` int64 ``[D]`` (torchvision's
-        logit index = COCO category id).
+        logit index = COCO category id), ``levels`` int64 ``[D]`` (0 = P3).
     """
     batch, resized = transform(image_uint8)
-    head = fcos_forward(state, batch)
+    if head is None:
+        head = fcos_forward(state, batch)
     padded_height, padded_width = batch.shape[1:3]
-    all_boxes, all_scores, all_labels = [], [], []
+    all_boxes, all_scores, all_labels, all_levels = [], [], [], []
     for level, (cls, reg, ctr) in enumerate(zip(head["class_logits"], head["bbox_regression"],
                                                 head["centerness_logits"])):
         height, width, num_classes = cls.shape[1:]
@@ -335,11 +339,14 @@ def fcos_detect(state, image_uint8, *, score_threshold=0.2, top_k=1000, nms_thre
         all_boxes.append(boxes)
         all_scores.append(scores)
         all_labels.append(candidates % num_classes)
-    boxes, scores, labels = (torch.cat(x) for x in (all_boxes, all_scores, all_labels))
+        all_levels.append(torch.full([len(candidates)], level))
+    boxes, scores, labels, levels = (torch.cat(x) for x in (all_boxes, all_scores, all_labels,
+                                                            all_levels))
     keep = nms(boxes, scores, labels, nms_threshold)[:max_detections]
-    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    boxes, scores, labels, levels = boxes[keep], scores[keep], labels[keep], levels[keep]
     # transform.postprocess: per-axis ratios original / resized, in float32.
     ratio_height = torch.tensor(image_uint8.shape[0], dtype=torch.float32) / resized[0]
     ratio_width = torch.tensor(image_uint8.shape[1], dtype=torch.float32) / resized[1]
     boxes = boxes * torch.stack([ratio_width, ratio_height, ratio_width, ratio_height])
-    return {"boxes": boxes.numpy(), "scores": scores.numpy(), "labels": labels.numpy()}
+    return {"boxes": boxes.numpy(), "scores": scores.numpy(), "labels": labels.numpy(),
+            "levels": levels.numpy()}
