@@ -221,9 +221,9 @@ def test_group_norm_float32_error_at_p3(offset, std):
         layer.build(x.shape)
         layer.set_weights([gamma, beta])
     error = _relative_error(ours(x), expected)
-    # Near float32 resolution (6e-8) whatever the offset; PyTorch's F.group_norm measures
-    # 9e-8 to 4e-6 on these inputs, Keras' layer 1e-5 to 4e-4.
-    assert error < 3e-7
+    # Near float32 resolution (6e-8) whatever the offset (measured 1.4e-7 to 1.7e-7);
+    # PyTorch's F.group_norm measures 9e-8 to 4e-6 on these inputs, Keras' layer 1e-5 to 4e-4.
+    assert error < 4e-7
     if offset:
         assert _relative_error(keras_layer(x), expected) > 30 * error
     torch = pytest.importorskip("torch")
@@ -231,7 +231,7 @@ def test_group_norm_float32_error_at_p3(offset, std):
         torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), 32,
         torch.from_numpy(gamma), torch.from_numpy(beta), eps=1e-5).numpy()
     torch_error = _relative_error(theirs.transpose(0, 2, 3, 1), expected)
-    assert error <= max(torch_error, 2e-7)
+    assert error <= max(torch_error, 3e-7)
 
 
 def test_group_norm_is_keras_group_normalization_with_its_variables():
