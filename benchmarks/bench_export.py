@@ -142,7 +142,7 @@ def main():
     common.print_header("SavedModel latency, batch 1 (pre- and post-processing included)")
     rows = []
     cases = [("synthetic small (trained)", model, label_map, serving,
-              _photo(serving.short_side, serving.short_side))]
+              _photo(serving.eval_short_side, serving.eval_short_side))]
     if not args.skip_r50:
         r50_config = config_lib.base_config()
         r50 = builders.build_model(r50_config, 80)

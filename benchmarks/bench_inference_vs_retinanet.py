@@ -44,7 +44,7 @@ def padded(size, multiple=32):
 def export_fcos(model, directory, size):
     """Exports ``model`` with the project's exporter; returns the SavedModel path or None.
 
-    The serving preprocessing resizes to ``short_side = min(size)``, ``max_size = max(size)``
+    The serving preprocessing resizes to ``eval_short_side = min(size)``, ``max_size = max(size)``
     (800 / 1333 for the default size, the paper's): an image of ``size`` keeps its size.
     """
     try:
@@ -54,7 +54,7 @@ def export_fcos(model, directory, size):
     except ImportError:
         return None
     label_map = LabelMap.from_names([f"class{i}" for i in range(NUM_CLASSES)], first_id=1)
-    serving = ServingConfig(short_side=min(size), max_size=max(size))
+    serving = ServingConfig(eval_short_side=min(size), max_size=max(size))
     return export_saved_model(model, label_map, directory, serving, warmup=False)
 
 

@@ -27,6 +27,7 @@ The heavy modules are imported inside the builders, so that importing this modul
 config validation does, for the allowed values) stays cheap.
 """
 
+import dataclasses
 import hashlib
 import os
 from typing import Callable, Dict
@@ -88,14 +89,16 @@ def build_model(config: Config, num_classes: int, *, load_backbone_weights: bool
             checkpoint, which holds every weight).
 
     Returns:
-        A built ``fcos_tf.model.FCOS`` decoding with ``config.locations``' strides and offset.
+        A built ``fcos_tf.model.FCOS`` decoding with ``config.locations``' strides, offset
+        and grid.
     """
     from fcos_tf.model import FCOS  # pylint: disable=import-outside-toplevel
 
     backbone = build_backbone(config.backbone, load_weights=load_backbone_weights)
     model = FCOS(backbone, num_classes, **config.model,
                  strides=tuple(config.locations.strides),
-                 location_offset=config.locations.location_offset)
+                 location_offset=config.locations.location_offset,
+                 location_grid=config.locations.location_grid)
     model.build((None, None, None, 3))
     return model
 
@@ -123,7 +126,7 @@ def build_pipeline_config(config: Config, batch_size: int):
         batch_size=batch_size, **pipeline, strides=tuple(locations.strides),
         size_ranges=tuple(tuple(r) for r in locations.size_ranges),
         center_sampling_radius=locations.center_sampling_radius,
-        location_offset=locations.location_offset)
+        location_offset=locations.location_offset, location_grid=locations.location_grid)
 
 
 def coco_paths(coco_config: Config) -> Dict[str, str]:
@@ -313,8 +316,6 @@ def build_serving_config(config: Config):
     """
     from fcos_tf.serving import ServingConfig  # pylint: disable=import-outside-toplevel
 
-    pipeline = config.pipeline
-    return ServingConfig(short_side=int(pipeline.eval_short_side),
-                         max_size=int(pipeline.max_size) if pipeline.max_size else None,
-                         size_divisibility=int(pipeline.size_divisibility),
-                         pixel_norm=pipeline.pixel_norm)
+    fields = {field.name for field in dataclasses.fields(ServingConfig)}
+    return ServingConfig(**{key: value for key, value in config.pipeline.items()
+                            if key in fields})

@@ -16,7 +16,7 @@ section             becomes
 ``model``           keyword arguments of :class:`fcos_tf.model.FCOS`
 ``locations``       settings that target assignment (``PipelineConfig``) and decoding
                     (``FCOS``) share: ``strides``, ``size_ranges``, ``center_sampling_radius``,
-                    ``location_offset``; read by both, never copied
+                    ``location_offset``, ``location_grid``; read by both, never copied
 ``pipeline``        fields of :class:`fcos_tf.data.pipeline.PipelineConfig` (the batch size
                     comes from ``train``/``eval``)
 ``data``            the reader: ``dataset`` picks one of the subsections ``coco``, ``tfds``,
@@ -96,6 +96,7 @@ def base_config() -> ml_collections.ConfigDict:
     locations.size_ranges = locations_lib.SIZE_RANGES
     locations.center_sampling_radius = 1.5  # 0 turns center sampling off
     locations.location_offset = locations_lib.DEFAULT_LOCATION_OFFSET
+    locations.location_grid = locations_lib.DEFAULT_LOCATION_GRID  # "paper" | "torchvision"
 
     # --- pipeline (items 10-12, 20) -> PipelineConfig(**config.pipeline) ----------------------
     config.pipeline = pipeline = ml_collections.ConfigDict()
@@ -105,6 +106,7 @@ def base_config() -> ml_collections.ConfigDict:
     pipeline.size_divisibility = 32
     pipeline.hflip_prob = 0.5
     pipeline.pixel_norm = "caffe"          # must match the backbone weights
+    pipeline.resize_rounding = "round"     # "round" | "floor" (torchvision's resize)
     pipeline.max_boxes = 100               # M: ground-truth rows per image after padding
     pipeline.shuffle_buffer = 1000
     pipeline.cache = False                 # cache decoded reader examples in memory
@@ -242,6 +244,8 @@ def validate_config(config: ml_collections.ConfigDict, num_replicas: int = 1, *,
                          ("train.warmup_method", optimization.WARMUP_METHODS),
                          ("train.resume", builders.RESUME_MODES),
                          ("pipeline.pixel_norm", transforms.PIXEL_NORMS),
+                         ("pipeline.resize_rounding", transforms.RESIZE_ROUNDINGS),
+                         ("locations.location_grid", locations_lib.LOCATION_GRIDS),
                          ("model.p6_input", fpn_lib.P6_INPUTS),
                          ("model.head_norm", model_lib.HEAD_NORMS),
                          ("model.centerness_on", head_lib.CENTERNESS_ON),

@@ -56,19 +56,21 @@ def coco_from_dicts(images, annotations, label_map):
     return coco
 
 
-def to_original_xywh(boxes, scale, original_size):
+def to_original_xywh(boxes, image_size, original_size):
     """Network-input ``xyxy`` boxes -> original-image COCO ``xywh``.
 
     Args:
         boxes: float ``[N, 4]`` xyxy in network-input pixels.
-        scale: the pipeline's resize factor (resized / original), scalar.
+        image_size: ``(H, W)`` of the resized image (before padding) the boxes are in.
         original_size: ``(H0, W0)`` of the original image.
 
     Returns:
-        float64 ``[N, 4]`` ``[x, y, w, h]`` clipped to the original image.
+        float64 ``[N, 4]`` ``[x, y, w, h]`` clipped to the original image (one ratio per
+        axis, as the pipeline resized them).
     """
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4) / float(scale)
     height, width = float(original_size[0]), float(original_size[1])
+    ratio_y, ratio_x = height / float(image_size[0]), width / float(image_size[1])
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4) * [ratio_x, ratio_y, ratio_x, ratio_y]
     boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0.0, width)
     boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0.0, height)
     return np.stack([boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0],
@@ -120,7 +122,7 @@ def ground_truth_from_labels(labels):
 
     Returns:
         (images, annotations): lists for ``coco_from_dicts``; annotation boxes are in
-        original-image pixels (``boxes / scale``), classes still contiguous (key "class").
+        original-image pixels, classes still contiguous (key "class").
     """
     images, annotations = [], []
     original_sizes = np.asarray(labels["original_size"])
@@ -134,7 +136,7 @@ def ground_truth_from_labels(labels):
         crowd = (np.asarray(labels["is_crowd"])[b] if "is_crowd" in labels
                  else np.zeros_like(classes, bool))
         xywh = to_original_xywh(np.asarray(labels["boxes"])[b][keep],
-                                np.asarray(labels["scale"])[b], original_sizes[b])
+                                np.asarray(labels["image_size"])[b], original_sizes[b])
         for box, cls, is_crowd in zip(xywh, classes[keep], crowd[keep]):
             annotations.append({"image_id": int(image_id), "class": int(cls),
                                 "bbox": [float(v) for v in box], "iscrowd": int(is_crowd)})
@@ -193,7 +195,7 @@ def coco_evaluate(ground_truth, results, label_map, image_ids=None, verbose=True
 
 
 # Labels of the validation pipeline that evaluation reads.
-EVAL_LABEL_KEYS = ("image_id", "scale", "original_size", "image_size", "boxes", "classes")
+EVAL_LABEL_KEYS = ("image_id", "original_size", "image_size", "boxes", "classes")
 
 
 def predict_dataset(model, dataset, label_map, num_images=0):
@@ -201,7 +203,7 @@ def predict_dataset(model, dataset, label_map, num_images=0):
 
     Per batch: ``model.predict_step((images, {"image_size": ...}))`` (decoding, clipping to
     each image's valid region, NMS) and :func:`fcos_tf.serving.detections_to_outputs` with the
-    batch's ``scale`` and ``original_size``: the exported SavedModel's computation on the
+    batch's ``image_size`` and ``original_size``: the exported SavedModel's computation on the
     validation pipeline's preprocessing, which is the serving preprocessing.
 
     Args:
@@ -223,17 +225,16 @@ def predict_dataset(model, dataset, label_map, num_images=0):
         raise ValueError(f"`dataset` labels lack {missing}; evaluation needs {EVAL_LABEL_KEYS} "
                          f"(the validation pipeline's labels).")
 
-    def detect(images, valid_size, scale, original_size):
+    def detect(images, valid_size, original_size):
         detections = model.predict_step((images, {"image_size": valid_size}))
-        outputs = detections_to_outputs(detections, label_map, scale=scale,
+        outputs = detections_to_outputs(detections, label_map, valid_size=valid_size,
                                         frame_size=original_size)
         return outputs, detections
 
     detect = tf.function(detect, reduce_retracing=True)
     seen = 0
     for images, labels in dataset:
-        outputs, detections = detect(images, labels["image_size"], labels["scale"],
-                                     labels["original_size"])
+        outputs, detections = detect(images, labels["image_size"], labels["original_size"])
         labels = {k: v.numpy() for k, v in labels.items()
                   if k in EVAL_LABEL_KEYS or k == "is_crowd"}
         outputs = {k: v.numpy() for k, v in outputs.items()}

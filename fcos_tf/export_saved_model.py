@@ -24,7 +24,7 @@ WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 def warmup_image(serving: ServingConfig) -> np.ndarray:
     """A deterministic uint8 ``[H, W, 3]`` picture of a typical request size (4:3)."""
-    height = serving.short_side
+    height = serving.eval_short_side
     width = height * 4 // 3
     if serving.max_size:
         width = min(width, serving.max_size)

@@ -53,12 +53,13 @@ def tflite_detection_function(model: keras.Model, label_map: LabelMap,
         # Class-offset NMS: NON_MAX_SUPPRESSION_V5, a TFLite builtin (combined NMS is not).
         detections = postprocess_lib.postprocess(
             outputs, (height, width), strides=model.strides,
-            location_offset=model.location_offset, score_threshold=model.score_threshold,
+            location_offset=model.location_offset, location_grid=model.location_grid,
+            score_threshold=model.score_threshold,
             score_threshold_on=model.score_threshold_on, pre_nms_top_k=model.pre_nms_top_k,
             nms_iou_threshold=model.nms_iou_threshold, max_detections=max_detections,
             nms="class_offset")
-        return detections_to_outputs(detections, label_map, scale=tf.ones([1]),
-                                     frame_size=tf.constant([[height, width]], tf.int32))
+        frame = tf.constant([[height, width]], tf.int32)
+        return detections_to_outputs(detections, label_map, valid_size=frame, frame_size=frame)
 
     return detect, [tf.TensorSpec([1, height, width, 3], tf.uint8, name=IMAGES_INPUT)]
 

@@ -13,7 +13,8 @@ from fcos_tf import losses as losses_lib
 from fcos_tf import postprocess as postprocess_lib
 from fcos_tf.fpn import FPN
 from fcos_tf.head import FCOSHead
-from fcos_tf.locations import DEFAULT_LOCATION_OFFSET, STRIDES
+from fcos_tf.locations import (DEFAULT_LOCATION_GRID, DEFAULT_LOCATION_OFFSET, STRIDES,
+                               check_location_grid)
 
 _BACKBONE_STRIDES = (8, 16, 32)
 # Values of `head_norm` (the head itself takes None for "none").
@@ -41,6 +42,8 @@ class FCOS(keras.Model):
             (64, 128).
         location_offset: fraction of the stride added to the location grid (0.5 paper, 0
             torchvision).
+        location_grid: spacing of the locations, ``"paper"`` (the stride) or ``"torchvision"``
+            (padded size // feature size per axis); see :mod:`fcos_tf.locations`.
         box_loss: ``"giou"`` or ``"iou"``.
         focal_alpha: focal loss alpha.
         focal_gamma: focal loss gamma.
@@ -66,9 +69,10 @@ class FCOS(keras.Model):
     def __init__(self, backbone, num_classes, *, fpn_channels=256, p6_input="p5",
                  head_num_convs=4, head_norm="group", head_num_groups=32,
                  centerness_on="regression", norm_reg_targets=True, strides=STRIDES,
-                 location_offset=DEFAULT_LOCATION_OFFSET, box_loss="giou", focal_alpha=0.25,
-                 focal_gamma=2.0, score_threshold=0.05, score_threshold_on="class",
-                 pre_nms_top_k=1000, nms_iou_threshold=0.6, max_detections=100, **kwargs):
+                 location_offset=DEFAULT_LOCATION_OFFSET, location_grid=DEFAULT_LOCATION_GRID,
+                 box_loss="giou", focal_alpha=0.25, focal_gamma=2.0, score_threshold=0.05,
+                 score_threshold_on="class", pre_nms_top_k=1000, nms_iou_threshold=0.6,
+                 max_detections=100, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(backbone, keras.Model):
             raise TypeError(f"`backbone` must be a keras.Model, got {type(backbone).__name__}.")
@@ -83,6 +87,7 @@ class FCOS(keras.Model):
         if score_threshold_on not in postprocess_lib.SCORE_THRESHOLD_ON:
             raise ValueError(f"`score_threshold_on` must be one of "
                              f"{postprocess_lib.SCORE_THRESHOLD_ON}, got {score_threshold_on!r}.")
+        check_location_grid(location_grid)
         if head_norm == "none":
             head_norm = None
         self.backbone = backbone
@@ -96,6 +101,7 @@ class FCOS(keras.Model):
         self.norm_reg_targets = bool(norm_reg_targets)
         self.strides = strides
         self.location_offset = float(location_offset)
+        self.location_grid = location_grid
         self.box_loss = box_loss
         self.focal_alpha = float(focal_alpha)
         self.focal_gamma = float(focal_gamma)
@@ -224,9 +230,10 @@ class FCOS(keras.Model):
         """
         return postprocess_lib.postprocess(
             outputs, image_size, strides=self.strides, location_offset=self.location_offset,
-            score_threshold=self.score_threshold, score_threshold_on=self.score_threshold_on,
-            pre_nms_top_k=self.pre_nms_top_k, nms_iou_threshold=self.nms_iou_threshold,
-            max_detections=self.max_detections, valid_size=valid_size)
+            location_grid=self.location_grid, score_threshold=self.score_threshold,
+            score_threshold_on=self.score_threshold_on, pre_nms_top_k=self.pre_nms_top_k,
+            nms_iou_threshold=self.nms_iou_threshold, max_detections=self.max_detections,
+            valid_size=valid_size)
 
     def predict_step(self, data):
         """Detections for ``images`` or ``(images, labels)``.
@@ -279,6 +286,7 @@ class FCOS(keras.Model):
             "norm_reg_targets": self.norm_reg_targets,
             "strides": list(self.strides),
             "location_offset": self.location_offset,
+            "location_grid": self.location_grid,
             "box_loss": self.box_loss,
             "focal_alpha": self.focal_alpha,
             "focal_gamma": self.focal_gamma,

@@ -7,8 +7,10 @@ Steps (DESIGN §3 items 17-18), all batched and shape-polymorphic in the image s
    torchvision-style, final score > threshold);
 2. per pyramid level keep the ``pre_nms_top_k`` candidates with the highest
    ``sigmoid(cls) * sigmoid(ctr)``; one location can contribute several classes;
-3. decode ``[x - l, y - t, x + r, y + b]`` (``box_ltrb`` is already in input pixels) and clip
-   to the image;
+3. decode ``[x - l, y - t, x + r, y + b]`` (``box_ltrb`` is already in input pixels) at the
+   locations of the model's grid and clip to the image (torchvision's box coder does the same:
+   its anchor centres are the ``"torchvision"`` grid, its distances scale with the anchor
+   size, the nominal stride);
 4. class-aware NMS at IoU 0.6, ``max_detections`` per image, padded.
 
 NMS is ``tf.image.combined_non_max_suppression`` with a single box per candidate (q = 1) and a
@@ -24,16 +26,17 @@ Neither NMS op has an XLA kernel: never call this inside an XLA-compiled functio
 import tensorflow as tf
 
 from fcos_tf import boxes as box_ops
-from fcos_tf.locations import (DEFAULT_LOCATION_OFFSET, STRIDES, compute_locations,
-                               feature_map_sizes)
+from fcos_tf.locations import (DEFAULT_LOCATION_GRID, DEFAULT_LOCATION_OFFSET, STRIDES,
+                               check_location_grid, compute_locations, feature_map_sizes)
 
 SCORE_THRESHOLD_ON = ("class", "final")
 NMS_KINDS = ("combined", "class_offset")
 
 
 def postprocess(outputs, image_size, *, strides=STRIDES, location_offset=DEFAULT_LOCATION_OFFSET,
-                score_threshold=0.05, score_threshold_on="class", pre_nms_top_k=1000,
-                nms_iou_threshold=0.6, max_detections=100, valid_size=None, nms="combined"):
+                location_grid=DEFAULT_LOCATION_GRID, score_threshold=0.05,
+                score_threshold_on="class", pre_nms_top_k=1000, nms_iou_threshold=0.6,
+                max_detections=100, valid_size=None, nms="combined"):
     """Turns ``FCOS.call`` outputs into at most ``max_detections`` boxes per image.
 
     Args:
@@ -45,6 +48,8 @@ def postprocess(outputs, image_size, *, strides=STRIDES, location_offset=DEFAULT
             python ints or an int32 tensor ``[2]``.
         strides: stride of each level (as in the model).
         location_offset: location offset of the model (0.5 paper, 0 torchvision).
+        location_grid: location spacing of the model, ``"paper"`` or ``"torchvision"`` (see
+            :mod:`fcos_tf.locations`; the target assignment must have used the same).
         score_threshold: candidate threshold.
         score_threshold_on: ``"class"`` thresholds ``sigmoid(cls)`` (paper, authors' repo);
             ``"final"`` thresholds the final score (torchvision).
@@ -69,6 +74,7 @@ def postprocess(outputs, image_size, *, strides=STRIDES, location_offset=DEFAULT
     if score_threshold_on not in SCORE_THRESHOLD_ON:
         raise ValueError(f"`score_threshold_on` must be one of {SCORE_THRESHOLD_ON}, "
                          f"got {score_threshold_on!r}.")
+    check_location_grid(location_grid)
     if nms not in NMS_KINDS:
         raise ValueError(f"`nms` must be one of {NMS_KINDS}, got {nms!r}.")
     if pre_nms_top_k < 1 or max_detections < 1:
@@ -99,7 +105,8 @@ def postprocess(outputs, image_size, *, strides=STRIDES, location_offset=DEFAULT
     # Non-candidates rank below every candidate (scores are >= 0) and are dropped below.
     ranking = tf.where(candidate, ranking, -1.0)
 
-    locations, _ = compute_locations(image_size, strides, location_offset)  # [P, 2]
+    locations, _ = compute_locations(image_size, strides, location_offset,
+                                     location_grid)  # [P, 2]
     boxes = box_ops.ltrb_to_xyxy(locations[None], box_ltrb)  # [B, P, 4]
     if valid_size is not None:
         valid_size = tf.cast(valid_size, tf.float32)

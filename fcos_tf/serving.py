@@ -49,25 +49,34 @@ _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 class ServingConfig:
     """Preprocessing inside the exported graphs (the validation pipeline's).
 
+    The field names are those of ``config.pipeline`` (and of
+    :class:`fcos_tf.data.pipeline.PipelineConfig`) that they mirror.
+
     Attributes:
-        short_side: target short side of the resize.
+        eval_short_side: target short side of the resize.
         max_size: cap on the long side after resizing (None: no cap).
         size_divisibility: padded sides are multiples of it (32: the largest backbone stride).
         pixel_norm: ``"caffe"`` or ``"torchvision"`` (must match the training pipeline).
+        resize_rounding: ``"round"`` or ``"floor"`` (torchvision), see
+            :func:`fcos_tf.data.transforms.resize_size`.
     """
 
-    short_side: int = 800
+    eval_short_side: int = 800
     max_size: Optional[int] = 1333
     size_divisibility: int = 32
     pixel_norm: str = "caffe"
+    resize_rounding: str = "round"
 
     def __post_init__(self):
-        if self.short_side < 1 or self.size_divisibility < 1:
-            raise ValueError(f"`short_side` and `size_divisibility` must be >= 1, got "
-                             f"{self.short_side} and {self.size_divisibility}.")
+        if self.eval_short_side < 1 or self.size_divisibility < 1:
+            raise ValueError(f"`eval_short_side` and `size_divisibility` must be >= 1, got "
+                             f"{self.eval_short_side} and {self.size_divisibility}.")
         if self.pixel_norm not in transforms.PIXEL_NORMS:
             raise ValueError(f"`pixel_norm` must be one of {transforms.PIXEL_NORMS}, got "
                              f"{self.pixel_norm!r}.")
+        if self.resize_rounding not in transforms.RESIZE_ROUNDINGS:
+            raise ValueError(f"`resize_rounding` must be one of {transforms.RESIZE_ROUNDINGS}, "
+                             f"got {self.resize_rounding!r}.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,8 +98,8 @@ def preprocess_images(images: tf.Tensor, serving: ServingConfig
 
     Returns:
         ``(inputs, meta)``: float32 ``[B, Hp, Wp, 3]`` network inputs and a dict of
-        ``"valid_size"`` int32 ``[B, 2]`` (resized size before padding), ``"scale"`` float32
-        ``[B]`` (resized / original) and ``"original_size"`` int32 ``[B, 2]``.
+        ``"valid_size"`` int32 ``[B, 2]`` (resized size before padding) and
+        ``"original_size"`` int32 ``[B, 2]``.
     """
     # Runtime shape check: TF Serving feeds tensors without checking them against the
     # signature; a wrong rank or channel count fails here, naming the input.
@@ -101,8 +110,8 @@ def preprocess_images(images: tf.Tensor, serving: ServingConfig
                   shape[1:3], message=f"`{IMAGES_INPUT}`: height and width must be positive")]
     with tf.control_dependencies(checks):
         original_size = tf.identity(shape[1:3])
-    scale, new_size = transforms.resize_size(original_size, serving.short_side,
-                                             serving.max_size)
+    _, new_size = transforms.resize_size(original_size, serving.eval_short_side,
+                                         serving.max_size, rounding=serving.resize_rounding)
     same = tf.reduce_all(tf.equal(original_size, new_size))
     resized = tf.cond(same, lambda: tf.cast(images, tf.float32),
                       lambda: tf.image.resize(images, new_size, method="bilinear"))
@@ -111,7 +120,6 @@ def preprocess_images(images: tf.Tensor, serving: ServingConfig
     inputs = tf.pad(inputs, [[0, 0], [0, pad[0]], [0, pad[1]], [0, 0]])
     batch = shape[0]
     meta = {"valid_size": tf.tile(new_size[None], [batch, 1]),
-            "scale": tf.fill([batch], scale),
             "original_size": tf.tile(original_size[None], [batch, 1])}
     return inputs, meta
 
@@ -148,24 +156,22 @@ def preprocess_image_bytes(image_bytes: tf.Tensor, serving: ServingConfig
     def one(encoded):
         image = transforms.decode_image(encoded)
         original_size = tf.shape(image)[:2]
-        scale, new_size = transforms.resize_size(original_size, serving.short_side,
-                                                 serving.max_size)
+        _, new_size = transforms.resize_size(original_size, serving.eval_short_side,
+                                             serving.max_size, rounding=serving.resize_rounding)
         image = transforms.normalize_image(transforms.resize_image(image, new_size),
                                            serving.pixel_norm)
-        return (tf.RaggedTensor.from_tensor(image, ragged_rank=1), new_size, scale,
-                original_size)
+        return tf.RaggedTensor.from_tensor(image, ragged_rank=1), new_size, original_size
 
-    images, valid_size, scale, original_size = tf.map_fn(
+    images, valid_size, original_size = tf.map_fn(
         one, image_bytes,
         fn_output_signature=(tf.RaggedTensorSpec([None, None, 3], tf.float32, ragged_rank=1),
-                             tf.TensorSpec([2], tf.int32), tf.TensorSpec([], tf.float32),
-                             tf.TensorSpec([2], tf.int32)))
+                             tf.TensorSpec([2], tf.int32), tf.TensorSpec([2], tf.int32)))
     inputs = images.to_tensor()  # [B, max h, max w, 3], zero (= mean colour) padding
     size = tf.shape(inputs)[1:3]
     pad = transforms.padded_size(size, serving.size_divisibility) - size
     inputs = tf.ensure_shape(tf.pad(inputs, [[0, 0], [0, pad[0]], [0, pad[1]], [0, 0]]),
                              [None, None, None, 3])
-    return inputs, {"valid_size": valid_size, "scale": scale, "original_size": original_size}
+    return inputs, {"valid_size": valid_size, "original_size": original_size}
 
 
 def category_id_table(label_map: LabelMap) -> tf.Tensor:
@@ -174,23 +180,27 @@ def category_id_table(label_map: LabelMap) -> tf.Tensor:
 
 
 def detections_to_outputs(detections: Dict[str, tf.Tensor], label_map: LabelMap, *,
-                          scale: tf.Tensor, frame_size: tf.Tensor) -> Dict[str, tf.Tensor]:
+                          valid_size: tf.Tensor, frame_size: tf.Tensor
+                          ) -> Dict[str, tf.Tensor]:
     """Network-pixel detections -> the exported outputs (TF OD API names and formats).
 
     Args:
         detections: dict of :func:`fcos_tf.postprocess.postprocess` (``boxes`` xyxy network
             pixels, ``scores``, ``classes`` with -1 padding, ``num_detections``).
         label_map: ``LabelMap`` giving the category ids.
-        scale: float32 ``[B]``: network pixels = frame pixels * scale.
-        frame_size: ``[B, 2]`` ``(H, W)`` of the frame the boxes are normalised to (the
-            original image; for TFLite the model input, with ``scale`` 1).
+        valid_size: int ``[B, 2]`` ``(H, W)`` of the resized image inside the network input
+            (before padding): the frame as the network saw it.
+        frame_size: int ``[B, 2]`` ``(H, W)`` of the frame the boxes are normalised to (the
+            original image; for TFLite the model input itself). Boxes are mapped from
+            ``valid_size`` to it with one ratio per axis (exact for any resize rounding).
 
     Returns:
         dict of ``OUTPUT_KEYS``; boxes clipped to the frame, zero on padding rows.
     """
     frame = tf.cast(frame_size, tf.float32)
     height, width = frame[:, 0:1], frame[:, 1:2]  # [B, 1]
-    x1, y1, x2, y2 = tf.unstack(detections["boxes"] / scale[:, None, None], num=4, axis=-1)
+    boxes = transforms.rescale_boxes(detections["boxes"], valid_size, frame_size)
+    x1, y1, x2, y2 = tf.unstack(boxes, num=4, axis=-1)
     boxes = tf.stack([tf.clip_by_value(y1 / height, 0.0, 1.0),
                       tf.clip_by_value(x1 / width, 0.0, 1.0),
                       tf.clip_by_value(y2 / height, 0.0, 1.0),
@@ -220,7 +230,7 @@ def serving_functions(model: keras.Model, label_map: LabelMap, serving: ServingC
 
     def detect(inputs, meta):
         detections = model.predict_step((inputs, {"image_size": meta["valid_size"]}))
-        return detections_to_outputs(detections, label_map, scale=meta["scale"],
+        return detections_to_outputs(detections, label_map, valid_size=meta["valid_size"],
                                      frame_size=meta["original_size"])
 
     def serve_images(images):

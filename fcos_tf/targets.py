@@ -13,7 +13,8 @@ import tensorflow as tf
 
 from fcos_tf import boxes as box_lib
 from fcos_tf import locations as loc_lib
-from fcos_tf.locations import DEFAULT_LOCATION_OFFSET, SIZE_RANGES, STRIDES
+from fcos_tf.locations import (DEFAULT_LOCATION_GRID, DEFAULT_LOCATION_OFFSET, SIZE_RANGES,
+                               STRIDES)
 
 
 def _static_image_size(image_size):
@@ -128,7 +129,8 @@ def _per_coordinate(values, counts):
 
 
 def compute_targets(boxes, classes, image_size, *, strides=STRIDES, size_ranges=SIZE_RANGES,
-                    center_sampling_radius=1.5, location_offset=DEFAULT_LOCATION_OFFSET):
+                    center_sampling_radius=1.5, location_offset=DEFAULT_LOCATION_OFFSET,
+                    location_grid=DEFAULT_LOCATION_GRID):
     """Assigns every location of every pyramid level to one ground-truth box or background.
 
     A location ``(x, y)`` of the level with stride ``s`` is a positive for box ``(x0, y0, x1,
@@ -160,6 +162,8 @@ def compute_targets(boxes, classes, image_size, *, strides=STRIDES, size_ranges=
             0 turns center sampling off (paper Sec. 3.1: every location inside the box).
         location_offset: fraction of the stride where the first location of a level sits
             (see :func:`fcos_tf.locations.compute_locations`).
+        location_grid: ``"paper"`` or ``"torchvision"`` spacing of the locations (see
+            :mod:`fcos_tf.locations`); the center region still scales with the level's stride.
 
     Returns:
         dict, with ``P`` the number of locations of :func:`fcos_tf.locations.compute_locations`
@@ -177,7 +181,8 @@ def compute_targets(boxes, classes, image_size, *, strides=STRIDES, size_ranges=
         TypeError: ``boxes`` not floating point, ``classes`` not integer, ``image_size`` not
             integer.
         ValueError: wrong static shapes or mismatched ``M``, or inconsistent ``strides`` and
-            ``size_ranges``, or a negative ``center_sampling_radius``. Shapes only known at
+            ``size_ranges``, or a negative ``center_sampling_radius``, or an unknown
+            ``location_grid``. Shapes only known at
             run time are checked by ``tf.debugging`` assertions that name the argument.
     """
     strides = tuple(int(s) for s in strides)
@@ -187,6 +192,7 @@ def compute_targets(boxes, classes, image_size, *, strides=STRIDES, size_ranges=
                          f"{len(size_ranges)} ranges.")
     if not center_sampling_radius >= 0:
         raise ValueError(f"`center_sampling_radius` must be >= 0, got {center_sampling_radius}.")
+    loc_lib.check_location_grid(location_grid)
     boxes, classes, image_size = _check_inputs(boxes, classes, image_size)
 
     # Priority order of the boxes: smaller area first, equal areas in input order (a stable
@@ -201,7 +207,8 @@ def compute_targets(boxes, classes, image_size, *, strides=STRIDES, size_ranges=
     num_boxes = tf.shape(boxes)[0]
     columns = tf.range(num_boxes, dtype=tf.int32)  # [M], position in priority order
 
-    locations, _ = loc_lib.compute_locations(image_size, strides, location_offset)
+    locations, _ = loc_lib.compute_locations(image_size, strides, location_offset,
+                                              location_grid)
     sizes = loc_lib.feature_map_sizes(image_size, strides)
     heights, widths = [h for h, _ in sizes], [w for _, w in sizes]
     # Every test is separable into an x part and a y part: run them on the columns and rows

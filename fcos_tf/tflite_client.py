@@ -37,12 +37,13 @@ def tflite_input(image: np.ndarray, input_size: Sequence[int], serving: ServingC
         serving: :class:`ServingConfig` (resize sizes and pixel normalisation).
 
     Returns:
-        ``(inputs, scale)``: uint8 numpy ``[1, H, W, 3]`` and the float resize factor
-        (input pixels / original pixels).
+        ``(inputs, valid_size)``: uint8 numpy ``[1, H, W, 3]`` and the ``(h, w)`` of the
+        resized image inside it (before padding).
     """
     image = tf.convert_to_tensor(image, tf.uint8)
     original = tf.shape(image)[:2]
-    scale, new_size = transforms.resize_size(original, serving.short_side, serving.max_size)
+    scale, new_size = transforms.resize_size(original, serving.eval_short_side,
+                                             serving.max_size, rounding=serving.resize_rounding)
     fit = tf.reduce_min(tf.constant(input_size, tf.float32) / tf.cast(original, tf.float32))
     if float(scale) > float(fit):
         scale = fit
@@ -54,7 +55,7 @@ def tflite_input(image: np.ndarray, input_size: Sequence[int], serving: ServingC
     canvas = np.empty((input_size[0], input_size[1], 3), np.uint8)
     canvas[:] = _padding_colour(serving.pixel_norm)
     canvas[:resized.shape[0], :resized.shape[1]] = resized
-    return canvas[None], float(scale)
+    return canvas[None], tuple(int(v) for v in new_size.numpy())
 
 
 def tflite_interpreter(model_path_or_bytes: Union[str, bytes],
@@ -85,13 +86,14 @@ def run_tflite(interpreter, image: np.ndarray, input_size: Sequence[int],
         numpy dict of ``OUTPUT_KEYS`` for a batch of one, with ``detection_boxes``
         normalised to the original image (as the SavedModel's).
     """
-    inputs, scale = tflite_input(image, input_size, serving)
+    inputs, valid_size = tflite_input(image, input_size, serving)
     runner = interpreter.get_signature_runner()
     outputs = runner(**{IMAGES_INPUT: inputs})
     height, width = np.asarray(image).shape[:2]
-    # Input-frame normalised -> input pixels -> original pixels -> original normalised.
-    factor = np.array([input_size[0] / height, input_size[1] / width] * 2,
-                      np.float32) / np.float32(scale)
+    # Input-frame normalised -> input pixels -> original pixels (one ratio per axis, as the
+    # SavedModel maps them) -> original normalised.
+    factor = np.array([input_size[0] / valid_size[0], input_size[1] / valid_size[1]] * 2,
+                      np.float32)
     boxes = np.clip(outputs["detection_boxes"] * factor, 0.0, 1.0)
     valid = outputs["detection_classes"] >= 0
     outputs["detection_boxes"] = np.where(valid[..., None], boxes, 0.0).astype(np.float32)

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import keras
 import numpy as np
@@ -15,18 +16,30 @@ import torch.nn.functional as F  # noqa: E402
 
 import torch_reference  # noqa: E402
 from fcos_tf import convert_torchvision  # noqa: E402
-from fcos_tf import builders, rundir  # noqa: E402
+from fcos_tf import builders, rundir, serving  # noqa: E402
 from fcos_tf import config as config_lib  # noqa: E402
 from fcos_tf import weights as weights_lib  # noqa: E402
 from fcos_tf.backbone import FrozenBatchNorm, SmallBackbone  # noqa: E402
 from fcos_tf.boxes import ltrb_to_xyxy  # noqa: E402
+from fcos_tf.data import transforms  # noqa: E402
 from fcos_tf.data.label_map import COCO_2017_CATEGORIES  # noqa: E402
 from fcos_tf.fpn import upsample_nearest_to  # noqa: E402
 from fcos_tf.locations import STRIDES, compute_locations, feature_map_sizes  # noqa: E402
 from fcos_tf.model import FCOS  # noqa: E402
+from fcos_tf.postprocess import postprocess  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COCO_IDS = [category_id for category_id, _ in COCO_2017_CATEGORIES]
+# (H, W) of the end-to-end checks: COCO's most common sizes (resized to 1066 x 800 and
+# 800 x 1066 by flooring), one that scales down (800 x 1066, padded to 800 x 1088) and one
+# that is not resized but padded to sides that are not multiples of 128 (P6 and P7 spaced by
+# 61/64 and 114/121 pixels).
+DETECTION_SIZES = ((640, 480), (480, 640), (960, 1280), (800, 1216))
+# Candidates per level: torchvision's 1000 (its top 100 come from P3-P5 here), and 20, which
+# brings every level into the final 100 (P6 and P7 are where the two grids differ).
+TOP_K = (1000, 20)
+BOX_TOLERANCE = 1e-2  # pixels of the original image
+SCORE_TOLERANCE = 5e-4
 
 
 def _relative_error(actual, expected):
@@ -45,7 +58,13 @@ def _nhwc(x):
 @pytest.fixture(scope="module")
 def state_dict():
     # The published checkpoint predates torchvision 0.13: legacy FPN names.
-    return torch_reference.fcos_state_dict(num_classes=91, seed=0, legacy_fpn_names=True)
+    state = torch_reference.fcos_state_dict(num_classes=91, seed=0, legacy_fpn_names=True)
+    # The 11 logits that are no COCO category (and background) never fire in trained weights;
+    # here they must not either, or torchvision would detect classes the import drops.
+    unused = sorted(set(range(convert_torchvision.TORCHVISION_NUM_LOGITS)) - set(COCO_IDS))
+    state["head.classification_head.cls_logits.weight"][unused] = 0.0
+    state["head.classification_head.cls_logits.bias"][unused] = -30.0
+    return state
 
 
 @pytest.fixture(scope="module")
@@ -159,9 +178,10 @@ def test_fpn_matches_pytorch_at_odd_size(converted, state_dict):
         assert _relative_error(a, b) < 1e-4, level
 
 
-def test_location_offset_zero_matches_torchvision_anchor_centres():
-    image_size = (256, 384)
-    locations, _ = compute_locations(image_size, STRIDES, location_offset=0.0)
+@pytest.mark.parametrize("image_size", [(256, 384), (800, 1216), (1088, 800), (800, 1088)])
+def test_torchvision_grid_matches_torchvision_anchor_centres(image_size):
+    locations, _ = compute_locations(image_size, STRIDES, location_offset=0.0,
+                                     location_grid="torchvision")
     expected = []
     for stride, (height, width) in zip(STRIDES, feature_map_sizes(image_size)):
         # torchvision: stride = padded size // grid size; square anchor of side = stride,
@@ -174,7 +194,11 @@ def test_location_offset_zero_matches_torchvision_anchor_centres():
         shifts = torch.stack([shift_x, shift_y, shift_x, shift_y], -1).reshape(-1, 4)
         anchors = shifts + base
         expected.append(((anchors[:, :2] + anchors[:, 2:]) / 2).numpy())
-    np.testing.assert_array_equal(locations, np.concatenate(expected))
+    expected = np.concatenate(expected)
+    np.testing.assert_array_equal(locations, expected)
+    paper, _ = compute_locations(image_size, STRIDES, location_offset=0.0)
+    # The paper's grid is the same only where the padded sides are multiples of 128.
+    assert np.array_equal(paper, expected) == (image_size == (256, 384))
 
 
 # ---------------------------------------------------------------------------- whole model
@@ -292,3 +316,199 @@ def test_export_loads_the_workdir(converted):
     assert len(model.weights) == len(expected)
     for a, b in zip(model.weights, expected):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+# ---------------------------------------------------------------- detections end to end
+
+def _image(height, width, seed):
+    """A smooth random RGB picture (noise upsampled), uint8 ``[H, W, 3]``."""
+    coarse = np.random.default_rng(seed).uniform(0, 255, (height // 16 + 2, width // 16 + 2, 3))
+    image = tf.image.resize(coarse[None], (height, width), method="bicubic")[0]
+    return np.clip(np.round(image.numpy()), 0, 255).astype(np.uint8)
+
+
+def _serving(converted):
+    """The exported SavedModel's two signature functions for the converted workdir, as
+    ``export_savedmodel.py`` builds them: model, config and label map from the workdir."""
+    model, config, label_map = rundir.load_trained_model(converted["workdir"])
+    functions = serving.serving_functions(model, label_map, builders.build_serving_config(config))
+    return model, {name: function for name, (function, _) in functions.items()}
+
+
+def _to_pixels(outputs, index, original_size):
+    """One image's served outputs -> ``boxes`` xyxy original pixels, ``scores``, ``labels``."""
+    num = int(outputs["num_detections"][index])
+    height, width = (float(v) for v in original_size)
+    ymin, xmin, ymax, xmax = np.moveaxis(
+        outputs["detection_boxes"][index, :num].numpy().astype(np.float64), -1, 0)
+    return {"boxes": np.stack([xmin * width, ymin * height, xmax * width, ymax * height], -1),
+            "scores": outputs["detection_scores"][index, :num].numpy(),
+            "labels": outputs["detection_classes"][index, :num].numpy().astype(np.int64)}
+
+
+def _detect(model, functions, image, top_ks=TOP_K):
+    """Detections of the exported ``serving_default`` graph (resize, normalisation, padding,
+    network, decoding, NMS and mapping back as the recipe configures them).
+
+    Returns:
+        dict ``{top_k: detections}`` with ``boxes`` (original image pixels), ``scores``,
+        ``labels`` (COCO ids) numpy arrays.
+    """
+    result = {}
+    for top_k in top_ks:
+        model.pre_nms_top_k = top_k
+        outputs = functions[serving.IMAGES_SIGNATURE](tf.constant(image[None]))
+        result[top_k] = _to_pixels(outputs, 0, image.shape[:2])
+    return result
+
+
+def _compare(ours, theirs):
+    """Pairs every detection of ``theirs`` with one of ``ours`` (same label, closest box).
+
+    Returns:
+        ``(matched, max box difference, max score difference)`` over the matched pairs.
+    """
+    assert len(ours["scores"]) == len(theirs["scores"])
+    free = np.ones(len(ours["scores"]), bool)
+    box_diff = score_diff = 0.0
+    matched = 0
+    for box, score, label in zip(theirs["boxes"], theirs["scores"], theirs["labels"]):
+        distance = np.abs(ours["boxes"] - box).max(axis=1)
+        close = (free & (ours["labels"] == label) & (distance <= BOX_TOLERANCE)
+                 & (np.abs(ours["scores"] - score) <= SCORE_TOLERANCE))
+        if not close.any():
+            continue
+        index = np.flatnonzero(close)[np.argmin(distance[close])]
+        free[index] = False
+        matched += 1
+        box_diff = max(box_diff, float(distance[index]))
+        score_diff = max(score_diff, float(abs(ours["scores"][index] - score)))
+    return matched, box_diff, score_diff
+
+
+@pytest.fixture(scope="module")
+def images():
+    return {size: _image(*size, seed=index) for index, size in enumerate(DETECTION_SIZES)}
+
+
+@pytest.fixture(scope="module")
+def reference_detections(state_dict, images):
+    """``{size: {top_k: detections}}`` of the functional reference."""
+    renamed = convert_torchvision.normalise_state_dict_names(state_dict)
+    result = {}
+    for size, image in images.items():
+        head = torch_reference.fcos_forward(renamed, torch_reference.transform(image)[0])
+        result[size] = {top_k: torch_reference.fcos_detect(renamed, image, top_k=top_k,
+                                                           head=head) for top_k in TOP_K}
+    return result
+
+
+@pytest.fixture(scope="module")
+def served(converted):
+    return _serving(converted)
+
+
+@pytest.fixture(scope="module")
+def our_detections(served, images):
+    """``{size: {top_k: detections}}`` of the converted model's serving graph."""
+    model, functions = served
+    return {size: _detect(model, functions, image) for size, image in images.items()}
+
+
+def test_resize_sizes_match_torchvision_transform(images):
+    for size, image in images.items():
+        _, resized = torch_reference.transform(image)
+        _, new_size = transforms.resize_size(tf.constant(size), 800, 1333, rounding="floor")
+        assert tuple(new_size.numpy()) == resized, size
+
+
+@pytest.mark.parametrize("size", DETECTION_SIZES)
+def test_detections_match_torchvision_reference(our_detections, reference_detections, size):
+    for top_k in TOP_K:
+        theirs = reference_detections[size][top_k]
+        assert len(theirs["scores"]) == 100
+        if top_k == 20:
+            assert set(theirs["levels"]) == {0, 1, 2, 3, 4}
+        matched, box_diff, score_diff = _compare(our_detections[size][top_k], theirs)
+        print(f"{size}, {top_k} per level: {matched}/100 matched, max box difference "
+              f"{box_diff:.2e} px, max score difference {score_diff:.2e}")
+        assert matched == 100
+
+
+def _import_torchvision():
+    """torchvision, or None. Its CPU wheel's compiled ops do not load on a CPU-only torch of
+    the matching version; the Python parts (models, transforms, box ops) work without them
+    once its fake-op registrations, which need the compiled ops, are skipped."""
+    try:
+        import torchvision  # pylint: disable=import-outside-toplevel
+        return torchvision
+    except ImportError:
+        return None
+    except RuntimeError:  # "operator torchvision::nms does not exist"
+        for name in [n for n in sys.modules if n.split(".")[0] == "torchvision"]:
+            del sys.modules[name]
+        name = "torchvision._meta_registrations"
+        sys.modules[name] = types.ModuleType(name)
+        import torchvision  # pylint: disable=import-outside-toplevel
+        return torchvision
+
+
+@pytest.fixture(scope="module")
+def torchvision_fcos(state_dict):
+    torchvision = _import_torchvision()
+    if torchvision is None:
+        pytest.skip("torchvision not installed (pip install --no-deps torchvision)")
+    from torchvision.ops import boxes as box_ops  # pylint: disable=import-outside-toplevel
+    model = torchvision.models.detection.fcos_resnet50_fpn(weights=None, weights_backbone=None,
+                                                           num_classes=91)
+    renamed = convert_torchvision.normalise_state_dict_names(state_dict)
+    missing, unexpected = model.load_state_dict(
+        {name: torch.from_numpy(value) for name, value in renamed.items()}, strict=False)
+    assert not unexpected
+    assert all(name.endswith("num_batches_tracked") for name in missing), missing
+    model.eval()
+    with pytest.MonkeyPatch.context() as patch:
+        # Its batched_nms calls the compiled op through this module-level name.
+        patch.setattr(box_ops, "nms", torch_reference.python_nms)
+        yield model
+
+
+@pytest.mark.parametrize("size", DETECTION_SIZES)
+def test_reference_and_ours_match_real_torchvision(our_detections, images, reference_detections,
+                                                   torchvision_fcos, size):
+    image = torch.from_numpy(images[size]).permute(2, 0, 1).float() / 255.0
+    for top_k in TOP_K:
+        torchvision_fcos.topk_candidates = top_k
+        with torch.no_grad():
+            result = torchvision_fcos([image])[0]
+        theirs = {"boxes": result["boxes"].numpy(), "scores": result["scores"].numpy(),
+                  "labels": result["labels"].numpy()}
+        assert len(theirs["scores"]) == 100
+        for name, detections in (("functional reference", reference_detections),
+                                 ("fcos_tf", our_detections)):
+            matched, box_diff, score_diff = _compare(detections[size][top_k], theirs)
+            print(f"{size}, {top_k} per level: {name} vs torchvision {matched}/100, box "
+                  f"{box_diff:.2e} px, score {score_diff:.2e}")
+            assert matched == 100
+
+
+def test_mixed_size_batch_of_image_bytes_matches_real_torchvision(served, images,
+                                                                  torchvision_fcos):
+    """One ``serving_image_bytes`` request with the four sizes against one torchvision call on
+    the same list: both pad the batch to its largest resized size, which sets the grid."""
+    model, functions = served
+    model.pre_nms_top_k = 20
+    torchvision_fcos.topk_candidates = 20
+    encoded = [tf.io.encode_png(images[size]).numpy() for size in DETECTION_SIZES]
+    outputs = functions[serving.IMAGE_BYTES_SIGNATURE](tf.constant(encoded))
+    tensors = [torch.from_numpy(images[size]).permute(2, 0, 1).float() / 255.0
+               for size in DETECTION_SIZES]
+    with torch.no_grad():
+        results = torchvision_fcos(tensors)
+    for index, (size, result) in enumerate(zip(DETECTION_SIZES, results)):
+        theirs = {"boxes": result["boxes"].numpy(), "scores": result["scores"].numpy(),
+                  "labels": result["labels"].numpy()}
+        matched, box_diff, score_diff = _compare(_to_pixels(outputs, index, size), theirs)
+        print(f"{size} in a mixed batch: fcos_tf vs torchvision {matched}/100, box "
+              f"{box_diff:.2e} px, score {score_diff:.2e}")
+        assert len(theirs["scores"]) == 100 and matched == 100

@@ -120,7 +120,6 @@ def test_eval_pipeline_resize_clip_filter_keeps_crowd(tmp_path):
     np.testing.assert_array_equal(labels["image_id"].numpy(), [1, 2])
     np.testing.assert_array_equal(labels["original_size"].numpy(), [[40, 60], [30, 20]])
     np.testing.assert_array_equal(labels["image_size"].numpy(), [[20, 30], [30, 20]])
-    np.testing.assert_allclose(labels["scale"].numpy(), [0.5, 1.0], rtol=1e-6)
     # Boxes * 0.5: [5, 2.5, 15, 7.5]; crowd [0, 0, 30, 20] kept; [25, 15, 35, 25] clipped to
     # [25, 15, 30, 20]; the zero-area and the inverted box dropped.
     np.testing.assert_allclose(labels["boxes"][0, :4].numpy(), [
@@ -157,15 +156,17 @@ def test_train_pipeline_flip_resize_cap_drops_crowd(tmp_path):
     np.testing.assert_array_equal(labels["classes"].numpy(), [[1, 2, -1, -1]])
     assert not labels["is_crowd"].numpy().any()
 
-    # Long-side cap: short side 80 would make the long side 120 > 100, so scale = 100 / 60.
+    # Long-side cap: short side 80 would make the long side 120 > 100, so scale = 100 / 60:
+    # 40x60 -> 66.7 rounded to 67 x 100. Boxes follow the pixels, one ratio per axis: x by
+    # 100 / 60, y by 67 / 40.
     dataset = pipeline.make_pipeline(
         read.dataset, training=True, batch_size=1, train_short_side=(80, 80),
         max_size=100, hflip_prob=0.0, max_boxes=4, repeat=False, deterministic=True)
     (images, labels), = list(dataset)
     np.testing.assert_array_equal(labels["image_size"].numpy(), [[67, 100]])
-    np.testing.assert_allclose(labels["scale"].numpy(), [100 / 60], rtol=1e-6)
     np.testing.assert_allclose(labels["boxes"][0, 0].numpy(),
-                               np.array([10, 5, 30, 15]) * 100 / 60, rtol=1e-5)
+                               np.array([10, 5, 30, 15]) * np.array([100 / 60, 67 / 40] * 2),
+                               rtol=1e-5)
     assert images.shape == (1, 96, 128, 3)
 
 

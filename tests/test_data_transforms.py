@@ -156,3 +156,55 @@ def test_pad_boxes_pads_and_truncates():
                                             tf.constant([False, True]), 1)
     np.testing.assert_array_equal(out_classes.numpy(), [3])
     assert out_boxes.shape == (1, 4)
+
+
+@pytest.mark.parametrize("size, new", [
+    ((480, 640), (800, 1066)),  # 640 * 800 / 480 = 1066.67: floored, not rounded to 1067
+    ((640, 480), (1066, 800)),
+    ((960, 1280), (800, 1066)),  # scale 0.8333...: 1066.67 -> 1066
+    ((800, 1216), (800, 1216)),  # scale 1: unchanged
+    ((427, 640), (800, 1199)),  # 1199.06
+    ((400, 1000), (533, 1333)),  # capped by the long side: 533.2 -> 533
+    ((289, 480), (799, 1328)),  # torchvision's double arithmetic: 799.99999999999989
+])
+def test_resize_size_floor_rounding(size, new):
+    _, got = T.resize_size(tf.constant(size), 800, 1333, rounding="floor")
+    assert tuple(got.numpy()) == new
+
+
+def test_resize_size_floor_is_torchvisions_python_arithmetic():
+    # torchvision: scale = min(800 / short, 1333 / long) in Python floats, then
+    # interpolate(recompute_scale_factor=True) gives int(size * scale) per axis. Even the
+    # short side can end at 799: 289 * (800 / 289) = 799.99999999999989 in doubles, while
+    # float32 arithmetic gives 800.
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(16, 2000, size=(300, 2)).tolist() + [[289, 480], [305, 427],
+                                                              [480, 640], [375, 500]]
+    for short_side, max_size in ((800, 1333), (640, 1000)):
+        for height, width in sizes:
+            scale = min(short_side / min(height, width), max_size / max(height, width))
+            expected = (int(height * scale), int(width * scale))
+            _, got = T.resize_size(tf.constant([height, width]), short_side, max_size,
+                                   rounding="floor")
+            assert tuple(got.numpy()) == expected, (height, width)
+
+
+def test_resize_size_inside_tf_function_and_bad_rounding():
+    fn = tf.function(lambda size: T.resize_size(size, 800, 1333, rounding="floor")[1])
+    assert tuple(fn(tf.constant([480, 640])).numpy()) == (800, 1066)
+    with pytest.raises(ValueError, match="rounding"):
+        T.resize_size(tf.constant([4, 4]), 2, None, rounding="ceil")
+
+
+def test_rescale_boxes_per_axis():
+    boxes = tf.constant([[10.0, 20.0, 30.0, 40.0]])
+    # 480 x 640 -> 800 x 1066: y by 800 / 480, x by 1066 / 640 (not the common 5/3).
+    out = T.rescale_boxes(boxes, [480, 640], [800, 1066]).numpy()
+    np.testing.assert_allclose(out, [[10 * 1066 / 640, 20 * 800 / 480, 30 * 1066 / 640,
+                                      40 * 800 / 480]], rtol=1e-6)
+    # And back to the original frame.
+    np.testing.assert_allclose(T.rescale_boxes(out, [800, 1066], [480, 640]), boxes, rtol=1e-6)
+    # Batched: boxes [B, N, 4] with sizes [B, 2].
+    batched = T.rescale_boxes(tf.ones([2, 3, 4]), [[10, 10], [10, 20]], [[20, 30], [5, 5]])
+    np.testing.assert_allclose(batched[0], np.tile([3.0, 2.0, 3.0, 2.0], (3, 1)))
+    np.testing.assert_allclose(batched[1], np.tile([0.25, 0.5, 0.25, 0.5], (3, 1)))

@@ -53,10 +53,14 @@ def test_no_detections_and_missing_size_range():
     assert metrics["per_class_AP"]["cat"] is None
 
 
-def test_to_original_xywh_divides_by_scale_and_clips():
+def test_to_original_xywh_maps_each_axis_and_clips():
     boxes = np.array([[10.0, 20.0, 50.0, 40.0], [-4.0, 0.0, 900.0, 30.0]])
-    xywh = evaluation.to_original_xywh(boxes, 2.0, (100, 300))
+    # Resized 100x300 -> 200x600: both axes by 2.
+    xywh = evaluation.to_original_xywh(boxes, (200, 600), (100, 300))
     np.testing.assert_allclose(xywh, [[5.0, 10.0, 20.0, 10.0], [0.0, 0.0, 300.0, 15.0]])
+    # Resized 100x300 -> 400x600: y by 4, x by 2 (a rounded size scales the axes apart).
+    xywh = evaluation.to_original_xywh(boxes[:1], (400, 600), (100, 300))
+    np.testing.assert_allclose(xywh, [[5.0, 5.0, 20.0, 5.0]])
 
 
 def test_outputs_to_coco_maps_normalised_boxes_and_skips_padding():
@@ -96,7 +100,8 @@ def test_evaluation_maps_through_the_exports_function():
                   "scores": tf.constant([[0.9, 0.5, 0.0]]),
                   "classes": tf.constant([[2, 0, -1]]),
                   "num_detections": tf.constant([2])}
-    outputs = serving.detections_to_outputs(detections, LABEL_MAP, scale=tf.constant([0.5]),
+    outputs = serving.detections_to_outputs(detections, LABEL_MAP,
+                                           valid_size=tf.constant([[200, 300]]),
                                            frame_size=tf.constant([[400, 600]]))
     results = evaluation.outputs_to_coco({k: v.numpy() for k, v in outputs.items()}, [9],
                                          [[400, 600]])
@@ -106,15 +111,16 @@ def test_evaluation_maps_through_the_exports_function():
                                [[40.0, 80.0, 80.0, 80.0], [0.0, 0.0, 600.0, 20.0]], atol=1e-3)
 
 
-def test_ground_truth_from_labels_round_trips_through_the_scale():
-    labels = {"image_id": np.array([5, 6]), "scale": np.array([2.0, 1.0], np.float32),
+def test_ground_truth_from_labels_maps_back_per_axis():
+    # Image 5: 50x60 resized to 100x240 (y by 2, x by 4).
+    labels = {"image_id": np.array([5, 6]), "image_size": np.array([[100, 240], [32, 32]]),
               "original_size": np.array([[50, 60], [32, 32]], np.int32),
               "boxes": np.array([[[2.0, 4.0, 22.0, 44.0], [0, 0, 0, 0]],
                                  [[0, 0, 0, 0], [0, 0, 0, 0]]], np.float32),
               "classes": np.array([[1, -1], [-1, -1]], np.int32)}
     images, annotations = evaluation.ground_truth_from_labels(labels)
     assert images == [{"id": 5, "height": 50, "width": 60}, {"id": 6, "height": 32, "width": 32}]
-    assert annotations == [{"image_id": 5, "class": 1, "bbox": [1.0, 2.0, 10.0, 20.0],
+    assert annotations == [{"image_id": 5, "class": 1, "bbox": [0.5, 2.0, 5.0, 20.0],
                             "iscrowd": 0}]
     labels["is_crowd"] = np.array([[True, False], [False, False]])
     assert evaluation.ground_truth_from_labels(labels)[1][0]["iscrowd"] == 1
@@ -142,7 +148,7 @@ class _GroundTruthModel:
 def test_evaluate_end_to_end_on_a_dataset_of_ground_truth(tmp_path):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    labels = {"image_id": np.array([1, 2], np.int64), "scale": np.array([0.5, 2.0], np.float32),
+    labels = {"image_id": np.array([1, 2], np.int64),
               "original_size": np.array([[200, 200], [50, 50]], np.int32),
               "image_size": np.array([[100, 100], [100, 100]], np.int32),
               "boxes": np.array([[[10.0, 10.0, 60.0, 50.0], [0, 0, 0, 0]],
@@ -206,7 +212,7 @@ def test_saved_model_ap_equals_metrics_json(tmp_path):
     # serve each original validation image on its own.
     model, saved_config, label_map = rundir.load_trained_model(str(workdir))
     settings = builders.build_serving_config(saved_config)
-    assert settings.short_side == 56
+    assert settings.eval_short_side == 56
     version_dir = export_saved_model.export_saved_model(
         model, label_map, str(tmp_path / "export"), settings, warmup=False)
     serve = tf.saved_model.load(version_dir).signatures[serving.IMAGES_SIGNATURE]

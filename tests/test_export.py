@@ -1,5 +1,6 @@
 """SavedModel export: reload in a fresh process, signatures, parity with predict_step, errors."""
 
+import dataclasses
 import json
 import os
 
@@ -78,9 +79,7 @@ def _reference(model, images, serving):
     Returns the detections mapped like the export: normalised yxyx of each original image,
     classes as contiguous ids.
     """
-    config = pipeline.PipelineConfig(eval_short_side=serving.short_side,
-                                     max_size=serving.max_size, pixel_norm=serving.pixel_norm,
-                                     size_divisibility=serving.size_divisibility)
+    config = pipeline.PipelineConfig(**dataclasses.asdict(serving))
     examples = []
     for image in images:
         example = {"image": tf.constant(image), "boxes": tf.zeros([0, 4]),
@@ -97,9 +96,10 @@ def _reference(model, images, serving):
     detections = {k: v.numpy() for k, v in model.predict_step((tf.constant(batch), labels)).items()}
     boxes = []
     for b, example in enumerate(examples):
-        h0, w0 = (float(v) for v in example["original_size"].numpy())
-        x1, y1, x2, y2 = np.moveaxis(detections["boxes"][b] / float(example["scale"]), -1, 0)
-        boxes.append(np.stack([y1 / h0, x1 / w0, y2 / h0, x2 / w0], -1))
+        # Network pixels of the resized image -> normalised: one ratio per axis.
+        h, w = (float(v) for v in example["image_size"].numpy())
+        x1, y1, x2, y2 = np.moveaxis(detections["boxes"][b], -1, 0)
+        boxes.append(np.stack([y1 / h, x1 / w, y2 / h, x2 / w], -1))
     detections["boxes"] = np.clip(np.stack(boxes), 0.0, 1.0)
     return detections
 
@@ -231,5 +231,5 @@ def test_latest_checkpoint_errors_name_the_path(tmp_path):
 def test_serving_config_validates():
     with pytest.raises(ValueError, match="pixel_norm"):
         serving_lib.ServingConfig(pixel_norm="bgr")
-    with pytest.raises(ValueError, match="short_side"):
-        serving_lib.ServingConfig(short_side=0)
+    with pytest.raises(ValueError, match="eval_short_side"):
+        serving_lib.ServingConfig(eval_short_side=0)

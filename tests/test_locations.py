@@ -78,3 +78,45 @@ def test_split_per_level():
     # Default levels of 200 x 249: 800, 208, 56, 16, 4.
     parts = loc_lib.split_per_level(tf.zeros([1084]), (200, 249))
     assert [int(p.shape[0]) for p in parts] == [800, 208, 56, 16, 4]
+
+
+def test_torchvision_grid_spacings_at_padded_sizes():
+    # 800 x 1216 (a 800 x 1216 image padded to 32): P6 has ceil(800/64) = 13 rows and
+    # ceil(1216/64) = 19 columns, spaced 800 // 13 = 61 and 1216 // 19 = 64; P7 has 7 x 10
+    # cells spaced 800 // 7 = 114 and 1216 // 10 = 121.
+    spacings = loc_lib.level_spacings((800, 1216), location_grid="torchvision")
+    assert spacings == [(8, 8), (16, 16), (32, 32), (61, 64), (114, 121)]
+    assert loc_lib.level_spacings((800, 1216)) == [(s, s) for s in loc_lib.STRIDES]
+    dynamic = loc_lib.level_spacings(tf.constant([800, 1216]), location_grid="torchvision")
+    assert [(int(a), int(b)) for a, b in dynamic] == spacings
+    locations, strides = loc_lib.compute_locations((800, 1216), location_offset=0.0,
+                                                   location_grid="torchvision")
+    p6 = loc_lib.split_per_level(locations, (800, 1216))[3].numpy().reshape(13, 19, 2)
+    p7 = loc_lib.split_per_level(locations, (800, 1216))[4].numpy().reshape(7, 10, 2)
+    np.testing.assert_array_equal(p6[:, 0, 1], 61 * np.arange(13))
+    np.testing.assert_array_equal(p6[0, :, 0], 64 * np.arange(19))
+    np.testing.assert_array_equal(p7[-1, -1], [9 * 121, 6 * 114])
+    # Strides stay the nominal ones (box distances and center regions scale with them).
+    assert [float(s[0]) for s in loc_lib.split_per_level(strides, (800, 1216))] == [
+        8, 16, 32, 64, 128]
+    dynamic, _ = loc_lib.compute_locations(tf.constant([800, 1216]), location_offset=0.0,
+                                           location_grid="torchvision")
+    np.testing.assert_array_equal(dynamic, locations)
+
+
+@pytest.mark.parametrize("image_size", [(256, 384), (1024, 1280), (200, 249)])
+def test_torchvision_grid_is_the_paper_grid_where_sides_divide(image_size):
+    # Sides that are multiples of 128 give spacing = stride on every level; so do sides
+    # whose quotient happens to divide (200 x 249 is checked level by level).
+    paper, _ = loc_lib.compute_locations(image_size, location_offset=0.5)
+    torchvision, _ = loc_lib.compute_locations(image_size, location_offset=0.5,
+                                               location_grid="torchvision")
+    spacings = loc_lib.level_spacings(image_size, location_grid="torchvision")
+    same = all(a == b == s for (a, b), s in zip(spacings, loc_lib.STRIDES))
+    assert np.array_equal(paper, torchvision) == same
+    assert same == (image_size != (200, 249))
+
+
+def test_unknown_location_grid_is_an_error():
+    with pytest.raises(ValueError, match="location_grid"):
+        loc_lib.compute_locations((64, 64), location_grid="detectron")

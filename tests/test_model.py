@@ -103,8 +103,10 @@ def test_fewer_levels():
 
 def test_get_config_round_trip(tmp_path):
     model = _small_model(score_threshold=0.2, score_threshold_on="final", location_offset=0.0,
-                         max_detections=7, box_loss="iou", p6_input="c5")
+                         location_grid="torchvision", max_detections=7, box_loss="iou",
+                         p6_input="c5")
     config = model.get_config()
+    assert config["location_grid"] == "torchvision"
     clone = FCOS.from_config(config)
     assert clone.get_config() == config
     clone.build((None, None, None, 3))

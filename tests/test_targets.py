@@ -209,6 +209,25 @@ def test_location_offset():
     np.testing.assert_allclose(out["centerness_targets"][3], 1.0, rtol=1e-6)
 
 
+def test_torchvision_location_grid():
+    # Image 24 x 16 (H x W), one level of stride 16: 2 x 1 cells at x = 0. The paper grid
+    # with offset 0 puts the rows at y = 0, 16; torchvision's spaces them by 24 // 2 = 12:
+    # y = 0, 12. Box [-4, 2, 16, 20], no center sampling: only the second cell is inside
+    # (y = 0 is above the box); its targets follow the grid it lies on.
+    kwargs = {"strides": (16,), "size_ranges": ((-1.0, INF),), "center_sampling_radius": 0,
+              "location_offset": 0.0}
+    boxes = [[-4, 2, 16, 20]]
+    out = _targets(boxes, [3], (24, 16), **kwargs)
+    assert _positives(out) == [1]
+    np.testing.assert_allclose(out["box_targets"][1], [4, 14, 16, 4])  # at (0, 16)
+    for image_size in ((24, 16), tf.constant([24, 16])):
+        out = _targets(boxes, [3], image_size, location_grid="torchvision", **kwargs)
+        assert _positives(out) == [1]
+        np.testing.assert_allclose(out["box_targets"][1], [4, 10, 16, 8])  # at (0, 12)
+    with pytest.raises(ValueError, match="location_grid"):
+        _targets(boxes, [3], (24, 16), location_grid="mmdet", **kwargs)
+
+
 # --------------------------------------------------------------------------------------------
 # Comparison with the plain-Python reference on random images.
 

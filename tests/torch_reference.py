@@ -3,7 +3,12 @@
 Used by the weight-import tests: random state dicts with torchvision's parameter names and
 shapes, and forward passes built only from ``torch.nn.functional`` (conv2d with its padding,
 max_pool2d, eval-mode batch_norm with eps 1e-5, group_norm, interpolate "nearest"), so the
-Keras layers are checked against PyTorch's own conventions. Importing this module needs torch.
+Keras layers are checked against PyTorch's own conventions. :func:`fcos_detect` adds
+torchvision's whole inference path around them (``GeneralizedRCNNTransform``: normalise,
+resize by ``interpolate(scale_factor, recompute_scale_factor=True)``, pad to 32; anchors at
+``j * (padded size // feature size)``; ``FCOS.postprocess_detections``; boxes back with
+per-axis ratios), and :func:`python_nms` stands in for torchvision's compiled NMS. Importing
+this module needs torch (not torchvision).
 """
 
 import math
@@ -221,3 +226,127 @@ def fcos_forward(state, images_nhwc):
 def save_state_dict(state, path):
     """Writes a numpy state dict as a ``.pth`` file of torch tensors."""
     torch.save({name: _t(value) for name, value in state.items()}, path)
+
+
+# torchvision's GeneralizedRCNNTransform defaults for its COCO detectors.
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
+
+def python_nms(boxes, scores, iou_threshold):
+    """Greedy NMS in plain torch ops: indices of kept boxes, by decreasing score.
+
+    A box is suppressed by a kept box of higher score when their IoU is above
+    ``iou_threshold`` (torchvision's ``ops.nms`` semantics).
+
+    Args:
+        boxes: float ``[N, 4]`` xyxy.
+        scores: float ``[N]``.
+        iou_threshold: float.
+
+    Returns:
+        int64 ``[N_kept]``.
+    """
+    order = torch.argsort(scores, descending=True, stable=True)
+    boxes = boxes[order]
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    top_left = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    bottom_right = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    wh = (bottom_right - top_left).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    iou = inter / (areas[:, None] + areas[None, :] - inter)
+    suppressed = torch.zeros(len(order), dtype=torch.bool)
+    keep = []
+    for index in range(len(order)):
+        if suppressed[index]:
+            continue
+        keep.append(index)
+        suppressed |= iou[index] > iou_threshold
+    return order[torch.tensor(keep, dtype=torch.int64)]
+
+
+def python_batched_nms(boxes, scores, labels, iou_threshold):
+    """Class-aware NMS (NMS per label), kept indices by decreasing score."""
+    keep = torch.zeros(len(scores), dtype=torch.bool)
+    for label in torch.unique(labels):
+        index = torch.where(labels == label)[0]
+        keep[index[python_nms(boxes[index], scores[index], iou_threshold)]] = True
+    kept = torch.where(keep)[0]
+    return kept[torch.argsort(scores[kept], descending=True, stable=True)]
+
+
+def transform(image_uint8, min_size=800, max_size=1333, size_divisible=32):
+    """torchvision's eval-mode ``GeneralizedRCNNTransform`` for one image.
+
+    Args:
+        image_uint8: numpy uint8 ``[H0, W0, 3]`` RGB.
+
+    Returns:
+        ``(batch, resized_size)``: float32 numpy ``[1, Hp, Wp, 3]`` (NHWC, zero padded at the
+        bottom and right) and the ``(H, W)`` before padding.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(image_uint8)).permute(2, 0, 1).float() / 255.0
+    x = (x - torch.tensor(IMAGE_MEAN)[:, None, None]) / torch.tensor(IMAGE_STD)[:, None, None]
+    height, width = x.shape[-2:]
+    # Python floats, as the transform computes them.
+    scale = min(min_size / min(height, width), max_size / max(height, width))
+    x = F.interpolate(x[None], scale_factor=scale, mode="bilinear",
+                      recompute_scale_factor=True, align_corners=False)[0]
+    resized = tuple(x.shape[-2:])
+    padded = [int(math.ceil(s / size_divisible) * size_divisible) for s in resized]
+    batch = torch.zeros([1, 3] + padded)
+    batch[0, :, :resized[0], :resized[1]] = x
+    return np.transpose(batch.numpy(), (0, 2, 3, 1)), resized
+
+
+def fcos_detect(state, image_uint8, *, score_threshold=0.2, top_k=1000, nms_threshold=0.6,
+                max_detections=100, nms=python_batched_nms, head=None):
+    """torchvision ``fcos_resnet50_fpn`` inference on one image, from functional parts.
+
+    ``head`` may hold :func:`fcos_forward`'s outputs of :func:`transform`'s batch of this
+    image, computed once for several settings.
+
+    Returns:
+        dict of numpy ``boxes`` float32 ``[D, 4]`` xyxy pixels of the original image,
+        ``scores`` float32 ``[D]`` (decreasing), ``labels`` int64 ``[D]`` (torchvision's
+        logit index = COCO category id), ``levels`` int64 ``[D]`` (0 = P3).
+    """
+    batch, resized = transform(image_uint8)
+    if head is None:
+        head = fcos_forward(state, batch)
+    padded_height, padded_width = batch.shape[1:3]
+    all_boxes, all_scores, all_labels, all_levels = [], [], [], []
+    for level, (cls, reg, ctr) in enumerate(zip(head["class_logits"], head["bbox_regression"],
+                                                head["centerness_logits"])):
+        height, width, num_classes = cls.shape[1:]
+        anchor_size = 8 * 2 ** level  # AnchorGenerator sizes (8,), (16,), ... (128,)
+        # Anchor centres: j * (padded size // feature size), per axis.
+        shift_y, shift_x = torch.meshgrid(torch.arange(height) * (padded_height // height),
+                                          torch.arange(width) * (padded_width // width),
+                                          indexing="ij")
+        centres = torch.stack([shift_x.reshape(-1), shift_y.reshape(-1)], -1).float()
+        scores = torch.sqrt(torch.sigmoid(torch.from_numpy(cls[0]))
+                            * torch.sigmoid(torch.from_numpy(ctr[0]))).reshape(-1)
+        candidates = torch.where(scores > score_threshold)[0]
+        scores, order = scores[candidates].topk(min(top_k, len(candidates)))
+        candidates = candidates[order]
+        anchor_index = torch.div(candidates, num_classes, rounding_mode="floor")
+        distances = torch.from_numpy(reg[0]).reshape(-1, 4)[anchor_index] * anchor_size
+        centre = centres[anchor_index]
+        boxes = torch.cat([centre - distances[:, :2], centre + distances[:, 2:]], -1)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, resized[1])
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, resized[0])
+        all_boxes.append(boxes)
+        all_scores.append(scores)
+        all_labels.append(candidates % num_classes)
+        all_levels.append(torch.full([len(candidates)], level))
+    boxes, scores, labels, levels = (torch.cat(x) for x in (all_boxes, all_scores, all_labels,
+                                                            all_levels))
+    keep = nms(boxes, scores, labels, nms_threshold)[:max_detections]
+    boxes, scores, labels, levels = boxes[keep], scores[keep], labels[keep], levels[keep]
+    # transform.postprocess: per-axis ratios original / resized, in float32.
+    ratio_height = torch.tensor(image_uint8.shape[0], dtype=torch.float32) / resized[0]
+    ratio_width = torch.tensor(image_uint8.shape[1], dtype=torch.float32) / resized[1]
+    boxes = boxes * torch.stack([ratio_width, ratio_height, ratio_width, ratio_height])
+    return {"boxes": boxes.numpy(), "scores": scores.numpy(), "labels": labels.numpy(),
+            "levels": levels.numpy()}

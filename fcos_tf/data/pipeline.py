@@ -21,8 +21,8 @@ Output structure (contract of ``fcos_tf.data``)::
         "is_crowd": bool [B, M]
         "image_id": int64 [B]
         "original_size": int32 [B, 2] (H0, W0)
-        "image_size": int32 [B, 2] valid (resized, unpadded) size
-        "scale": float32 [B], resized / original: original boxes = boxes / scale
+        "image_size": int32 [B, 2] valid (resized, unpadded) size; original boxes = boxes
+            scaled by original_size / image_size per axis
     }
 
 Crowd boxes: training batches drop them. Evaluation batches keep them in ``boxes`` with
@@ -58,11 +58,13 @@ class PipelineConfig:
         max_size: cap on the long side after resizing (None: no cap).
         hflip_prob: probability of a horizontal flip when training.
         pixel_norm: ``"caffe"`` or ``"torchvision"`` (see ``transforms.normalize_image``).
+        resize_rounding: ``"round"`` or ``"floor"`` (torchvision's), see
+            ``transforms.resize_size``.
         size_divisibility: padded sides are multiples of it.
         pad_to: optional fixed padded size ``(H, W)`` for static shapes (XLA, TFLite).
         max_boxes: M, ground-truth rows per image (extra boxes are dropped, in order).
-        strides, size_ranges, center_sampling_radius, location_offset: target assignment,
-            forwarded to ``compute_targets``.
+        strides, size_ranges, center_sampling_radius, location_offset, location_grid: target
+            assignment, forwarded to ``compute_targets`` (``config.locations``).
         shuffle_buffer: examples in the shuffle buffer when training (0: no shuffle).
         cache: cache the reader's examples (encoded, before decoding) in memory, or in the
             file named by a string.
@@ -80,6 +82,7 @@ class PipelineConfig:
     max_size: Optional[int] = 1333
     hflip_prob: float = 0.5
     pixel_norm: str = "caffe"
+    resize_rounding: str = "round"
     size_divisibility: int = 32
     pad_to: Optional[Tuple[int, int]] = None
     max_boxes: int = 100
@@ -87,6 +90,7 @@ class PipelineConfig:
     size_ranges: Tuple[Tuple[float, float], ...] = loc.SIZE_RANGES
     center_sampling_radius: float = 1.5
     location_offset: float = loc.DEFAULT_LOCATION_OFFSET
+    location_grid: str = loc.DEFAULT_LOCATION_GRID
     shuffle_buffer: int = 1000
     cache: object = False
     repeat: bool = True
@@ -109,6 +113,10 @@ def _check_config(config):
     if config.pixel_norm not in transforms.PIXEL_NORMS:
         raise ValueError(f"`pixel_norm` must be one of {transforms.PIXEL_NORMS}, got "
                          f"{config.pixel_norm!r}.")
+    if config.resize_rounding not in transforms.RESIZE_ROUNDINGS:
+        raise ValueError(f"`resize_rounding` must be one of {transforms.RESIZE_ROUNDINGS}, got "
+                         f"{config.resize_rounding!r}.")
+    loc.check_location_grid(config.location_grid)
     if config.size_divisibility < 1:
         raise ValueError(f"`size_divisibility` must be >= 1, got {config.size_divisibility}.")
     if config.pad_to is not None and (len(config.pad_to) != 2 or min(config.pad_to) < 1):
@@ -134,7 +142,7 @@ def preprocess_example(example, seed, *, training, config):
         dict with ``"image"`` float32 ``[Hp, Wp, 3]`` (padded to ``size_divisibility`` or
         ``pad_to``),
         ``"boxes"`` ``[M, 4]``, ``"classes"`` ``[M]``, ``"is_crowd"`` ``[M]``, ``"image_id"``,
-        ``"original_size"``, ``"image_size"``, ``"scale"``.
+        ``"original_size"``, ``"image_size"``.
     """
     if "image" in example:
         image = example["image"]
@@ -156,10 +164,12 @@ def preprocess_example(example, seed, *, training, config):
         short_side = transforms.random_short_side(low, high, size_seed)
     else:
         short_side = config.eval_short_side
-    scale, image_size = transforms.resize_size(original_size, short_side, config.max_size)
+    _, image_size = transforms.resize_size(original_size, short_side, config.max_size,
+                                           rounding=config.resize_rounding)
     image = transforms.resize_image(image, image_size)
-    # One scalar scale for both axes, so that `boxes / scale` maps back exactly.
-    boxes = boxes * scale
+    # One ratio per axis (the rounded size may scale the axes a little differently); the
+    # detections go back to the original image the same way (serving.detections_to_outputs).
+    boxes = transforms.rescale_boxes(boxes, original_size, image_size)
     boxes, classes, is_crowd = transforms.clip_and_filter_boxes(
         boxes, classes, is_crowd, image_size, drop_crowd=training)
     image = transforms.normalize_image(image, config.pixel_norm)
@@ -173,7 +183,6 @@ def preprocess_example(example, seed, *, training, config):
         "image_id": tf.cast(example["image_id"], tf.int64),
         "original_size": original_size,
         "image_size": image_size,
-        "scale": scale,
     }
 
 
@@ -202,7 +211,8 @@ def batch_targets(boxes, classes, is_crowd, image_size, config):
         return compute_targets(image_boxes, image_classes, image_size,
                                strides=config.strides, size_ranges=config.size_ranges,
                                center_sampling_radius=config.center_sampling_radius,
-                               location_offset=config.location_offset)
+                               location_offset=config.location_offset,
+                               location_grid=config.location_grid)
 
     static_p = num_locations if isinstance(num_locations, int) else None
     signature = {

@@ -11,6 +11,8 @@ import tensorflow as tf
 from fcos_tf import boxes as box_ops
 
 PIXEL_NORMS = ("caffe", "torchvision")
+# How resize_size rounds the resized sides: Detectron's round-half-up or torchvision's floor.
+RESIZE_ROUNDINGS = ("round", "floor")
 # DESIGN.md Sec. 3 item 20. caffe/MSRA weights: BGR, mean subtracted, 0..255 range.
 CAFFE_BGR_MEAN = (102.98, 115.95, 122.77)
 # torchvision weights: RGB in [0, 1], ImageNet mean and std.
@@ -35,31 +37,64 @@ def decode_image(image_bytes):
     return image
 
 
-def resize_size(original_size, short_side, max_size):
+def resize_size(original_size, short_side, max_size, rounding="round"):
     """Scale and output size of a short-side resize with a long-side cap.
 
     The image is scaled so that its short side becomes ``short_side``, unless its long side
     would then exceed ``max_size``, in which case the long side becomes ``max_size``
-    (Detectron's ResizeShortestEdge). Sizes are rounded to the nearest integer.
+    (Detectron's ResizeShortestEdge).
 
     Args:
         original_size: int32 ``[2]`` ``(H0, W0)``.
         short_side: scalar, target short side in pixels.
         max_size: scalar or None, maximum long side in pixels.
+        rounding: ``"round"`` (default): ``floor(size * scale + 0.5)`` in float32, round half
+            up as Detectron does. ``"floor"``: ``floor(size * scale)`` with the scale and the
+            product in float64, which is what torchvision's ``GeneralizedRCNNTransform`` gets
+            from ``interpolate(scale_factor=scale, recompute_scale_factor=True)`` (Python
+            floats): 480 x 640 -> 800 x 1066, where float32 or rounding would give other sizes.
 
     Returns:
-        scale: float32 scalar, resized / original.
-        new_size: int32 ``[2]`` ``(round(H0 * scale), round(W0 * scale))``.
+        scale: float32 scalar, the requested factor (resized / original). With ``"floor"`` the
+            two axes differ slightly from it: map boxes with :func:`rescale_boxes`.
+        new_size: int32 ``[2]`` ``(H, W)``, at least 1 each.
     """
-    size = tf.cast(original_size, tf.float32)
+    if rounding not in RESIZE_ROUNDINGS:
+        raise ValueError(f"`rounding` must be one of {RESIZE_ROUNDINGS}, got {rounding!r}.")
+    dtype = tf.float64 if rounding == "floor" else tf.float32
+    size = tf.cast(original_size, dtype)
     short = tf.reduce_min(size)
     long = tf.reduce_max(size)
-    scale = tf.cast(short_side, tf.float32) / short
+    scale = tf.cast(short_side, dtype) / short
     if max_size is not None:
-        scale = tf.minimum(scale, tf.cast(max_size, tf.float32) / long)
-    # floor(x + 0.5): round half up, as Detectron does (tf.round rounds half to even).
-    new_size = tf.cast(tf.floor(size * scale + 0.5), tf.int32)
-    return scale, tf.maximum(new_size, 1)
+        scale = tf.minimum(scale, tf.cast(max_size, dtype) / long)
+    if rounding == "floor":
+        new_size = tf.floor(size * scale)
+    else:
+        # floor(x + 0.5): round half up, as Detectron does (tf.round rounds half to even).
+        new_size = tf.floor(size * scale + 0.5)
+    return tf.cast(scale, tf.float32), tf.maximum(tf.cast(new_size, tf.int32), 1)
+
+
+def rescale_boxes(boxes, from_size, to_size):
+    """Maps ``xyxy`` boxes from an image of ``from_size`` to the same image at ``to_size``.
+
+    Each axis is scaled by its own ratio ``to / from`` (computed in float32, as torchvision's
+    ``resize_boxes``), so the mapping is exact for any resize, also one whose rounding made the
+    two axes' factors differ (``resize_size(..., rounding="floor")``).
+
+    Args:
+        boxes: float32 ``[..., N, 4]`` ``xyxy`` pixels of the ``from_size`` image.
+        from_size: int ``[..., 2]`` ``(H, W)`` the boxes are in (leading dims as ``boxes``
+            without its last two, or none).
+        to_size: int ``[..., 2]`` ``(H, W)`` to map them to.
+
+    Returns:
+        float32 ``[..., N, 4]``.
+    """
+    ratio = tf.cast(to_size, tf.float32) / tf.cast(from_size, tf.float32)  # [..., 2] (y, x)
+    factors = tf.stack([ratio[..., 1], ratio[..., 0], ratio[..., 1], ratio[..., 0]], axis=-1)
+    return tf.cast(boxes, tf.float32) * factors[..., None, :]
 
 
 def random_short_side(min_size, max_size, seed):
@@ -81,6 +116,10 @@ def random_short_side(min_size, max_size, seed):
 
 def resize_image(image, new_size):
     """Bilinear resize (half-pixel centres) to ``new_size``; float32 output in 0..255.
+
+    Source coordinates are ``(dst + 0.5) * in / out - 0.5`` with no antialiasing, which is
+    also PyTorch's ``interpolate(mode="bilinear", align_corners=False)`` once the output size
+    is given (torchvision's detection transform).
 
     Args:
         image: uint8 or float ``[H0, W0, 3]``.

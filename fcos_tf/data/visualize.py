@@ -83,7 +83,8 @@ def draw_detections(image, boxes, classes, scores=None, names=None, *, score_thr
 
 
 def render_targets(image, labels, index=0, *, pixel_norm="caffe", names=None,
-                   strides=loc.STRIDES, location_offset=loc.DEFAULT_LOCATION_OFFSET):
+                   strides=loc.STRIDES, location_offset=loc.DEFAULT_LOCATION_OFFSET,
+                   location_grid=loc.DEFAULT_LOCATION_GRID):
     """Draws the ground truth and the positive locations of one example of a batch.
 
     Args:
@@ -94,6 +95,7 @@ def render_targets(image, labels, index=0, *, pixel_norm="caffe", names=None,
         names: optional class names.
         strides: the pipeline's strides.
         location_offset: the pipeline's location offset.
+        location_grid: the pipeline's location grid rule.
 
     Returns:
         uint8 ``[Hp, Wp, 3]`` NumPy array. Dots: positive locations, coloured by level (legend
@@ -112,7 +114,8 @@ def render_targets(image, labels, index=0, *, pixel_norm="caffe", names=None,
     for box in boxes[crowd & (classes >= 0)]:
         draw.rectangle([float(v) for v in box], outline=(160, 160, 160), width=1)
 
-    points, point_strides = loc.compute_locations((height, width), strides, location_offset)
+    points, point_strides = loc.compute_locations((height, width), strides, location_offset,
+                                                  location_grid=location_grid)
     points, point_strides = points.numpy(), point_strides.numpy()
     positive = np.asarray(labels["class_targets"][index]) >= 0
     for level, stride in enumerate(strides):
@@ -130,14 +133,15 @@ def render_targets(image, labels, index=0, *, pixel_norm="caffe", names=None,
 
 
 def save_batch(images, labels, output_dir, *, pixel_norm="caffe", names=None,
-               strides=loc.STRIDES, location_offset=loc.DEFAULT_LOCATION_OFFSET):
+               strides=loc.STRIDES, location_offset=loc.DEFAULT_LOCATION_OFFSET,
+               location_grid=loc.DEFAULT_LOCATION_GRID):
     """Renders every example of a pipeline batch with :func:`render_targets` to PNG files.
 
     Args:
         images: float32 ``[B, Hp, Wp, 3]`` from the pipeline.
         labels: the batch's labels dict.
         output_dir: folder (created) receiving ``<image_id>.png``.
-        pixel_norm, names, strides, location_offset: as in :func:`render_targets`.
+        pixel_norm, names, strides, location_offset, location_grid: as in :func:`render_targets`.
 
     Returns:
         List of the written paths.
@@ -147,7 +151,8 @@ def save_batch(images, labels, output_dir, *, pixel_norm="caffe", names=None,
     image_ids = np.asarray(labels["image_id"]) if "image_id" in labels else None
     for i in range(int(np.shape(images)[0])):
         picture = render_targets(images[i], labels, i, pixel_norm=pixel_norm, names=names,
-                                 strides=strides, location_offset=location_offset)
+                                 strides=strides, location_offset=location_offset,
+                                 location_grid=location_grid)
         name = f"{int(image_ids[i])}.png" if image_ids is not None else f"{i}.png"
         path = os.path.join(output_dir, name)
         Image.fromarray(picture).save(path)
