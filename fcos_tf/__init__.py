@@ -26,7 +26,8 @@ import importlib
 __version__ = "0.1.0"
 
 # Public names, each from the module that defines it; imported on first use so that
-# ``import fcos_tf`` stays cheap (TensorFlow loads with the first name that needs it).
+# ``import fcos_tf`` stays cheap (TensorFlow loads with the first name that needs it). A name
+# equal to a submodule's (``postprocess``, ``export_saved_model``) stays the submodule.
 _PUBLIC_NAMES = {
     # model
     "FCOS": "fcos_tf.model",
@@ -41,7 +42,6 @@ _PUBLIC_NAMES = {
     # method
     "compute_locations": "fcos_tf.locations",
     "compute_targets": "fcos_tf.targets",
-    "postprocess": "fcos_tf.postprocess",
     # data
     "LabelMap": "fcos_tf.data",
     "DatasetError": "fcos_tf.data",
@@ -59,7 +59,6 @@ _PUBLIC_NAMES = {
     "load_trained_model": "fcos_tf.rundir",
     # export
     "ServingConfig": "fcos_tf.serving",
-    "export_saved_model": "fcos_tf.export_saved_model",
     "convert_tflite": "fcos_tf.export_tflite",
 }
 

@@ -30,3 +30,10 @@ def test_import_does_not_load_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_no_public_name_shadows_a_submodule():
+    import pkgutil  # pylint: disable=import-outside-toplevel
+
+    submodules = {info.name for info in pkgutil.iter_modules(fcos_tf.__path__)}
+    assert not submodules & set(fcos_tf.__all__)
