@@ -185,61 +185,64 @@ def test_sigkill_during_a_checkpoint_write_resumes_from_the_last_complete_one(tm
 
 # ------------------------------------------------------------------------------ signals
 
-# The input pipeline stalls inside tf.data from the 7th example on: the main thread waits in
-# a C++ GetNext, where no Python signal handler can run.
+# The input stalls inside tf.data at the second batch: the main thread waits in a C++
+# GetNext, where no Python signal handler can run.
 _BLOCKING_INPUT = r"""
 import sys, time
 import tensorflow as tf
-from fcos_tf.data import synthetic
+from fcos_tf import builders
 
-_read = synthetic.synthetic_dataset
+_build = builders.build_train_dataset
 
 def _stall(index):
-    if int(index) >= 6:
+    if int(index) >= 1:
         print("INPUT BLOCKED", file=sys.stderr, flush=True)
         time.sleep(3600)
     return index
 
-def blocking_read(*args, **kwargs):
-    result = _read(*args, **kwargs)
+def blocking_build(*args, **kwargs):
+    dataset_fn = _build(*args, **kwargs)
 
-    def stall(index, example):
+    def stall(index, batch):
         with tf.control_dependencies([tf.py_function(_stall, [index], tf.int64)]):
-            return {key: tf.identity(value) for key, value in example.items()}
+            return tf.nest.map_structure(tf.identity, batch)
 
-    result.dataset = result.dataset.enumerate().map(stall)
-    return result
+    return lambda start_step: dataset_fn(start_step).enumerate().map(stall)
 
-synthetic.synthetic_dataset = blocking_read
+builders.build_train_dataset = blocking_build
 """
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_ends_train_py_while_the_input_pipeline_is_blocked(tmp_path, signum):
-    flags = _tiny_flags(tmp_path, total_steps=100, steps_per_epoch=1, checkpoint_every=1)
-    process = subprocess.Popen(_train_command(flags, _BLOCKING_INPUT), cwd=REPO, env=_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    flags = _tiny_flags(tmp_path / "run", total_steps=100, steps_per_epoch=1,
+                        checkpoint_every=1)
+    stdout_path, stderr_path = tmp_path / "stdout", tmp_path / "stderr"
+    with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:
+        process = subprocess.Popen(_train_command(flags, _BLOCKING_INPUT), cwd=REPO, env=_env(),
+                                   stdout=stdout, stderr=stderr)
     try:
-        output = ""
         deadline = time.monotonic() + TIMEOUT_S
-        while "Epoch 2/" not in output:  # step 1 done; step 2 waits for the stalled input
-            line = process.stdout.readline()
-            assert line and time.monotonic() < deadline, output[-3000:]
-            output += line
+        # Step 1 is done and step 2 waits for the stalled input.
+        while not ("Epoch 2/" in stdout_path.read_text()
+                   and "INPUT BLOCKED" in stderr_path.read_text()):
+            assert process.poll() is None, stderr_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, stderr_path.read_text()[-3000:]
+            time.sleep(0.5)
         time.sleep(2.0)
         sent = time.monotonic()
         process.send_signal(signum)
-        stdout, stderr = process.communicate(timeout=60)
+        process.wait(timeout=60)
         elapsed = time.monotonic() - sent
     finally:
         if process.poll() is None:
             process.kill()
-            process.communicate()
+            process.wait()
+    stderr = stderr_path.read_text()
     assert process.returncode == 128 + signum, stderr[-3000:]
     assert elapsed < 10.0, elapsed
-    assert "INPUT BLOCKED" in stderr
     name = signal.Signals(signum).name
     assert f"{name} not handled at a batch boundary" in stderr, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
-    assert _latest_step(tmp_path) == 1  # the last complete checkpoint
+    assert _latest_step(tmp_path / "run") == 1  # the last complete checkpoint
