@@ -6,7 +6,6 @@ last good one. A :class:`SignalWatchdog` makes sure a signal ends the process ev
 batch boundary comes (an input pipeline blocked inside a C++ call).
 """
 
-import logging
 import math
 import os
 import signal
@@ -102,7 +101,6 @@ class SignalWatchdog:
             message = (f"{signal.Signals(signum).name} not handled at a batch boundary within "
                        f"{timeout:.0f} s (the input pipeline or the step is blocked): exiting "
                        f"with status {128 + signum}; the last complete checkpoint is kept.")
-            logging.error(message)
             print(message, file=sys.stderr, flush=True)
             os._exit(128 + signum)  # pylint: disable=protected-access
 

@@ -40,8 +40,8 @@ WARMUP_INSTALL = "pip install --no-deps 'tensorflow-serving-api==2.21.*'"
 def warmup_available() -> bool:
     """Whether ``tensorflow-serving-api`` (the warm-up records' protos) can be imported."""
     try:
-        from tensorflow_serving.apis import (  # pylint: disable=import-outside-toplevel,unused-import
-            predict_pb2, prediction_log_pb2)
+        # pylint: disable=import-outside-toplevel,unused-import
+        from tensorflow_serving.apis import predict_pb2, prediction_log_pb2  # noqa: F401
     except ImportError:
         return False
     return True
@@ -132,8 +132,8 @@ def export_saved_model(model: keras.Model, label_map: LabelMap, export_dir: str,
             label_map_path = label_map.save(os.path.join(scratch, LABEL_MAP_FILENAME))
             # ExportArchive has no public hook for assets: an Asset reachable from the saved
             # root object is copied to assets/ and recorded in the SavedModel.
-            archive._tf_trackable.label_map = tf.saved_model.Asset(  # pylint: disable=protected-access
-                label_map_path)
+            trackable = archive._tf_trackable  # pylint: disable=protected-access
+            trackable.label_map = tf.saved_model.Asset(label_map_path)
             archive.write_out(temp_dir, verbose=False)
         if warmup:
             write_warmup_requests(temp_dir, warmup_image(serving), model_name)

@@ -53,7 +53,7 @@ def _train_command(flags, patch=None):
 
 def _run(command, env=None, timeout=TIMEOUT_S):
     return subprocess.run(command, cwd=REPO, env=env or _env(), capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
 
 
 def _latest_step(workdir):

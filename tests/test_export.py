@@ -259,7 +259,7 @@ def _export_command(*flags, patch=""):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=helpers.ROOT)
     env.pop("FCOS_DEBUG", None)
     return subprocess.run([sys.executable, "-c", code, *flags], cwd=helpers.ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
 
 
 def test_export_without_serving_api_writes_no_warmup_and_says_how(tmp_path):
@@ -268,8 +268,9 @@ def test_export_without_serving_api_writes_no_warmup_and_says_how(tmp_path):
                              patch=_WITHOUT_SERVING_API)
     assert result.returncode == 0, result.stderr[-3000:]
     notes = [line for line in result.stdout.splitlines() if "warm-up" in line]
-    assert notes == [f"No TF Serving warm-up records: tensorflow-serving-api is not installed; "
-                     f"to add them, `{export_saved_model.WARMUP_INSTALL}` and export again."]
+    assert notes == [(f"No TF Serving warm-up records: tensorflow-serving-api is not "
+                      f"installed; to add them, `{export_saved_model.WARMUP_INSTALL}` and "
+                      f"export again.")]
     assert "Traceback" not in result.stderr
     assert os.listdir(output) == ["1"]
     assert os.path.exists(output / "1" / "saved_model.pb")
@@ -299,7 +300,7 @@ def test_failure_while_writing_leaves_no_temporary_folder(tmp_path, monkeypatch,
 
     def fail_after(original):
         def wrapper(*args, **kwargs):
-            result = original(*args, **kwargs)
+            original(*args, **kwargs)
             written.append(sorted(os.listdir(tmp_path)))
             raise OSError(f"disk full during {stage}")
         return wrapper
