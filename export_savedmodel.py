@@ -16,10 +16,17 @@ variant is calibrated on ``config.export.representative_images`` training images
 The recipe comes from ``<workdir>/config.json`` (what train.py wrote) unless ``--config`` is
 given; ``--config.<section>.<key>=...`` overrides apply either way, e.g.
 ``--workdir=/tmp/fcos_synthetic --config.pipeline.eval_short_side=96``.
+
+Without ``tensorflow-serving-api`` the SavedModel is written without warm-up records, and
+one line says how to add them. Nothing half-written is left in ``--output`` on a failure.
+Exit status: 0 when done; 1 with one line on stderr for a missing workdir or checkpoint, a
+checkpoint that does not fit the config or an existing version (``--debug`` or
+``FCOS_DEBUG=1`` adds the traceback).
 """
 
 import logging
 import os
+import signal
 import sys
 from typing import List, Optional
 
@@ -50,10 +57,12 @@ def define_flags(argv: List[str]) -> None:
     if _argv_value(argv, "config") is None and workdir:
         from fcos_tf import rundir  # pylint: disable=import-outside-toplevel
 
+        from fcos_tf import cli  # pylint: disable=import-outside-toplevel
+
         try:
             saved = rundir.read_config(workdir)
         except FileNotFoundError as error:
-            sys.exit(str(error))
+            cli.fail(str(error), error)
         config_flags.DEFINE_config_dict("config", saved, "The workdir's config.json.",
                                         lock_config=True, sys_argv=argv)
     else:
@@ -69,6 +78,9 @@ def define_flags(argv: List[str]) -> None:
     flags.DEFINE_integer("version", None, "Version number; default: the next free one.")
     flags.DEFINE_string("model_name", "fcos", "Model name in the warm-up requests.")
     flags.DEFINE_list("tflite", [], "TFLite variants to write too: any of fp32, fp16, int8.")
+    from fcos_tf import cli  # pylint: disable=import-outside-toplevel,redefined-outer-name
+
+    flags.DEFINE_bool("debug", False, cli.DEBUG_FLAG_HELP)
     flags.mark_flags_as_required(["output"])
 
 
@@ -92,7 +104,11 @@ def main(argv):
     del argv
     logging.getLogger().setLevel(logging.INFO)
     # pylint: disable=import-outside-toplevel
-    from fcos_tf import builders, export_saved_model, export_tflite, rundir, serving as serving_lib
+    from fcos_tf import builders, cli, export_saved_model, export_tflite, rundir
+    from fcos_tf import serving as serving_lib
+
+    # SIGTERM unwinds like Ctrl-C, so that a half-written export folder is removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     unknown = [v for v in FLAGS.tflite if v not in export_tflite.TFLITE_VARIANTS]
     if unknown:
@@ -100,12 +116,21 @@ def main(argv):
                  f"{export_tflite.TFLITE_VARIANTS}")
     if FLAGS.workdir is None and (FLAGS.checkpoint is None or FLAGS.config is None):
         sys.exit("Pass --workdir, or both --checkpoint and --config.")
-    model, config, label_map = rundir.load_trained_model(
-        FLAGS.workdir, checkpoint=FLAGS.checkpoint, config=FLAGS.config)
-    serving = builders.build_serving_config(config)
-    path = export_saved_model.export_saved_model(model, label_map, FLAGS.output, serving,
-                                                 version=FLAGS.version,
-                                                 model_name=FLAGS.model_name)
+    # Checked before any work: the export goes on without the records and says so.
+    warmup = export_saved_model.warmup_available()
+    if not warmup:
+        print(f"No TF Serving warm-up records: tensorflow-serving-api is not installed; to add "
+              f"them, `{export_saved_model.WARMUP_INSTALL}` and export again.", flush=True)
+    try:
+        model, config, label_map = rundir.load_trained_model(
+            FLAGS.workdir, checkpoint=FLAGS.checkpoint, config=FLAGS.config)
+        serving = builders.build_serving_config(config)
+        path = export_saved_model.export_saved_model(model, label_map, FLAGS.output, serving,
+                                                     version=FLAGS.version,
+                                                     model_name=FLAGS.model_name,
+                                                     warmup=warmup)
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
+        cli.fail(f"Export failed: {error}", error)
     print(f"SavedModel -> {path} (signatures {serving_lib.IMAGES_SIGNATURE}, "
           f"{serving_lib.IMAGE_BYTES_SIGNATURE}; {label_map.num_classes} classes)", flush=True)
     input_size = tuple(int(v) for v in config.export.input_size)

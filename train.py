@@ -9,6 +9,11 @@ Any config value can be overridden with ``--config.<section>.<key>=...``; an unk
 an error. Running again with the same ``--workdir`` resumes from its last checkpoint.
 Several GPUs are used through ``MirroredStrategy``, several machines through
 ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` is set; the global batch is the config's.
+
+Exit status: 0 when done; 1 with one line on stderr for an invalid config, bad data, missing
+input or a non-finite loss (``--debug`` or ``FCOS_DEBUG=1`` adds the traceback); 128 + N
+when signal N stopped the run (143 for SIGTERM, 130 for Ctrl-C). The progress bar is a live
+bar on a terminal and one line per epoch when the output goes to a file or a pipe.
 """
 
 import logging
@@ -19,9 +24,10 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
-from fcos_tf import builders, training
+from fcos_tf import builders, cli, training
 from fcos_tf import config as config_lib
 from fcos_tf.data import DatasetError
+
 
 def _message(error):
     """The innermost message of a (chained) config error, without quoting."""
@@ -36,9 +42,9 @@ def _parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except flags.Error as error:
-        sys.exit(f"FATAL Flags parsing error: {error}")
+        cli.fail(f"FATAL Flags parsing error: {error}", error)
     except (KeyError, AttributeError) as error:
-        sys.exit(f"Invalid --config override: {_message(error)}")
+        cli.fail(f"Invalid --config override: {_message(error)}", error)
 
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
@@ -49,10 +55,11 @@ try:
                                     help_string="Recipe file (configs/*.py); default: the "
                                     "small synthetic recipe.", lock_config=True)
 except (KeyError, AttributeError, TypeError, ValueError) as error:
-    sys.exit(f"Invalid --config override: {_message(error)}")
+    cli.fail(f"Invalid --config override: {_message(error)}", error)
 flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, TensorBoard).")
 flags.DEFINE_enum("mode", "train_and_eval", ["train_and_eval", "train", "eval"],
                   "What to run.")
+flags.DEFINE_bool("debug", False, cli.DEBUG_FLAG_HELP)
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
@@ -67,20 +74,21 @@ def main(argv):
     try:
         config_lib.validate_config(config, strategy.num_replicas_in_sync, mode=FLAGS.mode)
     except ValueError as error:
-        sys.exit(f"Invalid config: {error}")
+        cli.fail(f"Invalid config: {error}", error)
     print(f"FCOS {FLAGS.mode}: backbone {config.backbone.name}, dataset {config.data.dataset}, "
           f"{config.train.total_steps} steps of global batch {config.train.batch_size} on "
           f"{strategy.num_replicas_in_sync} replica(s); workdir {FLAGS.workdir}", flush=True)
     try:
-        result = training.run(config, FLAGS.workdir, FLAGS.mode, strategy)
+        result = training.run(config, FLAGS.workdir, FLAGS.mode, strategy,
+                              verbose=cli.progress_verbosity())
     except training.NonFiniteLossError as error:
-        sys.exit(f"Training stopped: {error}")
+        cli.fail(f"Training stopped: {error}", error)
     except DatasetError as error:
         # Bad annotations or a split without one usable image: the message names the file.
-        sys.exit(f"Bad data: {error}")
+        cli.fail(f"Bad data: {error}", error)
     except FileNotFoundError as error:
         # Readers say what is missing and how to provide it (e.g. TFDS data not prepared).
-        sys.exit(f"Input not found: {error}")
+        cli.fail(f"Input not found: {error}", error)
     minutes = (time.time() - started) / 60
     if result["interrupted"] is not None:
         print(f"Interrupted at step {result['step']} after {minutes:.1f} min; checkpoint saved. "

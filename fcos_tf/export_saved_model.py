@@ -34,6 +34,19 @@ def warmup_image(serving: ServingConfig) -> np.ndarray:
     return image.astype(np.uint8)
 
 
+WARMUP_INSTALL = "pip install --no-deps 'tensorflow-serving-api==2.21.*'"
+
+
+def warmup_available() -> bool:
+    """Whether ``tensorflow-serving-api`` (the warm-up records' protos) can be imported."""
+    try:
+        # pylint: disable=import-outside-toplevel,unused-import
+        from tensorflow_serving.apis import predict_pb2, prediction_log_pb2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def write_warmup_requests(saved_model_dir: str, image: np.ndarray, model_name: str = "fcos") -> str:
     """Writes ``assets.extra/tf_serving_warmup_requests``: one request per signature.
 
@@ -49,8 +62,8 @@ def write_warmup_requests(saved_model_dir: str, image: np.ndarray, model_name: s
         from tensorflow_serving.apis import (  # pylint: disable=import-outside-toplevel
             predict_pb2, prediction_log_pb2)
     except ImportError as error:
-        raise ImportError("Warm-up records need tensorflow-serving-api: "
-                          "pip install --no-deps 'tensorflow-serving-api==2.21.*'") from error
+        raise ImportError(f"Warm-up records need tensorflow-serving-api: "
+                          f"{WARMUP_INSTALL}") from error
     image = np.asarray(image, np.uint8)
     encoded = tf.io.encode_jpeg(image, quality=95).numpy()
     inputs = {IMAGES_SIGNATURE: (IMAGES_INPUT, tf.make_tensor_proto(image[None])),
@@ -77,7 +90,8 @@ def export_saved_model(model: keras.Model, label_map: LabelMap, export_dir: str,
     """Writes the serving SavedModel into ``<export_dir>/<version>/``.
 
     The version folder is written under a temporary name and renamed at the end, so a TF
-    Serving instance watching ``export_dir`` never loads a half-written version.
+    Serving instance watching ``export_dir`` never loads a half-written version; on any
+    failure the temporary folder is removed before the error propagates.
 
     Args:
         model: a built ``FCOS``.
@@ -86,11 +100,19 @@ def export_saved_model(model: keras.Model, label_map: LabelMap, export_dir: str,
         serving: :class:`ServingConfig` (default: the paper's 800 / 1333, caffe).
         version: integer version; default the next free one.
         model_name: model name in the warm-up requests.
-        warmup: write the warm-up requests (needs tensorflow-serving-api).
+        warmup: write the warm-up requests (needs tensorflow-serving-api; see
+            :func:`warmup_available`).
 
     Returns:
         The path of the version folder.
+
+    Raises:
+        ImportError: ``warmup`` without tensorflow-serving-api, before anything is written.
+        FileExistsError: when ``version`` exists already.
     """
+    if warmup and not warmup_available():
+        raise ImportError(f"Warm-up records need tensorflow-serving-api ({WARMUP_INSTALL}); "
+                          f"or export with `warmup=False`.")
     serving = serving or ServingConfig()
     version = rundir.next_version(export_dir) if version is None else int(version)
     final_dir = os.path.join(export_dir, str(version))
@@ -101,18 +123,23 @@ def export_saved_model(model: keras.Model, label_map: LabelMap, export_dir: str,
     if tf.io.gfile.exists(temp_dir):
         tf.io.gfile.rmtree(temp_dir)
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    for name, (fn, signature) in serving_functions(model, label_map, serving).items():
-        archive.add_endpoint(name, fn, input_signature=signature)
-    with tempfile.TemporaryDirectory() as scratch:
-        label_map_path = label_map.save(os.path.join(scratch, LABEL_MAP_FILENAME))
-        # ExportArchive has no public hook for assets: an Asset reachable from the saved root
-        # object is copied to assets/ and recorded in the SavedModel.
-        archive._tf_trackable.label_map = tf.saved_model.Asset(  # pylint: disable=protected-access
-            label_map_path)
-        archive.write_out(temp_dir, verbose=False)
-    if warmup:
-        write_warmup_requests(temp_dir, warmup_image(serving), model_name)
-    tf.io.gfile.rename(temp_dir, final_dir)
+    try:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        for name, (fn, signature) in serving_functions(model, label_map, serving).items():
+            archive.add_endpoint(name, fn, input_signature=signature)
+        with tempfile.TemporaryDirectory() as scratch:
+            label_map_path = label_map.save(os.path.join(scratch, LABEL_MAP_FILENAME))
+            # ExportArchive has no public hook for assets: an Asset reachable from the saved
+            # root object is copied to assets/ and recorded in the SavedModel.
+            trackable = archive._tf_trackable  # pylint: disable=protected-access
+            trackable.label_map = tf.saved_model.Asset(label_map_path)
+            archive.write_out(temp_dir, verbose=False)
+        if warmup:
+            write_warmup_requests(temp_dir, warmup_image(serving), model_name)
+        tf.io.gfile.rename(temp_dir, final_dir)
+    except BaseException:  # any failure, Ctrl-C included: no half-written folder stays
+        if tf.io.gfile.exists(temp_dir):
+            tf.io.gfile.rmtree(temp_dir)
+        raise
     return final_dir

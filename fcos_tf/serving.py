@@ -5,8 +5,11 @@ counterpart of ``official/vision/serving/detection.py``; writing it to disk is
 :mod:`fcos_tf.export_saved_model`, the edge graph :mod:`fcos_tf.export_tflite`. Two
 signatures share the weights:
 
-- ``serving_default``: ``images`` uint8 ``[B, H0, W0, 3]`` RGB, every image of a request of
-  the same size;
+- ``serving_default``: ``images`` uint8 ``[B, H0, W0, 3]`` RGB pixels 0..255, every image of
+  a request of the same size. A float array is not refused by the signature: TF Serving and
+  a loaded signature function called with numpy convert it to uint8, so pixels in 0..1
+  become 0 and 1 (an almost black image). Send ``np.round(x * 255).astype(np.uint8)``;
+  :class:`fcos_tf.predict.Detector` refuses anything but uint8;
 - ``serving_image_bytes``: ``image_bytes`` string ``[B]``, JPEG/PNG/GIF/BMP files of any
   sizes. TF Serving's REST API decodes ``{"b64": "..."}`` for inputs whose name ends in
   ``_bytes``.
@@ -234,6 +237,8 @@ def serving_functions(model: keras.Model, label_map: LabelMap, serving: ServingC
                                      frame_size=meta["original_size"])
 
     def serve_images(images):
+        # uint8 [B, H0, W0, 3] 0..255; callers' floats in 0..1 are cast to 0/1 before this
+        # runs (see the module docstring): fcos_tf.predict.Detector refuses them.
         return detect(*preprocess_images(images, serving))
 
     def serve_image_bytes(image_bytes):

@@ -3,7 +3,10 @@
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -233,3 +236,89 @@ def test_serving_config_validates():
         serving_lib.ServingConfig(pixel_norm="bgr")
     with pytest.raises(ValueError, match="eval_short_side"):
         serving_lib.ServingConfig(eval_short_side=0)
+
+
+# Makes ``import tensorflow_serving`` fail, as where tensorflow-serving-api is not installed.
+_WITHOUT_SERVING_API = r"""
+import sys
+
+class _Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow_serving" or name.startswith("tensorflow_serving."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return None
+
+sys.meta_path.insert(0, _Blocker())
+"""
+
+
+def _export_command(*flags, patch=""):
+    script = os.path.join(helpers.ROOT, "export_savedmodel.py")
+    code = (f"{patch}\nimport runpy, sys\nsys.argv = [{script!r}] + sys.argv[1:]\n"
+            f"runpy.run_path({script!r}, run_name='__main__')\n")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=helpers.ROOT)
+    env.pop("FCOS_DEBUG", None)
+    return subprocess.run([sys.executable, "-c", code, *flags], cwd=helpers.ROOT, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_export_without_serving_api_writes_no_warmup_and_says_how(tmp_path):
+    output = tmp_path / "serving"
+    result = _export_command(f"--workdir={helpers.trained_workdir()}", f"--output={output}",
+                             patch=_WITHOUT_SERVING_API)
+    assert result.returncode == 0, result.stderr[-3000:]
+    notes = [line for line in result.stdout.splitlines() if "warm-up" in line]
+    assert notes == [(f"No TF Serving warm-up records: tensorflow-serving-api is not "
+                      f"installed; to add them, `{export_saved_model.WARMUP_INSTALL}` and "
+                      f"export again.")]
+    assert "Traceback" not in result.stderr
+    assert os.listdir(output) == ["1"]
+    assert os.path.exists(output / "1" / "saved_model.pb")
+    assert not os.path.exists(output / "1" / "assets.extra")
+    # The library function refuses an explicit request before writing anything.
+    code = (_WITHOUT_SERVING_API + "\nfrom fcos_tf import export_saved_model\n"
+            "assert not export_saved_model.warmup_available()\nprint('blocked')\n")
+    assert helpers.run_python(code).strip() == "blocked"
+
+
+def test_export_errors_are_one_line_and_debug_shows_the_traceback(tmp_path):
+    flags = (f"--workdir={helpers.trained_workdir()}", f"--output={tmp_path}", "--version=1")
+    (tmp_path / "1").mkdir()
+    for extra in ((), ("--debug",)):
+        result = _export_command(*flags, *extra)
+        assert result.returncode == 1
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("Export failed: `version` 1 already exists"), last
+        assert ("Traceback" in result.stderr) == bool(extra)
+    assert os.listdir(tmp_path) == ["1"]
+
+
+@pytest.mark.parametrize("stage", ["write_out", "warmup", "rename"])
+def test_failure_while_writing_leaves_no_temporary_folder(tmp_path, monkeypatch, stage):
+    model, config, label_map = helpers.loaded_model()
+    written = []
+
+    def fail_after(original):
+        def wrapper(*args, **kwargs):
+            original(*args, **kwargs)
+            written.append(sorted(os.listdir(tmp_path)))
+            raise OSError(f"disk full during {stage}")
+        return wrapper
+
+    if stage == "write_out":
+        archive_class = type(keras.export.ExportArchive())  # the backend's subclass
+        monkeypatch.setattr(archive_class, "write_out", fail_after(archive_class.write_out))
+    elif stage == "warmup":
+        monkeypatch.setattr(export_saved_model, "write_warmup_requests",
+                            fail_after(export_saved_model.write_warmup_requests))
+    else:
+        def rename(*args, **kwargs):
+            written.append(sorted(os.listdir(tmp_path)))
+            raise OSError(f"disk full during {stage}")
+
+        monkeypatch.setattr(tf.io.gfile, "rename", rename)
+    with pytest.raises(OSError, match=f"during {stage}"):
+        export_saved_model.export_saved_model(model, label_map, str(tmp_path),
+                                              builders.build_serving_config(config))
+    assert written == [[".tmp-1"]]  # the failure came while the folder was there ...
+    assert os.listdir(tmp_path) == []  # ... and it is gone

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -90,3 +92,85 @@ def test_find_images_and_ids(image_dir, tmp_path):
 def test_load_detector_rejects_other_folders(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a SavedModel"):
         predict.load_detector(str(tmp_path))
+
+
+def _run_command(model, inputs, output, *extra, env_extra=None):
+    """``python -m fcos_tf.predict`` in a subprocess; returns the CompletedProcess."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=helpers.ROOT)
+    env.pop("FCOS_DEBUG", None)
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "fcos_tf.predict", "--model", model, *inputs,
+                           "--output", output, *extra], cwd=helpers.ROOT, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+def _undecodable_jpeg(jpeg):
+    """Sound marker segments, but the frame names quantization table 3, never defined."""
+    data = bytearray(jpeg)
+    frame = data.find(b"\xff\xc0")
+    data[frame + 2 + 8 + 2] = 3
+    return bytes(data)
+
+
+@pytest.mark.slow
+def test_predict_skips_unreadable_files_with_the_reason_and_a_count(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    jpeg = tf.io.encode_jpeg(helpers.test_images()[0]).numpy()
+    (folder / "a_good.jpg").write_bytes(jpeg)
+    (folder / "b_empty.jpg").write_bytes(b"")
+    (folder / "c_cut.jpg").write_bytes(jpeg[:len(jpeg) // 2])
+    (folder / "d_text.jpg").write_text("not an image")
+    (folder / "e_bad_table.jpg").write_bytes(_undecodable_jpeg(jpeg))
+    workdir = helpers.trained_workdir()
+    result = _run_command(workdir, [str(folder)], str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    skips = [line for line in lines if line.startswith("Skipping ")]
+    assert skips == [
+        f"Skipping {folder / 'b_empty.jpg'}: empty",
+        f"Skipping {folder / 'c_cut.jpg'}: truncated",
+        f"Skipping {folder / 'd_text.jpg'}: unknown format",
+        (f"Skipping {folder / 'e_bad_table.jpg'}: undecodable (jpeg::Uncompress failed. "
+         f"Invalid JPEG data or crop window.)")], result.stderr[-3000:]
+    assert lines[-1] == ("Skipped 4 of 5 files (1 empty, 1 truncated, 1 undecodable, "
+                         "1 unknown format).")
+    assert "Graph execution error" not in result.stderr and "Traceback" not in result.stderr
+    images = json.loads((tmp_path / "out" / "images.json").read_text())
+    assert [os.path.basename(i["file_name"]) for i in images] == ["a_good.jpg"]
+
+    # Nothing readable: status 1 and one line; with FCOS_DEBUG=1 the traceback too.
+    (folder / "a_good.jpg").unlink()
+    for env_extra in (None, {"FCOS_DEBUG": "1"}):
+        result = _run_command(workdir, [str(folder)], str(tmp_path / "none"),
+                              env_extra=env_extra)
+        assert result.returncode == 1
+        last = result.stderr.strip().splitlines()[-1]
+        assert last == ("No image could be read: skipped all 4 of 4 files (1 empty, "
+                        "1 truncated, 1 undecodable, 1 unknown format)."), last
+        assert ("Traceback" in result.stderr) == (env_extra is not None)
+        assert not os.path.exists(tmp_path / "none" / "detections.json")
+
+
+@pytest.mark.slow
+def test_detector_refuses_floats_and_matches_the_bytes_signature():
+    detector = predict.Detector.load(helpers.trained_workdir())
+    image = helpers.test_images()[0]
+    with pytest.raises(TypeError, match="float32 in 0..1.*uint8 pixels 0..255"):
+        detector(image[None].astype(np.float32) / 255.0)
+    with pytest.raises(TypeError, match="must be uint8 RGB pixels 0..255, got float64"):
+        detector(image[None].astype(np.float64))
+    with pytest.raises(TypeError, match="got int32"):
+        detector(tf.constant(image[None], tf.int32))
+    with pytest.raises(ValueError, match=r"\[B, H, W, 3\].*\[80, 100, 3\]"):
+        detector(image)
+    outputs = detector(image[None])
+    from_bytes = detector.detect_image_bytes([tf.io.encode_png(image).numpy()])
+    assert outputs["num_detections"][0] > 0
+    np.testing.assert_array_equal(outputs["num_detections"], from_bytes["num_detections"])
+    np.testing.assert_allclose(outputs["detection_boxes"], from_bytes["detection_boxes"],
+                               atol=1e-5)
+    np.testing.assert_array_equal(outputs["detection_classes"],
+                                  from_bytes["detection_classes"])
+    assert set(outputs["detection_classes"][0, :outputs["num_detections"][0]]) <= set(
+        detector.label_map.category_ids)

@@ -1,0 +1,248 @@
+"""What a user of train.py sees: exit statuses, signals, progress output, --debug, resume.
+
+Every test runs the command in a subprocess with a timeout, so that a regression (a hang,
+a process that ignores SIGTERM) fails instead of blocking the suite.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+
+from fcos_tf import cli
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_PY = os.path.join(REPO, "train.py")
+TIMEOUT_S = 300
+
+
+def _tiny_flags(workdir, total_steps=2, steps_per_epoch=2, checkpoint_every=2):
+    """Overrides of a seconds-long synthetic run (64-pixel images, a thin head)."""
+    return [f"--workdir={workdir}", "--mode=train",
+            "--config.data.synthetic.num_train=16", "--config.data.synthetic.image_size=(64, 64)",
+            "--config.pipeline.train_short_side=(64, 64)", "--config.pipeline.max_size=64",
+            "--config.pipeline.eval_short_side=64", "--config.pipeline.shuffle_buffer=16",
+            "--config.model.fpn_channels=16", "--config.model.head_num_convs=1",
+            "--config.model.head_num_groups=8", "--config.train.batch_size=4",
+            "--config.train.warmup_steps=1", "--config.train.lr_steps=(1,)",
+            f"--config.train.total_steps={total_steps}",
+            f"--config.train.steps_per_epoch={steps_per_epoch}",
+            f"--config.train.checkpoint_every={checkpoint_every}"]
+
+
+def _env(**extra):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+    env.pop(cli.DEBUG_ENV, None)
+    env.update(extra)
+    return env
+
+
+def _train_command(flags, patch=None):
+    """``python train.py flags``, or the same run with ``patch`` (Python code) applied first."""
+    if patch is None:
+        return [sys.executable, "-u", TRAIN_PY, *flags]
+    code = (f"{patch}\nimport runpy, sys\nsys.argv = [{TRAIN_PY!r}] + sys.argv[1:]\n"
+            f"runpy.run_path({TRAIN_PY!r}, run_name='__main__')\n")
+    return [sys.executable, "-u", "-c", code, *flags]
+
+
+def _run(command, env=None, timeout=TIMEOUT_S):
+    return subprocess.run(command, cwd=REPO, env=env or _env(), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def _latest_step(workdir):
+    latest = tf.train.latest_checkpoint(os.path.join(str(workdir), "checkpoints"))
+    return None if latest is None else int(latest.rsplit("-", 1)[1])
+
+
+# ------------------------------------------------------------------------- unit helpers
+
+def test_debug_requested_reads_the_flag_and_the_environment(monkeypatch):
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+    assert not cli.debug_requested(["train.py", "--workdir=/tmp/x"])
+    assert cli.debug_requested(["train.py", "--debug"])
+    assert cli.debug_requested(["train.py", "--debug=true"])
+    assert not cli.debug_requested(["train.py", "--debug=false"])
+    monkeypatch.setenv(cli.DEBUG_ENV, "1")
+    assert cli.debug_requested(["train.py"])
+    monkeypatch.setenv(cli.DEBUG_ENV, "0")
+    assert not cli.debug_requested(["train.py"])
+
+
+def test_progress_verbosity_follows_the_terminal(tmp_path):
+    with open(tmp_path / "log", "w") as f:
+        assert cli.progress_verbosity(f) == 2
+
+    class _Terminal:
+        def isatty(self):
+            return True
+
+    assert cli.progress_verbosity(_Terminal()) == 1
+
+
+# ------------------------------------------------------------------------------ --debug
+
+@pytest.mark.parametrize("way", ["none", "flag", "env"])
+def test_one_line_error_and_traceback_with_debug(tmp_path, way):
+    # A COCO root that does not exist: "Invalid config", one line naming the folder.
+    flags = [f"--workdir={tmp_path / 'run'}", "--mode=train", "--config.data.dataset=coco",
+             f"--config.data.coco.root={tmp_path / 'nowhere'}"]
+    env = _env()
+    if way == "flag":
+        flags.append("--debug")
+    elif way == "env":
+        env = _env(**{cli.DEBUG_ENV: "1"})
+    result = _run(_train_command(flags), env=env)
+    assert result.returncode == 1, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Invalid config: ") and str(tmp_path / "nowhere") in last, last
+    assert ("Traceback (most recent call last)" in result.stderr) == (way != "none"), \
+        result.stderr[-3000:]
+
+
+def test_config_override_error_with_debug_shows_the_traceback(tmp_path):
+    flags = [f"--workdir={tmp_path}", "--config.train.no_such_key=1"]
+    plain = _run(_train_command(flags))
+    debug = _run(_train_command(flags + ["--debug"]))
+    for result in (plain, debug):
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines()[-1].startswith("Invalid --config override:")
+    assert "Traceback" not in plain.stderr
+    assert "Traceback (most recent call last)" in debug.stderr
+
+
+# ------------------------------------------------------------------- progress and resume
+
+@pytest.mark.slow
+def test_output_to_a_pipe_has_one_progress_line_per_epoch(tmp_path):
+    result = _run(_train_command(_tiny_flags(tmp_path, total_steps=4, steps_per_epoch=2)))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    for stream in (result.stdout, result.stderr):
+        assert "\x08" not in stream and "\r" not in stream and "\x1b[" not in stream
+    lines = result.stdout.splitlines()
+    assert [line for line in lines if line.startswith("Epoch ")] == ["Epoch 1/2", "Epoch 2/2"]
+    # Keras verbose=2: "2/2 - 1s - 500ms/step - loss: ..." once per epoch.
+    progress = [line for line in lines if re.match(r"^2/2 - .*loss", line)]
+    assert len(progress) == 2, result.stdout
+    assert "Done at step 4" in result.stdout
+
+
+# A checkpoint write cut by SIGKILL at one of two points (step 4; step 2 was saved whole):
+# after the shard files are written but before they are merged into ckpt-4.*, or after the
+# files of ckpt-4 are complete but before the "checkpoint" state file names them.
+_KILL_DURING_CHECKPOINT_WRITE = r"""
+import os, signal
+from tensorflow.python.checkpoint import checkpoint_management, functional_saver
+
+POINT = os.environ["KILL_POINT"]
+
+def _kill_at_step_4(prefix):
+    if prefix.endswith("ckpt-4"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+_merge = functional_saver.gen_io_ops.merge_v2_checkpoints
+
+def merge(checkpoint_prefixes, destination_prefix, *args, **kwargs):
+    if POINT == "merge":
+        _kill_at_step_4(destination_prefix.numpy().decode())
+    return _merge(checkpoint_prefixes, destination_prefix, *args, **kwargs)
+
+_record = checkpoint_management.CheckpointManager._record_state
+
+def record_state(self):
+    if POINT == "state":
+        _kill_at_step_4(self._latest_checkpoint)
+    return _record(self)
+
+functional_saver.gen_io_ops.merge_v2_checkpoints = merge
+checkpoint_management.CheckpointManager._record_state = record_state
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_checkpoint_write_resumes_from_the_last_complete_one(tmp_path):
+    flags = _tiny_flags(tmp_path, total_steps=6, steps_per_epoch=2, checkpoint_every=2)
+    for point in ("merge", "state"):
+        killed = _run(_train_command(flags, _KILL_DURING_CHECKPOINT_WRITE),
+                      env=_env(KILL_POINT=point))
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+        assert _latest_step(tmp_path) == 2, (point, os.listdir(tmp_path / "checkpoints"))
+    # The same command, not killed this time: resumes at step 2 and finishes.
+    resumed = _run(_train_command(flags))
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    assert "Done at step 6" in resumed.stdout
+    assert re.search(r"Restored .*ckpt-2 \(step 2\)", resumed.stderr), resumed.stderr[-3000:]
+    assert _latest_step(tmp_path) == 6
+    reader = tf.train.load_checkpoint(os.path.join(tmp_path, "checkpoints", "ckpt-6"))
+    assert reader.get_variable_to_shape_map()
+
+
+# ------------------------------------------------------------------------------ signals
+
+# The input stalls inside tf.data at the second batch: the main thread waits in a C++
+# GetNext, where no Python signal handler can run.
+_BLOCKING_INPUT = r"""
+import sys, time
+import tensorflow as tf
+from fcos_tf import builders
+
+_build = builders.build_train_dataset
+
+def _stall(index):
+    if int(index) >= 1:
+        print("INPUT BLOCKED", file=sys.stderr, flush=True)
+        time.sleep(3600)
+    return index
+
+def blocking_build(*args, **kwargs):
+    dataset_fn = _build(*args, **kwargs)
+
+    def stall(index, batch):
+        with tf.control_dependencies([tf.py_function(_stall, [index], tf.int64)]):
+            return tf.nest.map_structure(tf.identity, batch)
+
+    return lambda start_step: dataset_fn(start_step).enumerate().map(stall)
+
+builders.build_train_dataset = blocking_build
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_ends_train_py_while_the_input_pipeline_is_blocked(tmp_path, signum):
+    flags = _tiny_flags(tmp_path / "run", total_steps=100, steps_per_epoch=1,
+                        checkpoint_every=1)
+    stdout_path, stderr_path = tmp_path / "stdout", tmp_path / "stderr"
+    with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:
+        process = subprocess.Popen(_train_command(flags, _BLOCKING_INPUT), cwd=REPO, env=_env(),
+                                   stdout=stdout, stderr=stderr)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        # Step 1 is done and step 2 waits for the stalled input.
+        while not ("Epoch 2/" in stdout_path.read_text()
+                   and "INPUT BLOCKED" in stderr_path.read_text()):
+            assert process.poll() is None, stderr_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, stderr_path.read_text()[-3000:]
+            time.sleep(0.5)
+        time.sleep(2.0)
+        sent = time.monotonic()
+        process.send_signal(signum)
+        process.wait(timeout=60)
+        elapsed = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    stderr = stderr_path.read_text()
+    assert process.returncode == 128 + signum, stderr[-3000:]
+    assert elapsed < 10.0, elapsed
+    name = signal.Signals(signum).name
+    assert f"{name} not handled at a batch boundary" in stderr, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert _latest_step(tmp_path / "run") == 1  # the last complete checkpoint
