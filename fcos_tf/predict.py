@@ -35,7 +35,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from fcos_tf import builders, cli, rundir, serving
+from fcos_tf import builders, cli, evaluation, rundir, serving
 from fcos_tf.data import coco, transforms
 from fcos_tf.data.label_map import LABEL_MAP_FILENAME, LabelMap
 
@@ -202,20 +202,10 @@ def image_id_of(file_name, position):
     return int(stem) if stem.isdigit() else position
 
 
-def to_coco(outputs, image_id, height, width):
-    """COCO result dicts of one image from the exported outputs (batch row 0)."""
-    n = int(outputs["num_detections"][0])
-    results = []
-    for box, score, category in zip(outputs["detection_boxes"][0, :n],
-                                    outputs["detection_scores"][0, :n],
-                                    outputs["detection_classes"][0, :n]):
-        ymin, xmin, ymax, xmax = (float(v) for v in box)
-        x, y = xmin * width, ymin * height
-        results.append({"image_id": image_id, "category_id": int(category),
-                        "bbox": [round(x, 2), round(y, 2), round(xmax * width - x, 2),
-                                 round(ymax * height - y, 2)],
-                        "score": round(float(score), 5)})
-    return results
+def _rounded(result):
+    """A COCO result with the box to 1/100 pixel and the score to 5 digits (smaller files)."""
+    return dict(result, bbox=[round(v, 2) for v in result["bbox"]],
+                score=round(result["score"], 5))
 
 
 def draw(image, outputs, label_map, score_threshold):
@@ -289,7 +279,8 @@ def predict(model_path, inputs, output_dir, *, score_threshold=0.3, checkpoint=N
         image_id = image_id_of(file_name, position)
         images_info.append({"id": image_id, "file_name": file_name, "height": height,
                             "width": width})
-        results += to_coco(outputs, image_id, height, width)
+        results += [_rounded(r) for r in
+                    evaluation.outputs_to_coco(outputs, [image_id], [(height, width)])]
         name = os.path.splitext(os.path.basename(file_name))[0]
         if name in used_names:  # same name in two folders
             name = f"{name}_{position}"
