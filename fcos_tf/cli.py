@@ -10,7 +10,9 @@ this module only reads it.
 import os
 import sys
 import traceback
-from typing import NoReturn, Optional, Sequence
+from typing import Callable, List, NoReturn, Optional, Sequence
+
+from absl import flags
 
 DEBUG_ENV = "FCOS_DEBUG"
 DEBUG_FLAG_HELP = (f"Show the full traceback of the one-line errors (also: {DEBUG_ENV}=1 in "
@@ -47,6 +49,33 @@ def fail(message: str, error: Optional[BaseException] = None) -> NoReturn:
         traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
     sys.stderr.flush()
     sys.exit(message)
+
+
+def parse_flags(define: Callable[[flags.FlagValues], None], argv: Optional[Sequence[str]],
+                program: str) -> flags.FlagValues:
+    """absl flags of a small command, on a ``FlagValues`` of its own.
+
+    The flags are defined on a fresh ``flags.FlagValues`` (never the process-wide
+    ``flags.FLAGS``), so a library module whose ``main`` uses this registers nothing when
+    imported, and ``main([...])`` can be called from Python.
+
+    Args:
+        define: ``define(flag_values)`` defines the flags (``flags.DEFINE_*(...,
+            flag_values=flag_values)``).
+        argv: the arguments without the program name (default ``sys.argv[1:]``).
+        program: the program name shown in errors.
+
+    Returns:
+        The parsed ``FlagValues``; a bad flag ends the process with one line (status 1).
+    """
+    flag_values = flags.FlagValues()
+    define(flag_values)
+    arguments: List[str] = list(sys.argv[1:] if argv is None else argv)
+    try:
+        flag_values([program, *arguments])
+    except flags.Error as error:
+        fail(f"FATAL Flags parsing error: {error}\nPass --helpfull to see help on flags.", error)
+    return flag_values
 
 
 def progress_verbosity(stream=None) -> int:

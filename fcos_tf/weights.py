@@ -26,7 +26,6 @@ Command line, to turn ImageNet weights into a ``.weights.h5`` of the backbone th
 ``.weights.h5`` with ``--source_format=keras_applications``) for machines without internet.
 """
 
-import argparse
 import os
 
 import keras
@@ -385,19 +384,27 @@ def load_backbone_weights(backbone, weights, source="auto"):
         backbone.load_weights(path)
 
 
+def _define_flags(flag_values):
+    from absl import flags  # pylint: disable=import-outside-toplevel
+
+    flags.DEFINE_string("source", "imagenet", "'imagenet' (keras.applications, caffe layout), a "
+                        "keras.applications .h5 file (caffe layout) or a torchvision .pth file "
+                        "(pytorch layout).", flag_values=flag_values)
+    flags.DEFINE_enum("source_format", "auto", _WEIGHT_SOURCES, "Format of --source when its "
+                      "extension does not tell.", flag_values=flag_values)
+    flags.DEFINE_enum("depth", "50", ["50", "101"], "ResNet depth.", flag_values=flag_values)
+    flags.DEFINE_string("output", None, "Path ending in .weights.h5.", flag_values=flag_values)
+    flags.mark_flag_as_required("output", flag_values=flag_values)
+    flags.register_validator("output", lambda path: path.endswith(".weights.h5"),
+                             "--output must end in .weights.h5", flag_values=flag_values)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description="Writes ImageNet ResNet weights as a .weights.h5 of fcos_tf's backbone.")
-    parser.add_argument("--source", default="imagenet",
-                        help="'imagenet' (keras.applications, caffe layout), a keras.applications "
-                             ".h5 file (caffe layout) or a torchvision .pth file (pytorch layout)")
-    parser.add_argument("--source_format", default="auto", choices=_WEIGHT_SOURCES,
-                        help="format of --source when its extension does not tell")
-    parser.add_argument("--depth", type=int, default=50, choices=(50, 101))
-    parser.add_argument("--output", required=True, help="path ending in .weights.h5")
-    args = parser.parse_args(argv)
-    if not args.output.endswith(".weights.h5"):
-        parser.error("--output must end in .weights.h5")
+    """Writes ImageNet ResNet weights as a .weights.h5 of fcos_tf's backbone."""
+    from fcos_tf import cli  # pylint: disable=import-outside-toplevel
+
+    args = cli.parse_flags(_define_flags, argv, "python -m fcos_tf.weights")
+    args.depth = int(args.depth)
     torchvision = args.source_format == "torchvision" or (
         args.source_format == "auto" and args.source.endswith((".pth", ".pt")))
     layout = "pytorch" if torchvision else "caffe"

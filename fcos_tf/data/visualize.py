@@ -13,7 +13,6 @@ From the command line, one training batch as PNG files::
     python -m fcos_tf.data.visualize --annotations ann.json --images imgs/ --output /tmp/t
 """
 
-import argparse
 
 import os
 
@@ -160,32 +159,44 @@ def save_batch(images, labels, output_dir, *, pixel_norm="caffe", names=None,
     return paths
 
 
+def _define_flags(flag_values):
+    from absl import flags  # pylint: disable=import-outside-toplevel
+
+    flags.DEFINE_string("output", None, "Folder receiving <image_id>.png.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("annotations", None, "COCO JSON (default: the synthetic dataset).",
+                        flag_values=flag_values)
+    flags.DEFINE_string("images", None, "Image folder of --annotations.",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("batch_size", 4, "Images rendered.", lower_bound=1,
+                         flag_values=flag_values)
+    flags.DEFINE_list("short_side", ["320", "320"], "Training short-side range MIN,MAX.",
+                      flag_values=flag_values)
+    flags.DEFINE_integer("max_size", 533, "Long side at most.", flag_values=flag_values)
+    flags.DEFINE_integer("synthetic_size", 256, "Side of the synthetic images.",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("seed", 0, "Seed of the data and the augmentation.",
+                         flag_values=flag_values)
+    flags.mark_flag_as_required("output", flag_values=flag_values)
+    flags.register_multi_flags_validator(
+        ["annotations", "images"], lambda f: not f["annotations"] or bool(f["images"]),
+        "--images is required with --annotations", flag_values=flag_values)
+
+
 def main(argv=None):
     """Renders the first training batch of a dataset (synthetic, or COCO JSON) to PNG files."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--output", required=True, help="folder receiving <image_id>.png")
-    parser.add_argument("--annotations", help="COCO JSON (default: the synthetic dataset)")
-    parser.add_argument("--images", help="image folder of --annotations")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--short-side", type=int, nargs=2, default=(320, 320),
-                        metavar=("MIN", "MAX"), help="training short-side range")
-    parser.add_argument("--max-size", type=int, default=533)
-    parser.add_argument("--synthetic-size", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-
+    from fcos_tf import cli  # pylint: disable=import-outside-toplevel
     from fcos_tf.data import coco, pipeline, synthetic  # pylint: disable=import-outside-toplevel
 
+    args = cli.parse_flags(_define_flags, argv, "python -m fcos_tf.data.visualize")
     if args.annotations:
-        if not args.images:
-            parser.error("--images is required with --annotations")
         read = coco.read_coco(args.annotations, args.images, decode=False)
     else:
         read = synthetic.synthetic_dataset(args.batch_size, image_size=args.synthetic_size,
                                            seed=args.seed)
     dataset = pipeline.make_pipeline(
         read.dataset, training=True, batch_size=args.batch_size,
-        train_short_side=tuple(args.short_side), max_size=args.max_size, seed=args.seed,
+        train_short_side=tuple(int(v) for v in args.short_side), max_size=args.max_size, seed=args.seed,
         deterministic=True, repeat=False)
     images, labels = next(iter(dataset))
     for path in save_batch(images, labels, args.output, names=read.label_map.names):
