@@ -18,12 +18,12 @@ import os
 import ml_collections
 
 # Values a few keys may take, defined once for the recipes and the validation.
-BACKBONES = ("small", "resnet50", "resnet101")
+BACKBONES = ("small", "resnet50", "resnet101", "mobilenet_v2", "mobilenet_v3_large")
 DATASETS = ("synthetic", "coco", "tfds")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 WARMUP_METHODS = ("constant", "linear")
-PIXEL_NORMS = ("caffe", "torchvision")
+PIXEL_NORMS = ("caffe", "torchvision", "inception")
 
 
 def base_config():
@@ -191,7 +191,7 @@ def validate_config(config, num_replicas=1, *, mode="train_and_eval", check_path
                          ("data.pixel_norm", PIXEL_NORMS),
                          ("data.resume", ("replay", "reshuffle")),
                          ("model.p6_input", ("p5", "c5")),
-                         ("model.head_norm", ("group", "none")),
+                         ("model.head_norm", ("group", "none", "bn", "sync_bn")),
                          ("model.centerness_on", ("regression", "classification", "none")),
                          ("model.box_loss", ("giou", "iou")),
                          ("model.score_threshold_on", ("class", "final"))):
@@ -271,5 +271,6 @@ def validate_config(config, num_replicas=1, *, mode="train_and_eval", check_path
     if check_paths and data.dataset == "tfds" and data.tfds_data_dir:
         if not os.path.isdir(data.tfds_data_dir):
             _fail("data.tfds_data_dir", f"{data.tfds_data_dir} is not a directory")
-    if model.backbone_weights and not os.path.exists(model.backbone_weights):
+    if model.backbone_weights and not os.path.exists(model.backbone_weights) and not (
+            model.backbone_weights == "imagenet" and model.backbone.startswith("mobilenet")):
         _fail("model.backbone_weights", f"{model.backbone_weights} does not exist")

@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 _CENTERNESS_ON = ("regression", "classification", "none")
-_HEAD_NORMS = ("group", None)
+_HEAD_NORMS = ("group", "bn", "sync_bn", None)
 
 
 @keras.saving.register_keras_serializable(package="fcos_tf")
@@ -43,7 +43,7 @@ class Scale(keras.layers.Layer):
 class FCOSHead(keras.layers.Layer):
     """Classification, box and centerness predictions on every pyramid level.
 
-    Two towers of ``num_convs x [3x3 conv (bias) -> GroupNorm -> ReLU]``; the classification
+    Two towers of ``num_convs x [3x3 conv (bias) -> norm -> ReLU]``; the classification
     tower feeds a 3x3 conv with ``num_classes`` logits, the regression tower a 3x3 conv with
     4 box outputs (multiplied by a per-level :class:`Scale`) and, by default, the 3x3
     centerness conv. The same weights run on every level; only the scales are per level.
@@ -60,7 +60,14 @@ class FCOSHead(keras.layers.Layer):
         num_classes: K, number of foreground classes (no background class).
         channels: channels of the tower convs.
         num_convs: convs per tower.
-        norm: ``"group"`` (GroupNorm, epsilon 1e-5) or ``None`` (the paper's vanilla rows).
+        norm: ``"group"`` (GroupNorm, epsilon 1e-5), ``"bn"`` (BatchNorm, statistics per
+            replica), ``"sync_bn"`` (BatchNorm with statistics over the global batch under a
+            ``MirroredStrategy``: the authors' SyncBN) or ``None`` (the paper's vanilla rows).
+            The BatchNorm of a tower position is shared by all levels, like its conv (each
+            level's call normalises with that level's batch statistics in training); at
+            export :func:`fcos_tf.bn_folding.fold_batch_norms` folds it into the conv, so an
+            int8 model has no normalisation op. ``channels`` is the authors' head width
+            (``c128`` = 128).
         num_groups: GroupNorm groups; must divide ``channels``.
         centerness_on: ``"regression"`` (default, improved FCOS), ``"classification"`` (the
             paper's Fig. 2) or ``"none"`` (no centerness branch).
@@ -89,7 +96,7 @@ class FCOSHead(keras.layers.Layer):
         if norm == "none":
             norm = None
         if norm not in _HEAD_NORMS:
-            raise ValueError(f"`norm` must be 'group' or None, got {norm!r}.")
+            raise ValueError(f"`norm` must be one of {_HEAD_NORMS}, got {norm!r}.")
         if norm == "group" and channels % num_groups:
             raise ValueError(f"`num_groups`={num_groups} must divide `channels`={channels}.")
         if centerness_on not in _CENTERNESS_ON:
@@ -124,6 +131,10 @@ class FCOSHead(keras.layers.Layer):
                     layers.append(keras.layers.GroupNormalization(
                         num_groups, epsilon=1e-5, name=f"{prefix}_norm{index}",
                         dtype=self.dtype_policy))
+                elif norm in ("bn", "sync_bn"):
+                    layers.append(keras.layers.BatchNormalization(
+                        momentum=0.9, epsilon=1e-5, synchronized=norm == "sync_bn",
+                        name=f"{prefix}_norm{index}", dtype=self.dtype_policy))
                 layers.append(keras.layers.ReLU(name=f"{prefix}_relu{index}",
                                                 dtype=self.dtype_policy))
             return tuple(layers)

@@ -535,8 +535,13 @@ def build_model(model_config, num_classes):
     backbone_kwargs = {}
     if m.backbone.startswith("resnet"):
         backbone_kwargs = {"layout": m.backbone_layout, "freeze_at": m.backbone_freeze_at}
+    elif m.backbone.startswith("mobilenet"):
+        # ImageNet ("imagenet" or a keras.applications file) loads inside the constructor.
+        backbone_kwargs = {"alpha": m.get("backbone_alpha", 1.0),
+                           "norm": m.get("backbone_norm", "sync_bn"),
+                           "weights": m.backbone_weights or None}
     backbone = build_backbone(m.backbone, **backbone_kwargs)
-    if m.backbone_weights:
+    if m.backbone_weights and not m.backbone.startswith("mobilenet"):
         backbone.load_weights(m.backbone_weights)
     model = FCOS(
         backbone, num_classes, fpn_channels=m.fpn_channels, p6_input=m.p6_input,
