@@ -60,6 +60,10 @@ IMAGE_BYTES_INPUT = "image_bytes"
 OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 TFLITE_VARIANTS = ("fp32", "fp16", "int8")
+# "tf_od_api": the outputs above; "mediapipe": contiguous class indices and a float32 count,
+# the layout of TFLite_Detection_PostProcess that MediaPipe's ObjectDetector reads
+# (fcos_tf.tflite_metadata).
+TFLITE_OUTPUT_LAYOUTS = ("tf_od_api", "mediapipe")
 # File magic numbers of the formats tf.io.decode_image reads.
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 
@@ -525,7 +529,8 @@ def tflite_input(image, input_size, serving):
     return canvas[None], float(scale)
 
 
-def tflite_detection_function(model, label_map, input_size, pixel_norm, max_detections=None):
+def tflite_detection_function(model, label_map, input_size, pixel_norm, max_detections=None,
+                              output_layout="tf_od_api"):
     """The ``tf.function`` converted to TFLite: uint8 ``[1, H, W, 3]`` -> detections.
 
     Args:
@@ -535,11 +540,18 @@ def tflite_detection_function(model, label_map, input_size, pixel_norm, max_dete
             aligned).
         pixel_norm: the pipeline's normalisation.
         max_detections: D (default the model's).
+        output_layout: ``"tf_od_api"`` or ``"mediapipe"``: ``detection_classes`` holds the
+            contiguous class (0..K-1, -1 on padding rows) instead of the category id and
+            ``num_detections`` is float32 (TFLite_Detection_PostProcess's outputs, in the
+            same order: boxes, classes, scores, count).
 
     Returns:
         A ``tf.function`` with input signature ``images`` uint8 ``[1, H, W, 3]`` returning
         the ``OUTPUT_KEYS`` dict with boxes normalised to the input frame.
     """
+    if output_layout not in TFLITE_OUTPUT_LAYOUTS:
+        raise ValueError(f"`output_layout` must be one of {TFLITE_OUTPUT_LAYOUTS}, got "
+                         f"{output_layout!r}.")
     height, width = (int(v) for v in input_size)
     max_detections = int(max_detections or model.max_detections)
 
@@ -553,14 +565,18 @@ def tflite_detection_function(model, label_map, input_size, pixel_norm, max_dete
             score_threshold_on=model.score_threshold_on, pre_nms_top_k=model.pre_nms_top_k,
             nms_iou_threshold=model.nms_iou_threshold, max_detections=max_detections,
             nms="class_offset")
-        return detections_to_outputs(detections, label_map, scale=tf.ones([1]),
-                                     frame_size=tf.constant([[height, width]], tf.int32))
+        outputs = detections_to_outputs(detections, label_map, scale=tf.ones([1]),
+                                        frame_size=tf.constant([[height, width]], tf.int32))
+        if output_layout == "mediapipe":
+            outputs["detection_classes"] = tf.cast(detections["classes"], tf.float32)
+            outputs["num_detections"] = tf.cast(outputs["num_detections"], tf.float32)
+        return outputs
 
     return detect, [tf.TensorSpec([1, height, width, 3], tf.uint8, name=IMAGES_INPUT)]
 
 
 def convert_tflite(model, label_map, *, input_size, pixel_norm, variant="fp32",
-                   representative_images=None, max_detections=None):
+                   representative_images=None, max_detections=None, output_layout="tf_od_api"):
     """Converts the detector (with its pre- and post-processing) to a TFLite flatbuffer.
 
     Args:
@@ -573,6 +589,7 @@ def convert_tflite(model, label_map, *, input_size, pixel_norm, variant="fp32",
         representative_images: for ``"int8"``: iterable of uint8 ``[1, H, W, 3]`` arrays
             (e.g. from :func:`tflite_input`), a few dozen typical images.
         max_detections: D (default the model's).
+        output_layout: see :func:`tflite_detection_function`.
 
     Returns:
         The flatbuffer as ``bytes``; checked to hold builtin operators only.
@@ -582,7 +599,7 @@ def convert_tflite(model, label_map, *, input_size, pixel_norm, variant="fp32",
     if variant == "int8" and representative_images is None:
         raise ValueError("`representative_images` is required for the int8 variant.")
     fn, signature = tflite_detection_function(model, label_map, input_size, pixel_norm,
-                                              max_detections)
+                                              max_detections, output_layout)
     with tempfile.TemporaryDirectory() as scratch:
         # ExportArchive -> SavedModel -> converter: the path that freezes Keras 3 variables.
         archive = keras.export.ExportArchive()

@@ -134,7 +134,7 @@ class MobileNetBackbone(keras.Model):
                 if norm == "frozen_bn":
                     layer.trainable = False  # also puts it in inference mode
         outputs = [application.get_layer(tap).output for tap in _TAPS[variant]]
-        super().__init__(inputs=application.inputs, outputs=outputs, name=name or variant,
+        super().__init__(inputs=application.inputs[0], outputs=outputs, name=name or variant,
                          **kwargs)
         self.variant = variant
         self.alpha = float(alpha)
