@@ -3,6 +3,7 @@
 import math
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 _CENTERNESS_ON = ("regression", "classification", "none")
@@ -63,8 +64,8 @@ class FCOSHead(keras.layers.Layer):
         norm: ``"group"`` (GroupNorm, epsilon 1e-5), ``"bn"`` (BatchNorm, statistics per
             replica), ``"sync_bn"`` (BatchNorm with statistics over the global batch under a
             ``MirroredStrategy``: the authors' SyncBN) or ``None`` (the paper's vanilla rows).
-            The BatchNorm of a tower position is shared by all levels, like its conv (each
-            level's call normalises with that level's batch statistics in training); at
+            The BatchNorm of a tower position is shared by all levels, like its conv, and
+            its batch statistics are those of all levels' locations together; at
             export :func:`fcos_tf.bn_folding.fold_batch_norms` folds it into the conv, so an
             int8 model has no normalisation op. ``channels`` is the authors' head width
             (``c128`` = 128).
@@ -181,13 +182,39 @@ class FCOSHead(keras.layers.Layer):
             x = layer(x)
         return x
 
+    def _run_towers(self, tower, inputs):
+        """The tower on every level; a BatchNorm normalises all levels' locations together.
+
+        One set of statistics for the shared weights: in training the batch statistics are
+        those of every location of every level (and, with SyncBN, of every replica), the
+        same population the moving averages describe at inference. Normalising each level
+        with its own statistics would train with per-level statistics and infer with their
+        blend.
+        """
+        if self.norm not in ("bn", "sync_bn"):
+            return [self._run_tower(tower, x) for x in inputs]
+        per_level = list(inputs)
+        for layer in tower:
+            if not isinstance(layer, keras.layers.BatchNormalization):
+                per_level = [layer(x) for x in per_level]
+                continue
+            shapes = [tf.shape(x) for x in per_level]
+            # [B, h_l * w_l, 1, C] per level -> [B, sum_l h_l * w_l, 1, C]
+            flat = [tf.reshape(x, [shape[0], -1, 1, x.shape[-1]])
+                    for x, shape in zip(per_level, shapes)]
+            joint = layer(tf.concat(flat, axis=1))
+            sizes = tf.stack([shape[1] * shape[2] for shape in shapes])
+            per_level = [tf.reshape(x, shape) for x, shape in
+                         zip(tf.split(joint, sizes, axis=1, num=len(flat)), shapes)]
+        return per_level
+
     def call(self, inputs):
         outputs = {"class_logits": [], "box_raw": []}
         if self.centerness_pred is not None:
             outputs["centerness_logits"] = []
-        for features, scale in zip(inputs, self.scales):
-            cls_features = self._run_tower(self.cls_tower, features)
-            box_features = self._run_tower(self.box_tower, features)
+        cls_per_level = self._run_towers(self.cls_tower, inputs)
+        box_per_level = self._run_towers(self.box_tower, inputs)
+        for cls_features, box_features, scale in zip(cls_per_level, box_per_level, self.scales):
             outputs["class_logits"].append(self.cls_logits(cls_features))
             outputs["box_raw"].append(scale(self.box_pred(box_features)))
             if self.centerness_pred is not None:

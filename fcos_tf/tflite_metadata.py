@@ -204,6 +204,8 @@ def add_mediapipe_metadata(flatbuffer, label_map):
         writer = object_detector.MetadataWriter.create_for_models_with_nms(
             bytearray(flatbuffer), list(_INPUT_MEAN), list(_INPUT_STD), labels)
         model_with_metadata, _ = writer.populate()
+        # Release it now: its __del__ removes a scratch folder and fails at interpreter exit.
+        del writer
     return bytes(model_with_metadata)
 
 
