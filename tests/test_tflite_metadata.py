@@ -62,6 +62,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def flatbuffers(model):
+    pytest.importorskip("mediapipe")
     representative = [image[None] for image in _images(8, seed=1)]
     return {variant: tflite_metadata.convert_tflite_for_mediapipe(
         model, LABELS, input_size=INPUT_SIZE, pixel_norm=SERVING.pixel_norm, variant=variant,
@@ -73,7 +74,6 @@ def test_metadata_labels_and_output_order(flatbuffers):
         export.check_builtin_only(flatbuffer)
         assert "NON_MAX_SUPPRESSION_V5" in export.tflite_operators(flatbuffer)
         assert tflite_metadata.check_detection_outputs(flatbuffer) == 20
-        pytest.importorskip("mediapipe")
         metadata = json.loads(tflite_metadata.metadata_json(flatbuffer))
         subgraph = metadata["subgraph_metadata"][0]
         names = [tensor["name"] for tensor in subgraph["output_tensor_metadata"]]
