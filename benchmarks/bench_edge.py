@@ -14,8 +14,9 @@ Prints Markdown tables (with the command, the machine and the load average):
    and NMS run on full candidate sets (the worst case, as a trained model on a busy image).
    int8 is calibrated on 8 random pictures.
 2. The peer: keras-cv ``YOLOV8Detector`` with the ``xs`` backbone arguments, random weights,
-   converted with builtin operators only: the network alone (raw box and class outputs), and
-   whether its full predict path (decoding + NMS) converts without Flex operators.
+   converted with builtin operators only (fp32, and int8 weights and activations with float
+   input): the network alone (raw box and class outputs, no decoding, no NMS), and whether
+   its full predict path (decoding + NMS) converts without Flex operators.
 3. COCO AP on the synthetic validation split of the trained ``--workdir`` (a ``train.py``
    run of configs/synthetic_edge.py): the Keras model, and its folded fp32/fp16/int8 TFLite
    exports through ``fcos_tf.export.run_tflite``.
@@ -111,14 +112,27 @@ def peer_rows(args):
         detector(np.zeros((1, size, size, 3), np.float32))
         spec = [tf.TensorSpec([1, size, size, 3], tf.float32, name="images")]
 
-        def convert(fn):
-            converter = tf.lite.TFLiteConverter.from_concrete_functions(
-                [tf.function(fn).get_concrete_function(*spec)], detector)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-            return converter.convert()
+        def convert(fn, int8=False):
+            # The path of fcos_tf.export.convert_tflite: ExportArchive -> SavedModel -> LiteRT
+            # converter (it freezes the Keras 3 variables into the flatbuffer).
+            with tempfile.TemporaryDirectory() as scratch:
+                archive = keras.export.ExportArchive()
+                archive.track(detector)
+                archive.add_endpoint("serving_default", fn, input_signature=spec)
+                archive.write_out(scratch, verbose=False)
+                converter = tf.lite.TFLiteConverter.from_saved_model(scratch)
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+                if int8:
+                    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+                    converter.representative_dataset = lambda: (
+                        [_photo(size, size, seed)[None].astype(np.float32)] for seed in range(8))
+                return converter.convert()
 
         network = convert(lambda images: detector(images, training=False))
         ms = tflite_latency_ms(network, size, repeats=args.repeats, threads=args.threads)
+        network_int8 = convert(lambda images: detector(images, training=False), int8=True)
+        ms_int8 = tflite_latency_ms(network_int8, size, repeats=args.repeats,
+                                    threads=args.threads)
         try:
             full = convert(lambda images: detector.decode_predictions(
                 detector(images, training=False), images))
@@ -130,7 +144,9 @@ def peer_rows(args):
                     if op in message]
             nms = f"no: needs Flex/unsupported ops ({', '.join(flex) or message[:80]})"
         rows.append(["keras-cv YOLOv8 xs (network only)", f"{size}x{size}", "fp32", ms,
-                     float("nan"), len(network) / 2**20, nms, "-"])
+                     1.0, len(network) / 2**20, nms, "-"])
+        rows.append(["keras-cv YOLOv8 xs (network only)", f"{size}x{size}", "int8", ms_int8,
+                     ms_int8 / ms, len(network_int8) / 2**20, nms, "-"])
         print(f"  {rows[-1]}", file=sys.stderr, flush=True)
     return rows
 

@@ -113,3 +113,22 @@ def test_config_round_trip():
     clone = MobileNetBackbone.from_config(backbone.get_config())
     assert clone.get_config() == backbone.get_config()
     assert [w.shape for w in clone.weights] == [w.shape for w in backbone.weights]
+
+
+def test_edge_recipe_builds_the_mobile_model():
+    import importlib.util  # pylint: disable=import-outside-toplevel
+    import os  # pylint: disable=import-outside-toplevel
+
+    from fcos_tf import training  # pylint: disable=import-outside-toplevel
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                        "synthetic_edge.py")
+    spec = importlib.util.spec_from_file_location("synthetic_edge", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    model = training.build_model(config.model, 6)
+    assert isinstance(model.backbone, MobileNetBackbone)
+    assert (model.backbone.alpha, model.backbone.norm) == (0.35, "sync_bn")
+    assert model.head.norm == "sync_bn" and model.head.channels == 64
+    assert config.data.pixel_norm == model.backbone.pixel_norm
