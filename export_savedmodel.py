@@ -46,12 +46,12 @@ def _argv_value(argv: List[str], name: str) -> Optional[str]:
     return None
 
 
-def define_flags(argv: List[str]) -> None:
-    """Defines the command line; ``--config`` defaults to the workdir's own config.json.
+def define_model_flags(argv: List[str]) -> None:
+    """Defines the flags naming the trained model: ``--config``, ``--workdir``, ``--checkpoint``.
 
-    The default of ``--config`` must exist when the flag is defined, so that the
+    ``--config`` defaults to the workdir's own config.json. Its default must exist when the flag is defined, so that the
     ``--config.<section>.<key>`` overrides have something to apply to: with ``--workdir`` and
-    no ``--config=...`` it is the config the run wrote.
+    no ``--config=...`` it is the config the run wrote. ``export_edge.py`` shares it.
     """
     workdir = _argv_value(argv, "workdir")
     if _argv_value(argv, "config") is None and workdir:
@@ -74,6 +74,11 @@ def define_flags(argv: List[str]) -> None:
                         "train.py run directory (config, label map, checkpoints).")
     flags.DEFINE_string("checkpoint", None, "Checkpoint prefix or folder; default: the newest "
                         "of --workdir.")
+
+
+def define_flags(argv: List[str]) -> None:
+    """Defines the command line; ``--config`` defaults to the workdir's own config.json."""
+    define_model_flags(argv)
     flags.DEFINE_string("output", None, "Base export folder (TF Serving --model_base_path).")
     flags.DEFINE_integer("version", None, "Version number; default: the next free one.")
     flags.DEFINE_string("model_name", "fcos", "Model name in the warm-up requests.")

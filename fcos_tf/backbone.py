@@ -9,6 +9,8 @@
   (:mod:`fcos_tf.weights`).
 * :class:`SmallBackbone`: a few conv + norm + ReLU stages (~0.3 M parameters) that trains in
   minutes on a CPU, for tests and smoke runs.
+* MobileNetV2 and MobileNetV3-Large from ``keras.applications``
+  (:class:`fcos_tf.mobile_backbones.MobileNetBackbone`), for the edge profile.
 
 Every strided convolution pads explicitly and symmetrically (``ZeroPadding2D`` + ``valid``)
 like PyTorch; TF's ``same`` pads more on the bottom/right for stride 2 (DESIGN §2). The size
@@ -18,6 +20,8 @@ of ``C_l`` for an input ``H x W`` is therefore ``ceil(H / s) x ceil(W / s)``.
 import keras
 from keras import ops
 
+from fcos_tf.mobile_backbones import MOBILE_BACKBONES, MobileNetBackbone
+
 # torchvision initialises ResNet convolutions with kaiming_normal_(mode="fan_out") (ReLU gain).
 _RESNET_KERNEL_INIT = {"class_name": "VarianceScaling",
                        "config": {"scale": 2.0, "mode": "fan_out",
@@ -25,7 +29,7 @@ _RESNET_KERNEL_INIT = {"class_name": "VarianceScaling",
 _BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 _LAYOUTS = ("pytorch", "caffe")
 # Names build_backbone accepts.
-BACKBONES = ("small", "resnet50", "resnet101")
+BACKBONES = ("small", "resnet50", "resnet101") + MOBILE_BACKBONES
 _RESNET_NORMS = ("frozen_bn", "bn")
 _SMALL_NORMS = ("group", "bn", "none")
 
@@ -273,9 +277,12 @@ def build_backbone(name, **kwargs):
     """Builds a backbone by name.
 
     Args:
-        name: ``"resnet50"``, ``"resnet101"`` or ``"small"``.
+        name: ``"resnet50"``, ``"resnet101"``, ``"small"``, ``"mobilenet_v2"`` or
+            ``"mobilenet_v3_large"``.
         **kwargs: passed to :class:`ResNet` (``layout``, ``freeze_at``, ``norm``,
-            ``bn_epsilon``) or :class:`SmallBackbone`.
+            ``bn_epsilon``), :class:`SmallBackbone` or
+            :class:`fcos_tf.mobile_backbones.MobileNetBackbone` (``alpha``, ``norm``,
+            ``weights``).
 
     Returns:
         A ``keras.Model`` mapping float32 ``[B, H, W, 3]`` to ``[C3, C4, C5]``, with
@@ -287,4 +294,6 @@ def build_backbone(name, **kwargs):
         return ResNet(depth=101, **kwargs)
     if name == "small":
         return SmallBackbone(**kwargs)
+    if name in MOBILE_BACKBONES:
+        return MobileNetBackbone(variant=name, **kwargs)
     raise ValueError(f"`name` must be one of {BACKBONES}, got {name!r}.")

@@ -44,8 +44,9 @@ DATASETS = ("synthetic", "coco", "tfds")
 RESUME_MODES = ("replay", "reshuffle")
 # Labels the train step uses (see fcos_tf.model.FCOS.train_step).
 TRAIN_LABEL_KEYS = ("class_targets", "box_targets", "centerness_targets")
-# Backbone names whose builder takes the ResNet arguments of config.backbone.
-_RESNET_ARGS = ("layout", "freeze_at")
+# The arguments of config.backbone (besides name and weights) each backbone family takes.
+_BACKBONE_ARGS = {"resnet": ("layout", "freeze_at"), "mobilenet": ("alpha", "norm"),
+                  "small": ()}
 
 Config = ml_collections.ConfigDict
 
@@ -59,8 +60,10 @@ def build_backbone(backbone_config: Config, *, load_weights: bool = True):
 
     Args:
         backbone_config: ``config.backbone``: ``name`` (one of
-            :data:`fcos_tf.backbone.BACKBONES`), ``weights`` (path or ""), and the ResNet
-            arguments ``layout``, ``freeze_at`` (used by the ResNets only).
+            :data:`fcos_tf.backbone.BACKBONES`), ``weights`` (path or ""; the MobileNets also
+            take ``"imagenet"``), the ResNet arguments ``layout``, ``freeze_at`` and the
+            :class:`fcos_tf.mobile_backbones.MobileNetBackbone` arguments ``alpha``, ``norm``;
+            each family gets its own arguments only.
         load_weights: read ``weights`` (False when a checkpoint will set every weight).
 
     Returns:
@@ -68,11 +71,16 @@ def build_backbone(backbone_config: Config, *, load_weights: bool = True):
     """
     from fcos_tf import backbone as backbone_lib  # pylint: disable=import-outside-toplevel
 
-    options = dict(backbone_config)
-    name = options.pop("name")
-    weights = options.pop("weights", "")
-    if not name.startswith("resnet"):
-        options = {k: v for k, v in options.items() if k not in _RESNET_ARGS}
+    name = backbone_config.name
+    weights = backbone_config.get("weights", "")
+    # An unknown name gets no arguments and fails in backbone_lib.build_backbone.
+    family = next((f for f in _BACKBONE_ARGS if name.startswith(f)), "small")
+    options = {key: backbone_config[key] for key in _BACKBONE_ARGS[family]}
+    if family == "mobilenet":
+        # keras.applications loads its ImageNet weights ("imagenet" or its own .h5 file)
+        # while it builds the trunk.
+        return backbone_lib.build_backbone(name, **options,
+                                           weights=(weights or None) if load_weights else None)
     backbone = backbone_lib.build_backbone(name, **options)
     if weights and load_weights:
         backbone.load_weights(weights)

@@ -11,8 +11,9 @@ section on as keyword arguments without renaming anything:
 ==================  ========================================================================
 section             becomes
 ==================  ========================================================================
-``backbone``        :func:`fcos_tf.builders.build_backbone` (``name``, ``weights`` and the
-                    ``ResNet`` arguments ``layout``, ``freeze_at``)
+``backbone``        :func:`fcos_tf.builders.build_backbone` (``name``, ``weights``, the
+                    ``ResNet`` arguments ``layout``, ``freeze_at`` and the
+                    ``MobileNetBackbone`` arguments ``alpha``, ``norm``)
 ``model``           keyword arguments of :class:`fcos_tf.model.FCOS`
 ``locations``       settings that target assignment (``PipelineConfig``) and decoding
                     (``FCOS``) share: ``strides``, ``size_ranges``, ``center_sampling_radius``,
@@ -47,6 +48,7 @@ from fcos_tf import fpn as fpn_lib
 from fcos_tf import head as head_lib
 from fcos_tf import locations as locations_lib
 from fcos_tf import losses
+from fcos_tf import mobile_backbones
 from fcos_tf import model as model_lib
 from fcos_tf import optimization
 from fcos_tf import postprocess
@@ -70,14 +72,18 @@ def base_config() -> ml_collections.ConfigDict:
     backbone.name = "resnet50"             # one of backbone.BACKBONES
     backbone.layout = "caffe"              # ResNet: "caffe" (stride in 1x1, MSRA) | "pytorch"
     backbone.freeze_at = 2                 # ResNet: stem + stage 1 frozen
-    backbone.weights = ""                  # optional path to backbone weights (.weights.h5)
+    backbone.alpha = 1.0                   # MobileNet: width multiplier
+    backbone.norm = "sync_bn"              # MobileNet: one of mobile_backbones.MOBILE_NORMS
+    # Optional path to backbone weights (.weights.h5); MobileNets also take "imagenet"
+    # (keras.applications download) or a keras.applications "*_no_top*.h5" file.
+    backbone.weights = ""
 
     # --- model (items 2-6, 13-18) -> FCOS(**config.model) ------------------------------------
     config.model = model = ml_collections.ConfigDict()
     model.fpn_channels = 256
     model.p6_input = "p5"                  # "p5" (improved) | "c5" (paper's original)
     model.head_num_convs = 4
-    model.head_norm = "group"              # "group" | "none"
+    model.head_norm = "group"              # "group" | "none" | "bn" | "sync_bn" (edge profile)
     model.head_num_groups = 32
     model.centerness_on = "regression"     # "regression" | "classification" | "none"
     model.norm_reg_targets = True          # relu(s*x)*stride instead of exp(s*x)
@@ -328,8 +334,23 @@ def validate_config(config: ml_collections.ConfigDict, num_replicas: int = 1, *,
     if check_paths and data.dataset == "tfds" and data.tfds.data_dir:
         if not os.path.isdir(data.tfds.data_dir):
             _fail("data.tfds.data_dir", f"{data.tfds.data_dir} is not a directory")
-    if config.backbone.weights and not os.path.exists(config.backbone.weights):
-        _fail("backbone.weights", f"{config.backbone.weights} does not exist")
+    _validate_backbone(config)
+
+
+def _validate_backbone(config):
+    backbone = config.backbone
+    mobile = backbone.name in mobile_backbones.MOBILE_BACKBONES
+    if mobile:
+        _check_choice(config, "backbone.norm", mobile_backbones.MOBILE_NORMS)
+        if not isinstance(backbone.alpha, (int, float)) or not backbone.alpha > 0:
+            _fail("backbone.alpha", f"must be a positive number, got {backbone.alpha!r}")
+    if backbone.weights == "imagenet":
+        if not mobile:
+            _fail("backbone.weights", f"'imagenet' (a keras.applications download) is for "
+                  f"{mobile_backbones.MOBILE_BACKBONES}; {backbone.name} takes a weights file")
+        return  # downloaded (or found in ~/.keras/models) when the backbone is built
+    if backbone.weights and not os.path.exists(backbone.weights):
+        _fail("backbone.weights", f"{backbone.weights} does not exist")
 
 
 def _validate_locations(locations):

@@ -25,11 +25,16 @@ from fcos_tf.data.label_map import LabelMap
 from fcos_tf.serving import IMAGES_INPUT, detections_to_outputs
 
 TFLITE_VARIANTS = ("fp32", "fp16", "int8")
+# "tf_od_api": the outputs of OUTPUT_KEYS; "mediapipe": contiguous class indices and a float32
+# count, the layout of TFLite_Detection_PostProcess that MediaPipe's ObjectDetector reads
+# (fcos_tf.tflite_metadata).
+TFLITE_OUTPUT_LAYOUTS = ("tf_od_api", "mediapipe")
 
 
 def tflite_detection_function(model: keras.Model, label_map: LabelMap,
                               input_size: Sequence[int], pixel_norm: str,
-                              max_detections: Optional[int] = None):
+                              max_detections: Optional[int] = None,
+                              output_layout: str = "tf_od_api"):
     """The ``tf.function`` converted to TFLite: uint8 ``[1, H, W, 3]`` -> detections.
 
     Args:
@@ -39,11 +44,18 @@ def tflite_detection_function(model: keras.Model, label_map: LabelMap,
             aligned).
         pixel_norm: the pipeline's normalisation.
         max_detections: D (default the model's).
+        output_layout: ``"tf_od_api"`` or ``"mediapipe"``: ``detection_classes`` holds the
+            contiguous class (0..K-1, -1 on padding rows) as float32 instead of the category
+            id and ``num_detections`` is float32 (TFLite_Detection_PostProcess's outputs, in
+            the same order: boxes, classes, scores, count).
 
     Returns:
         A ``tf.function`` with input signature ``images`` uint8 ``[1, H, W, 3]`` returning
         the ``OUTPUT_KEYS`` dict with boxes normalised to the input frame.
     """
+    if output_layout not in TFLITE_OUTPUT_LAYOUTS:
+        raise ValueError(f"`output_layout` must be one of {TFLITE_OUTPUT_LAYOUTS}, got "
+                         f"{output_layout!r}.")
     height, width = (int(v) for v in input_size)
     max_detections = int(max_detections or model.max_detections)
 
@@ -59,7 +71,12 @@ def tflite_detection_function(model: keras.Model, label_map: LabelMap,
             nms_iou_threshold=model.nms_iou_threshold, max_detections=max_detections,
             nms="class_offset")
         frame = tf.constant([[height, width]], tf.int32)
-        return detections_to_outputs(detections, label_map, valid_size=frame, frame_size=frame)
+        outputs = detections_to_outputs(detections, label_map, valid_size=frame,
+                                        frame_size=frame)
+        if output_layout == "mediapipe":
+            outputs["detection_classes"] = tf.cast(detections["classes"], tf.float32)
+            outputs["num_detections"] = tf.cast(outputs["num_detections"], tf.float32)
+        return outputs
 
     return detect, [tf.TensorSpec([1, height, width, 3], tf.uint8, name=IMAGES_INPUT)]
 
@@ -67,7 +84,8 @@ def tflite_detection_function(model: keras.Model, label_map: LabelMap,
 def convert_tflite(model: keras.Model, label_map: LabelMap, *, input_size: Sequence[int],
                    pixel_norm: str, variant: str = "fp32",
                    representative_images: Optional[Iterable[np.ndarray]] = None,
-                   max_detections: Optional[int] = None) -> bytes:
+                   max_detections: Optional[int] = None,
+                   output_layout: str = "tf_od_api") -> bytes:
     """Converts the detector (with its pre- and post-processing) to a TFLite flatbuffer.
 
     Args:
@@ -80,6 +98,7 @@ def convert_tflite(model: keras.Model, label_map: LabelMap, *, input_size: Seque
         representative_images: for ``"int8"``: iterable of uint8 ``[1, H, W, 3]`` arrays
             (e.g. from :func:`fcos_tf.tflite_client.tflite_input`), a few dozen typical images.
         max_detections: D (default the model's).
+        output_layout: see :func:`tflite_detection_function`.
 
     Returns:
         The flatbuffer as ``bytes``; checked to hold builtin operators only.
@@ -89,7 +108,7 @@ def convert_tflite(model: keras.Model, label_map: LabelMap, *, input_size: Seque
     if variant == "int8" and representative_images is None:
         raise ValueError("`representative_images` is required for the int8 variant.")
     fn, signature = tflite_detection_function(model, label_map, input_size, pixel_norm,
-                                              max_detections)
+                                              max_detections, output_layout)
     with tempfile.TemporaryDirectory() as scratch:
         # ExportArchive -> SavedModel -> converter: the path that freezes Keras 3 variables.
         archive = keras.export.ExportArchive()

@@ -7,7 +7,8 @@ import tensorflow as tf
 from keras import ops
 
 CENTERNESS_ON = ("regression", "classification", "none")
-_HEAD_NORMS = ("group", None)
+# Values of `norm` ("none" is taken for None); fcos_tf.model.HEAD_NORMS lists them for the config.
+NORMS = ("group", "bn", "sync_bn", "none")
 
 
 @keras.saving.register_keras_serializable(package="fcos_tf")
@@ -126,7 +127,7 @@ def _mean_of_means(x):
 class FCOSHead(keras.layers.Layer):
     """Classification, box and centerness predictions on every pyramid level.
 
-    Two towers of ``num_convs x [3x3 conv (bias) -> GroupNorm -> ReLU]``; the classification
+    Two towers of ``num_convs x [3x3 conv (bias) -> norm -> ReLU]``; the classification
     tower feeds a 3x3 conv with ``num_classes`` logits, the regression tower a 3x3 conv with
     4 box outputs (multiplied by a per-level :class:`Scale`) and, by default, the 3x3
     centerness conv. The same weights run on every level; only the scales are per level.
@@ -143,8 +144,14 @@ class FCOSHead(keras.layers.Layer):
         num_classes: K, number of foreground classes (no background class).
         channels: channels of the tower convs.
         num_convs: convs per tower.
-        norm: ``"group"`` (:class:`GroupNorm`, epsilon 1e-5) or ``None`` (the paper's vanilla
-            rows).
+        norm: ``"group"`` (:class:`GroupNorm`, epsilon 1e-5), ``"bn"`` (BatchNorm, statistics per
+            replica), ``"sync_bn"`` (BatchNorm with statistics over the global batch under a
+            ``MirroredStrategy``: the authors' SyncBN) or ``None`` (the paper's vanilla rows).
+            The BatchNorm of a tower position is shared by all levels, like its conv, and
+            its batch statistics are those of all levels' locations together; at
+            export :func:`fcos_tf.bn_folding.fold_batch_norms` folds it into the conv, so an
+            int8 model has no normalisation op. ``channels`` is the authors' head width
+            (``c128`` = 128).
         num_groups: GroupNorm groups; must divide ``channels``.
         centerness_on: ``"regression"`` (default, improved FCOS), ``"classification"`` (the
             paper's Fig. 2) or ``"none"`` (no centerness branch).
@@ -170,10 +177,10 @@ class FCOSHead(keras.layers.Layer):
             raise ValueError(f"`channels` must be a positive int, got {channels!r}.")
         if not (isinstance(num_convs, int) and num_convs >= 0):
             raise ValueError(f"`num_convs` must be an int >= 0, got {num_convs!r}.")
+        if norm not in NORMS + (None,):
+            raise ValueError(f"`norm` must be one of {NORMS} or None, got {norm!r}.")
         if norm == "none":
             norm = None
-        if norm not in _HEAD_NORMS:
-            raise ValueError(f"`norm` must be 'group' or None, got {norm!r}.")
         if norm == "group" and channels % num_groups:
             raise ValueError(f"`num_groups`={num_groups} must divide `channels`={channels}.")
         if centerness_on not in CENTERNESS_ON:
@@ -208,6 +215,10 @@ class FCOSHead(keras.layers.Layer):
                     layers.append(GroupNorm(num_groups, epsilon=1e-5,
                                             name=f"{prefix}_norm{index}",
                                             dtype=self.dtype_policy))
+                elif norm in ("bn", "sync_bn"):
+                    layers.append(keras.layers.BatchNormalization(
+                        momentum=0.9, epsilon=1e-5, synchronized=norm == "sync_bn",
+                        name=f"{prefix}_norm{index}", dtype=self.dtype_policy))
                 layers.append(keras.layers.ReLU(name=f"{prefix}_relu{index}",
                                                 dtype=self.dtype_policy))
             return tuple(layers)
@@ -254,13 +265,39 @@ class FCOSHead(keras.layers.Layer):
             x = layer(x)
         return x
 
+    def _run_towers(self, tower, inputs):
+        """The tower on every level; a BatchNorm normalises all levels' locations together.
+
+        One set of statistics for the shared weights: in training the batch statistics are
+        those of every location of every level (and, with SyncBN, of every replica), the
+        same population the moving averages describe at inference. Normalising each level
+        with its own statistics would train with per-level statistics and infer with their
+        blend.
+        """
+        if self.norm not in ("bn", "sync_bn"):
+            return [self._run_tower(tower, x) for x in inputs]
+        per_level = list(inputs)
+        for layer in tower:
+            if not isinstance(layer, keras.layers.BatchNormalization):
+                per_level = [layer(x) for x in per_level]
+                continue
+            shapes = [tf.shape(x) for x in per_level]
+            # [B, h_l * w_l, 1, C] per level -> [B, sum_l h_l * w_l, 1, C]
+            flat = [tf.reshape(x, [shape[0], -1, 1, x.shape[-1]])
+                    for x, shape in zip(per_level, shapes)]
+            joint = layer(tf.concat(flat, axis=1))
+            sizes = tf.stack([shape[1] * shape[2] for shape in shapes])
+            per_level = [tf.reshape(x, shape) for x, shape in
+                         zip(tf.split(joint, sizes, axis=1, num=len(flat)), shapes)]
+        return per_level
+
     def call(self, inputs):
         outputs = {"class_logits": [], "box_raw": []}
         if self.centerness_pred is not None:
             outputs["centerness_logits"] = []
-        for features, scale in zip(inputs, self.scales):
-            cls_features = self._run_tower(self.cls_tower, features)
-            box_features = self._run_tower(self.box_tower, features)
+        cls_per_level = self._run_towers(self.cls_tower, inputs)
+        box_per_level = self._run_towers(self.box_tower, inputs)
+        for cls_features, box_features, scale in zip(cls_per_level, box_per_level, self.scales):
             outputs["class_logits"].append(self.cls_logits(cls_features))
             outputs["box_raw"].append(scale(self.box_pred(box_features)))
             if self.centerness_pred is not None:

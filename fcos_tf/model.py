@@ -12,13 +12,14 @@ import tensorflow as tf
 from fcos_tf import losses as losses_lib
 from fcos_tf import postprocess as postprocess_lib
 from fcos_tf.fpn import FPN
+from fcos_tf.head import NORMS as _HEAD_TOWER_NORMS
 from fcos_tf.head import FCOSHead
 from fcos_tf.locations import (DEFAULT_LOCATION_GRID, DEFAULT_LOCATION_OFFSET, STRIDES,
                                check_location_grid)
 
 _BACKBONE_STRIDES = (8, 16, 32)
-# Values of `head_norm` (the head itself takes None for "none").
-HEAD_NORMS = ("group", "none")
+# Values of `head_norm`: the head's tower norms (the head takes None for "none").
+HEAD_NORMS = _HEAD_TOWER_NORMS
 _LOSS_NAMES = ("loss", "cls_loss", "box_loss", "ctr_loss", "num_pos")
 
 
@@ -33,7 +34,9 @@ class FCOS(keras.Model):
         fpn_channels: channels of the FPN and of the head towers.
         p6_input: ``"p5"`` (improved FCOS) or ``"c5"`` (paper's original).
         head_num_convs: convs per head tower.
-        head_norm: ``"group"`` or ``None``/``"none"`` (paper's vanilla rows).
+        head_norm: ``"group"``, ``"bn"``, ``"sync_bn"`` (BatchNorm, SyncBN under a strategy:
+            the edge profile) or ``None``/``"none"`` (paper's vanilla rows); see
+            :class:`fcos_tf.head.FCOSHead`.
         head_num_groups: GroupNorm groups of the head; must divide ``fpn_channels``.
         centerness_on: ``"regression"``, ``"classification"`` or ``"none"``.
         norm_reg_targets: box output ``relu(s_l x) * stride`` (improved FCOS) instead of the

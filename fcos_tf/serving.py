@@ -59,7 +59,8 @@ class ServingConfig:
         eval_short_side: target short side of the resize.
         max_size: cap on the long side after resizing (None: no cap).
         size_divisibility: padded sides are multiples of it (32: the largest backbone stride).
-        pixel_norm: ``"caffe"`` or ``"torchvision"`` (must match the training pipeline).
+        pixel_norm: one of :data:`fcos_tf.data.transforms.PIXEL_NORMS` (must match the
+            training pipeline).
         resize_rounding: ``"round"`` or ``"floor"`` (torchvision), see
             :func:`fcos_tf.data.transforms.resize_size`.
     """

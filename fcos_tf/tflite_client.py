@@ -19,6 +19,8 @@ def _padding_colour(pixel_norm):
     """uint8 RGB colour that normalises to (about) zero: the pipeline's padding value."""
     if pixel_norm == "caffe":
         mean = transforms.CAFFE_BGR_MEAN[::-1]
+    elif pixel_norm == "inception":
+        mean = (127.5,) * 3
     else:
         mean = tuple(255.0 * m for m in transforms.TORCHVISION_RGB_MEAN)
     return np.round(np.asarray(mean)).astype(np.uint8)

@@ -107,6 +107,20 @@ def test_export_script_overrides_the_workdirs_own_config(tmp_path):
     assert out.split()[-2:] == ["96", "small"]
 
 
+def test_edge_export_script_reads_the_workdirs_config_with_overrides(tmp_path):
+    config = config_lib.load_recipe("synthetic_edge")
+    rundir.write_config(config, str(tmp_path))
+    out = _python(
+        "import export_edge as script\n"
+        f"argv = ['export_edge.py', '--workdir={tmp_path}', '--output=/unused.tflite',\n"
+        "        '--config.backbone.alpha=0.5', '--variant=fp32']\n"
+        "script.define_flags(argv)\n"
+        "script.FLAGS(argv)\n"
+        "c = script.FLAGS.config\n"
+        "print(c.backbone.name, c.backbone.alpha, c.backbone.norm, script.FLAGS.variant)\n")
+    assert out.split()[-4:] == ["mobilenet_v2", "0.5", "sync_bn", "fp32"]
+
+
 def test_workdir_config_round_trips(tmp_path):
     config = config_lib.load_recipe("fcos_torchvision_r50")
     rundir.write_config(config, str(tmp_path))

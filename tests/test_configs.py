@@ -114,6 +114,27 @@ def test_impossible_values_fail_with_the_key(key, value, message):
         config_lib.validate_config(config, check_paths=False)
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("backbone.norm", "group", "not one of"),
+    ("backbone.alpha", 0.0, "positive number"),
+])
+def test_impossible_mobile_backbone_values_fail_with_the_key(key, value, message):
+    config = _load("synthetic_edge.py")
+    config_lib.validate_config(config, check_paths=False)
+    section, name = key.split(".")
+    config[section][name] = value
+    with pytest.raises(ValueError, match=rf"config\.{key}: .*{message}"):
+        config_lib.validate_config(config, check_paths=False)
+
+
+def test_imagenet_weights_are_for_the_mobile_backbones_only():
+    config = _load("fcos_mnv2_c128_320.py")
+    config_lib.validate_config(config, check_paths=False)  # downloaded when built, not here
+    config.backbone.name = "resnet50"
+    with pytest.raises(ValueError, match=r"config\.backbone\.weights: 'imagenet'.*weights file"):
+        config_lib.validate_config(config, check_paths=False)
+
+
 def _run_train(*args):
     return subprocess.run([sys.executable, os.path.join(REPO, "train.py"), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=300,

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from fcos_tf import boxes as box_ops
 
-PIXEL_NORMS = ("caffe", "torchvision")
+PIXEL_NORMS = ("caffe", "torchvision", "inception")
 # How resize_size rounds the resized sides: Detectron's round-half-up or torchvision's floor.
 RESIZE_ROUNDINGS = ("round", "floor")
 # DESIGN.md Sec. 3 item 20. caffe/MSRA weights: BGR, mean subtracted, 0..255 range.
@@ -18,6 +18,8 @@ CAFFE_BGR_MEAN = (102.98, 115.95, 122.77)
 # torchvision weights: RGB in [0, 1], ImageNet mean and std.
 TORCHVISION_RGB_MEAN = (0.485, 0.456, 0.406)
 TORCHVISION_RGB_STD = (0.229, 0.224, 0.225)
+# keras.applications MobileNetV2/V3 weights ("tf" mode of their preprocess_input): RGB in [-1, 1].
+INCEPTION_SCALE = 1.0 / 127.5
 
 
 def decode_image(image_bytes):
@@ -201,7 +203,8 @@ def normalize_image(image, pixel_norm="caffe"):
         image: uint8 or float ``[..., 3]`` RGB in 0..255.
         pixel_norm: ``"caffe"`` (BGR order, minus ``CAFFE_BGR_MEAN``, 0..255 range, MSRA/Detectron
             weights) or ``"torchvision"`` (RGB / 255, minus ``TORCHVISION_RGB_MEAN``, divided by
-            ``TORCHVISION_RGB_STD``).
+            ``TORCHVISION_RGB_STD``) or ``"inception"`` (RGB / 127.5 - 1, i.e. [-1, 1]:
+            ``keras.applications`` MobileNetV2/V3 weights).
 
     Returns:
         float32 ``[..., 3]``.
@@ -228,6 +231,9 @@ def _normalization_affine(pixel_norm):
         mean = tf.constant(TORCHVISION_RGB_MEAN, tf.float32)
         # (x / 255 - mean) / std
         return tf.linalg.diag(1.0 / (255.0 * std)), -mean / std
+    if pixel_norm == "inception":
+        # x / 127.5 - 1
+        return tf.eye(3) * INCEPTION_SCALE, -tf.ones([3])
     raise ValueError(f"`pixel_norm` must be one of {PIXEL_NORMS}, got {pixel_norm!r}.")
 
 
@@ -240,6 +246,8 @@ def denormalize_image(image, pixel_norm="caffe"):
         std = tf.constant(TORCHVISION_RGB_STD, tf.float32)
         mean = tf.constant(TORCHVISION_RGB_MEAN, tf.float32)
         image = (image * std + mean) * 255.0
+    elif pixel_norm == "inception":
+        image = (image + 1.0) / INCEPTION_SCALE
     else:
         raise ValueError(f"`pixel_norm` must be one of {PIXEL_NORMS}, got {pixel_norm!r}.")
     return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
