@@ -18,7 +18,6 @@ The recipe comes from ``<workdir>/config.json`` unless ``--config`` is given;
 
 import logging
 import sys
-from typing import List
 
 from absl import app, flags
 
@@ -27,7 +26,7 @@ import export_savedmodel
 FLAGS = flags.FLAGS
 
 
-def define_flags(argv: List[str]) -> None:
+def define_flags(argv: list[str]) -> None:
     """Defines the command line: the model flags of ``export_savedmodel.py``, the output."""
     export_savedmodel.define_model_flags(argv)
     flags.DEFINE_string("output", None, "Path of the .tflite file to write.")
@@ -38,28 +37,37 @@ def define_flags(argv: List[str]) -> None:
 def main(argv):
     del argv
     logging.getLogger().setLevel(logging.INFO)
-    # pylint: disable=import-outside-toplevel
     from fcos_tf import bn_folding, builders, rundir, tflite_metadata
 
     if FLAGS.workdir is None and (FLAGS.checkpoint is None or FLAGS.config is None):
         sys.exit("Pass --workdir, or both --checkpoint and --config.")
     model, config, label_map = rundir.load_trained_model(
-        FLAGS.workdir, checkpoint=FLAGS.checkpoint, config=FLAGS.config)
+        FLAGS.workdir, checkpoint=FLAGS.checkpoint, config=FLAGS.config
+    )
     serving = builders.build_serving_config(config)
     input_size = tuple(int(v) for v in config.export.input_size)
     images = None
     if FLAGS.variant == "int8":
         images = export_savedmodel.representative_images(
-            config, serving, int(config.export.representative_images))
+            config, serving, int(config.export.representative_images)
+        )
     flatbuffer = tflite_metadata.convert_tflite_for_mediapipe(
-        bn_folding.fold_batch_norms(model), label_map, input_size=input_size,
-        pixel_norm=serving.pixel_norm, variant=FLAGS.variant, representative_images=images,
-        max_detections=int(config.export.tflite_max_detections))
+        bn_folding.fold_batch_norms(model),
+        label_map,
+        input_size=input_size,
+        pixel_norm=serving.pixel_norm,
+        variant=FLAGS.variant,
+        representative_images=images,
+        max_detections=int(config.export.tflite_max_detections),
+    )
     with open(FLAGS.output, "wb") as f:
         f.write(flatbuffer)
-    print(f"TFLite {FLAGS.variant} with MediaPipe metadata -> {FLAGS.output} "
-          f"({len(flatbuffer) / 2**20:.2f} MiB, input uint8 [1, {input_size[0]}, "
-          f"{input_size[1]}, 3], {label_map.num_classes} labels)", flush=True)
+    print(
+        f"TFLite {FLAGS.variant} with MediaPipe metadata -> {FLAGS.output} "
+        f"({len(flatbuffer) / 2**20:.2f} MiB, input uint8 [1, {input_size[0]}, "
+        f"{input_size[1]}, 3], {label_map.num_classes} labels)",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

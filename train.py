@@ -47,18 +47,21 @@ def _parse_flags(argv):
         cli.fail(f"Invalid --config override: {_message(error)}", error)
 
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
-                               "synthetic_small.py")
+_DEFAULT_CONFIG = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "configs", "synthetic_small.py"
+)
 try:
     # The overrides of the default recipe are applied here, while the flag is defined.
-    config_flags.DEFINE_config_file("config", default=_DEFAULT_CONFIG,
-                                    help_string="Recipe file (configs/*.py); default: the "
-                                    "small synthetic recipe.", lock_config=True)
+    config_flags.DEFINE_config_file(
+        "config",
+        default=_DEFAULT_CONFIG,
+        help_string="Recipe file (configs/*.py); default: the small synthetic recipe.",
+        lock_config=True,
+    )
 except (KeyError, AttributeError, TypeError, ValueError) as error:
     cli.fail(f"Invalid --config override: {_message(error)}", error)
 flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, TensorBoard).")
-flags.DEFINE_enum("mode", "train_and_eval", ["train_and_eval", "train", "eval"],
-                  "What to run.")
+flags.DEFINE_enum("mode", "train_and_eval", ["train_and_eval", "train", "eval"], "What to run.")
 flags.DEFINE_bool("debug", False, cli.DEBUG_FLAG_HELP)
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
@@ -75,12 +78,16 @@ def main(argv):
         config_lib.validate_config(config, strategy.num_replicas_in_sync, mode=FLAGS.mode)
     except ValueError as error:
         cli.fail(f"Invalid config: {error}", error)
-    print(f"FCOS {FLAGS.mode}: backbone {config.backbone.name}, dataset {config.data.dataset}, "
-          f"{config.train.total_steps} steps of global batch {config.train.batch_size} on "
-          f"{strategy.num_replicas_in_sync} replica(s); workdir {FLAGS.workdir}", flush=True)
+    print(
+        f"FCOS {FLAGS.mode}: backbone {config.backbone.name}, dataset {config.data.dataset}, "
+        f"{config.train.total_steps} steps of global batch {config.train.batch_size} on "
+        f"{strategy.num_replicas_in_sync} replica(s); workdir {FLAGS.workdir}",
+        flush=True,
+    )
     try:
-        result = training.run(config, FLAGS.workdir, FLAGS.mode, strategy,
-                              verbose=cli.progress_verbosity())
+        result = training.run(
+            config, FLAGS.workdir, FLAGS.mode, strategy, verbose=cli.progress_verbosity()
+        )
     except training.NonFiniteLossError as error:
         cli.fail(f"Training stopped: {error}", error)
     except DatasetError as error:
@@ -91,13 +98,18 @@ def main(argv):
         cli.fail(f"Input not found: {error}", error)
     minutes = (time.time() - started) / 60
     if result["interrupted"] is not None:
-        print(f"Interrupted at step {result['step']} after {minutes:.1f} min; checkpoint saved. "
-              f"Run the same command again to resume.", flush=True)
+        print(
+            f"Interrupted at step {result['step']} after {minutes:.1f} min; checkpoint saved. "
+            f"Run the same command again to resume.",
+            flush=True,
+        )
         sys.exit(128 + result["interrupted"])
     message = f"Done at step {result['step']} in {minutes:.1f} min."
     if "metrics" in result:
-        message += (f" AP {result['metrics']['AP']:.3f}, AP50 {result['metrics']['AP50']:.3f} "
-                    f"-> {FLAGS.workdir}/metrics.json")
+        message += (
+            f" AP {result['metrics']['AP']:.3f}, AP50 {result['metrics']['AP50']:.3f} "
+            f"-> {FLAGS.workdir}/metrics.json"
+        )
     print(message, flush=True)
 
 

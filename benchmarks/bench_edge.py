@@ -29,13 +29,11 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (sets up sys.path and quiet logs)
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from fcos_tf import (bn_folding, builders, evaluation, export_tflite, rundir,  # noqa: E402
-                     tflite_client)
+from fcos_tf import bn_folding, builders, evaluation, export_tflite, rundir, tflite_client  # noqa: E402
 from fcos_tf.backbone import build_backbone  # noqa: E402
 from fcos_tf.data.label_map import LabelMap  # noqa: E402
 from fcos_tf.model import FCOS  # noqa: E402
@@ -47,8 +45,9 @@ def _photo(height, width, seed=0):
     """A smooth random picture (uint8 RGB)."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width]
-    image = np.stack([128 + 90 * np.sin(x / (40 + 9 * c) + y / (55 - 7 * c) + seed)
-                      for c in range(3)], -1)
+    image = np.stack(
+        [128 + 90 * np.sin(x / (40 + 9 * c) + y / (55 - 7 * c) + seed) for c in range(3)], -1
+    )
     return np.clip(image + rng.normal(0, 10, image.shape), 0, 255).astype(np.uint8)
 
 
@@ -65,8 +64,13 @@ def tflite_latency_ms(flatbuffer, size, *, repeats, threads):
 
 def edge_model(backbone_name, num_classes=80):
     """FCOS c128 with a mobile backbone, random weights, BN folded, all locations candidates."""
-    model = FCOS(build_backbone(backbone_name, norm="sync_bn"), num_classes, fpn_channels=128,
-                 head_num_convs=4, head_norm="sync_bn")
+    model = FCOS(
+        build_backbone(backbone_name, norm="sync_bn"),
+        num_classes,
+        fpn_channels=128,
+        head_num_convs=4,
+        head_norm="sync_bn",
+    )
     model.build((None, None, None, 3))
     model.head.cls_logits.bias.assign(np.zeros(num_classes, np.float32))
     return bn_folding.fold_batch_norms(model)
@@ -82,16 +86,28 @@ def latency_table(args):
             fp32_ms = None
             for variant in export_tflite.TFLITE_VARIANTS:
                 flatbuffer = export_tflite.convert_tflite(
-                    model, label_map, input_size=(size, size), pixel_norm="inception",
-                    variant=variant, representative_images=representative)
-                ms = tflite_latency_ms(flatbuffer, size, repeats=args.repeats,
-                                       threads=args.threads)
+                    model,
+                    label_map,
+                    input_size=(size, size),
+                    pixel_norm="inception",
+                    variant=variant,
+                    representative_images=representative,
+                )
+                ms = tflite_latency_ms(flatbuffer, size, repeats=args.repeats, threads=args.threads)
                 fp32_ms = ms if variant == "fp32" else fp32_ms
                 operators = export_tflite.tflite_operators(flatbuffer)
-                rows.append([f"FCOS {title} c128", f"{size}x{size}", variant, ms,
-                             ms / fp32_ms, len(flatbuffer) / 2**20,
-                             "yes" if "NON_MAX_SUPPRESSION_V5" in operators else "no",
-                             operators.count("MUL")])
+                rows.append(
+                    [
+                        f"FCOS {title} c128",
+                        f"{size}x{size}",
+                        variant,
+                        ms,
+                        ms / fp32_ms,
+                        len(flatbuffer) / 2**20,
+                        "yes" if "NON_MAX_SUPPRESSION_V5" in operators else "no",
+                        operators.count("MUL"),
+                    ]
+                )
                 print(f"  {rows[-1]}", file=sys.stderr, flush=True)
     return rows
 
@@ -99,17 +115,31 @@ def latency_table(args):
 def peer_rows(args):
     """keras-cv YOLOv8 (xs backbone arguments), random weights, through LiteRT."""
     try:
-        import keras_cv  # pylint: disable=import-outside-toplevel
+        import keras_cv
     except ImportError:
-        return [["keras-cv YOLOv8 xs", "-", "not installed (pip install 'fcos_tf[bench]')",
-                 float("nan"), float("nan"), float("nan"), "-", "-"]]
+        return [
+            [
+                "keras-cv YOLOv8 xs",
+                "-",
+                "not installed (pip install 'fcos_tf[bench]')",
+                float("nan"),
+                float("nan"),
+                float("nan"),
+                "-",
+                "-",
+            ]
+        ]
     rows = []
     for size in args.sizes:
         backbone = keras_cv.models.YOLOV8Backbone(
-            stackwise_channels=[32, 64, 128, 256], stackwise_depth=[1, 2, 2, 1],
-            include_rescaling=True, activation="swish")
+            stackwise_channels=[32, 64, 128, 256],
+            stackwise_depth=[1, 2, 2, 1],
+            include_rescaling=True,
+            activation="swish",
+        )
         detector = keras_cv.models.YOLOV8Detector(
-            num_classes=80, bounding_box_format="xyxy", backbone=backbone, fpn_depth=1)
+            num_classes=80, bounding_box_format="xyxy", backbone=backbone, fpn_depth=1
+        )
         detector(np.zeros((1, size, size, 3), np.float32))
         spec = [tf.TensorSpec([1, size, size, 3], tf.float32, name="images")]
 
@@ -126,28 +156,50 @@ def peer_rows(args):
                 if int8:
                     converter.optimizations = [tf.lite.Optimize.DEFAULT]
                     converter.representative_dataset = lambda: (
-                        [_photo(size, size, seed)[None].astype(np.float32)] for seed in range(8))
+                        [_photo(size, size, seed)[None].astype(np.float32)] for seed in range(8)
+                    )
                 return converter.convert()
 
         network = convert(lambda images: detector(images, training=False))
         ms = tflite_latency_ms(network, size, repeats=args.repeats, threads=args.threads)
         network_int8 = convert(lambda images: detector(images, training=False), int8=True)
-        ms_int8 = tflite_latency_ms(network_int8, size, repeats=args.repeats,
-                                    threads=args.threads)
+        ms_int8 = tflite_latency_ms(network_int8, size, repeats=args.repeats, threads=args.threads)
         try:
-            full = convert(lambda images: detector.decode_predictions(
-                detector(images, training=False), images))
+            full = convert(
+                lambda images: detector.decode_predictions(detector(images, training=False), images)
+            )
             export_tflite.check_builtin_only(full)
             nms = "converts with builtins"
-        except Exception as error:  # pylint: disable=broad-except
+        except Exception as error:
             message = str(error).replace("\n", " ")
-            flex = [op for op in ("BitwiseAnd", "FlexBitwiseAnd", "NonMaxSuppression")
-                    if op in message]
+            flex = [
+                op for op in ("BitwiseAnd", "FlexBitwiseAnd", "NonMaxSuppression") if op in message
+            ]
             nms = f"no: needs Flex/unsupported ops ({', '.join(flex) or message[:80]})"
-        rows.append(["keras-cv YOLOv8 xs (network only)", f"{size}x{size}", "fp32", ms,
-                     1.0, len(network) / 2**20, nms, "-"])
-        rows.append(["keras-cv YOLOv8 xs (network only)", f"{size}x{size}", "int8", ms_int8,
-                     ms_int8 / ms, len(network_int8) / 2**20, nms, "-"])
+        rows.append(
+            [
+                "keras-cv YOLOv8 xs (network only)",
+                f"{size}x{size}",
+                "fp32",
+                ms,
+                1.0,
+                len(network) / 2**20,
+                nms,
+                "-",
+            ]
+        )
+        rows.append(
+            [
+                "keras-cv YOLOv8 xs (network only)",
+                f"{size}x{size}",
+                "int8",
+                ms_int8,
+                ms_int8 / ms,
+                len(network_int8) / 2**20,
+                nms,
+                "-",
+            ]
+        )
         print(f"  {rows[-1]}", file=sys.stderr, flush=True)
     return rows
 
@@ -158,20 +210,29 @@ def synthetic_ap(workdir, threads):
     input_size = tuple(config.export.input_size)
     val = builders.read_split(config, "val")
     keras_metrics, _ = evaluation.evaluate(
-        model, builders.build_eval_dataset(config, val.dataset), label_map, verbose=False)
+        model, builders.build_eval_dataset(config, val.dataset), label_map, verbose=False
+    )
     folded = bn_folding.fold_batch_norms(model)
-    representative = [tflite_client.tflite_input(e["image"].numpy(), input_size, serving)[0]
-                      for e in builders.read_split(config, "train").dataset.take(
-                          int(config.export.representative_images))]
+    representative = [
+        tflite_client.tflite_input(e["image"].numpy(), input_size, serving)[0]
+        for e in builders.read_split(config, "train").dataset.take(
+            int(config.export.representative_images)
+        )
+    ]
     interpreters = {}
     for variant in export_tflite.TFLITE_VARIANTS:
-        flatbuffer = export_tflite.convert_tflite(folded, label_map, input_size=input_size,
-                                                  pixel_norm=serving.pixel_norm, variant=variant,
-                                                  representative_images=representative)
+        flatbuffer = export_tflite.convert_tflite(
+            folded,
+            label_map,
+            input_size=input_size,
+            pixel_norm=serving.pixel_norm,
+            variant=variant,
+            representative_images=representative,
+        )
         interpreters[variant] = tflite_client.tflite_interpreter(flatbuffer, num_threads=threads)
     images, annotations = [], []
     detections = {variant: [] for variant in interpreters}
-    from fcos_tf.predict import to_coco  # pylint: disable=import-outside-toplevel
+    from fcos_tf.evaluation import outputs_to_coco
 
     for example in val.dataset:
         image = example["image"].numpy()
@@ -179,12 +240,21 @@ def synthetic_ap(workdir, threads):
         height, width = image.shape[:2]
         images.append({"id": image_id, "height": height, "width": width})
         for box, cls in zip(example["boxes"].numpy(), example["classes"].numpy()):
-            annotations.append({"image_id": image_id, "category_id": label_map.category_id(cls),
-                                "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]),
-                                         float(box[3] - box[1])]})
+            annotations.append(
+                {
+                    "image_id": image_id,
+                    "category_id": label_map.category_id(cls),
+                    "bbox": [
+                        float(box[0]),
+                        float(box[1]),
+                        float(box[2] - box[0]),
+                        float(box[3] - box[1]),
+                    ],
+                }
+            )
         for variant, interpreter in interpreters.items():
             outputs = tflite_client.run_tflite(interpreter, image, input_size, serving)
-            detections[variant] += to_coco(outputs, image_id, height, width)
+            detections[variant] += outputs_to_coco(outputs, [image_id], [(height, width)])
     ground_truth = evaluation.coco_from_dicts(images, annotations, label_map)
     rows = [["Keras (BatchNorm, not folded)", keras_metrics["AP"], keras_metrics["AP50"]]]
     for variant, found in detections.items():
@@ -195,10 +265,12 @@ def synthetic_ap(workdir, threads):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workdir", default=None,
-                        help="train.py workdir of configs/synthetic_edge.py (AP table).")
-    parser.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")],
-                        default=[320, 512])
+    parser.add_argument(
+        "--workdir", default=None, help="train.py workdir of configs/synthetic_edge.py (AP table)."
+    )
+    parser.add_argument(
+        "--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[320, 512]
+    )
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip_peer", action="store_true")
@@ -206,8 +278,16 @@ def main():
     tempfile.tempdir = tempfile.mkdtemp(prefix="bench_edge_")
     keras.utils.set_random_seed(0)
 
-    columns = ["model", "input", "variant", "ms / image", "x fp32", "MiB", "NMS in model",
-               "MUL ops"]
+    columns = [
+        "model",
+        "input",
+        "variant",
+        "ms / image",
+        "x fp32",
+        "MiB",
+        "NMS in model",
+        "MUL ops",
+    ]
     rows = latency_table(args)
     if not args.skip_peer:
         rows += peer_rows(args)

@@ -26,14 +26,19 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (sets up sys.path and quiet logs)
-
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from fcos_tf import builders, evaluation, export_saved_model, export_tflite, rundir  # noqa: E402
+from fcos_tf import (  # noqa: E402
+    builders,
+    evaluation,
+    export_saved_model,
+    export_tflite,
+    rundir,
+    tflite_client,  # noqa: E402
+)
 from fcos_tf import config as config_lib  # noqa: E402
 from fcos_tf import serving as serving_lib  # noqa: E402
-from fcos_tf import tflite_client  # noqa: E402
 from fcos_tf.data.label_map import LabelMap  # noqa: E402
 
 
@@ -45,20 +50,23 @@ def _photo(height, width, seed=0):
     """A smooth random picture (uint8 RGB), JPEG-compressible like a photo."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width]
-    image = np.stack([128 + 90 * np.sin(x / (40 + 9 * c) + y / (55 - 7 * c)) for c in range(3)],
-                     -1)
+    image = np.stack([128 + 90 * np.sin(x / (40 + 9 * c) + y / (55 - 7 * c)) for c in range(3)], -1)
     return np.clip(image + rng.normal(0, 10, image.shape), 0, 255).astype(np.uint8)
 
 
 def saved_model_latency(model, label_map, serving, image, export_root, *, repeats):
     """Median batch-1 latency of both signatures of a fresh export (ms)."""
-    path = export_saved_model.export_saved_model(model, label_map, export_root, serving, warmup=False)
+    path = export_saved_model.export_saved_model(
+        model, label_map, export_root, serving, warmup=False
+    )
     loaded = tf.saved_model.load(path)
     images = tf.constant(image[None])
     encoded = tf.constant([tf.io.encode_jpeg(image, quality=90).numpy()])
     rows = []
-    for signature, kwargs in ((serving_lib.IMAGES_SIGNATURE, {"images": images}),
-                              (serving_lib.IMAGE_BYTES_SIGNATURE, {"image_bytes": encoded})):
+    for signature, kwargs in (
+        (serving_lib.IMAGES_SIGNATURE, {"images": images}),
+        (serving_lib.IMAGE_BYTES_SIGNATURE, {"image_bytes": encoded}),
+    ):
         fn = loaded.signatures[signature]
         timing = common.time_call(lambda: fn(**kwargs), warmup=1, repeats=repeats)
         rows.append((signature, timing))
@@ -78,19 +86,23 @@ def tflite_latency(flatbuffer, input_size, *, repeats, threads):
 
 def representative(config, serving, count):
     examples = builders.read_split(config, "train").dataset.take(count)
-    return [tflite_client.tflite_input(e["image"].numpy(), tuple(config.export.input_size),
-                                       serving)[0]
-            for e in examples]
+    return [
+        tflite_client.tflite_input(e["image"].numpy(), tuple(config.export.input_size), serving)[0]
+        for e in examples
+    ]
 
 
 def synthetic_ap(config, model, label_map, serving, saved_model_path, flatbuffers):
     """AP of each runtime on the synthetic validation split; dict name -> metrics."""
     val = builders.read_split(config, "val")
     # Keras model through the evaluation pipeline (what train.py reports).
-    keras_metrics, _ = evaluation.evaluate(model, builders.build_eval_dataset(config, val.dataset),
-                                           label_map, verbose=False)
+    keras_metrics, _ = evaluation.evaluate(
+        model, builders.build_eval_dataset(config, val.dataset), label_map, verbose=False
+    )
     images, annotations, per_runtime = [], [], {"SavedModel (fp32)": []}
-    interpreters = {f"TFLite {v}": tflite_client.tflite_interpreter(b) for v, b in flatbuffers.items()}
+    interpreters = {
+        f"TFLite {v}": tflite_client.tflite_interpreter(b) for v, b in flatbuffers.items()
+    }
     per_runtime.update({name: [] for name in interpreters})
     loaded = tf.saved_model.load(saved_model_path).signatures[serving_lib.IMAGES_SIGNATURE]
     input_size = tuple(config.export.input_size)
@@ -100,9 +112,18 @@ def synthetic_ap(config, model, label_map, serving, saved_model_path, flatbuffer
         height, width = image.shape[:2]
         images.append({"id": image_id, "height": height, "width": width})
         for box, cls in zip(example["boxes"].numpy(), example["classes"].numpy()):
-            annotations.append({"image_id": image_id, "category_id": label_map.category_id(cls),
-                                "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]),
-                                         float(box[3] - box[1])]})
+            annotations.append(
+                {
+                    "image_id": image_id,
+                    "category_id": label_map.category_id(cls),
+                    "bbox": [
+                        float(box[0]),
+                        float(box[1]),
+                        float(box[2] - box[0]),
+                        float(box[3] - box[1]),
+                    ],
+                }
+            )
         outputs = {k: v.numpy() for k, v in loaded(images=tf.constant(image[None])).items()}
         per_runtime["SavedModel (fp32)"] += _coco(outputs, image_id, height, width)
         for name, interpreter in interpreters.items():
@@ -111,21 +132,23 @@ def synthetic_ap(config, model, label_map, serving, saved_model_path, flatbuffer
     ground_truth = evaluation.coco_from_dicts(images, annotations, label_map)
     results = {"Keras predict_step": keras_metrics}
     for name, detections in per_runtime.items():
-        results[name] = evaluation.coco_evaluate(ground_truth, detections, label_map,
-                                                 verbose=False)
+        results[name] = evaluation.coco_evaluate(ground_truth, detections, label_map, verbose=False)
     return results
 
 
 def _coco(outputs, image_id, height, width):
-    from fcos_tf.predict import to_coco  # pylint: disable=import-outside-toplevel
+    from fcos_tf.evaluation import outputs_to_coco
 
-    return to_coco(outputs, image_id, height, width)
+    return outputs_to_coco(outputs, [image_id], [(height, width)])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workdir", required=True,
-                        help="train.py workdir of the synthetic recipe (AP and small model).")
+    parser.add_argument(
+        "--workdir",
+        required=True,
+        help="train.py workdir of the synthetic recipe (AP and small model).",
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--r50_repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -141,60 +164,124 @@ def main():
     # 1. SavedModel latency.
     common.print_header("SavedModel latency, batch 1 (pre- and post-processing included)")
     rows = []
-    cases = [("synthetic small (trained)", model, label_map, serving,
-              _photo(serving.eval_short_side, serving.eval_short_side))]
+    cases = [
+        (
+            "synthetic small (trained)",
+            model,
+            label_map,
+            serving,
+            _photo(serving.eval_short_side, serving.eval_short_side),
+        )
+    ]
     if not args.skip_r50:
         r50_config = config_lib.base_config()
         r50 = builders.build_model(r50_config, 80)
-        cases.insert(0, ("FCOS R-50 (default recipe)", r50, LabelMap.coco_2017(),
-                         builders.build_serving_config(r50_config), _photo(800, 1333)))
+        cases.insert(
+            0,
+            (
+                "FCOS R-50 (default recipe)",
+                r50,
+                LabelMap.coco_2017(),
+                builders.build_serving_config(r50_config),
+                _photo(800, 1333),
+            ),
+        )
     for name, detector, lmap, serv, image in cases:
         repeats = args.r50_repeats if "R-50" in name else args.repeats
         started = time.perf_counter()
-        timings = saved_model_latency(detector, lmap, serv, image,
-                                      os.path.join(scratch, name.split()[0]), repeats=repeats)
+        timings = saved_model_latency(
+            detector, lmap, serv, image, os.path.join(scratch, name.split()[0]), repeats=repeats
+        )
         export_s = time.perf_counter() - started
         for signature, timing in timings:
-            rows.append([name, f"{image.shape[0]}x{image.shape[1]}", signature,
-                         _ms(timing["median"]), _ms(timing["min"]), _ms(timing["first"]),
-                         f"{export_s:.0f}"])
-    common.print_table(["model", "original image", "signature", "median ms", "min ms",
-                        "first call ms", "export+timing s"], rows)
+            rows.append(
+                [
+                    name,
+                    f"{image.shape[0]}x{image.shape[1]}",
+                    signature,
+                    _ms(timing["median"]),
+                    _ms(timing["min"]),
+                    _ms(timing["first"]),
+                    f"{export_s:.0f}",
+                ]
+            )
+    common.print_table(
+        [
+            "model",
+            "original image",
+            "signature",
+            "median ms",
+            "min ms",
+            "first call ms",
+            "export+timing s",
+        ],
+        rows,
+    )
 
     # 2. TFLite latency per variant.
     common.print_header(f"TFLite latency, batch 1, LiteRT interpreter, {args.threads} threads")
     flatbuffers, rows = {}, []
-    tflite_cases = [("synthetic small (trained)", model, label_map, serving, input_size,
-                     lambda: representative(config, serving,
-                                            int(config.export.representative_images)))]
+    tflite_cases = [
+        (
+            "synthetic small (trained)",
+            model,
+            label_map,
+            serving,
+            input_size,
+            lambda: representative(config, serving, int(config.export.representative_images)),
+        )
+    ]
     if args.r50_tflite:
         r50_serving = builders.build_serving_config(config_lib.base_config())
         r50_size = tuple(config_lib.base_config().export.input_size)
-        tflite_cases.append(("FCOS R-50 (random weights)", cases[0][1], cases[0][2],
-                             r50_serving, r50_size,
-                             lambda: [tflite_client.tflite_input(_photo(800, 1333, seed=s), r50_size,
-                                                          r50_serving)[0] for s in range(4)]))
+        tflite_cases.append(
+            (
+                "FCOS R-50 (random weights)",
+                cases[0][1],
+                cases[0][2],
+                r50_serving,
+                r50_size,
+                lambda: [
+                    tflite_client.tflite_input(_photo(800, 1333, seed=s), r50_size, r50_serving)[0]
+                    for s in range(4)
+                ],
+            )
+        )
     for name, detector, lmap, serv, size, rep in tflite_cases:
         for variant in export_tflite.TFLITE_VARIANTS:
             started = time.perf_counter()
-            buffer = export_tflite.convert_tflite(detector, lmap, input_size=size,
-                                           pixel_norm=serv.pixel_norm, variant=variant,
-                                           representative_images=rep() if variant == "int8"
-                                           else None)
+            buffer = export_tflite.convert_tflite(
+                detector,
+                lmap,
+                input_size=size,
+                pixel_norm=serv.pixel_norm,
+                variant=variant,
+                representative_images=rep() if variant == "int8" else None,
+            )
             convert_s = time.perf_counter() - started
             if "synthetic" in name:
                 flatbuffers[variant] = buffer
             timing = tflite_latency(buffer, size, repeats=args.repeats, threads=args.threads)
-            rows.append([name, f"{size[0]}x{size[1]}", variant, f"{len(buffer) / 2**20:.2f}",
-                         _ms(timing["median"]), _ms(timing["min"]), f"{convert_s:.0f}"])
-    common.print_table(["model", "input", "variant", "size MiB", "median ms", "min ms",
-                        "convert s"], rows)
+            rows.append(
+                [
+                    name,
+                    f"{size[0]}x{size[1]}",
+                    variant,
+                    f"{len(buffer) / 2**20:.2f}",
+                    _ms(timing["median"]),
+                    _ms(timing["min"]),
+                    f"{convert_s:.0f}",
+                ]
+            )
+    common.print_table(
+        ["model", "input", "variant", "size MiB", "median ms", "min ms", "convert s"], rows
+    )
 
     # 3. AP on the synthetic validation split.
     common.print_header("COCO AP on the synthetic validation split, per runtime")
-    saved_model_path = export_saved_model.export_saved_model(model, label_map,
-                                                 os.path.join(scratch, "ap"), serving,
-                                                 warmup=False)
+    saved_model_path = export_saved_model.export_saved_model(
+        model, label_map, os.path.join(scratch, "ap"), serving, warmup=False
+    )
     results = synthetic_ap(config, model, label_map, serving, saved_model_path, flatbuffers)
     rows = [[name, m["AP"], m["AP50"], m["AP75"]] for name, m in results.items()]
     common.print_table(["runtime", "AP", "AP50", "AP75"], rows)

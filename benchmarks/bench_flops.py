@@ -41,9 +41,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
-from bench_train_vs_retinanet import (NUM_CLASSES, build_fcos, fcos_batch, parse_size,  # noqa: E402
-                                      retinanet_dataset)
+from bench_train_vs_retinanet import (  # noqa: E402
+    NUM_CLASSES,
+    build_fcos,
+    fcos_batch,
+    parse_size,
+    retinanet_dataset,
+)
 
 
 def check_flop_counter():
@@ -69,8 +73,7 @@ def inference_flops(model, height, width):
 
 def train_flops(model, batch):
     """FLOPs of one train step, traced from ``model.train_step`` on the batch's shapes."""
-    specs = tf.nest.map_structure(lambda a: tf.TensorSpec(np.shape(a), tf.as_dtype(a.dtype)),
-                                  batch)
+    specs = tf.nest.map_structure(lambda a: tf.TensorSpec(np.shape(a), tf.as_dtype(a.dtype)), batch)
     fn = tf.function(lambda data: model.train_step(data))
     return common.graph_flops(fn.get_concrete_function(specs).graph)["total"]
 
@@ -113,50 +116,91 @@ def measure_model(name, args, jit, peak, rows):
     predict = common.predict_function(model)
     predict(images)  # trace outside the bracketed measurement
     t, near = with_adjacent_peak(
-        lambda: common.time_call(lambda: predict(images), warmup=args.warmup,
-                                 repeats=args.repeats), args.matmul_n)
+        lambda: common.time_call(lambda: predict(images), warmup=args.warmup, repeats=args.repeats),
+        args.matmul_n,
+    )
     gflops = flops / t["median"] / 1e9
-    rows.append([f"{label} inference (predict step, post-processing incl.)", f"{h}x{w}", 1,
-                 xla, flops / 1e9, t["median"], gflops, gflops / peak, near, gflops / near,
-                 t["load"]])
+    rows.append(
+        [
+            f"{label} inference (predict step, post-processing incl.)",
+            f"{h}x{w}",
+            1,
+            xla,
+            flops / 1e9,
+            t["median"],
+            gflops,
+            gflops / peak,
+            near,
+            gflops / near,
+            t["load"],
+        ]
+    )
 
     if not args.no_train:
         try:
-            dataset = (common.repeat_dataset(*train_batch) if name == "fcos"
-                       else retinanet_dataset(1, th, tw))
+            dataset = (
+                common.repeat_dataset(*train_batch)
+                if name == "fcos"
+                else retinanet_dataset(1, th, tw)
+            )
             model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0)  # trace, build
             t, near = with_adjacent_peak(
-                lambda: common.time_train_steps(model, dataset, warmup=args.warmup,
-                                                repeats=args.repeats), args.matmul_n)
+                lambda model=model, dataset=dataset: common.time_train_steps(
+                    model, dataset, warmup=args.warmup, repeats=args.repeats
+                ),
+                args.matmul_n,
+            )
             flops = train_flops(model, train_batch)
             gflops = flops / t["median"] / 1e9
-            rows.append([f"{label} train step", f"{th}x{tw}", 1, xla, flops / 1e9, t["median"],
-                         gflops, gflops / peak, near, gflops / near, t["load"]])
+            rows.append(
+                [
+                    f"{label} train step",
+                    f"{th}x{tw}",
+                    1,
+                    xla,
+                    flops / 1e9,
+                    t["median"],
+                    gflops,
+                    gflops / peak,
+                    near,
+                    gflops / near,
+                    t["load"],
+                ]
+            )
         except Exception as e:  # noqa: BLE001  (a failing variant is reported, not fatal)
-            print(f"# {label} train xla={jit} failed: {type(e).__name__}: "
-                  f"{str(e).splitlines()[0][:200]}")
+            print(
+                f"# {label} train xla={jit} failed: {type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200]}"
+            )
     del model
     gc.collect()
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=parse_size, default=(800, 1216),
-                        help="inference input HxW (batch 1)")
+    parser.add_argument(
+        "--size", type=parse_size, default=(800, 1216), help="inference input HxW (batch 1)"
+    )
     parser.add_argument("--train-size", type=parse_size, default=(800, 1216))
     parser.add_argument("--matmul-n", type=int, default=4096)
     parser.add_argument("--bf16", action="store_true", help="also a bfloat16 matmul row")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--xla", choices=("off", "on", "both"), default="off")
-    parser.add_argument("--precision", default="float32",
-                        choices=("float32", "mixed_bfloat16", "mixed_float16"),
-                        help="Keras dtype policy of the models (the peak row stays float32)")
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=("float32", "mixed_bfloat16", "mixed_float16"),
+        help="Keras dtype policy of the models (the peak row stays float32)",
+    )
     parser.add_argument("--peers", action="store_true", help="also keras-cv RetinaNet")
     parser.add_argument("--no-train", action="store_true", help="inference rows only")
     parser.add_argument("--backbone", default="resnet50")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny run to check the script: small backbone, 128x128, n=512")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny run to check the script: small backbone, 128x128, n=512",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.size = args.train_size = (128, 128)
@@ -169,23 +213,75 @@ def main(argv=None):
     rows = []
     peak, t = common.matmul_gflops(args.matmul_n, repeats=args.repeats)
     n = args.matmul_n
-    rows.append([f"tf.matmul {n}x{n}x{n} float32", "", "", "", 2 * n**3 / 1e9, t["median"],
-                 peak, 1.0, "", "", t["load"]])
+    rows.append(
+        [
+            f"tf.matmul {n}x{n}x{n} float32",
+            "",
+            "",
+            "",
+            2 * n**3 / 1e9,
+            t["median"],
+            peak,
+            1.0,
+            "",
+            "",
+            t["load"],
+        ]
+    )
     if args.bf16:
         bf, t = common.matmul_gflops(n, dtype=tf.bfloat16, repeats=args.repeats)
-        rows.append([f"tf.matmul {n}x{n}x{n} bfloat16", "", "", "", 2 * n**3 / 1e9,
-                     t["median"], bf, bf / peak, "", "", t["load"]])
+        rows.append(
+            [
+                f"tf.matmul {n}x{n}x{n} bfloat16",
+                "",
+                "",
+                "",
+                2 * n**3 / 1e9,
+                t["median"],
+                bf,
+                bf / peak,
+                "",
+                "",
+                t["load"],
+            ]
+        )
     jit_options = {"off": [False], "on": [True], "both": [False, True]}[args.xla]
     for name in ["fcos"] + (["retinanet"] if args.peers else []):
         for jit in jit_options:
             measure_model(name, args, jit, peak, rows)
     # The peak again at the end: the load of the shared machine may have changed meanwhile.
     peak_end, t = common.matmul_gflops(args.matmul_n, repeats=args.repeats)
-    rows.append([f"tf.matmul {n}x{n}x{n} float32 (again, end of run)", "", "", "",
-                 2 * n**3 / 1e9, t["median"], peak_end, peak_end / peak, "", "", t["load"]])
-    common.print_table(["workload", "input HxW", "batch", "XLA", "GFLOP", "median s",
-                        "GFLOP/s", "fraction of first matmul", "adjacent matmul GFLOP/s",
-                        "fraction of adjacent matmul", "load (1 min)"], rows)
+    rows.append(
+        [
+            f"tf.matmul {n}x{n}x{n} float32 (again, end of run)",
+            "",
+            "",
+            "",
+            2 * n**3 / 1e9,
+            t["median"],
+            peak_end,
+            peak_end / peak,
+            "",
+            "",
+            t["load"],
+        ]
+    )
+    common.print_table(
+        [
+            "workload",
+            "input HxW",
+            "batch",
+            "XLA",
+            "GFLOP",
+            "median s",
+            "GFLOP/s",
+            "fraction of first matmul",
+            "adjacent matmul GFLOP/s",
+            "fraction of adjacent matmul",
+            "load (1 min)",
+        ],
+        rows,
+    )
 
 
 if __name__ == "__main__":

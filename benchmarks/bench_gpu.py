@@ -31,12 +31,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
 from bench_train_vs_retinanet import NUM_CLASSES, fcos_batch, parse_size  # noqa: E402
 
 
 def build(backbone, jit_compile):
     import keras
+
     from fcos_tf.backbone import build_backbone
     from fcos_tf.model import FCOS
 
@@ -56,17 +56,24 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=parse_size, default=(800, 1344))
     parser.add_argument("--batch", type=int, default=8, help="training images per GPU")
-    parser.add_argument("--precision", default=None,
-                        choices=("float32", "mixed_float16", "mixed_bfloat16"),
-                        help="dtype policy (default mixed_float16; float32 with --smoke, as "
-                             "float16 convolutions are slow to compile and run on a CPU)")
-    parser.add_argument("--xla", choices=("on", "off"), default="on",
-                        help="jit_compile for the train step")
+    parser.add_argument(
+        "--precision",
+        default=None,
+        choices=("float32", "mixed_float16", "mixed_bfloat16"),
+        help="dtype policy (default mixed_float16; float32 with --smoke, as "
+        "float16 convolutions are slow to compile and run on a CPU)",
+    )
+    parser.add_argument(
+        "--xla", choices=("on", "off"), default="on", help="jit_compile for the train step"
+    )
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--backbone", default="resnet50")
-    parser.add_argument("--smoke", action="store_true",
-                        help="CPU check of the script: small backbone, 128x128, batch 2")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="CPU check of the script: small backbone, 128x128, batch 2",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.size, args.batch, args.backbone = (128, 128), 2, "small"
@@ -85,39 +92,76 @@ def main(argv=None):
         tf.config.experimental.set_memory_growth(gpu, True)
     keras.mixed_precision.set_global_policy(args.precision)
     replicas = max(len(gpus), 1)
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else \
-        tf.distribute.get_strategy()
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     h, w = args.size
     jit = args.xla == "on"
 
-    common.print_header(f"GPU throughput: FCOS {args.backbone}, {args.precision}, "
-                        f"XLA train step {args.xla}, {replicas} device(s)")
+    common.print_header(
+        f"GPU throughput: FCOS {args.backbone}, {args.precision}, "
+        f"XLA train step {args.xla}, {replicas} device(s)"
+    )
     rows = []
     with strategy.scope():
         model = build(args.backbone, jit)
     images, labels = fcos_batch(args.batch * replicas, h, w)
     dataset = common.repeat_dataset(images, labels)
     t = common.time_train_steps(model, dataset, warmup=args.warmup, repeats=args.repeats)
-    rows.append([f"train step, batch {args.batch}/device", f"{h}x{w}", t["first"],
-                 t["median"], args.batch * replicas / t["median"] / replicas,
-                 1000 * t["median"] / args.batch, t["load"]])
+    rows.append(
+        [
+            f"train step, batch {args.batch}/device",
+            f"{h}x{w}",
+            t["first"],
+            t["median"],
+            args.batch * replicas / t["median"] / replicas,
+            1000 * t["median"] / args.batch,
+            t["load"],
+        ]
+    )
 
     image = tf.constant(common.random_images(1, h, w, seed=1))
     predict = common.predict_function(model)
     t = common.time_call(lambda: predict(image), warmup=args.warmup, repeats=args.repeats)
-    rows.append(["predict step (no XLA), batch 1", f"{h}x{w}", t["first"], t["median"],
-                 1 / t["median"], 1000 * t["median"], t["load"]])
+    rows.append(
+        [
+            "predict step (no XLA), batch 1",
+            f"{h}x{w}",
+            t["first"],
+            t["median"],
+            1 / t["median"],
+            1000 * t["median"],
+            t["load"],
+        ]
+    )
     try:
         fn = xla_forward_predict(model)
         t = common.time_call(lambda: fn(image), warmup=args.warmup, repeats=args.repeats)
-        rows.append(["XLA forward + non-XLA NMS, batch 1", f"{h}x{w}", t["first"], t["median"],
-                     1 / t["median"], 1000 * t["median"], t["load"]])
+        rows.append(
+            [
+                "XLA forward + non-XLA NMS, batch 1",
+                f"{h}x{w}",
+                t["first"],
+                t["median"],
+                1 / t["median"],
+                1000 * t["median"],
+                t["load"],
+            ]
+        )
     except Exception as e:  # noqa: BLE001  (report the variant that fails, keep the others)
         print(f"# XLA forward failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
     del model
     gc.collect()
-    common.print_table(["workload", "input HxW", "first call s", "median s/call",
-                        "images/s per device", "ms/image", "load (1 min)"], rows)
+    common.print_table(
+        [
+            "workload",
+            "input HxW",
+            "first call s",
+            "median s/call",
+            "images/s per device",
+            "ms/image",
+            "load (1 min)",
+        ],
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -31,10 +31,12 @@ from fcos_tf.model import FCOS  # noqa: E402
 from fcos_tf.targets import compute_targets  # noqa: E402
 
 SETTINGS = {
-    "small head 64ch x2, 128x128, batch 16": dict(size=128, batch=16, fpn_channels=64,
-                                                  head_num_convs=2, head_num_groups=16),
-    "paper head 256ch x4, 256x256, batch 2": dict(size=256, batch=2, fpn_channels=256,
-                                                  head_num_convs=4, head_num_groups=32),
+    "small head 64ch x2, 128x128, batch 16": dict(
+        size=128, batch=16, fpn_channels=64, head_num_convs=2, head_num_groups=16
+    ),
+    "paper head 256ch x4, 256x256, batch 2": dict(
+        size=256, batch=2, fpn_channels=256, head_num_convs=4, head_num_groups=32
+    ),
 }
 NUM_CLASSES = 80
 
@@ -65,19 +67,20 @@ def main():
     common.print_header("Head GroupNorm: train step, Keras' layer vs fcos_tf.head.GroupNorm")
     rows = []
     for name, setting in SETTINGS.items():
-        runs = {"keras.layers.GroupNormalization": build(keras.layers.GroupNormalization,
-                                                         **setting),
-                "fcos_tf.head.GroupNorm": build(head_lib.GroupNorm, **setting)}
+        runs = {
+            "keras.layers.GroupNormalization": build(keras.layers.GroupNormalization, **setting),
+            "fcos_tf.head.GroupNorm": build(head_lib.GroupNorm, **setting),
+        }
         medians = {label: [] for label in runs}
         for _ in range(args.rounds):
             for label, (model, dataset) in runs.items():
-                timing = common.time_train_steps(model, dataset, warmup=1,
-                                                 repeats=args.repeats)
+                timing = common.time_train_steps(model, dataset, warmup=1, repeats=args.repeats)
                 medians[label].append(timing["median"])
         before, after = (statistics.median(medians[label]) for label in runs)
         rows.append([name, before * 1e3, after * 1e3, after / before, common.load_average()])
-    common.print_table(["setting", "Keras GN step (ms)", "GroupNorm step (ms)", "ratio",
-                        "load after"], rows)
+    common.print_table(
+        ["setting", "Keras GN step (ms)", "GroupNorm step (ms)", "ratio", "load after"], rows
+    )
 
 
 if __name__ == "__main__":

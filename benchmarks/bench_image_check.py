@@ -52,21 +52,35 @@ def main(argv=None):
     paths = sorted(os.path.join(image_dir, name) for name in os.listdir(image_dir))
     size_kb = sum(os.path.getsize(p) for p in paths) / len(paths) / 1024
 
-    coco._undecodable(paths[:2])  # pylint: disable=protected-access  (builds the TF graph)
+    coco._undecodable(paths[:2])  # builds the TF graph
     rows = []
     for name, fn in (
-            ("header and end-marker check (default, every file)",
-             lambda: [coco.check_image_file(p) for p in paths]),
-            ("TensorFlow decode, one file at a time (default, up to the first decodable)",
-             lambda: [coco._tf_decodes(p) for p in paths]),  # pylint: disable=protected-access
-            ('check_images="decode": parallel decode of every file',
-             lambda: coco._undecodable(paths))):  # pylint: disable=protected-access
+        (
+            "header and end-marker check (default, every file)",
+            lambda: [coco.check_image_file(p) for p in paths],
+        ),
+        (
+            "TensorFlow decode, one file at a time (default, up to the first decodable)",
+            lambda: [coco._tf_decodes(p) for p in paths],
+        ),
+        ('check_images="decode": parallel decode of every file', lambda: coco._undecodable(paths)),
+    ):
         wall_ms, cpu_ms = _measure(fn, len(paths))
         rows.append([name, wall_ms, cpu_ms, wall_ms * COCO_TRAIN_IMAGES / 1e3])
-    common.print_header(f"COCO reader image checks, {len(paths)} JPEG files of 480x640 "
-                        f"({size_kb:.0f} KB on average), page cache", argv=sys.argv)
-    common.print_table(["check", "wall ms/file", "CPU ms/file",
-                        f"wall s for COCO train ({COCO_TRAIN_IMAGES} files)"], rows)
+    common.print_header(
+        f"COCO reader image checks, {len(paths)} JPEG files of 480x640 "
+        f"({size_kb:.0f} KB on average), page cache",
+        argv=sys.argv,
+    )
+    common.print_table(
+        [
+            "check",
+            "wall ms/file",
+            "CPU ms/file",
+            f"wall s for COCO train ({COCO_TRAIN_IMAGES} files)",
+        ],
+        rows,
+    )
 
 
 if __name__ == "__main__":

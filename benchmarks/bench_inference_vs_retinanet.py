@@ -33,7 +33,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
 from bench_train_vs_retinanet import NUM_CLASSES, build_fcos, parse_size  # noqa: E402
 
 
@@ -66,17 +65,23 @@ def serving_fn(path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=parse_size, default=(800, 1333),
-                        help="image HxW (the SavedModel resizes/pads; in-process rows pad to 32)")
+    parser.add_argument(
+        "--size",
+        type=parse_size,
+        default=(800, 1333),
+        help="image HxW (the SavedModel resizes/pads; in-process rows pad to 32)",
+    )
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--savedmodel", default=None,
-                        help="existing FCOS export to time instead of exporting one")
+    parser.add_argument(
+        "--savedmodel", default=None, help="existing FCOS export to time instead of exporting one"
+    )
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel row")
     parser.add_argument("--no-peer", action="store_true", help="skip keras-cv RetinaNet")
     parser.add_argument("--backbone", default="resnet50")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny run to check the script: small backbone, 128x160")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny run to check the script: small backbone, 128x160"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.size, args.warmup, args.repeats, args.backbone = (128, 160), 1, 1, "small"
@@ -89,8 +94,7 @@ def main(argv=None):
     image_uint8 = tf.constant(rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8))
     image_float = tf.constant(common.random_images(1, ph, pw, seed=0))
 
-    common.print_header("Inference, batch 1, post-processing included: FCOS vs keras-cv "
-                        "RetinaNet")
+    common.print_header("Inference, batch 1, post-processing included: FCOS vs keras-cv RetinaNet")
     rows, times = [], {}
     label = "FCOS R50-FPN" if args.backbone == "resnet50" else f"FCOS {args.backbone}"
     model = build_fcos(args.backbone, jit_compile=False)
@@ -102,36 +106,73 @@ def main(argv=None):
                 print("# FCOS SavedModel row skipped: fcos_tf.export_saved_model not available")
             else:
                 loaded, fn = serving_fn(path)
-                t = common.time_call(lambda: fn(images=image_uint8), warmup=args.warmup,
-                                     repeats=args.repeats)
+                t = common.time_call(
+                    lambda: fn(images=image_uint8), warmup=args.warmup, repeats=args.repeats
+                )
                 times["saved"] = t
-                rows.append([f"{label} SavedModel serving_default (uint8 in, final boxes out)",
-                             f"{h}x{w}", t["first"], t["median"], t["min"], t["max"],
-                             t["load"]])
+                rows.append(
+                    [
+                        f"{label} SavedModel serving_default (uint8 in, final boxes out)",
+                        f"{h}x{w}",
+                        t["first"],
+                        t["median"],
+                        t["min"],
+                        t["max"],
+                        t["load"],
+                    ]
+                )
                 del loaded, fn
 
     predict = common.predict_function(model)
     t = common.time_call(lambda: predict(image_float), warmup=args.warmup, repeats=args.repeats)
     times["fcos"] = t
-    rows.append([f"{label} predict step (in process)", f"{ph}x{pw}", t["first"], t["median"],
-                 t["min"], t["max"], t["load"]])
+    rows.append(
+        [
+            f"{label} predict step (in process)",
+            f"{ph}x{pw}",
+            t["first"],
+            t["median"],
+            t["min"],
+            t["max"],
+            t["load"],
+        ]
+    )
     del model, predict
     gc.collect()
 
     if not args.no_peer:
         peer = common.keras_cv_retinanet(NUM_CLASSES)
         predict = common.predict_function(peer)
-        t = common.time_call(lambda: predict(image_float), warmup=args.warmup,
-                             repeats=args.repeats)
+        t = common.time_call(lambda: predict(image_float), warmup=args.warmup, repeats=args.repeats)
         times["retinanet"] = t
-        rows.append(["keras-cv RetinaNet R50-FPN predict step", f"{ph}x{pw}", t["first"],
-                     t["median"], t["min"], t["max"], t["load"]])
+        rows.append(
+            [
+                "keras-cv RetinaNet R50-FPN predict step",
+                f"{ph}x{pw}",
+                t["first"],
+                t["median"],
+                t["min"],
+                t["max"],
+                t["load"],
+            ]
+        )
         for key, name in (("saved", "SavedModel"), ("fcos", "predict step")):
             if key in times:
-                rows.append([f"**ratio FCOS {name} / RetinaNet**", "", "",
-                             times[key]["median"] / t["median"], "", "", ""])
-    common.print_table(["model", "input HxW", "first call s", "median s/image", "min s",
-                        "max s", "load (1 min)"], rows)
+                rows.append(
+                    [
+                        f"**ratio FCOS {name} / RetinaNet**",
+                        "",
+                        "",
+                        times[key]["median"] / t["median"],
+                        "",
+                        "",
+                        "",
+                    ]
+                )
+    common.print_table(
+        ["model", "input HxW", "first call s", "median s/image", "min s", "max s", "load (1 min)"],
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (sets sys.path and TF logging)
-
 import tensorflow as tf  # noqa: E402
 
 from fcos_tf.data import coco, pipeline, synthetic  # noqa: E402
@@ -57,8 +56,14 @@ def _write_files(args, size):
     annotation_file = os.path.join(folder, "annotations.json")
     if not os.path.exists(annotation_file):
         t0 = time.perf_counter()
-        synthetic.write_coco(folder, args.num_files, image_size=size, seed=0,
-                             num_objects=(args.objects, args.objects), min_object_size=8)
+        synthetic.write_coco(
+            folder,
+            args.num_files,
+            image_size=size,
+            seed=0,
+            num_objects=(args.objects, args.objects),
+            min_object_size=8,
+        )
         print(f"wrote {args.num_files} JPEGs in {time.perf_counter() - t0:.1f} s to {folder}")
     return annotation_file, os.path.join(folder, "images")
 
@@ -69,9 +74,15 @@ def main(argv=None):
     annotation_file, image_dir = _write_files(args, size)
     read = coco.read_coco(annotation_file, image_dir, decode=False)
     dataset = pipeline.make_pipeline(
-        read.dataset, training=True, batch_size=args.batch_size, cache=True,
-        train_short_side=(args.short_side, args.short_side), max_size=args.max_size,
-        shuffle_buffer=args.num_files, seed=0)
+        read.dataset,
+        training=True,
+        batch_size=args.batch_size,
+        cache=True,
+        train_short_side=(args.short_side, args.short_side),
+        max_size=args.max_size,
+        shuffle_buffer=args.num_files,
+        seed=0,
+    )
     iterator = iter(dataset)
 
     def run(n):
@@ -93,17 +104,36 @@ def main(argv=None):
     # shared machine disturb least. cores / cpu-time is the rate on idle cores.
     cpu_ms = 1000 * sorted(cpu_seconds)[len(cpu_seconds) // 2] / num_images
     cores = os.cpu_count()
-    num_boxes = float(tf.reduce_mean(tf.reduce_sum(tf.cast(labels["classes"] >= 0, tf.float32),
-                                                   axis=1)))
+    num_boxes = float(
+        tf.reduce_mean(tf.reduce_sum(tf.cast(labels["classes"] >= 0, tf.float32), axis=1))
+    )
     command = ["benchmarks/bench_pipeline.py"] + (argv or sys.argv[1:])
-    common.print_header("Input pipeline throughput (decode + flip + resize + normalise + pad + "
-                        "targets + batch)", command)
+    common.print_header(
+        "Input pipeline throughput (decode + flip + resize + normalise + pad + targets + batch)",
+        command,
+    )
     common.print_table(
-        ["source JPEG", "output batch", "boxes/image", "images/s (median)", "images/s (best)",
-         "CPU ms/image", f"images/s on {cores} idle cores (from CPU time)"],
-        [[f"{size[0]}x{size[1]}", "x".join(str(d) for d in images.shape), f"{num_boxes:.1f}",
-          f"{num_images / median:.1f}", f"{num_images / best:.1f}", f"{cpu_ms:.1f}",
-          f"{cores * 1000 / cpu_ms:.0f}"]])
+        [
+            "source JPEG",
+            "output batch",
+            "boxes/image",
+            "images/s (median)",
+            "images/s (best)",
+            "CPU ms/image",
+            f"images/s on {cores} idle cores (from CPU time)",
+        ],
+        [
+            [
+                f"{size[0]}x{size[1]}",
+                "x".join(str(d) for d in images.shape),
+                f"{num_boxes:.1f}",
+                f"{num_images / median:.1f}",
+                f"{num_images / best:.1f}",
+                f"{cpu_ms:.1f}",
+                f"{cores * 1000 / cpu_ms:.0f}",
+            ]
+        ],
+    )
 
 
 if __name__ == "__main__":

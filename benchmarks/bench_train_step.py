@@ -83,21 +83,30 @@ def bench_recipe(name, *, batch, steps, image_size, jit_compile, smoke=False):
     model.compile(optimizer=builders.build_optimizer(config), jit_compile=jit_compile)
     dataset = builders.build_train_dataset(config, examples.dataset)(0)
     timer = StepTimer()
-    model.fit(dataset, epochs=1, steps_per_epoch=steps, callbacks=[timer], verbose=0,
-              shuffle=False)
+    model.fit(dataset, epochs=1, steps_per_epoch=steps, callbacks=[timer], verbose=0, shuffle=False)
     total = time.perf_counter() - start
     params = model.count_params() / 1e6
     trainable = sum(int(keras.ops.size(w)) for w in model.trainable_weights) / 1e6
     later = timer.times[1:] or timer.times
     step = statistics.median(later)
-    return [name, config.backbone.name, f"{batch}", f"{len(timer.times)}",
-            f"{params:.1f} / {trainable:.1f}", timer.times[0], step, step / batch, total]
+    return [
+        name,
+        config.backbone.name,
+        f"{batch}",
+        f"{len(timer.times)}",
+        f"{params:.1f} / {trainable:.1f}",
+        timer.times[0],
+        step,
+        step / batch,
+        total,
+    ]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--recipes",
-                        default="fcos_r50_1x_improved,fcos_r50_1x_original,fcos_r101_2x_ms")
+    parser.add_argument(
+        "--recipes", default="fcos_r50_1x_improved,fcos_r50_1x_original,fcos_r101_2x_ms"
+    )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--xla", action="store_true", help="jit_compile the train step")
@@ -106,17 +115,37 @@ def main():
     image_size = (600, 1000)
     if args.smoke:
         image_size, args.steps = (96, 160), 2
-    common.print_header("Train step of the recipes (train.py path, synthetic data at the "
-                        "recipe's input size)")
+    common.print_header(
+        "Train step of the recipes (train.py path, synthetic data at the recipe's input size)"
+    )
     rows = []
     for name in args.recipes.split(","):
-        rows.append(bench_recipe(name, batch=args.batch, steps=args.steps,
-                                 image_size=image_size, jit_compile=args.xla,
-                                 smoke=args.smoke))
+        rows.append(
+            bench_recipe(
+                name,
+                batch=args.batch,
+                steps=args.steps,
+                image_size=image_size,
+                jit_compile=args.xla,
+                smoke=args.smoke,
+            )
+        )
     size = "96x160" if args.smoke else "800x1344"
     print(f"Input {size} (padded), float32, XLA {'on' if args.xla else 'off'}.\n")
-    common.print_table(["recipe", "backbone", "batch", "steps", "params M (all / trainable)",
-                        "first step s", "step s (median)", "s / image", "total s"], rows)
+    common.print_table(
+        [
+            "recipe",
+            "backbone",
+            "batch",
+            "steps",
+            "params M (all / trainable)",
+            "first step s",
+            "step s (median)",
+            "s / image",
+            "total s",
+        ],
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Both models are built with random weights (no downloads) in one process and time
 the other on the same machine state: for each input size, the median time of the model's own
 compiled train function (what ``model.fit`` runs per step) after warm-up, and the ratio
 FCOS / RetinaNet. Both use SGD with momentum and the same batch of random images
-with a few random boxes, under the same dtype policy (``--precision``, several for a same-run before/after).
+with a few random boxes, under the same dtype policy (``--precision``, several for a same-run
+before/after).
 
 What each step contains: FCOS's targets are computed in the input pipeline (DESIGN.md §3), so
 its step is backbone + FPN + head, forward and backward, and the losses. keras-cv's RetinaNet
@@ -44,7 +45,7 @@ NUM_BOXES = 8
 
 
 def parse_size(text):
-    """"HxW" -> (H, W) ints."""
+    """ "HxW" -> (H, W) ints."""
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError as e:
@@ -63,23 +64,29 @@ def fcos_batch(batch, height, width, seed=0):
     except ImportError:  # targets not written yet: random targets of the right shapes
         p = locations.num_locations((height, width))
         rng = np.random.default_rng(seed)
-        cls = np.where(rng.uniform(size=(batch, p)) < 0.01,
-                       rng.integers(0, NUM_CLASSES, (batch, p)), -1).astype(np.int32)
+        cls = np.where(
+            rng.uniform(size=(batch, p)) < 0.01, rng.integers(0, NUM_CLASSES, (batch, p)), -1
+        ).astype(np.int32)
         return images, {
             "class_targets": cls,
             "box_targets": rng.uniform(1, 64, (batch, p, 4)).astype(np.float32),
             "centerness_targets": np.where(cls >= 0, 0.5, 0.0).astype(np.float32),
         }
-    per_image = [compute_targets(tf.constant(b), tf.constant(c), (height, width))
-                 for b, c in zip(boxes, classes)]
-    labels = {k: tf.stack([t[k] for t in per_image]).numpy()
-              for k in ("class_targets", "box_targets", "centerness_targets")}
+    per_image = [
+        compute_targets(tf.constant(b), tf.constant(c), (height, width))
+        for b, c in zip(boxes, classes)
+    ]
+    labels = {
+        k: tf.stack([t[k] for t in per_image]).numpy()
+        for k in ("class_targets", "box_targets", "centerness_targets")
+    }
     return images, labels
 
 
 def build_fcos(backbone, jit_compile):
     """FCOS with random weights, compiled like the recipe (SGD momentum 0.9)."""
     import keras
+
     from fcos_tf.backbone import build_backbone
     from fcos_tf.model import FCOS
 
@@ -99,8 +106,9 @@ def run(args):
     jit_options = {"off": [False], "on": [True], "both": [False, True]}[args.xla]
     rows = []
     # One block per (size, precision, XLA): the models one after the other.
-    for (height, width), precision, jit in itertools.product(args.sizes, args.precision,
-                                                            jit_options):
+    for (height, width), precision, jit in itertools.product(
+        args.sizes, args.precision, jit_options
+    ):
         times = {}
         for name in args.models:
             with common.dtype_policy(precision):
@@ -111,27 +119,53 @@ def run(args):
                     model = build_fcos(args.backbone, jit)
                     dataset = common.repeat_dataset(*fcos_batch(args.batch, height, width))
             try:
-                t = common.time_train_steps(model, dataset, warmup=args.warmup,
-                                            repeats=args.repeats)
+                t = common.time_train_steps(
+                    model, dataset, warmup=args.warmup, repeats=args.repeats
+                )
             except Exception as e:  # a peer failing (e.g. under XLA) is a result too
-                print(f"# {name} {height}x{width} xla={jit}: failed: "
-                      f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+                print(
+                    f"# {name} {height}x{width} xla={jit}: failed: "
+                    f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                )
                 t = None
             times[name] = t
             if t is not None:
                 label = "FCOS R50-FPN" if name == "fcos" else "keras-cv RetinaNet R50-FPN"
                 if name == "fcos" and args.backbone != "resnet50":
                     label = f"FCOS {args.backbone}"
-                rows.append([label, f"{height}x{width}", args.batch, precision,
-                             "on" if jit else "off",
-                             t["first"], t["median"], t["min"], t["max"],
-                             args.batch / t["median"], t["load"]])
+                rows.append(
+                    [
+                        label,
+                        f"{height}x{width}",
+                        args.batch,
+                        precision,
+                        "on" if jit else "off",
+                        t["first"],
+                        t["median"],
+                        t["min"],
+                        t["max"],
+                        args.batch / t["median"],
+                        t["load"],
+                    ]
+                )
             del model, dataset
             gc.collect()
         if times.get("fcos") and times.get("retinanet"):
-            rows.append(["**ratio FCOS / RetinaNet**", f"{height}x{width}", args.batch,
-                         precision, "on" if jit else "off", "", times["fcos"]["median"]
-                         / times["retinanet"]["median"], "", "", "", ""])
+            rows.append(
+                [
+                    "**ratio FCOS / RetinaNet**",
+                    f"{height}x{width}",
+                    args.batch,
+                    precision,
+                    "on" if jit else "off",
+                    "",
+                    times["fcos"]["median"] / times["retinanet"]["median"],
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+            )
     return rows
 
 
@@ -158,18 +192,42 @@ def run_shapes(args):
                 dataset = one if dataset is None else dataset.concatenate(one)
             iterator = iter(dataset.repeat())
             # Builds the optimizer and traces (and with XLA compiles for the first size).
-            first = common.time_call(lambda: model.fit(dataset.take(1), epochs=1, verbose=0),
-                                     warmup=0, repeats=1)["median"]
+            first = common.time_call(
+                lambda model=model, dataset=dataset: model.fit(
+                    dataset.take(1), epochs=1, verbose=0
+                ),
+                warmup=0,
+                repeats=1,
+            )["median"]
             passes = []
             for _ in range(3):
-                times = [common.time_call(lambda: model.train_function(iterator), warmup=0,
-                                          repeats=1)["median"] for _ in sizes]
+                times = [
+                    common.time_call(
+                        lambda model=model, iterator=iterator: model.train_function(iterator),
+                        warmup=0,
+                        repeats=1,
+                    )["median"]
+                    for _ in sizes
+                ]
                 passes.append(times)
             later = sorted(t for p in passes[1:] for t in p)
-            label = ("varying: " + ", ".join(f"{h}x{w}" for h, w in args.sizes)
-                     if mode == "varying" else f"fixed pad_to {big[0]}x{big[1]}")
-            rows.append([f"FCOS {args.backbone}", label, precision, "on" if jit else "off",
-                         first, sum(passes[0]), later[len(later) // 2], common.load_average()])
+            label = (
+                "varying: " + ", ".join(f"{h}x{w}" for h, w in args.sizes)
+                if mode == "varying"
+                else f"fixed pad_to {big[0]}x{big[1]}"
+            )
+            rows.append(
+                [
+                    f"FCOS {args.backbone}",
+                    label,
+                    precision,
+                    "on" if jit else "off",
+                    first,
+                    sum(passes[0]),
+                    later[len(later) // 2],
+                    common.load_average(),
+                ]
+            )
             del model, dataset, iterator
             gc.collect()
     return rows
@@ -177,27 +235,44 @@ def run_shapes(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=parse_size, nargs="+",
-                        default=[(512, 512), (800, 1344)])
+    parser.add_argument("--sizes", type=parse_size, nargs="+", default=[(512, 512), (800, 1344)])
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (>= 1)")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps (median)")
-    parser.add_argument("--xla", choices=("off", "on", "both"), default="off",
-                        help="jit_compile for the train step of both models")
-    parser.add_argument("--precision", nargs="+", default=["float32"],
-                        choices=("float32", "mixed_bfloat16", "mixed_float16"),
-                        help="Keras dtype policies, each for both models (bfloat16 runs on "
-                             "AVX512_BF16 / AMX CPUs through oneDNN); several give a "
-                             "same-run before/after")
-    parser.add_argument("--models", nargs="+", choices=("fcos", "retinanet"),
-                        default=["fcos", "retinanet"])
-    parser.add_argument("--backbone", default="resnet50",
-                        help="FCOS backbone (resnet50 for the comparison; small for smoke)")
-    parser.add_argument("--shapes", action="store_true",
-                        help="FCOS only: steps over the --sizes in turn vs all padded to one "
-                             "size (retracing and XLA recompilation cost)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny run to check the script: 128x128, 1 repeat, FCOS small")
+    parser.add_argument(
+        "--xla",
+        choices=("off", "on", "both"),
+        default="off",
+        help="jit_compile for the train step of both models",
+    )
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=["float32"],
+        choices=("float32", "mixed_bfloat16", "mixed_float16"),
+        help="Keras dtype policies, each for both models (bfloat16 runs on "
+        "AVX512_BF16 / AMX CPUs through oneDNN); several give a "
+        "same-run before/after",
+    )
+    parser.add_argument(
+        "--models", nargs="+", choices=("fcos", "retinanet"), default=["fcos", "retinanet"]
+    )
+    parser.add_argument(
+        "--backbone",
+        default="resnet50",
+        help="FCOS backbone (resnet50 for the comparison; small for smoke)",
+    )
+    parser.add_argument(
+        "--shapes",
+        action="store_true",
+        help="FCOS only: steps over the --sizes in turn vs all padded to one "
+        "size (retracing and XLA recompilation cost)",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny run to check the script: 128x128, 1 repeat, FCOS small",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.sizes, args.warmup, args.repeats, args.backbone = [(128, 128)], 1, 1, "small"
@@ -205,17 +280,41 @@ def main(argv=None):
             args.sizes = [(128, 160), (160, 128)]
     if args.shapes:
         common.print_header("Train step over varying input sizes: FCOS")
-        common.print_table(["model", "sizes", "precision", "XLA", "first fit step s",
-                            "first pass over the sizes s",
-                            "median s/step later", "load (1 min)"], run_shapes(args))
+        common.print_table(
+            [
+                "model",
+                "sizes",
+                "precision",
+                "XLA",
+                "first fit step s",
+                "first pass over the sizes s",
+                "median s/step later",
+                "load (1 min)",
+            ],
+            run_shapes(args),
+        )
         return
     if args.warmup < 1 or args.repeats < 1:
         parser.error("--warmup and --repeats must be >= 1")
 
     common.print_header("Train step: FCOS vs keras-cv RetinaNet (SGD momentum)")
     rows = run(args)
-    common.print_table(["model", "input HxW", "batch", "precision", "XLA", "first step s (trace+compile)",
-                        "median s/step", "min s", "max s", "images/s", "load (1 min)"], rows)
+    common.print_table(
+        [
+            "model",
+            "input HxW",
+            "batch",
+            "precision",
+            "XLA",
+            "first step s (trace+compile)",
+            "median s/step",
+            "min s",
+            "max s",
+            "images/s",
+            "load (1 min)",
+        ],
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -64,14 +64,17 @@ def describe_machine():
 
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
-        names = [tf.config.experimental.get_device_details(g).get("device_name", "GPU")
-                 for g in gpus]
+        names = [
+            tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in gpus
+        ]
         accel = f", {len(gpus)}x {names[0]}"
     else:
         accel = ""
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return (f"{cpu_model()}, {os.cpu_count()} cores{accel}, TF {tf.__version__}, "
-            f"Keras {keras.__version__}, {now}, load {load_average():.1f}")
+    return (
+        f"{cpu_model()}, {os.cpu_count()} cores{accel}, TF {tf.__version__}, "
+        f"Keras {keras.__version__}, {now}, load {load_average():.1f}"
+    )
 
 
 def print_header(title, argv=None):
@@ -142,8 +145,14 @@ def time_call(fn, *, warmup=1, repeats=5):
         start = time.perf_counter()
         _sync(fn())
         times.append(time.perf_counter() - start)
-    return {"median": statistics.median(times), "min": min(times), "max": max(times),
-            "times": times, "first": first, "load": load_average()}
+    return {
+        "median": statistics.median(times),
+        "min": min(times),
+        "max": max(times),
+        "times": times,
+        "first": first,
+        "load": load_average(),
+    }
 
 
 def matmul_gflops(n=4096, *, dtype=tf.float32, repeats=5):
@@ -272,13 +281,22 @@ def keras_cv_retinanet(num_classes, *, jit_compile=False, learning_rate=0.01):
     import keras_cv
 
     backbone = keras_cv.models.ResNetBackbone(
-        stackwise_filters=[64, 128, 256, 512], stackwise_blocks=[3, 4, 6, 3],
-        stackwise_strides=[1, 2, 2, 2], block_type="block", include_rescaling=False,
-        input_shape=(None, None, 3))
-    model = keras_cv.models.RetinaNet(num_classes=num_classes, bounding_box_format="xyxy",
-                                      backbone=backbone)
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9),
-                  classification_loss="focal", box_loss="smoothl1", jit_compile=jit_compile)
+        stackwise_filters=[64, 128, 256, 512],
+        stackwise_blocks=[3, 4, 6, 3],
+        stackwise_strides=[1, 2, 2, 2],
+        block_type="block",
+        include_rescaling=False,
+        input_shape=(None, None, 3),
+    )
+    model = keras_cv.models.RetinaNet(
+        num_classes=num_classes, bounding_box_format="xyxy", backbone=backbone
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9),
+        classification_loss="focal",
+        box_loss="smoothl1",
+        jit_compile=jit_compile,
+    )
     return model
 
 
@@ -343,8 +361,7 @@ def time_train_steps(model, dataset, *, warmup=1, repeats=5):
     model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0)
     first = time.perf_counter() - start
     iterator = iter(dataset)
-    timing = time_call(lambda: model.train_function(iterator), warmup=warmup - 1,
-                       repeats=repeats)
+    timing = time_call(lambda: model.train_function(iterator), warmup=warmup - 1, repeats=repeats)
     timing["first"] = first
     return timing
 

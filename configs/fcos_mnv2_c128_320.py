@@ -32,9 +32,9 @@ def get_config():
     config = base_config()
     backbone = config.backbone
     backbone.name = "mobilenet_v2"
-    backbone.alpha = 1.0                   # keras.applications width multiplier
-    backbone.norm = "sync_bn"              # "sync_bn" | "bn" | "frozen_bn"
-    backbone.weights = "imagenet"          # or a local keras.applications .h5 file
+    backbone.alpha = 1.0  # keras.applications width multiplier
+    backbone.norm = "sync_bn"  # "sync_bn" | "bn" | "frozen_bn"
+    backbone.weights = "imagenet"  # or a local keras.applications .h5 file
     model = config.model
     model.fpn_channels = 128
     model.head_num_convs = 4
@@ -48,7 +48,7 @@ def get_config():
 
     train = config.train
     train.batch_size = 32
-    train.base_lr = 0.01                   # at reference_batch_size 16: 0.02 at 32
+    train.base_lr = 0.01  # at reference_batch_size 16: 0.02 at 32
     train.reference_batch_size = 16
     train.total_steps = 90_000
     train.lr_steps = (60_000, 80_000)

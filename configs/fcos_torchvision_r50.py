@@ -35,8 +35,8 @@ def get_config():
     config = base_config()
     backbone = config.backbone
     backbone.name = "resnet50"
-    backbone.layout = "pytorch"            # stride on the 3x3 conv
-    backbone.freeze_at = 2                 # torchvision: trainable_backbone_layers=3
+    backbone.layout = "pytorch"  # stride on the 3x3 conv
+    backbone.freeze_at = 2  # torchvision: trainable_backbone_layers=3
     model = config.model
     model.fpn_channels = 256
     model.p6_input = "p5"
@@ -44,10 +44,10 @@ def get_config():
     model.head_norm = "group"
     model.head_num_groups = 32
     model.centerness_on = "regression"
-    model.norm_reg_targets = True          # relu(x) * anchor size (= stride)
+    model.norm_reg_targets = True  # relu(x) * anchor size (= stride)
     model.box_loss = "giou"
     model.score_threshold = 0.2
-    model.score_threshold_on = "final"     # sqrt(sigmoid(cls) * sigmoid(ctr)) > 0.2
+    model.score_threshold_on = "final"  # sqrt(sigmoid(cls) * sigmoid(ctr)) > 0.2
     model.pre_nms_top_k = 1000
     model.nms_iou_threshold = 0.6
     model.max_detections = 100
@@ -58,7 +58,7 @@ def get_config():
     config.data.dataset = "coco"
     pipeline = config.pipeline
     pipeline.pixel_norm = "torchvision"
-    pipeline.resize_rounding = "floor"     # new size = floor(size * scale), per axis
+    pipeline.resize_rounding = "floor"  # new size = floor(size * scale), per axis
     pipeline.eval_short_side = 800
     pipeline.max_size = 1333
     pipeline.size_divisibility = 32

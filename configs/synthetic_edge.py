@@ -27,8 +27,8 @@ def get_config():
     config = load_recipe("synthetic_small")
     backbone = config.backbone
     backbone.name = "mobilenet_v2"
-    backbone.alpha = 0.35                  # keras.applications width multiplier
-    backbone.norm = "sync_bn"              # "sync_bn" | "bn" | "frozen_bn"
+    backbone.alpha = 0.35  # keras.applications width multiplier
+    backbone.norm = "sync_bn"  # "sync_bn" | "bn" | "frozen_bn"
     model = config.model
     model.fpn_channels = 64
     model.head_num_convs = 2

@@ -23,9 +23,10 @@ from keras import ops
 from fcos_tf.mobile_backbones import MOBILE_BACKBONES, MobileNetBackbone
 
 # torchvision initialises ResNet convolutions with kaiming_normal_(mode="fan_out") (ReLU gain).
-_RESNET_KERNEL_INIT = {"class_name": "VarianceScaling",
-                       "config": {"scale": 2.0, "mode": "fan_out",
-                                  "distribution": "untruncated_normal"}}
+_RESNET_KERNEL_INIT = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"},
+}
 _BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 _LAYOUTS = ("pytorch", "caffe")
 # Names build_backbone accepts.
@@ -60,11 +61,23 @@ class FrozenBatchNorm(keras.layers.Layer):
         if channels is None:
             raise ValueError(f"FrozenBatchNorm needs a known channel dimension, got {input_shape}.")
         # autocast=False: the statistics stay float32 under mixed precision.
-        for weight_name, init in (("gamma", "ones"), ("beta", "zeros"),
-                                  ("moving_mean", "zeros"), ("moving_variance", "ones")):
-            setattr(self, weight_name, self.add_weight(
-                name=weight_name, shape=(channels,), initializer=init, trainable=False,
-                autocast=False))
+        for weight_name, init in (
+            ("gamma", "ones"),
+            ("beta", "zeros"),
+            ("moving_mean", "zeros"),
+            ("moving_variance", "ones"),
+        ):
+            setattr(
+                self,
+                weight_name,
+                self.add_weight(
+                    name=weight_name,
+                    shape=(channels,),
+                    initializer=init,
+                    trainable=False,
+                    autocast=False,
+                ),
+            )
 
     def call(self, inputs, training=None):
         del training  # Inference mode always.
@@ -82,8 +95,16 @@ class FrozenBatchNorm(keras.layers.Layer):
         return config
 
 
-def _conv(x, filters, kernel_size, stride, name, trainable=True, use_bias=False,
-          kernel_initializer=_RESNET_KERNEL_INIT):
+def _conv(
+    x,
+    filters,
+    kernel_size,
+    stride,
+    name,
+    trainable=True,
+    use_bias=False,
+    kernel_initializer=_RESNET_KERNEL_INIT,
+):
     """Conv with PyTorch padding ``kernel_size // 2``: explicit when strided, ``same`` otherwise.
 
     For odd kernels and stride 1, TF's ``same`` is the symmetric ``k // 2`` padding; for
@@ -95,16 +116,24 @@ def _conv(x, filters, kernel_size, stride, name, trainable=True, use_bias=False,
             x = keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
         padding = "valid"
     return keras.layers.Conv2D(
-        filters, kernel_size, strides=stride, padding=padding, use_bias=use_bias,
-        kernel_initializer=kernel_initializer, trainable=trainable, name=name)(x)
+        filters,
+        kernel_size,
+        strides=stride,
+        padding=padding,
+        use_bias=use_bias,
+        kernel_initializer=kernel_initializer,
+        trainable=trainable,
+        name=name,
+    )(x)
 
 
 def _resnet_norm(x, norm, epsilon, name, trainable=True):
     if norm == "frozen_bn":
         return FrozenBatchNorm(epsilon=epsilon, name=name)(x)
     # A frozen stage's plain BN is set non-trainable, which also puts it in inference mode.
-    return keras.layers.BatchNormalization(epsilon=epsilon, momentum=0.9, trainable=trainable,
-                                           name=name)(x)
+    return keras.layers.BatchNormalization(
+        epsilon=epsilon, momentum=0.9, trainable=trainable, name=name
+    )(x)
 
 
 def _bottleneck(x, filters, stride, downsample, layout, norm, epsilon, name, trainable):
@@ -153,8 +182,16 @@ class ResNet(keras.Model):
         **kwargs: passed to ``keras.Model``.
     """
 
-    def __init__(self, depth=50, layout="pytorch", freeze_at=2, norm="frozen_bn",
-                 bn_epsilon=1e-5, name=None, **kwargs):
+    def __init__(
+        self,
+        depth=50,
+        layout="pytorch",
+        freeze_at=2,
+        norm="frozen_bn",
+        bn_epsilon=1e-5,
+        name=None,
+        **kwargs,
+    ):
         if depth not in _BLOCKS_PER_STAGE:
             raise ValueError(f"`depth` must be one of {sorted(_BLOCKS_PER_STAGE)}, got {depth!r}.")
         if layout not in _LAYOUTS:
@@ -182,9 +219,17 @@ class ResNet(keras.Model):
             filters = 64 * 2 ** (stage - 1)
             for block in range(num_blocks):
                 stride = 2 if (block == 0 and stage > 1) else 1
-                x = _bottleneck(x, filters, stride, downsample=block == 0, layout=layout,
-                                norm=norm, epsilon=bn_epsilon, name=f"layer{stage}_{block}",
-                                trainable=freeze_at <= stage)
+                x = _bottleneck(
+                    x,
+                    filters,
+                    stride,
+                    downsample=block == 0,
+                    layout=layout,
+                    norm=norm,
+                    epsilon=bn_epsilon,
+                    name=f"layer{stage}_{block}",
+                    trainable=freeze_at <= stage,
+                )
             if stage >= 2:
                 features.append(x)
 
@@ -198,8 +243,14 @@ class ResNet(keras.Model):
         self.strides = (8, 16, 32)
 
     def get_config(self):
-        return {"name": self.name, "depth": self.depth, "layout": self.layout,
-                "freeze_at": self.freeze_at, "norm": self.norm, "bn_epsilon": self.bn_epsilon}
+        return {
+            "name": self.name,
+            "depth": self.depth,
+            "layout": self.layout,
+            "freeze_at": self.freeze_at,
+            "norm": self.norm,
+            "bn_epsilon": self.bn_epsilon,
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -224,26 +275,44 @@ class SmallBackbone(keras.Model):
         **kwargs: passed to ``keras.Model``.
     """
 
-    def __init__(self, channels=(32, 64, 128), stem_channels=16, norm="group", num_groups=8,
-                 name="small_backbone", **kwargs):
+    def __init__(
+        self,
+        channels=(32, 64, 128),
+        stem_channels=16,
+        norm="group",
+        num_groups=8,
+        name="small_backbone",
+        **kwargs,
+    ):
         channels = tuple(int(c) for c in channels)
         if len(channels) != 3 or min(channels) < 1:
             raise ValueError(f"`channels` must be 3 positive ints, got {channels!r}.")
         if norm not in _SMALL_NORMS:
             raise ValueError(f"`norm` must be one of {_SMALL_NORMS}, got {norm!r}.")
         if norm == "group" and any(c % num_groups for c in (stem_channels,) + channels):
-            raise ValueError(f"`num_groups`={num_groups} must divide `stem_channels` and every "
-                             f"entry of `channels`, got {stem_channels} and {channels}.")
+            raise ValueError(
+                f"`num_groups`={num_groups} must divide `stem_channels` and every "
+                f"entry of `channels`, got {stem_channels} and {channels}."
+            )
 
         def conv_norm_relu(x, filters, stride, layer_name):
-            x = _conv(x, filters, 3, stride, f"{layer_name}_conv", use_bias=norm == "none",
-                      kernel_initializer="he_normal")
+            x = _conv(
+                x,
+                filters,
+                3,
+                stride,
+                f"{layer_name}_conv",
+                use_bias=norm == "none",
+                kernel_initializer="he_normal",
+            )
             if norm == "group":
-                x = keras.layers.GroupNormalization(num_groups, epsilon=1e-5,
-                                                    name=f"{layer_name}_norm")(x)
+                x = keras.layers.GroupNormalization(
+                    num_groups, epsilon=1e-5, name=f"{layer_name}_norm"
+                )(x)
             elif norm == "bn":
-                x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9,
-                                                    name=f"{layer_name}_norm")(x)
+                x = keras.layers.BatchNormalization(
+                    epsilon=1e-5, momentum=0.9, name=f"{layer_name}_norm"
+                )(x)
             return keras.layers.ReLU(name=f"{layer_name}_relu")(x)
 
         images = keras.Input(shape=(None, None, 3), name="images")
@@ -264,9 +333,13 @@ class SmallBackbone(keras.Model):
         self.strides = (8, 16, 32)
 
     def get_config(self):
-        return {"name": self.name, "channels": list(self.channels),
-                "stem_channels": self.stem_channels, "norm": self.norm,
-                "num_groups": self.num_groups}
+        return {
+            "name": self.name,
+            "channels": list(self.channels),
+            "stem_channels": self.stem_channels,
+            "norm": self.norm,
+            "num_groups": self.num_groups,
+        }
 
     @classmethod
     def from_config(cls, config):

@@ -32,7 +32,7 @@ class FoldedNorm(keras.layers.Layer):
     functional graph in the BatchNorm's place.
     """
 
-    def call(self, inputs, mask=None, training=None):  # pylint: disable=unused-argument
+    def call(self, inputs, mask=None, training=None):
         return inputs
 
     def compute_output_shape(self, input_shape):
@@ -41,8 +41,9 @@ class FoldedNorm(keras.layers.Layer):
 
 def batch_norm_affine(norm):
     """``(scale, offset)`` float64 ``[C]`` of an inference-mode BatchNorm or FrozenBatchNorm."""
-    gamma, beta, mean, variance = (np.asarray(keras.ops.convert_to_numpy(w), np.float64)
-                                   for w in _norm_weights(norm))
+    gamma, beta, mean, variance = (
+        np.asarray(keras.ops.convert_to_numpy(w), np.float64) for w in _norm_weights(norm)
+    )
     scale = gamma / np.sqrt(variance + norm.epsilon)
     return scale, beta - mean * scale
 
@@ -76,29 +77,31 @@ def folded_conv_weights(conv, norm):
         kernel = (kernel.reshape(kh, kw, channels * multiplier) * scale).reshape(kernel.shape)
     else:
         kernel = kernel * scale  # [kh, kw, C_in, C_out]
-    bias = (np.asarray(keras.ops.convert_to_numpy(conv.bias), np.float64) if conv.use_bias
-            else 0.0)
+    bias = np.asarray(keras.ops.convert_to_numpy(conv.bias), np.float64) if conv.use_bias else 0.0
     return kernel.astype(np.float32), (bias * scale + offset).astype(np.float32)
 
 
 def _producer(tensor):
-    return tensor._keras_history.operation  # pylint: disable=protected-access
+    return tensor._keras_history.operation
 
 
 def _conv_norm_pairs(functional):
     """``{conv name: norm layer}`` for every BN whose input is a conv feeding only it."""
     consumers = {}
     for layer in functional.layers:
-        for node in layer._inbound_nodes:  # pylint: disable=protected-access
+        for node in layer._inbound_nodes:
             for tensor in node.input_tensors:
                 consumers.setdefault(id(_producer(tensor)), set()).add(layer.name)
     pairs = {}
     for layer in functional.layers:
-        if not isinstance(layer, _NORM_TYPES) or len(layer._inbound_nodes) != 1:  # pylint: disable=protected-access
+        if not isinstance(layer, _NORM_TYPES) or len(layer._inbound_nodes) != 1:
             continue
         producer = _producer(layer.input)
-        if (isinstance(producer, _CONV_TYPES) and len(producer._inbound_nodes) == 1  # pylint: disable=protected-access
-                and consumers.get(id(producer)) == {layer.name}):
+        if (
+            isinstance(producer, _CONV_TYPES)
+            and len(producer._inbound_nodes) == 1
+            and consumers.get(id(producer)) == {layer.name}
+        ):
             pairs[producer.name] = layer
     return pairs
 
@@ -157,11 +160,14 @@ def fold_head_batch_norms(head):
     config = head.get_config()
     config["norm"] = None
     folded = FCOSHead.from_config(config)
-    in_channels = head.cls_tower[0].kernel.shape[2] if head.num_convs else \
-        head.cls_logits.kernel.shape[2]
+    in_channels = (
+        head.cls_tower[0].kernel.shape[2] if head.num_convs else head.cls_logits.kernel.shape[2]
+    )
     folded.build([(None, None, None, in_channels)] * head.num_levels)
-    for source_tower, target_tower in ((head.cls_tower, folded.cls_tower),
-                                       (head.box_tower, folded.box_tower)):
+    for source_tower, target_tower in (
+        (head.cls_tower, folded.cls_tower),
+        (head.box_tower, folded.box_tower),
+    ):
         convs = [layer for layer in source_tower if isinstance(layer, keras.layers.Conv2D)]
         norms = [layer for layer in source_tower if isinstance(layer, _NORM_TYPES)]
         targets = [layer for layer in target_tower if isinstance(layer, keras.layers.Conv2D)]
@@ -190,7 +196,7 @@ def fold_batch_norms(model):
     Returns:
         A built ``FCOS`` (float32) with the same post-processing settings.
     """
-    from fcos_tf.model import FCOS  # pylint: disable=import-outside-toplevel
+    from fcos_tf.model import FCOS
 
     backbone = fold_functional_batch_norms(model.backbone)
     for attribute in ("output_channels", "strides", "pixel_norm"):
@@ -211,5 +217,7 @@ def fold_batch_norms(model):
 
 def count_batch_norms(model):
     """Number of BatchNorm/FrozenBatchNorm layers anywhere inside ``model``."""
-    return sum(isinstance(layer, _NORM_TYPES)
-               for layer in model._flatten_layers(include_self=True, recursive=True))  # pylint: disable=protected-access
+    return sum(
+        isinstance(layer, _NORM_TYPES)
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+    )

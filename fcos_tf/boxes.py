@@ -10,8 +10,10 @@ import tensorflow as tf
 def _check_last_dim(boxes, name, size=4):
     boxes = tf.convert_to_tensor(boxes)
     if boxes.shape.rank is not None and boxes.shape.rank < 1:
-        raise ValueError(f"`{name}` must have rank >= 1 with a last dimension of {size}, "
-                         f"got shape {boxes.shape}.")
+        raise ValueError(
+            f"`{name}` must have rank >= 1 with a last dimension of {size}, "
+            f"got shape {boxes.shape}."
+        )
     if boxes.shape[-1] is not None and boxes.shape[-1] != size:
         raise ValueError(f"`{name}` must have a last dimension of {size}, got shape {boxes.shape}.")
     if not boxes.dtype.is_floating:
@@ -71,9 +73,15 @@ def clip_xyxy(boxes, image_size):
     height = tf.cast(image_size[0], boxes.dtype)
     width = tf.cast(image_size[1], boxes.dtype)
     x1, y1, x2, y2 = tf.unstack(boxes, axis=-1)
-    return tf.stack([tf.clip_by_value(x1, 0.0, width), tf.clip_by_value(y1, 0.0, height),
-                     tf.clip_by_value(x2, 0.0, width), tf.clip_by_value(y2, 0.0, height)],
-                    axis=-1)
+    return tf.stack(
+        [
+            tf.clip_by_value(x1, 0.0, width),
+            tf.clip_by_value(y1, 0.0, height),
+            tf.clip_by_value(x2, 0.0, width),
+            tf.clip_by_value(y2, 0.0, height),
+        ],
+        axis=-1,
+    )
 
 
 def ltrb_to_xyxy(locations, ltrb):

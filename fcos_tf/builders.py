@@ -30,7 +30,7 @@ config validation does, for the allowed values) stays cheap.
 import dataclasses
 import hashlib
 import os
-from typing import Callable, Dict
+from collections.abc import Callable
 
 import ml_collections
 import tensorflow as tf
@@ -45,8 +45,7 @@ RESUME_MODES = ("replay", "reshuffle")
 # Labels the train step uses (see fcos_tf.model.FCOS.train_step).
 TRAIN_LABEL_KEYS = ("class_targets", "box_targets", "centerness_targets")
 # The arguments of config.backbone (besides name and weights) each backbone family takes.
-_BACKBONE_ARGS = {"resnet": ("layout", "freeze_at"), "mobilenet": ("alpha", "norm"),
-                  "small": ()}
+_BACKBONE_ARGS = {"resnet": ("layout", "freeze_at"), "mobilenet": ("alpha", "norm"), "small": ()}
 
 Config = ml_collections.ConfigDict
 
@@ -54,6 +53,7 @@ Config = ml_collections.ConfigDict
 # --------------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------------
+
 
 def build_backbone(backbone_config: Config, *, load_weights: bool = True):
     """The backbone of ``config.backbone``, with its weights file loaded when one is set.
@@ -69,7 +69,7 @@ def build_backbone(backbone_config: Config, *, load_weights: bool = True):
     Returns:
         A ``keras.Model`` mapping float32 ``[B, H, W, 3]`` to ``[C3, C4, C5]``.
     """
-    from fcos_tf import backbone as backbone_lib  # pylint: disable=import-outside-toplevel
+    from fcos_tf import backbone as backbone_lib
 
     name = backbone_config.name
     weights = backbone_config.get("weights", "")
@@ -79,8 +79,9 @@ def build_backbone(backbone_config: Config, *, load_weights: bool = True):
     if family == "mobilenet":
         # keras.applications loads its ImageNet weights ("imagenet" or its own .h5 file)
         # while it builds the trunk.
-        return backbone_lib.build_backbone(name, **options,
-                                           weights=(weights or None) if load_weights else None)
+        return backbone_lib.build_backbone(
+            name, **options, weights=(weights or None) if load_weights else None
+        )
     backbone = backbone_lib.build_backbone(name, **options)
     if weights and load_weights:
         backbone.load_weights(weights)
@@ -100,13 +101,17 @@ def build_model(config: Config, num_classes: int, *, load_backbone_weights: bool
         A built ``fcos_tf.model.FCOS`` decoding with ``config.locations``' strides, offset
         and grid.
     """
-    from fcos_tf.model import FCOS  # pylint: disable=import-outside-toplevel
+    from fcos_tf.model import FCOS
 
     backbone = build_backbone(config.backbone, load_weights=load_backbone_weights)
-    model = FCOS(backbone, num_classes, **config.model,
-                 strides=tuple(config.locations.strides),
-                 location_offset=config.locations.location_offset,
-                 location_grid=config.locations.location_grid)
+    model = FCOS(
+        backbone,
+        num_classes,
+        **config.model,
+        strides=tuple(config.locations.strides),
+        location_offset=config.locations.location_offset,
+        location_grid=config.locations.location_grid,
+    )
     model.build((None, None, None, 3))
     return model
 
@@ -114,6 +119,7 @@ def build_model(config: Config, num_classes: int, *, load_backbone_weights: bool
 # --------------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------------
+
 
 def build_pipeline_config(config: Config, batch_size: int):
     """The ``PipelineConfig`` of ``config.pipeline`` with the targets of ``config.locations``.
@@ -125,30 +131,37 @@ def build_pipeline_config(config: Config, batch_size: int):
     Returns:
         A :class:`fcos_tf.data.pipeline.PipelineConfig`.
     """
-    from fcos_tf.data.pipeline import PipelineConfig  # pylint: disable=import-outside-toplevel
+    from fcos_tf.data.pipeline import PipelineConfig
 
     locations = config.locations
     pipeline = dict(config.pipeline)
     pipeline["train_short_side"] = tuple(pipeline["train_short_side"])
     return PipelineConfig(
-        batch_size=batch_size, **pipeline, strides=tuple(locations.strides),
+        batch_size=batch_size,
+        **pipeline,
+        strides=tuple(locations.strides),
         size_ranges=tuple(tuple(r) for r in locations.size_ranges),
         center_sampling_radius=locations.center_sampling_radius,
-        location_offset=locations.location_offset, location_grid=locations.location_grid)
+        location_offset=locations.location_offset,
+        location_grid=locations.location_grid,
+    )
 
 
-def coco_paths(coco_config: Config) -> Dict[str, str]:
+def coco_paths(coco_config: Config) -> dict[str, str]:
     """Absolute paths of the COCO image folders and annotation files of ``config.data.coco``.
 
     Returns:
         dict with ``"train_images"``, ``"train_annotations"``, ``"val_images"``,
         ``"val_annotations"`` (relative entries are taken relative to ``root``).
     """
+
     def resolve(path):
         return path if os.path.isabs(path) else os.path.join(coco_config.root, path)
 
-    return {key: resolve(coco_config[key]) for key in
-            ("train_images", "train_annotations", "val_images", "val_annotations")}
+    return {
+        key: resolve(coco_config[key])
+        for key in ("train_images", "train_annotations", "val_images", "val_annotations")
+    }
 
 
 def read_split(config: Config, split: str) -> ReadResult:
@@ -161,7 +174,7 @@ def read_split(config: Config, split: str) -> ReadResult:
         raise ValueError(f"`split` must be 'train' or 'val', got {split!r}.")
     data = config.data
     if data.dataset == "synthetic":
-        from fcos_tf.data import synthetic  # pylint: disable=import-outside-toplevel
+        from fcos_tf.data import synthetic
 
         options = dict(data.synthetic)
         num_train, num_val = options.pop("num_train"), options.pop("num_val")
@@ -169,12 +182,11 @@ def read_split(config: Config, split: str) -> ReadResult:
         if split == "val":
             # The validation images are another seed's: never seen in training.
             options["seed"] += 1_000_003
-        result = synthetic.synthetic_dataset(num_train if split == "train" else num_val,
-                                             **options)
+        result = synthetic.synthetic_dataset(num_train if split == "train" else num_val, **options)
         result.ground_truth_file = None
         return result
     if data.dataset == "coco":
-        from fcos_tf.data.coco import read_coco  # pylint: disable=import-outside-toplevel
+        from fcos_tf.data.coco import read_coco
 
         paths = coco_paths(data.coco)
         annotations = paths[f"{split}_annotations"]
@@ -182,10 +194,11 @@ def read_split(config: Config, split: str) -> ReadResult:
         result.ground_truth_file = annotations if split == "val" else None
         return result
     if data.dataset == "tfds":
-        from fcos_tf.data import tfds as tfds_reader  # pylint: disable=import-outside-toplevel
+        from fcos_tf.data import tfds as tfds_reader
 
         result = tfds_reader.read_tfds(
-            data.tfds.name, split=data.tfds[f"{split}_split"], data_dir=data.tfds.data_dir or None)
+            data.tfds.name, split=data.tfds[f"{split}_split"], data_dir=data.tfds.data_dir or None
+        )
         result.ground_truth_file = None
         return result
     raise ValueError(f"config.data.dataset: {data.dataset!r} is not one of {DATASETS}")
@@ -198,14 +211,17 @@ def dataset_label_map(data_config: Config) -> LabelMap:
         ValueError: when the dataset's categories are only known from its files.
     """
     if data_config.dataset == "synthetic":
-        from fcos_tf.data import synthetic  # pylint: disable=import-outside-toplevel
+        from fcos_tf.data import synthetic
 
         return synthetic.label_map()
-    if data_config.dataset == "coco" or (data_config.dataset == "tfds"
-                                         and data_config.tfds.name.startswith("coco/2017")):
+    if data_config.dataset == "coco" or (
+        data_config.dataset == "tfds" and data_config.tfds.name.startswith("coco/2017")
+    ):
         return LabelMap.coco_2017()
-    raise ValueError(f"No label map for dataset {data_config.dataset!r}: pass `label_map` or a "
-                     f"workdir holding label_map.json.")
+    raise ValueError(
+        f"No label map for dataset {data_config.dataset!r}: pass `label_map` or a "
+        f"workdir holding label_map.json."
+    )
 
 
 def resume_seed(seed: int, step: int) -> int:
@@ -218,11 +234,12 @@ def resume_seed(seed: int, step: int) -> int:
         int in ``[0, 2**31)``.
     """
     digest = hashlib.sha256(f"fcos_tf.resume:{int(seed)}:{int(step)}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") % (2 ** 31)
+    return int.from_bytes(digest[:8], "little") % (2**31)
 
 
-def build_train_dataset(config: Config, examples: tf.data.Dataset
-                        ) -> Callable[[int], tf.data.Dataset]:
+def build_train_dataset(
+    config: Config, examples: tf.data.Dataset
+) -> Callable[[int], tf.data.Dataset]:
     """``start_step -> dataset`` of training batches (global batch) for ``training.fit``.
 
     Args:
@@ -236,7 +253,7 @@ def build_train_dataset(config: Config, examples: tf.data.Dataset
         already seen are produced again and dropped, with ``"reshuffle"`` a fresh stream seeded
         by :func:`resume_seed` starts at once.
     """
-    from fcos_tf.data.pipeline import make_pipeline  # pylint: disable=import-outside-toplevel
+    from fcos_tf.data.pipeline import make_pipeline
 
     pipeline_config = build_pipeline_config(config, config.train.batch_size)
     resume = config.train.resume
@@ -253,8 +270,12 @@ def build_train_dataset(config: Config, examples: tf.data.Dataset
             # dropped (input pipeline only, no model compute).
             return dataset.skip(start_step) if start_step else dataset
         # A fresh, still deterministic stream for this resume point.
-        return make_pipeline(examples, training=True, config=pipeline_config,
-                             seed=resume_seed(pipeline_config.seed or 0, start_step))
+        return make_pipeline(
+            examples,
+            training=True,
+            config=pipeline_config,
+            seed=resume_seed(pipeline_config.seed or 0, start_step),
+        )
 
     def dataset_fn(start_step):
         # Built inside flat_map, the pipeline's seeded shuffle and augmentation seeds start
@@ -269,16 +290,23 @@ def build_train_dataset(config: Config, examples: tf.data.Dataset
 
 def build_eval_dataset(config: Config, examples: tf.data.Dataset) -> tf.data.Dataset:
     """Validation batches of ``config.eval.batch_size`` (no flip, fixed short side, once)."""
-    from fcos_tf.data.pipeline import make_pipeline  # pylint: disable=import-outside-toplevel
+    from fcos_tf.data.pipeline import make_pipeline
 
     pipeline_config = build_pipeline_config(config, config.eval.batch_size)
-    return make_pipeline(examples, training=False, config=pipeline_config, repeat=False,
-                         shuffle_buffer=0, deterministic=True)
+    return make_pipeline(
+        examples,
+        training=False,
+        config=pipeline_config,
+        repeat=False,
+        shuffle_buffer=0,
+        deterministic=True,
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Optimization and distribution
 # --------------------------------------------------------------------------------------------
+
 
 def build_optimizer(config: Config):
     """The optimizer of ``config.train``: ``DetectionSGD`` on a ``WarmupStepSchedule``.
@@ -286,20 +314,29 @@ def build_optimizer(config: Config):
     The learning rate is ``base_lr * batch_size / reference_batch_size``; with mixed
     float16 the optimizer is wrapped in a ``LossScaleOptimizer``.
     """
-    import keras  # pylint: disable=import-outside-toplevel
+    import keras
 
-    from fcos_tf import optimization  # pylint: disable=import-outside-toplevel
+    from fcos_tf import optimization
 
     train = config.train
-    lr = optimization.scaled_learning_rate(train.base_lr, train.batch_size,
-                                           train.reference_batch_size)
+    lr = optimization.scaled_learning_rate(
+        train.base_lr, train.batch_size, train.reference_batch_size
+    )
     schedule = optimization.WarmupStepSchedule(
-        lr, boundaries=tuple(train.lr_steps), gamma=train.lr_gamma,
-        warmup_steps=train.warmup_steps, warmup_factor=train.warmup_factor,
-        warmup_method=train.warmup_method)
+        lr,
+        boundaries=tuple(train.lr_steps),
+        gamma=train.lr_gamma,
+        warmup_steps=train.warmup_steps,
+        warmup_factor=train.warmup_factor,
+        warmup_method=train.warmup_method,
+    )
     optimizer = optimization.DetectionSGD(
-        schedule, momentum=train.momentum, l2=train.weight_decay,
-        bias_lr_factor=train.bias_lr_factor, global_clipnorm=train.clip_global_norm or None)
+        schedule,
+        momentum=train.momentum,
+        l2=train.weight_decay,
+        bias_lr_factor=train.bias_lr_factor,
+        global_clipnorm=train.clip_global_norm or None,
+    )
     if train.precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
@@ -307,7 +344,7 @@ def build_optimizer(config: Config):
 
 def build_strategy(config: Config) -> tf.distribute.Strategy:
     """The distribution strategy of ``config.train`` (``strategy``, ``devices``)."""
-    from fcos_tf import distribution  # pylint: disable=import-outside-toplevel
+    from fcos_tf import distribution
 
     return distribution.select_strategy(config.train.strategy, tuple(config.train.devices))
 
@@ -316,14 +353,14 @@ def build_strategy(config: Config) -> tf.distribute.Strategy:
 # Serving
 # --------------------------------------------------------------------------------------------
 
+
 def build_serving_config(config: Config):
     """The in-graph preprocessing of the export: the evaluation pipeline of ``config.pipeline``.
 
     Returns:
         A :class:`fcos_tf.serving.ServingConfig`.
     """
-    from fcos_tf.serving import ServingConfig  # pylint: disable=import-outside-toplevel
+    from fcos_tf.serving import ServingConfig
 
     fields = {field.name for field in dataclasses.fields(ServingConfig)}
-    return ServingConfig(**{key: value for key, value in config.pipeline.items()
-                            if key in fields})
+    return ServingConfig(**{key: value for key, value in config.pipeline.items() if key in fields})

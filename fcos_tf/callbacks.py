@@ -61,8 +61,9 @@ class SignalWatchdog:
             return False
         self._fds = (read_fd, write_fd)
         self._stopping = False
-        self._thread = threading.Thread(target=self._watch, name="fcos-signal-watchdog",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._watch, name="fcos-signal-watchdog", daemon=True
+        )
         self._thread.start()
         return True
 
@@ -98,11 +99,13 @@ class SignalWatchdog:
                     return
                 continue
             signum = signums[-1]
-            message = (f"{signal.Signals(signum).name} not handled at a batch boundary within "
-                       f"{timeout:.0f} s (the input pipeline or the step is blocked): exiting "
-                       f"with status {128 + signum}; the last complete checkpoint is kept.")
+            message = (
+                f"{signal.Signals(signum).name} not handled at a batch boundary within "
+                f"{timeout:.0f} s (the input pipeline or the step is blocked): exiting "
+                f"with status {128 + signum}; the last complete checkpoint is kept."
+            )
             print(message, file=sys.stderr, flush=True)
-            os._exit(128 + signum)  # pylint: disable=protected-access
+            os._exit(128 + signum)
 
 
 class TrainingControl(keras.callbacks.Callback):
@@ -125,9 +128,16 @@ class TrainingControl(keras.callbacks.Callback):
         signal_grace_s: see ``handle_signals``.
     """
 
-    def __init__(self, checkpointer, total_steps: int, checkpoint_every: int,
-                 summary_writer=None, log_every: int = 20, handle_signals: bool = True,
-                 signal_grace_s: float = 5.0):
+    def __init__(
+        self,
+        checkpointer,
+        total_steps: int,
+        checkpoint_every: int,
+        summary_writer=None,
+        log_every: int = 20,
+        handle_signals: bool = True,
+        signal_grace_s: float = 5.0,
+    ):
         super().__init__()
         self.checkpointer = checkpointer
         self.total_steps = int(total_steps)
@@ -144,7 +154,7 @@ class TrainingControl(keras.callbacks.Callback):
 
     # Signals arrive between Python bytecodes; the handler only records them, the save
     # happens at the next batch boundary where the variables are consistent.
-    def _on_signal(self, signum, frame):  # pylint: disable=unused-argument
+    def _on_signal(self, signum, frame):
         if self.received_signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C does not wait
         self.received_signal = signum
@@ -173,8 +183,9 @@ class TrainingControl(keras.callbacks.Callback):
         if self._watchdog is not None and self._batch_started is not None:
             self._batches_seen += 1
             if self._batches_seen > 1:  # the first step includes tracing
-                self._watchdog.step_seconds = max(self._watchdog.step_seconds,
-                                                  time.monotonic() - self._batch_started)
+                self._watchdog.step_seconds = max(
+                    self._watchdog.step_seconds, time.monotonic() - self._batch_started
+                )
         logs = logs or {}
         step = global_step(self.model.optimizer)
         loss = logs.get("loss")
@@ -192,8 +203,9 @@ class TrainingControl(keras.callbacks.Callback):
             with self.summary_writer.as_default(step=step):
                 for key, value in logs.items():
                     tf.summary.scalar(f"train/{key}", float(value))
-                tf.summary.scalar("train/learning_rate",
-                                  current_learning_rate(self.model.optimizer))
+                tf.summary.scalar(
+                    "train/learning_rate", current_learning_rate(self.model.optimizer)
+                )
         if step >= self.total_steps:
             self.model.stop_training = True
         if step % self.checkpoint_every == 0:

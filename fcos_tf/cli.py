@@ -10,17 +10,19 @@ this module only reads it.
 import os
 import sys
 import traceback
-from typing import Callable, List, NoReturn, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from absl import flags
 
 DEBUG_ENV = "FCOS_DEBUG"
-DEBUG_FLAG_HELP = (f"Show the full traceback of the one-line errors (also: {DEBUG_ENV}=1 in "
-                   f"the environment).")
+DEBUG_FLAG_HELP = (
+    f"Show the full traceback of the one-line errors (also: {DEBUG_ENV}=1 in the environment)."
+)
 _TRUE = ("1", "true", "yes", "on")
 
 
-def debug_requested(argv: Optional[Sequence[str]] = None) -> bool:
+def debug_requested(argv: Sequence[str] | None = None) -> bool:
     """Whether tracebacks are wanted: ``FCOS_DEBUG=1`` or ``--debug`` among ``argv``.
 
     Reads the raw arguments (default ``sys.argv``), so that it also answers before or
@@ -37,7 +39,7 @@ def debug_requested(argv: Optional[Sequence[str]] = None) -> bool:
     return False
 
 
-def fail(message: str, error: Optional[BaseException] = None) -> NoReturn:
+def fail(message: str, error: BaseException | None = None) -> NoReturn:
     """Exits with status 1 and ``message`` as the last line of stderr.
 
     Args:
@@ -51,8 +53,9 @@ def fail(message: str, error: Optional[BaseException] = None) -> NoReturn:
     sys.exit(message)
 
 
-def parse_flags(define: Callable[[flags.FlagValues], None], argv: Optional[Sequence[str]],
-                program: str) -> flags.FlagValues:
+def parse_flags(
+    define: Callable[[flags.FlagValues], None], argv: Sequence[str] | None, program: str
+) -> flags.FlagValues:
     """absl flags of a small command, on a ``FlagValues`` of its own.
 
     The flags are defined on a fresh ``flags.FlagValues`` (never the process-wide
@@ -70,7 +73,7 @@ def parse_flags(define: Callable[[flags.FlagValues], None], argv: Optional[Seque
     """
     flag_values = flags.FlagValues()
     define(flag_values)
-    arguments: List[str] = list(sys.argv[1:] if argv is None else argv)
+    arguments: list[str] = list(sys.argv[1:] if argv is None else argv)
     try:
         flag_values([program, *arguments])
     except flags.Error as error:

@@ -26,7 +26,6 @@ missing, unused or mis-shaped tensor is an error naming it. Reading the file nee
 
 import os
 import re
-from typing import Optional
 
 import keras
 import ml_collections
@@ -65,8 +64,7 @@ def normalise_state_dict_names(state_dict):
 def _check_architecture(model):
     backbone = model.backbone
     problems = []
-    if not (isinstance(backbone, ResNet) and backbone.depth == 50
-            and backbone.layout == "pytorch"):
+    if not (isinstance(backbone, ResNet) and backbone.depth == 50 and backbone.layout == "pytorch"):
         problems.append("backbone must be ResNet(depth=50, layout='pytorch')")
     if model.fpn_channels != 256 or model.p6_input != "p5" or len(model.strides) != 5:
         problems.append("FPN must have 256 channels, P6 from P5 and levels P3-P7")
@@ -77,13 +75,18 @@ def _check_architecture(model):
     if not model.norm_reg_targets:
         problems.append("norm_reg_targets must be True (box = relu(x) * stride)")
     if problems:
-        raise ValueError("The model does not have torchvision fcos_resnet50_fpn's architecture: "
-                         + "; ".join(problems) + ".")
+        raise ValueError(
+            "The model does not have torchvision fcos_resnet50_fpn's architecture: "
+            + "; ".join(problems)
+            + "."
+        )
 
 
 def _conv_pair(prefix, conv):
-    return [(f"{prefix}.weight", conv.kernel, weights_lib.torch_conv_to_keras),
-            (f"{prefix}.bias", conv.bias, None)]
+    return [
+        (f"{prefix}.weight", conv.kernel, weights_lib.torch_conv_to_keras),
+        (f"{prefix}.bias", conv.bias, None),
+    ]
 
 
 def _tower_assignments(prefix, tower):
@@ -93,8 +96,10 @@ def _tower_assignments(prefix, tower):
     norms = [layer for layer in tower if isinstance(layer, keras.layers.GroupNormalization)]
     for index, (conv, norm) in enumerate(zip(convs, norms)):
         assignments += _conv_pair(f"{prefix}.conv.{3 * index}", conv)
-        assignments += [(f"{prefix}.conv.{3 * index + 1}.weight", norm.gamma, None),
-                        (f"{prefix}.conv.{3 * index + 1}.bias", norm.beta, None)]
+        assignments += [
+            (f"{prefix}.conv.{3 * index + 1}.weight", norm.gamma, None),
+            (f"{prefix}.conv.{3 * index + 1}.bias", norm.beta, None),
+        ]
     return assignments
 
 
@@ -109,33 +114,39 @@ def torchvision_fcos_assignments(model, class_ids):
     _check_architecture(model)
     class_ids = np.asarray(class_ids, np.int64)
     if class_ids.shape != (model.num_classes,):
-        raise ValueError(f"`class_ids` must hold one id per class ({model.num_classes}), got "
-                         f"{class_ids.shape[0]}.")
+        raise ValueError(
+            f"`class_ids` must hold one id per class ({model.num_classes}), got "
+            f"{class_ids.shape[0]}."
+        )
     if class_ids.min() < 0 or class_ids.max() >= TORCHVISION_NUM_LOGITS:
-        raise ValueError(f"`class_ids` must be in [0, {TORCHVISION_NUM_LOGITS}), got "
-                         f"{class_ids.tolist()}.")
+        raise ValueError(
+            f"`class_ids` must be in [0, {TORCHVISION_NUM_LOGITS}), got {class_ids.tolist()}."
+        )
 
     def pick_kernel(value):
         if value.shape[0] != TORCHVISION_NUM_LOGITS:
-            raise ValueError(f"state dict: head.classification_head.cls_logits.weight has "
-                             f"{value.shape[0]} rows, expected {TORCHVISION_NUM_LOGITS} (one "
-                             f"per COCO category id).")
+            raise ValueError(
+                f"state dict: head.classification_head.cls_logits.weight has "
+                f"{value.shape[0]} rows, expected {TORCHVISION_NUM_LOGITS} (one "
+                f"per COCO category id)."
+            )
         return weights_lib.torch_conv_to_keras(value[class_ids])
 
     def pick_bias(value):
         if value.shape[0] != TORCHVISION_NUM_LOGITS:
-            raise ValueError(f"state dict: head.classification_head.cls_logits.bias has "
-                             f"{value.shape[0]} entries, expected {TORCHVISION_NUM_LOGITS}.")
+            raise ValueError(
+                f"state dict: head.classification_head.cls_logits.bias has "
+                f"{value.shape[0]} entries, expected {TORCHVISION_NUM_LOGITS}."
+            )
         return value[class_ids]
 
-    assignments = weights_lib.torchvision_resnet_assignments(model.backbone,
-                                                             prefix="backbone.body.")
+    assignments = weights_lib.torchvision_resnet_assignments(
+        model.backbone, prefix="backbone.body."
+    )
     fpn = model.fpn
     for index in range(3):
-        assignments += _conv_pair(f"backbone.fpn.inner_blocks.{index}.0",
-                                  fpn.lateral_convs[index])
-        assignments += _conv_pair(f"backbone.fpn.layer_blocks.{index}.0",
-                                  fpn.output_convs[index])
+        assignments += _conv_pair(f"backbone.fpn.inner_blocks.{index}.0", fpn.lateral_convs[index])
+        assignments += _conv_pair(f"backbone.fpn.layer_blocks.{index}.0", fpn.output_convs[index])
     for level, conv in zip(("p6", "p7"), fpn.extra_convs):
         assignments += _conv_pair(f"backbone.fpn.extra_blocks.{level}", conv)
     head = model.head
@@ -143,7 +154,8 @@ def torchvision_fcos_assignments(model, class_ids):
     assignments += _tower_assignments("head.regression_head", head.box_tower)
     assignments += [
         ("head.classification_head.cls_logits.weight", head.cls_logits.kernel, pick_kernel),
-        ("head.classification_head.cls_logits.bias", head.cls_logits.bias, pick_bias)]
+        ("head.classification_head.cls_logits.bias", head.cls_logits.bias, pick_bias),
+    ]
     assignments += _conv_pair("head.regression_head.bbox_reg", head.box_pred)
     assignments += _conv_pair("head.regression_head.bbox_ctrness", head.centerness_pred)
     return assignments
@@ -173,17 +185,22 @@ def load_torchvision_fcos_weights(model, state_dict, class_ids=None):
     assigned = {id(variable) for _, variable, _ in assignments} | {id(s) for s in scales}
     left = [v.path for v in model.weights if id(v) not in assigned]
     if left:
-        raise ValueError(f"No torchvision tensor for model weights {left[:10]} "
-                         f"({len(left)} in all).")
-    weights_lib.assign_state_dict(assignments, state_dict,
-                                  source="torchvision fcos_resnet50_fpn state dict",
-                                  ignore=lambda name: name.endswith("num_batches_tracked"))
+        raise ValueError(
+            f"No torchvision tensor for model weights {left[:10]} ({len(left)} in all)."
+        )
+    weights_lib.assign_state_dict(
+        assignments,
+        state_dict,
+        source="torchvision fcos_resnet50_fpn state dict",
+        ignore=lambda name: name.endswith("num_batches_tracked"),
+    )
     for scale in scales:
         scale.assign(1.0)
 
 
-def convert(weights_path: str, workdir: str,
-            config: Optional[ml_collections.ConfigDict] = None) -> keras.Model:
+def convert(
+    weights_path: str, workdir: str, config: ml_collections.ConfigDict | None = None
+) -> keras.Model:
     """Writes a run directory holding torchvision's FCOS weights (see the module docstring).
 
     Args:
@@ -198,8 +215,7 @@ def convert(weights_path: str, workdir: str,
     config = config or config_lib.load_recipe(RECIPE)
     state_dict = weights_lib.read_torch_state_dict(weights_path)
     if tf.train.latest_checkpoint(os.path.join(workdir, rundir.CHECKPOINTS_DIR)) is not None:
-        raise ValueError(f"`workdir`={workdir!r} already holds checkpoints; use a new "
-                         f"directory.")
+        raise ValueError(f"`workdir`={workdir!r} already holds checkpoints; use a new directory.")
     label_map = LabelMap.coco_2017()
     # The same objects as training.run() builds, so that its Checkpointer restores them.
     model = builders.build_model(config, label_map.num_classes)
@@ -209,8 +225,9 @@ def convert(weights_path: str, workdir: str,
     load_torchvision_fcos_weights(model, state_dict, label_map.category_ids)
 
     tf.io.gfile.makedirs(workdir)
-    checkpointer = rundir.Checkpointer(workdir, model, optimizer, tf.distribute.get_strategy(),
-                                       config.train.keep_checkpoints)
+    checkpointer = rundir.Checkpointer(
+        workdir, model, optimizer, tf.distribute.get_strategy(), config.train.keep_checkpoints
+    )
     checkpointer.save()
     rundir.write_config(config, workdir)
     rundir.write_label_map(label_map, workdir)
@@ -218,7 +235,7 @@ def convert(weights_path: str, workdir: str,
 
 
 def _define_flags():
-    from absl import flags  # pylint: disable=import-outside-toplevel
+    from absl import flags
 
     flags.DEFINE_string("workdir", None, "Run directory to create.")
     flags.mark_flags_as_required(["workdir"])
@@ -226,19 +243,21 @@ def _define_flags():
 
 def main(argv):
     """``python -m fcos_tf.convert_torchvision WEIGHTS.pth --workdir=DIR``."""
-    from absl import flags  # pylint: disable=import-outside-toplevel
+    from absl import flags
 
     if len(argv) != 2:
         raise SystemExit("Give one torchvision fcos_resnet50_fpn .pth file.")
     workdir = flags.FLAGS.workdir
     convert(argv[1], workdir)
-    print(f"Wrote {workdir}: checkpoints/, label_map.json, config.json. Evaluate with\n"
-          f"  python train.py --config=configs/{RECIPE}.py "
-          f"--workdir={workdir} --mode=eval --config.data.coco.root=<COCO 2017 root>")
+    print(
+        f"Wrote {workdir}: checkpoints/, label_map.json, config.json. Evaluate with\n"
+        f"  python train.py --config=configs/{RECIPE}.py "
+        f"--workdir={workdir} --mode=eval --config.data.coco.root=<COCO 2017 root>"
+    )
 
 
 if __name__ == "__main__":
-    from absl import app  # pylint: disable=import-outside-toplevel
+    from absl import app
 
     _define_flags()
     app.run(main)

@@ -8,7 +8,7 @@ one device or eight give the same update for the same global batch.
 
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 
@@ -67,9 +67,9 @@ def mirrored_strategy(devices: Sequence[str] = ()) -> tf.distribute.MirroredStra
         A new ``tf.distribute.MirroredStrategy``.
     """
     cls = tf.distribute.MirroredStrategy
-    cls._collective_key_base += _COLLECTIVE_KEYS_PER_STRATEGY  # pylint: disable=protected-access
+    cls._collective_key_base += _COLLECTIVE_KEYS_PER_STRATEGY
     strategy = cls(devices=list(devices) or None)
-    cls._collective_key_base += _COLLECTIVE_KEYS_PER_STRATEGY  # pylint: disable=protected-access
+    cls._collective_key_base += _COLLECTIVE_KEYS_PER_STRATEGY
     return strategy
 
 

@@ -27,8 +27,20 @@ from pycocotools.cocoeval import COCOeval
 from fcos_tf.serving import detections_to_outputs
 
 # The 12 numbers of COCOeval.summarize(), in its order.
-METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
-                "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+METRIC_NAMES = (
+    "AP",
+    "AP50",
+    "AP75",
+    "APs",
+    "APm",
+    "APl",
+    "AR1",
+    "AR10",
+    "AR100",
+    "ARs",
+    "ARm",
+    "ARl",
+)
 
 
 def coco_from_dicts(images, annotations, label_map):
@@ -49,8 +61,11 @@ def coco_from_dicts(images, annotations, label_map):
         annotation.setdefault("iscrowd", 0)
         annotation["id"] = i + 1  # COCOeval needs ids > 0
     coco = COCO()
-    coco.dataset = {"images": [dict(i) for i in images], "annotations": annotations,
-                    "categories": label_map.to_list()}
+    coco.dataset = {
+        "images": [dict(i) for i in images],
+        "annotations": annotations,
+        "categories": label_map.to_list(),
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
@@ -73,8 +88,9 @@ def to_original_xywh(boxes, image_size, original_size):
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4) * [ratio_x, ratio_y, ratio_x, ratio_y]
     boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0.0, width)
     boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0.0, height)
-    return np.stack([boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0],
-                     boxes[:, 3] - boxes[:, 1]], axis=1)
+    return np.stack(
+        [boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], axis=1
+    )
 
 
 def outputs_to_coco(outputs, image_ids, original_sizes):
@@ -100,20 +116,28 @@ def outputs_to_coco(outputs, image_ids, original_sizes):
     image_ids = np.asarray(image_ids).reshape(-1)
     original_sizes = np.asarray(original_sizes).reshape(-1, 2)
     if not len(image_ids) == len(original_sizes) == boxes.shape[0]:
-        raise ValueError(f"`outputs` hold {boxes.shape[0]} images but `image_ids` has "
-                         f"{len(image_ids)} and `original_sizes` {len(original_sizes)}.")
+        raise ValueError(
+            f"`outputs` hold {boxes.shape[0]} images but `image_ids` has "
+            f"{len(image_ids)} and `original_sizes` {len(original_sizes)}."
+        )
     results = []
     for b, image_id in enumerate(image_ids):
         n = int(num[b])
         height, width = (float(v) for v in original_sizes[b])
-        for (ymin, xmin, ymax, xmax), score, category in zip(boxes[b, :n], scores[b, :n],
-                                                             categories[b, :n]):
+        for (ymin, xmin, ymax, xmax), score, category in zip(
+            boxes[b, :n], scores[b, :n], categories[b, :n]
+        ):
             if category < 0:
                 continue
             x, y = xmin * width, ymin * height
-            results.append({"image_id": int(image_id), "category_id": int(round(category)),
-                            "bbox": [x, y, xmax * width - x, ymax * height - y],
-                            "score": float(score)})
+            results.append(
+                {
+                    "image_id": int(image_id),
+                    "category_id": int(round(category)),
+                    "bbox": [x, y, xmax * width - x, ymax * height - y],
+                    "score": float(score),
+                }
+            )
     return results
 
 
@@ -127,19 +151,36 @@ def ground_truth_from_labels(labels):
     images, annotations = [], []
     original_sizes = np.asarray(labels["original_size"])
     for b, image_id in enumerate(np.asarray(labels["image_id"])):
-        images.append({"id": int(image_id), "height": int(original_sizes[b, 0]),
-                       "width": int(original_sizes[b, 1])})
+        images.append(
+            {
+                "id": int(image_id),
+                "height": int(original_sizes[b, 0]),
+                "width": int(original_sizes[b, 1]),
+            }
+        )
         classes = np.asarray(labels["classes"])[b]
         keep = classes >= 0
         # Evaluation batches keep crowd boxes, flagged in "is_crowd" (COCOeval ignores
         # detections matched to them).
-        crowd = (np.asarray(labels["is_crowd"])[b] if "is_crowd" in labels
-                 else np.zeros_like(classes, bool))
-        xywh = to_original_xywh(np.asarray(labels["boxes"])[b][keep],
-                                np.asarray(labels["image_size"])[b], original_sizes[b])
+        crowd = (
+            np.asarray(labels["is_crowd"])[b]
+            if "is_crowd" in labels
+            else np.zeros_like(classes, bool)
+        )
+        xywh = to_original_xywh(
+            np.asarray(labels["boxes"])[b][keep],
+            np.asarray(labels["image_size"])[b],
+            original_sizes[b],
+        )
         for box, cls, is_crowd in zip(xywh, classes[keep], crowd[keep]):
-            annotations.append({"image_id": int(image_id), "class": int(cls),
-                                "bbox": [float(v) for v in box], "iscrowd": int(is_crowd)})
+            annotations.append(
+                {
+                    "image_id": int(image_id),
+                    "class": int(cls),
+                    "bbox": [float(v) for v in box],
+                    "iscrowd": int(is_crowd),
+                }
+            )
     return images, annotations
 
 
@@ -164,8 +205,11 @@ def coco_evaluate(ground_truth, results, label_map, image_ids=None, verbose=True
             detections = ground_truth.loadRes(results)
     else:  # loadRes refuses an empty list
         detections = COCO()
-        detections.dataset = {"images": ground_truth.dataset["images"], "annotations": [],
-                              "categories": ground_truth.dataset["categories"]}
+        detections.dataset = {
+            "images": ground_truth.dataset["images"],
+            "annotations": [],
+            "categories": ground_truth.dataset["categories"],
+        }
         with contextlib.redirect_stdout(io.StringIO()):
             detections.createIndex()
     evaluator = COCOeval(ground_truth, detections, iouType="bbox")
@@ -222,21 +266,25 @@ def predict_dataset(model, dataset, label_map, num_images=0):
     """
     missing = [k for k in EVAL_LABEL_KEYS if k not in dataset.element_spec[1]]
     if missing:
-        raise ValueError(f"`dataset` labels lack {missing}; evaluation needs {EVAL_LABEL_KEYS} "
-                         f"(the validation pipeline's labels).")
+        raise ValueError(
+            f"`dataset` labels lack {missing}; evaluation needs {EVAL_LABEL_KEYS} "
+            f"(the validation pipeline's labels)."
+        )
 
     def detect(images, valid_size, original_size):
         detections = model.predict_step((images, {"image_size": valid_size}))
-        outputs = detections_to_outputs(detections, label_map, valid_size=valid_size,
-                                        frame_size=original_size)
+        outputs = detections_to_outputs(
+            detections, label_map, valid_size=valid_size, frame_size=original_size
+        )
         return outputs, detections
 
     detect = tf.function(detect, reduce_retracing=True)
     seen = 0
     for images, labels in dataset:
         outputs, detections = detect(images, labels["image_size"], labels["original_size"])
-        labels = {k: v.numpy() for k, v in labels.items()
-                  if k in EVAL_LABEL_KEYS or k == "is_crowd"}
+        labels = {
+            k: v.numpy() for k, v in labels.items() if k in EVAL_LABEL_KEYS or k == "is_crowd"
+        }
         outputs = {k: v.numpy() for k, v in outputs.items()}
         detections = {k: v.numpy() for k, v in detections.items()}
         yield outputs, detections, labels, images.numpy()
@@ -245,8 +293,9 @@ def predict_dataset(model, dataset, label_map, num_images=0):
             return
 
 
-def evaluate(model, dataset, label_map, *, ground_truth=None, num_images=0, verbose=True,
-             keep_batches=0):
+def evaluate(
+    model, dataset, label_map, *, ground_truth=None, num_images=0, verbose=True, keep_batches=0
+):
     """COCO AP of ``model`` on a validation dataset, scored on the export's outputs.
 
     Args:
@@ -266,8 +315,9 @@ def evaluate(model, dataset, label_map, *, ground_truth=None, num_images=0, verb
         network-input pixels.
     """
     results, gt_images, gt_annotations, image_ids, kept = [], [], [], [], []
-    for outputs, detections, labels, images in predict_dataset(model, dataset, label_map,
-                                                               num_images):
+    for outputs, detections, labels, images in predict_dataset(
+        model, dataset, label_map, num_images
+    ):
         results += outputs_to_coco(outputs, labels["image_id"], labels["original_size"])
         image_ids += [int(i) for i in labels["image_id"]]
         if ground_truth is None:
@@ -283,8 +333,9 @@ def evaluate(model, dataset, label_map, *, ground_truth=None, num_images=0, verb
     if ground_truth is None:
         ground_truth = coco_from_dicts(gt_images, gt_annotations, label_map)
     logging.info("COCO evaluation on %d images, %d detections.", len(image_ids), len(results))
-    metrics = coco_evaluate(ground_truth, results, label_map, image_ids=sorted(set(image_ids)),
-                            verbose=verbose)
+    metrics = coco_evaluate(
+        ground_truth, results, label_map, image_ids=sorted(set(image_ids)), verbose=verbose
+    )
     metrics["num_images"] = len(set(image_ids))
     return metrics, kept
 
@@ -296,8 +347,7 @@ def write_metrics(metrics, path):
     return path
 
 
-def detection_grid(batches, label_map, *, pixel_norm="caffe", num_images=4,
-                   score_threshold=0.3):
+def detection_grid(batches, label_map, *, pixel_norm="caffe", num_images=4, score_threshold=0.3):
     """One picture of the first validation images with their detections drawn.
 
     Args:
@@ -310,10 +360,10 @@ def detection_grid(batches, label_map, *, pixel_norm="caffe", num_images=4,
     Returns:
         uint8 ``[H, W', 3]`` numpy image (the valid regions side by side), or None.
     """
-    from fcos_tf.data import transforms  # pylint: disable=import-outside-toplevel
+    from fcos_tf.data import transforms
 
     try:
-        from fcos_tf.data import visualize  # pylint: disable=import-outside-toplevel
+        from fcos_tf.data import visualize
     except ImportError:
         logging.warning("fcos_tf.data.visualize is not available: no detection picture.")
         return None
@@ -329,10 +379,16 @@ def detection_grid(batches, label_map, *, pixel_norm="caffe", num_images=4,
             # Small images are enlarged (nearest) so that the captions stay readable.
             zoom = max(1, 384 // max(height, width))
             image = np.repeat(np.repeat(image, zoom, axis=0), zoom, axis=1)
-            pictures.append(visualize.draw_detections(
-                image, detections["boxes"][b, :n] * zoom, detections["classes"][b, :n],
-                detections["scores"][b, :n], names=label_map.names,
-                score_threshold=score_threshold))
+            pictures.append(
+                visualize.draw_detections(
+                    image,
+                    detections["boxes"][b, :n] * zoom,
+                    detections["classes"][b, :n],
+                    detections["scores"][b, :n],
+                    names=label_map.names,
+                    score_threshold=score_threshold,
+                )
+            )
     if not pictures:
         return None
     height = max(p.shape[0] for p in pictures)

@@ -8,7 +8,6 @@ signature) as ``assets.extra/tf_serving_warmup_requests``.
 
 import os
 import tempfile
-from typing import Optional
 
 import keras
 import numpy as np
@@ -16,8 +15,14 @@ import tensorflow as tf
 
 from fcos_tf import rundir
 from fcos_tf.data.label_map import LABEL_MAP_FILENAME, LabelMap
-from fcos_tf.serving import (IMAGE_BYTES_INPUT, IMAGE_BYTES_SIGNATURE, IMAGES_INPUT,
-                             IMAGES_SIGNATURE, ServingConfig, serving_functions)
+from fcos_tf.serving import (
+    IMAGE_BYTES_INPUT,
+    IMAGE_BYTES_SIGNATURE,
+    IMAGES_INPUT,
+    IMAGES_SIGNATURE,
+    ServingConfig,
+    serving_functions,
+)
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
@@ -29,8 +34,9 @@ def warmup_image(serving: ServingConfig) -> np.ndarray:
     if serving.max_size:
         width = min(width, serving.max_size)
     y, x = np.mgrid[0:height, 0:width]
-    image = np.stack([x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1),
-                      (x + y) % 256], axis=-1)
+    image = np.stack(
+        [x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1), (x + y) % 256], axis=-1
+    )
     return image.astype(np.uint8)
 
 
@@ -40,7 +46,6 @@ WARMUP_INSTALL = "pip install --no-deps 'tensorflow-serving-api==2.21.*'"
 def warmup_available() -> bool:
     """Whether ``tensorflow-serving-api`` (the warm-up records' protos) can be imported."""
     try:
-        # pylint: disable=import-outside-toplevel,unused-import
         from tensorflow_serving.apis import predict_pb2, prediction_log_pb2  # noqa: F401
     except ImportError:
         return False
@@ -59,16 +64,20 @@ def write_warmup_requests(saved_model_dir: str, image: np.ndarray, model_name: s
         The path of the records file.
     """
     try:
-        from tensorflow_serving.apis import (  # pylint: disable=import-outside-toplevel
-            predict_pb2, prediction_log_pb2)
+        from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
     except ImportError as error:
-        raise ImportError(f"Warm-up records need tensorflow-serving-api: "
-                          f"{WARMUP_INSTALL}") from error
+        raise ImportError(
+            f"Warm-up records need tensorflow-serving-api: {WARMUP_INSTALL}"
+        ) from error
     image = np.asarray(image, np.uint8)
     encoded = tf.io.encode_jpeg(image, quality=95).numpy()
-    inputs = {IMAGES_SIGNATURE: (IMAGES_INPUT, tf.make_tensor_proto(image[None])),
-              IMAGE_BYTES_SIGNATURE: (IMAGE_BYTES_INPUT,
-                                      tf.make_tensor_proto([encoded], dtype=tf.string))}
+    inputs = {
+        IMAGES_SIGNATURE: (IMAGES_INPUT, tf.make_tensor_proto(image[None])),
+        IMAGE_BYTES_SIGNATURE: (
+            IMAGE_BYTES_INPUT,
+            tf.make_tensor_proto([encoded], dtype=tf.string),
+        ),
+    }
     path = os.path.join(saved_model_dir, WARMUP_FILE)
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path) as writer:
@@ -78,15 +87,22 @@ def write_warmup_requests(saved_model_dir: str, image: np.ndarray, model_name: s
             request.model_spec.signature_name = signature
             request.inputs[input_name].CopyFrom(tensor)
             log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request))
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
             writer.write(log.SerializeToString())
     return path
 
 
-def export_saved_model(model: keras.Model, label_map: LabelMap, export_dir: str,
-                       serving: Optional[ServingConfig] = None, *,
-                       version: Optional[int] = None, model_name: str = "fcos",
-                       warmup: bool = True) -> str:
+def export_saved_model(
+    model: keras.Model,
+    label_map: LabelMap,
+    export_dir: str,
+    serving: ServingConfig | None = None,
+    *,
+    version: int | None = None,
+    model_name: str = "fcos",
+    warmup: bool = True,
+) -> str:
     """Writes the serving SavedModel into ``<export_dir>/<version>/``.
 
     The version folder is written under a temporary name and renamed at the end, so a TF
@@ -111,8 +127,10 @@ def export_saved_model(model: keras.Model, label_map: LabelMap, export_dir: str,
         FileExistsError: when ``version`` exists already.
     """
     if warmup and not warmup_available():
-        raise ImportError(f"Warm-up records need tensorflow-serving-api ({WARMUP_INSTALL}); "
-                          f"or export with `warmup=False`.")
+        raise ImportError(
+            f"Warm-up records need tensorflow-serving-api ({WARMUP_INSTALL}); "
+            f"or export with `warmup=False`."
+        )
     serving = serving or ServingConfig()
     version = rundir.next_version(export_dir) if version is None else int(version)
     final_dir = os.path.join(export_dir, str(version))
@@ -132,7 +150,7 @@ def export_saved_model(model: keras.Model, label_map: LabelMap, export_dir: str,
             label_map_path = label_map.save(os.path.join(scratch, LABEL_MAP_FILENAME))
             # ExportArchive has no public hook for assets: an Asset reachable from the saved
             # root object is copied to assets/ and recorded in the SavedModel.
-            trackable = archive._tf_trackable  # pylint: disable=protected-access
+            trackable = archive._tf_trackable
             trackable.label_map = tf.saved_model.Asset(label_map_path)
             archive.write_out(temp_dir, verbose=False)
         if warmup:

@@ -13,7 +13,7 @@ stays float32 behind a dequantize, see :func:`_quantize_int8`).
 """
 
 import tempfile
-from typing import Iterable, List, Optional, Sequence
+from collections.abc import Iterable, Sequence
 
 import keras
 import numpy as np
@@ -31,10 +31,14 @@ TFLITE_VARIANTS = ("fp32", "fp16", "int8")
 TFLITE_OUTPUT_LAYOUTS = ("tf_od_api", "mediapipe")
 
 
-def tflite_detection_function(model: keras.Model, label_map: LabelMap,
-                              input_size: Sequence[int], pixel_norm: str,
-                              max_detections: Optional[int] = None,
-                              output_layout: str = "tf_od_api"):
+def tflite_detection_function(
+    model: keras.Model,
+    label_map: LabelMap,
+    input_size: Sequence[int],
+    pixel_norm: str,
+    max_detections: int | None = None,
+    output_layout: str = "tf_od_api",
+):
     """The ``tf.function`` converted to TFLite: uint8 ``[1, H, W, 3]`` -> detections.
 
     Args:
@@ -54,8 +58,9 @@ def tflite_detection_function(model: keras.Model, label_map: LabelMap,
         the ``OUTPUT_KEYS`` dict with boxes normalised to the input frame.
     """
     if output_layout not in TFLITE_OUTPUT_LAYOUTS:
-        raise ValueError(f"`output_layout` must be one of {TFLITE_OUTPUT_LAYOUTS}, got "
-                         f"{output_layout!r}.")
+        raise ValueError(
+            f"`output_layout` must be one of {TFLITE_OUTPUT_LAYOUTS}, got {output_layout!r}."
+        )
     height, width = (int(v) for v in input_size)
     max_detections = int(max_detections or model.max_detections)
 
@@ -64,15 +69,20 @@ def tflite_detection_function(model: keras.Model, label_map: LabelMap,
         outputs = model(inputs, training=False)
         # Class-offset NMS: NON_MAX_SUPPRESSION_V5, a TFLite builtin (combined NMS is not).
         detections = postprocess_lib.postprocess(
-            outputs, (height, width), strides=model.strides,
-            location_offset=model.location_offset, location_grid=model.location_grid,
+            outputs,
+            (height, width),
+            strides=model.strides,
+            location_offset=model.location_offset,
+            location_grid=model.location_grid,
             score_threshold=model.score_threshold,
-            score_threshold_on=model.score_threshold_on, pre_nms_top_k=model.pre_nms_top_k,
-            nms_iou_threshold=model.nms_iou_threshold, max_detections=max_detections,
-            nms="class_offset")
+            score_threshold_on=model.score_threshold_on,
+            pre_nms_top_k=model.pre_nms_top_k,
+            nms_iou_threshold=model.nms_iou_threshold,
+            max_detections=max_detections,
+            nms="class_offset",
+        )
         frame = tf.constant([[height, width]], tf.int32)
-        outputs = detections_to_outputs(detections, label_map, valid_size=frame,
-                                        frame_size=frame)
+        outputs = detections_to_outputs(detections, label_map, valid_size=frame, frame_size=frame)
         if output_layout == "mediapipe":
             outputs["detection_classes"] = tf.cast(detections["classes"], tf.float32)
             outputs["num_detections"] = tf.cast(outputs["num_detections"], tf.float32)
@@ -81,11 +91,17 @@ def tflite_detection_function(model: keras.Model, label_map: LabelMap,
     return detect, [tf.TensorSpec([1, height, width, 3], tf.uint8, name=IMAGES_INPUT)]
 
 
-def convert_tflite(model: keras.Model, label_map: LabelMap, *, input_size: Sequence[int],
-                   pixel_norm: str, variant: str = "fp32",
-                   representative_images: Optional[Iterable[np.ndarray]] = None,
-                   max_detections: Optional[int] = None,
-                   output_layout: str = "tf_od_api") -> bytes:
+def convert_tflite(
+    model: keras.Model,
+    label_map: LabelMap,
+    *,
+    input_size: Sequence[int],
+    pixel_norm: str,
+    variant: str = "fp32",
+    representative_images: Iterable[np.ndarray] | None = None,
+    max_detections: int | None = None,
+    output_layout: str = "tf_od_api",
+) -> bytes:
     """Converts the detector (with its pre- and post-processing) to a TFLite flatbuffer.
 
     Args:
@@ -107,8 +123,9 @@ def convert_tflite(model: keras.Model, label_map: LabelMap, *, input_size: Seque
         raise ValueError(f"`variant` must be one of {TFLITE_VARIANTS}, got {variant!r}.")
     if variant == "int8" and representative_images is None:
         raise ValueError("`representative_images` is required for the int8 variant.")
-    fn, signature = tflite_detection_function(model, label_map, input_size, pixel_norm,
-                                              max_detections, output_layout)
+    fn, signature = tflite_detection_function(
+        model, label_map, input_size, pixel_norm, max_detections, output_layout
+    )
     with tempfile.TemporaryDirectory() as scratch:
         # ExportArchive -> SavedModel -> converter: the path that freezes Keras 3 variables.
         archive = keras.export.ExportArchive()
@@ -122,9 +139,12 @@ def convert_tflite(model: keras.Model, label_map: LabelMap, *, input_size: Seque
             converter.target_spec.supported_types = [tf.float16]
         flatbuffer = converter.convert()
         if variant == "int8":
-            flatbuffer = _quantize_int8(scratch, flatbuffer, representative_images,
-                                        network_scopes=(model.backbone.name, model.fpn.name,
-                                                        model.head.name))
+            flatbuffer = _quantize_int8(
+                scratch,
+                flatbuffer,
+                representative_images,
+                network_scopes=(model.backbone.name, model.fpn.name, model.head.name),
+            )
     check_builtin_only(flatbuffer)
     return flatbuffer
 
@@ -138,7 +158,7 @@ def _quantize_int8(saved_model_dir, float_flatbuffer, representative_images, net
     levels in one tensor (up to ~1000 px on P7) would be rounded to several pixels on P3
     (COCO AP on the synthetic split fell from 0.087 to 0.029 with them quantized).
     """
-    from tensorflow.lite.python import schema_py_generated as schema  # pylint: disable=import-outside-toplevel
+    from tensorflow.lite.python import schema_py_generated as schema
 
     images = [np.asarray(x, np.uint8) for x in representative_images]
     if not images:
@@ -157,18 +177,23 @@ def _quantize_int8(saved_model_dir, float_flatbuffer, representative_images, net
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([x] for x in images)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                                           tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+        tf.lite.OpsSet.TFLITE_BUILTINS,
+    ]
     # The debugger is TFLite's public entry point for selective quantization. TOPK_V2 has an
     # int8 kernel that would requantize its (denylisted) input: excluded by type too.
     debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=lambda: ([x] for x in images[:1]),
+        converter=converter,
+        debug_dataset=lambda: ([x] for x in images[:1]),
         debug_options=tf.lite.experimental.QuantizationDebugOptions(
-            denylisted_nodes=float_nodes, denylisted_ops=["TOPK_V2"]))
+            denylisted_nodes=float_nodes, denylisted_ops=["TOPK_V2"]
+        ),
+    )
     return debugger.get_nondebug_quantized_model()
 
 
-def tflite_operators(flatbuffer: bytes) -> List[str]:
+def tflite_operators(flatbuffer: bytes) -> list[str]:
     """Names of the operator codes of a TFLite model (builtin names, or custom codes).
 
     Args:
@@ -178,11 +203,14 @@ def tflite_operators(flatbuffer: bytes) -> List[str]:
         list of str, e.g. ``["CONV_2D", ..., "NON_MAX_SUPPRESSION_V5"]``; a custom operator
         appears under its custom code (``"FlexTopKV2"``, ``"TFLite_Detection_PostProcess"``).
     """
-    from tensorflow.lite.python import schema_py_generated as schema  # pylint: disable=import-outside-toplevel
+    from tensorflow.lite.python import schema_py_generated as schema
 
     model = schema.Model.GetRootAsModel(flatbuffer, 0)
-    builtin_names = {value: name for name, value in vars(schema.BuiltinOperator).items()
-                     if not name.startswith("_")}
+    builtin_names = {
+        value: name
+        for name, value in vars(schema.BuiltinOperator).items()
+        if not name.startswith("_")
+    }
     names = []
     for i in range(model.OperatorCodesLength()):
         code = model.OperatorCodes(i)
@@ -197,8 +225,13 @@ def tflite_operators(flatbuffer: bytes) -> List[str]:
 
 def check_builtin_only(flatbuffer: bytes) -> None:
     """Raises ``ValueError`` naming any Flex (SELECT_TF_OPS) or other custom operator."""
-    custom = [name for name in tflite_operators(flatbuffer)
-              if name.startswith("Flex") or name != name.upper()]
+    custom = [
+        name
+        for name in tflite_operators(flatbuffer)
+        if name.startswith("Flex") or name != name.upper()
+    ]
     if custom:
-        raise ValueError(f"The TFLite model needs non-builtin operators {custom}; edge "
-                         f"runtimes without the Flex delegate cannot run it.")
+        raise ValueError(
+            f"The TFLite model needs non-builtin operators {custom}; edge "
+            f"runtimes without the Flex delegate cannot run it."
+        )

@@ -5,8 +5,10 @@ from keras import ops
 
 # Kaiming-uniform with a=1 (gain 1), i.e. U(+-sqrt(3 / fan_in)): the init of the FPN convs in
 # the authors' repo (c2_xavier_fill) and in torchvision. Biases start at 0.
-_FPN_KERNEL_INIT = {"class_name": "VarianceScaling",
-                    "config": {"scale": 1.0, "mode": "fan_in", "distribution": "uniform"}}
+_FPN_KERNEL_INIT = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 1.0, "mode": "fan_in", "distribution": "uniform"},
+}
 P6_INPUTS = ("p5", "c5")
 
 
@@ -29,7 +31,7 @@ def upsample_nearest_to(features, target):
     """
     target_shape = ops.shape(target)
     upsampled = ops.repeat(ops.repeat(features, 2, axis=1), 2, axis=2)
-    return upsampled[:, :target_shape[1], :target_shape[2], :]
+    return upsampled[:, : target_shape[1], : target_shape[2], :]
 
 
 @keras.saving.register_keras_serializable(package="fcos_tf")
@@ -70,19 +72,28 @@ class FPN(keras.layers.Layer):
         self.num_extra_levels = num_extra_levels
 
         def conv(kernel_size, name, strides=1, padding="same"):
-            return keras.layers.Conv2D(channels, kernel_size, strides=strides, padding=padding,
-                                       kernel_initializer=_FPN_KERNEL_INIT, name=name,
-                                       dtype=self.dtype_policy)
+            return keras.layers.Conv2D(
+                channels,
+                kernel_size,
+                strides=strides,
+                padding=padding,
+                kernel_initializer=_FPN_KERNEL_INIT,
+                name=name,
+                dtype=self.dtype_policy,
+            )
 
         # Tuples, not lists: Keras 3 leaves list attributes out of tf.train.Checkpoint's
         # object graph, so their weights would silently not be saved or restored there.
         self.lateral_convs = tuple(conv(1, f"lateral_c{level}") for level in (3, 4, 5))
         self.output_convs = tuple(conv(3, f"output_p{level}") for level in (3, 4, 5))
-        self.extra_pads = tuple(keras.layers.ZeroPadding2D(1, name=f"p{level}_pad",
-                                                           dtype=self.dtype_policy)
-                                for level in range(6, 6 + num_extra_levels))
-        self.extra_convs = tuple(conv(3, f"p{level}", strides=2, padding="valid")
-                                 for level in range(6, 6 + num_extra_levels))
+        self.extra_pads = tuple(
+            keras.layers.ZeroPadding2D(1, name=f"p{level}_pad", dtype=self.dtype_policy)
+            for level in range(6, 6 + num_extra_levels)
+        )
+        self.extra_convs = tuple(
+            conv(3, f"p{level}", strides=2, padding="valid")
+            for level in range(6, 6 + num_extra_levels)
+        )
 
     def _check_inputs(self, input_shapes):
         if not isinstance(input_shapes, (list, tuple)) or len(input_shapes) != 3:
@@ -99,8 +110,9 @@ class FPN(keras.layers.Layer):
         for conv in self.output_convs:
             conv.build(level_shape)
         for index, conv in enumerate(self.extra_convs):
-            in_channels = input_shape[2][-1] if (index == 0 and self.p6_input == "c5") \
-                else self.channels
+            in_channels = (
+                input_shape[2][-1] if (index == 0 and self.p6_input == "c5") else self.channels
+            )
             conv.build((None, None, None, in_channels))
 
     def call(self, inputs):
@@ -131,6 +143,11 @@ class FPN(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"channels": self.channels, "p6_input": self.p6_input,
-                       "num_extra_levels": self.num_extra_levels})
+        config.update(
+            {
+                "channels": self.channels,
+                "p6_input": self.p6_input,
+                "num_extra_levels": self.num_extra_levels,
+            }
+        )
         return config

@@ -26,8 +26,11 @@ class Scale(keras.layers.Layer):
 
     def build(self, input_shape):
         self.scale = self.add_weight(
-            name="scale", shape=(), trainable=True,
-            initializer=keras.initializers.Constant(self.initial_value))
+            name="scale",
+            shape=(),
+            trainable=True,
+            initializer=keras.initializers.Constant(self.initial_value),
+        )
 
     def call(self, inputs):
         return inputs * ops.cast(self.scale, inputs.dtype)
@@ -93,21 +96,25 @@ class GroupNorm(keras.layers.GroupNormalization):
     def call(self, inputs):
         group_size = inputs.shape[-1] // self.groups
         shape = tf.shape(inputs)
-        x = tf.reshape(tf.cast(inputs, tf.float32),
-                       [shape[0], shape[1], shape[2], self.groups, group_size])  # [B,H,W,G,c]
+        x = tf.reshape(
+            tf.cast(inputs, tf.float32), [shape[0], shape[1], shape[2], self.groups, group_size]
+        )  # [B,H,W,G,c]
         shift = tf.stop_gradient(
-            tf.reduce_mean(x[:, ::4, ::4], axis=[1, 2, 4], keepdims=True))  # [B, 1, 1, G, 1]
+            tf.reduce_mean(x[:, ::4, ::4], axis=[1, 2, 4], keepdims=True)
+        )  # [B, 1, 1, G, 1]
         shifted = x - shift
         mean = _mean_of_means(shifted)
         variance = _mean_of_means(tf.square(shifted)) - tf.square(mean)
         factor = tf.math.rsqrt(variance + self.epsilon)
         if self.gamma is not None:
-            factor = factor * tf.reshape(tf.cast(self.gamma, tf.float32),
-                                         [1, 1, 1, self.groups, group_size])
+            factor = factor * tf.reshape(
+                tf.cast(self.gamma, tf.float32), [1, 1, 1, self.groups, group_size]
+            )
         bias = -mean * factor
         if self.beta is not None:
-            bias = bias + tf.reshape(tf.cast(self.beta, tf.float32),
-                                     [1, 1, 1, self.groups, group_size])
+            bias = bias + tf.reshape(
+                tf.cast(self.beta, tf.float32), [1, 1, 1, self.groups, group_size]
+            )
         outputs = shifted * factor + bias
         return tf.cast(tf.reshape(outputs, shape), self.compute_dtype)
 
@@ -168,8 +175,18 @@ class FCOSHead(keras.layers.Layer):
         ``"centerness_logits"`` ``[B, h_l, w_l, 1]`` (absent when ``centerness_on="none"``).
     """
 
-    def __init__(self, num_classes, channels=256, num_convs=4, norm="group", num_groups=32,
-                 centerness_on="regression", num_levels=5, prior_prob=0.01, **kwargs):
+    def __init__(
+        self,
+        num_classes,
+        channels=256,
+        num_convs=4,
+        norm="group",
+        num_groups=32,
+        centerness_on="regression",
+        num_levels=5,
+        prior_prob=0.01,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not (isinstance(num_classes, int) and num_classes > 0):
             raise ValueError(f"`num_classes` must be a positive int, got {num_classes!r}.")
@@ -184,8 +201,9 @@ class FCOSHead(keras.layers.Layer):
         if norm == "group" and channels % num_groups:
             raise ValueError(f"`num_groups`={num_groups} must divide `channels`={channels}.")
         if centerness_on not in CENTERNESS_ON:
-            raise ValueError(f"`centerness_on` must be one of {CENTERNESS_ON}, "
-                             f"got {centerness_on!r}.")
+            raise ValueError(
+                f"`centerness_on` must be one of {CENTERNESS_ON}, got {centerness_on!r}."
+            )
         if not (isinstance(num_levels, int) and num_levels > 0):
             raise ValueError(f"`num_levels` must be a positive int, got {num_levels!r}.")
         if not 0.0 < prior_prob < 1.0:
@@ -201,9 +219,14 @@ class FCOSHead(keras.layers.Layer):
 
         def conv(filters, name, bias_init="zeros"):
             return keras.layers.Conv2D(
-                filters, 3, padding="same",
+                filters,
+                3,
+                padding="same",
                 kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
-                bias_initializer=bias_init, name=name, dtype=self.dtype_policy)
+                bias_initializer=bias_init,
+                name=name,
+                dtype=self.dtype_policy,
+            )
 
         # Tuples, not lists: Keras 3 leaves list attributes out of tf.train.Checkpoint's
         # object graph, so their weights would silently not be saved or restored there.
@@ -212,35 +235,52 @@ class FCOSHead(keras.layers.Layer):
             for index in range(num_convs):
                 layers.append(conv(channels, f"{prefix}_conv{index}"))
                 if norm == "group":
-                    layers.append(GroupNorm(num_groups, epsilon=1e-5,
-                                            name=f"{prefix}_norm{index}",
-                                            dtype=self.dtype_policy))
+                    layers.append(
+                        GroupNorm(
+                            num_groups,
+                            epsilon=1e-5,
+                            name=f"{prefix}_norm{index}",
+                            dtype=self.dtype_policy,
+                        )
+                    )
                 elif norm in ("bn", "sync_bn"):
-                    layers.append(keras.layers.BatchNormalization(
-                        momentum=0.9, epsilon=1e-5, synchronized=norm == "sync_bn",
-                        name=f"{prefix}_norm{index}", dtype=self.dtype_policy))
-                layers.append(keras.layers.ReLU(name=f"{prefix}_relu{index}",
-                                                dtype=self.dtype_policy))
+                    layers.append(
+                        keras.layers.BatchNormalization(
+                            momentum=0.9,
+                            epsilon=1e-5,
+                            synchronized=norm == "sync_bn",
+                            name=f"{prefix}_norm{index}",
+                            dtype=self.dtype_policy,
+                        )
+                    )
+                layers.append(
+                    keras.layers.ReLU(name=f"{prefix}_relu{index}", dtype=self.dtype_policy)
+                )
             return tuple(layers)
 
         self.cls_tower = tower("cls_tower")
         self.box_tower = tower("box_tower")
         prior_bias = -math.log((1.0 - self.prior_prob) / self.prior_prob)
-        self.cls_logits = conv(num_classes, "cls_logits",
-                               bias_init=keras.initializers.Constant(prior_bias))
+        self.cls_logits = conv(
+            num_classes, "cls_logits", bias_init=keras.initializers.Constant(prior_bias)
+        )
         self.box_pred = conv(4, "box_pred")
         self.centerness_pred = None if centerness_on == "none" else conv(1, "centerness_pred")
-        self.scales = tuple(Scale(1.0, name=f"scale_p{3 + level}", dtype=self.dtype_policy)
-                            for level in range(num_levels))
+        self.scales = tuple(
+            Scale(1.0, name=f"scale_p{3 + level}", dtype=self.dtype_policy)
+            for level in range(num_levels)
+        )
 
     def _check_inputs(self, input_shapes):
         if not isinstance(input_shapes, (list, tuple)) or len(input_shapes) != self.num_levels:
-            raise ValueError(f"FCOSHead expects a list of {self.num_levels} feature maps, got "
-                             f"{input_shapes!r}.")
+            raise ValueError(
+                f"FCOSHead expects a list of {self.num_levels} feature maps, got {input_shapes!r}."
+            )
         channels = {shape[-1] for shape in input_shapes}
         if len(channels) != 1 or None in channels:
-            raise ValueError(f"Every level must have the same known channel count, got "
-                             f"{input_shapes!r}.")
+            raise ValueError(
+                f"Every level must have the same known channel count, got {input_shapes!r}."
+            )
 
     def build(self, input_shape):
         self._check_inputs(input_shape)
@@ -283,12 +323,15 @@ class FCOSHead(keras.layers.Layer):
                 continue
             shapes = [tf.shape(x) for x in per_level]
             # [B, h_l * w_l, 1, C] per level -> [B, sum_l h_l * w_l, 1, C]
-            flat = [tf.reshape(x, [shape[0], -1, 1, x.shape[-1]])
-                    for x, shape in zip(per_level, shapes)]
+            flat = [
+                tf.reshape(x, [shape[0], -1, 1, x.shape[-1]]) for x, shape in zip(per_level, shapes)
+            ]
             joint = layer(tf.concat(flat, axis=1))
             sizes = tf.stack([shape[1] * shape[2] for shape in shapes])
-            per_level = [tf.reshape(x, shape) for x, shape in
-                         zip(tf.split(joint, sizes, axis=1, num=len(flat)), shapes)]
+            per_level = [
+                tf.reshape(x, shape)
+                for x, shape in zip(tf.split(joint, sizes, axis=1, num=len(flat)), shapes)
+            ]
         return per_level
 
     def call(self, inputs):
@@ -307,16 +350,26 @@ class FCOSHead(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         self._check_inputs(input_shape)
-        shapes = {"class_logits": [tuple(s[:3]) + (self.num_classes,) for s in input_shape],
-                  "box_raw": [tuple(s[:3]) + (4,) for s in input_shape]}
+        shapes = {
+            "class_logits": [tuple(s[:3]) + (self.num_classes,) for s in input_shape],
+            "box_raw": [tuple(s[:3]) + (4,) for s in input_shape],
+        }
         if self.centerness_pred is not None:
             shapes["centerness_logits"] = [tuple(s[:3]) + (1,) for s in input_shape]
         return shapes
 
     def get_config(self):
         config = super().get_config()
-        config.update({"num_classes": self.num_classes, "channels": self.channels,
-                       "num_convs": self.num_convs, "norm": self.norm,
-                       "num_groups": self.num_groups, "centerness_on": self.centerness_on,
-                       "num_levels": self.num_levels, "prior_prob": self.prior_prob})
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "channels": self.channels,
+                "num_convs": self.num_convs,
+                "norm": self.norm,
+                "num_groups": self.num_groups,
+                "centerness_on": self.centerness_on,
+                "num_levels": self.num_levels,
+                "prior_prob": self.prior_prob,
+            }
+        )
         return config

@@ -59,8 +59,7 @@ def num_locations(image_size, strides=STRIDES):
 def check_location_grid(location_grid):
     """Raises ValueError unless ``location_grid`` is one of :data:`LOCATION_GRIDS`."""
     if location_grid not in LOCATION_GRIDS:
-        raise ValueError(f"`location_grid` must be one of {LOCATION_GRIDS}, got "
-                         f"{location_grid!r}.")
+        raise ValueError(f"`location_grid` must be one of {LOCATION_GRIDS}, got {location_grid!r}.")
 
 
 def level_spacings(image_size, strides=STRIDES, location_grid=DEFAULT_LOCATION_GRID):
@@ -86,8 +85,10 @@ def level_spacings(image_size, strides=STRIDES, location_grid=DEFAULT_LOCATION_G
         image_size = tf.convert_to_tensor(image_size, tf.int32)
         height, width = image_size[0], image_size[1]
     # max(., 1): an empty input (H or W = 0) has no cells; keeps the spacing positive.
-    return [(height // _at_least_one(h), width // _at_least_one(w))
-            for h, w in feature_map_sizes(image_size, strides)]
+    return [
+        (height // _at_least_one(h), width // _at_least_one(w))
+        for h, w in feature_map_sizes(image_size, strides)
+    ]
 
 
 def _at_least_one(value):
@@ -95,8 +96,12 @@ def _at_least_one(value):
     return max(value, 1) if isinstance(value, int) else tf.maximum(value, 1)
 
 
-def compute_locations(image_size, strides=STRIDES, location_offset=DEFAULT_LOCATION_OFFSET,
-                      location_grid=DEFAULT_LOCATION_GRID):
+def compute_locations(
+    image_size,
+    strides=STRIDES,
+    location_offset=DEFAULT_LOCATION_OFFSET,
+    location_grid=DEFAULT_LOCATION_GRID,
+):
     """Centres of the receptive fields of every feature cell, flattened over levels.
 
     The cell ``(i, j)`` of a level sits at
@@ -119,7 +124,8 @@ def compute_locations(image_size, strides=STRIDES, location_offset=DEFAULT_LOCAT
     all_locations, all_strides = [], []
     spacings = level_spacings(image_size, strides, location_grid)
     for stride, (height, width), (spacing_y, spacing_x) in zip(
-            strides, feature_map_sizes(image_size, strides), spacings):
+        strides, feature_map_sizes(image_size, strides), spacings
+    ):
         xs = _axis_locations(width, spacing_x, location_offset)
         ys = _axis_locations(height, spacing_y, location_offset)
         grid_y, grid_x = tf.meshgrid(ys, xs, indexing="ij")  # [h, w] each

@@ -66,7 +66,9 @@ def sigmoid_focal_loss(class_logits, class_targets, alpha=0.25, gamma=2.0):
     class_logits = tf.cast(class_logits, tf.float32)
     class_targets = tf.convert_to_tensor(class_targets)
     if class_targets.dtype.is_floating:
-        raise TypeError(f"`class_targets` must be an integer tensor, got {class_targets.dtype.name}.")
+        raise TypeError(
+            f"`class_targets` must be an integer tensor, got {class_targets.dtype.name}."
+        )
     num_classes = class_logits.shape[-1]
     if num_classes is None:
         num_classes = tf.shape(class_logits)[-1]
@@ -120,7 +122,8 @@ def centerness_loss(centerness_logits, centerness_targets):
     """
     return tf.nn.sigmoid_cross_entropy_with_logits(
         labels=tf.cast(centerness_targets, tf.float32),
-        logits=tf.cast(centerness_logits, tf.float32))
+        logits=tf.cast(centerness_logits, tf.float32),
+    )
 
 
 def fcos_losses(outputs, labels, *, box_loss="giou", focal_alpha=0.25, focal_gamma=2.0):
@@ -179,8 +182,9 @@ def fcos_losses(outputs, labels, *, box_loss="giou", focal_alpha=0.25, focal_gam
 
     # Background rows get a harmless box so that no NaN reaches the gradient through where().
     safe_targets = tf.where(positive[..., None], box_targets, tf.ones_like(box_targets))
-    safe_pred = tf.where(positive[..., None], tf.cast(outputs["box_ltrb"], tf.float32),
-                         tf.ones_like(box_targets))
+    safe_pred = tf.where(
+        positive[..., None], tf.cast(outputs["box_ltrb"], tf.float32), tf.ones_like(box_targets)
+    )
     per_location = _elementwise_box_loss(safe_pred, safe_targets, kind=box_loss)  # [B, P]
     box = tf.reduce_sum(per_location * ctr_weight) / box_normaliser
 

@@ -42,12 +42,13 @@ PIXEL_NORM = "inception"
 MOBILE_NORMS = ("sync_bn", "bn", "frozen_bn")
 _TAPS = {
     "mobilenet_v2": ("block_5_add", "block_12_add", "block_16_project_BN"),
-    "mobilenet_v3_large": ("expanded_conv_5_add", "expanded_conv_11_add",
-                           "expanded_conv_14_add"),
+    "mobilenet_v3_large": ("expanded_conv_5_add", "expanded_conv_11_add", "expanded_conv_14_add"),
 }
 # ImageNet weights keras.applications publishes (other alphas train from scratch only).
-_IMAGENET_ALPHAS = {"mobilenet_v2": (0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
-                    "mobilenet_v3_large": (0.75, 1.0)}
+_IMAGENET_ALPHAS = {
+    "mobilenet_v2": (0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
+    "mobilenet_v3_large": (0.75, 1.0),
+}
 
 
 def build_keras_application(variant, *, alpha=1.0, weights=None):
@@ -74,11 +75,14 @@ def build_keras_application(variant, *, alpha=1.0, weights=None):
     if weights is not None and weights != "imagenet":
         weights = os.fspath(weights)
         if not os.path.exists(weights):
-            raise FileNotFoundError(f"`weights`={weights!r} is neither 'imagenet' nor an "
-                                    f"existing file.")
+            raise FileNotFoundError(
+                f"`weights`={weights!r} is neither 'imagenet' nor an existing file."
+            )
     if weights == "imagenet" and alpha not in _IMAGENET_ALPHAS[variant]:
-        raise ValueError(f"ImageNet weights of {variant} exist for alpha in "
-                         f"{_IMAGENET_ALPHAS[variant]}, got alpha={alpha!r}.")
+        raise ValueError(
+            f"ImageNet weights of {variant} exist for alpha in "
+            f"{_IMAGENET_ALPHAS[variant]}, got alpha={alpha!r}."
+        )
     if variant == "mobilenet_v2":
         constructor_name = "MobileNetV2"
         kwargs = {}
@@ -87,9 +91,10 @@ def build_keras_application(variant, *, alpha=1.0, weights=None):
         kwargs = {"include_preprocessing": False}
     constructor = getattr(keras.applications, constructor_name)
     try:
-        return constructor(include_top=False, weights=weights, alpha=alpha,
-                           input_shape=(None, None, 3), **kwargs)
-    except Exception as error:  # pylint: disable=broad-except
+        return constructor(
+            include_top=False, weights=weights, alpha=alpha, input_shape=(None, None, 3), **kwargs
+        )
+    except Exception as error:
         if weights != "imagenet":
             raise
         raise RuntimeError(
@@ -97,7 +102,8 @@ def build_keras_application(variant, *, alpha=1.0, weights=None):
             f"(alpha={alpha}) ({error}). On a machine without internet access, copy the "
             f"'*_no_top*.h5' file that `keras.applications.{constructor_name}(include_top="
             f"False, alpha={alpha})` downloads into ~/.keras/models/ on a machine with "
-            f"access, and pass its local path as `weights`.") from error
+            f"access, and pass its local path as `weights`."
+        ) from error
 
 
 @keras.saving.register_keras_serializable(package="fcos_tf")
@@ -119,8 +125,9 @@ class MobileNetBackbone(keras.Model):
         **kwargs: passed to ``keras.Model``.
     """
 
-    def __init__(self, variant="mobilenet_v2", alpha=1.0, norm="sync_bn", weights=None,
-                 name=None, **kwargs):
+    def __init__(
+        self, variant="mobilenet_v2", alpha=1.0, norm="sync_bn", weights=None, name=None, **kwargs
+    ):
         if norm not in MOBILE_NORMS:
             raise ValueError(f"`norm` must be one of {MOBILE_NORMS}, got {norm!r}.")
         if not alpha > 0:
@@ -134,8 +141,9 @@ class MobileNetBackbone(keras.Model):
                 if norm == "frozen_bn":
                     layer.trainable = False  # also puts it in inference mode
         outputs = [application.get_layer(tap).output for tap in _TAPS[variant]]
-        super().__init__(inputs=application.inputs[0], outputs=outputs, name=name or variant,
-                         **kwargs)
+        super().__init__(
+            inputs=application.inputs[0], outputs=outputs, name=name or variant, **kwargs
+        )
         self.variant = variant
         self.alpha = float(alpha)
         self.norm = norm
@@ -144,8 +152,7 @@ class MobileNetBackbone(keras.Model):
         self.pixel_norm = PIXEL_NORM
 
     def get_config(self):
-        return {"name": self.name, "variant": self.variant, "alpha": self.alpha,
-                "norm": self.norm}
+        return {"name": self.name, "variant": self.variant, "alpha": self.alpha, "norm": self.norm}
 
     @classmethod
     def from_config(cls, config):

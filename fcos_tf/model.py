@@ -14,8 +14,12 @@ from fcos_tf import postprocess as postprocess_lib
 from fcos_tf.fpn import FPN
 from fcos_tf.head import NORMS as _HEAD_TOWER_NORMS
 from fcos_tf.head import FCOSHead
-from fcos_tf.locations import (DEFAULT_LOCATION_GRID, DEFAULT_LOCATION_OFFSET, STRIDES,
-                               check_location_grid)
+from fcos_tf.locations import (
+    DEFAULT_LOCATION_GRID,
+    DEFAULT_LOCATION_OFFSET,
+    STRIDES,
+    check_location_grid,
+)
 
 _BACKBONE_STRIDES = (8, 16, 32)
 # Values of `head_norm`: the head's tower norms (the head takes None for "none").
@@ -51,7 +55,8 @@ class FCOS(keras.Model):
         focal_alpha: focal loss alpha.
         focal_gamma: focal loss gamma.
         score_threshold: candidate threshold at inference.
-        score_threshold_on: ``"class"`` or ``"final"`` (see :func:`fcos_tf.postprocess.postprocess`).
+        score_threshold_on: ``"class"`` or ``"final"`` (see
+            :func:`fcos_tf.postprocess.postprocess`).
         pre_nms_top_k: candidates kept per level before NMS.
         nms_iou_threshold: class-aware NMS IoU threshold.
         max_detections: D, detections per image.
@@ -69,27 +74,50 @@ class FCOS(keras.Model):
             ``"centerness_logits"``: ``[B, P]`` (absent when ``centerness_on="none"``).
     """
 
-    def __init__(self, backbone, num_classes, *, fpn_channels=256, p6_input="p5",
-                 head_num_convs=4, head_norm="group", head_num_groups=32,
-                 centerness_on="regression", norm_reg_targets=True, strides=STRIDES,
-                 location_offset=DEFAULT_LOCATION_OFFSET, location_grid=DEFAULT_LOCATION_GRID,
-                 box_loss="giou", focal_alpha=0.25, focal_gamma=2.0, score_threshold=0.05,
-                 score_threshold_on="class", pre_nms_top_k=1000, nms_iou_threshold=0.6,
-                 max_detections=100, **kwargs):
+    def __init__(
+        self,
+        backbone,
+        num_classes,
+        *,
+        fpn_channels=256,
+        p6_input="p5",
+        head_num_convs=4,
+        head_norm="group",
+        head_num_groups=32,
+        centerness_on="regression",
+        norm_reg_targets=True,
+        strides=STRIDES,
+        location_offset=DEFAULT_LOCATION_OFFSET,
+        location_grid=DEFAULT_LOCATION_GRID,
+        box_loss="giou",
+        focal_alpha=0.25,
+        focal_gamma=2.0,
+        score_threshold=0.05,
+        score_threshold_on="class",
+        pre_nms_top_k=1000,
+        nms_iou_threshold=0.6,
+        max_detections=100,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not isinstance(backbone, keras.Model):
             raise TypeError(f"`backbone` must be a keras.Model, got {type(backbone).__name__}.")
         strides = tuple(int(s) for s in strides)
-        expected = (_BACKBONE_STRIDES + (64, 128))[:len(strides)]
+        expected = (_BACKBONE_STRIDES + (64, 128))[: len(strides)]
         if len(strides) < 3 or strides != expected:
-            raise ValueError(f"`strides` must be (8, 16, 32) plus up to two extra levels "
-                             f"(64, 128), got {strides}.")
+            raise ValueError(
+                f"`strides` must be (8, 16, 32) plus up to two extra levels "
+                f"(64, 128), got {strides}."
+            )
         if box_loss not in losses_lib.BOX_LOSSES:
-            raise ValueError(f"`box_loss` must be one of {losses_lib.BOX_LOSSES}, "
-                             f"got {box_loss!r}.")
+            raise ValueError(
+                f"`box_loss` must be one of {losses_lib.BOX_LOSSES}, got {box_loss!r}."
+            )
         if score_threshold_on not in postprocess_lib.SCORE_THRESHOLD_ON:
-            raise ValueError(f"`score_threshold_on` must be one of "
-                             f"{postprocess_lib.SCORE_THRESHOLD_ON}, got {score_threshold_on!r}.")
+            raise ValueError(
+                f"`score_threshold_on` must be one of "
+                f"{postprocess_lib.SCORE_THRESHOLD_ON}, got {score_threshold_on!r}."
+            )
         check_location_grid(location_grid)
         if head_norm == "none":
             head_norm = None
@@ -114,12 +142,24 @@ class FCOS(keras.Model):
         self.nms_iou_threshold = float(nms_iou_threshold)
         self.max_detections = int(max_detections)
 
-        self.fpn = FPN(fpn_channels, p6_input=p6_input, num_extra_levels=len(strides) - 3,
-                       name="fpn", dtype=self.dtype_policy)
-        self.head = FCOSHead(num_classes, channels=fpn_channels, num_convs=head_num_convs,
-                             norm=head_norm, num_groups=head_num_groups,
-                             centerness_on=centerness_on, num_levels=len(strides), name="head",
-                             dtype=self.dtype_policy)
+        self.fpn = FPN(
+            fpn_channels,
+            p6_input=p6_input,
+            num_extra_levels=len(strides) - 3,
+            name="fpn",
+            dtype=self.dtype_policy,
+        )
+        self.head = FCOSHead(
+            num_classes,
+            channels=fpn_channels,
+            num_convs=head_num_convs,
+            norm=head_norm,
+            num_groups=head_num_groups,
+            centerness_on=centerness_on,
+            num_levels=len(strides),
+            name="head",
+            dtype=self.dtype_policy,
+        )
         self._trackers = {name: keras.metrics.Mean(name=name) for name in _LOSS_NAMES}
 
     def build(self, input_shape):
@@ -147,8 +187,9 @@ class FCOS(keras.Model):
                 box_ltrb.append(tf.exp(box_raw))  # Sec. 3.2: exp(s_i x)
         outputs = {"class_logits": class_logits, "box_ltrb": tf.concat(box_ltrb, axis=1)}
         if "centerness_logits" in head:
-            outputs["centerness_logits"] = tf.concat(flatten(head["centerness_logits"], 1),
-                                                     axis=1)[..., 0]
+            outputs["centerness_logits"] = tf.concat(flatten(head["centerness_logits"], 1), axis=1)[
+                ..., 0
+            ]
         return outputs
 
     # ----------------------------------------------------------------------------- steps
@@ -164,9 +205,13 @@ class FCOS(keras.Model):
             dict of float32 scalars ``loss`` (sum of the three), ``cls_loss``, ``box_loss``,
             ``ctr_loss``, ``num_pos``.
         """
-        result = losses_lib.fcos_losses(outputs, labels, box_loss=self.box_loss,
-                                        focal_alpha=self.focal_alpha,
-                                        focal_gamma=self.focal_gamma)
+        result = losses_lib.fcos_losses(
+            outputs,
+            labels,
+            box_loss=self.box_loss,
+            focal_alpha=self.focal_alpha,
+            focal_gamma=self.focal_gamma,
+        )
         result["loss"] = result["cls_loss"] + result["box_loss"] + result["ctr_loss"]
         if self.losses:
             # Layer regularisers (none by default: weight decay lives in the optimizer). Each
@@ -180,8 +225,10 @@ class FCOS(keras.Model):
         # Every replica logs the same global value: Keras' Mean trackers then aggregate
         # total and count over replicas and report exactly that value.
         num_images = losses_lib.global_sum(tf.cast(tf.shape(images)[0], tf.float32))
-        values = {name: losses_lib.global_sum(result[name])
-                  for name in ("loss", "cls_loss", "box_loss", "ctr_loss")}
+        values = {
+            name: losses_lib.global_sum(result[name])
+            for name in ("loss", "cls_loss", "box_loss", "ctr_loss")
+        }
         values["num_pos"] = result["num_pos"] / num_images
         for name, tracker in self._trackers.items():
             tracker.update_state(values[name])
@@ -232,11 +279,18 @@ class FCOS(keras.Model):
             ``[B, D]``, ``classes`` int32 ``[B, D]`` (-1 padding), ``num_detections`` int32 ``[B]``.
         """
         return postprocess_lib.postprocess(
-            outputs, image_size, strides=self.strides, location_offset=self.location_offset,
-            location_grid=self.location_grid, score_threshold=self.score_threshold,
-            score_threshold_on=self.score_threshold_on, pre_nms_top_k=self.pre_nms_top_k,
-            nms_iou_threshold=self.nms_iou_threshold, max_detections=self.max_detections,
-            valid_size=valid_size)
+            outputs,
+            image_size,
+            strides=self.strides,
+            location_offset=self.location_offset,
+            location_grid=self.location_grid,
+            score_threshold=self.score_threshold,
+            score_threshold_on=self.score_threshold_on,
+            pre_nms_top_k=self.pre_nms_top_k,
+            nms_iou_threshold=self.nms_iou_threshold,
+            max_detections=self.max_detections,
+            valid_size=valid_size,
+        )
 
     def predict_step(self, data):
         """Detections for ``images`` or ``(images, labels)``.

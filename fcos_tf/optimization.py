@@ -7,7 +7,7 @@ the global batch. The global step of a run is the optimizer's ``iterations`` cou
 
 import bisect
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
@@ -25,8 +25,7 @@ _BIAS_NAMES = ("bias", "beta")
 _NORM_SCALE_NAMES = ("gamma",)
 
 
-def scaled_learning_rate(base_lr: float, batch_size: int,
-                         reference_batch_size: int = 16) -> float:
+def scaled_learning_rate(base_lr: float, batch_size: int, reference_batch_size: int = 16) -> float:
     """Linear scaling rule: the lr grows with the global batch (0.01 at 16 in the paper)."""
     return base_lr * batch_size / reference_batch_size
 
@@ -49,12 +48,19 @@ class WarmupStepSchedule(keras.optimizers.schedules.LearningRateSchedule):
         warmup_method: "constant" | "linear".
     """
 
-    def __init__(self, base_lr: float, boundaries: Sequence[int] = (), gamma: float = 0.1,
-                 warmup_steps: int = 0, warmup_factor: float = 1.0 / 3.0,
-                 warmup_method: str = "constant"):
+    def __init__(
+        self,
+        base_lr: float,
+        boundaries: Sequence[int] = (),
+        gamma: float = 0.1,
+        warmup_steps: int = 0,
+        warmup_factor: float = 1.0 / 3.0,
+        warmup_method: str = "constant",
+    ):
         if warmup_method not in WARMUP_METHODS:
-            raise ValueError(f"warmup_method: expected one of {WARMUP_METHODS}, "
-                             f"got {warmup_method!r}")
+            raise ValueError(
+                f"warmup_method: expected one of {WARMUP_METHODS}, got {warmup_method!r}"
+            )
         boundaries = tuple(int(b) for b in boundaries)
         if list(boundaries) != sorted(boundaries):
             raise ValueError(f"boundaries: must be increasing, got {boundaries}")
@@ -78,8 +84,9 @@ class WarmupStepSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
-        decays = tf.reduce_sum(tf.cast(
-            step >= tf.constant(self.boundaries or (math.inf,), tf.float32), tf.float32))
+        decays = tf.reduce_sum(
+            tf.cast(step >= tf.constant(self.boundaries or (math.inf,), tf.float32), tf.float32)
+        )
         factor = tf.pow(tf.constant(self.gamma, tf.float32), decays)
         if self.warmup_steps > 0:
             if self.warmup_method == "constant":
@@ -91,9 +98,14 @@ class WarmupStepSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return self.base_lr * factor
 
     def get_config(self):
-        return {"base_lr": self.base_lr, "boundaries": self.boundaries, "gamma": self.gamma,
-                "warmup_steps": self.warmup_steps, "warmup_factor": self.warmup_factor,
-                "warmup_method": self.warmup_method}
+        return {
+            "base_lr": self.base_lr,
+            "boundaries": self.boundaries,
+            "gamma": self.gamma,
+            "warmup_steps": self.warmup_steps,
+            "warmup_factor": self.warmup_factor,
+            "warmup_method": self.warmup_method,
+        }
 
 
 def _short_name(variable):
@@ -131,8 +143,15 @@ class DetectionSGD(keras.optimizers.SGD):
         **kwargs: other ``keras.optimizers.SGD`` arguments (``global_clipnorm``, ...).
     """
 
-    def __init__(self, learning_rate=0.01, momentum: float = 0.9, l2: float = 1e-4,
-                 bias_lr_factor: float = 2.0, name: str = "detection_sgd", **kwargs):
+    def __init__(
+        self,
+        learning_rate=0.01,
+        momentum: float = 0.9,
+        l2: float = 1e-4,
+        bias_lr_factor: float = 2.0,
+        name: str = "detection_sgd",
+        **kwargs,
+    ):
         super().__init__(learning_rate=learning_rate, momentum=momentum, name=name, **kwargs)
         self.l2 = float(l2)
         self.bias_lr_factor = float(bias_lr_factor)
@@ -163,7 +182,7 @@ class DetectionSGD(keras.optimizers.SGD):
 def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
     """Learning rate the next step will use (python float)."""
     inner = getattr(optimizer, "inner_optimizer", optimizer)
-    schedule = inner._learning_rate  # pylint: disable=protected-access
+    schedule = inner._learning_rate
     if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
         return float(schedule(inner.iterations))
     return float(keras.ops.convert_to_numpy(inner.learning_rate))

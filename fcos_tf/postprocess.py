@@ -26,17 +26,34 @@ Neither NMS op has an XLA kernel: never call this inside an XLA-compiled functio
 import tensorflow as tf
 
 from fcos_tf import boxes as box_ops
-from fcos_tf.locations import (DEFAULT_LOCATION_GRID, DEFAULT_LOCATION_OFFSET, STRIDES,
-                               check_location_grid, compute_locations, feature_map_sizes)
+from fcos_tf.locations import (
+    DEFAULT_LOCATION_GRID,
+    DEFAULT_LOCATION_OFFSET,
+    STRIDES,
+    check_location_grid,
+    compute_locations,
+    feature_map_sizes,
+)
 
 SCORE_THRESHOLD_ON = ("class", "final")
 NMS_KINDS = ("combined", "class_offset")
 
 
-def postprocess(outputs, image_size, *, strides=STRIDES, location_offset=DEFAULT_LOCATION_OFFSET,
-                location_grid=DEFAULT_LOCATION_GRID, score_threshold=0.05,
-                score_threshold_on="class", pre_nms_top_k=1000, nms_iou_threshold=0.6,
-                max_detections=100, valid_size=None, nms="combined"):
+def postprocess(
+    outputs,
+    image_size,
+    *,
+    strides=STRIDES,
+    location_offset=DEFAULT_LOCATION_OFFSET,
+    location_grid=DEFAULT_LOCATION_GRID,
+    score_threshold=0.05,
+    score_threshold_on="class",
+    pre_nms_top_k=1000,
+    nms_iou_threshold=0.6,
+    max_detections=100,
+    valid_size=None,
+    nms="combined",
+):
     """Turns ``FCOS.call`` outputs into at most ``max_detections`` boxes per image.
 
     Args:
@@ -72,14 +89,17 @@ def postprocess(outputs, image_size, *, strides=STRIDES, location_offset=DEFAULT
         if key not in outputs:
             raise ValueError(f"`outputs` is missing {key!r}; it has {sorted(outputs)}.")
     if score_threshold_on not in SCORE_THRESHOLD_ON:
-        raise ValueError(f"`score_threshold_on` must be one of {SCORE_THRESHOLD_ON}, "
-                         f"got {score_threshold_on!r}.")
+        raise ValueError(
+            f"`score_threshold_on` must be one of {SCORE_THRESHOLD_ON}, got {score_threshold_on!r}."
+        )
     check_location_grid(location_grid)
     if nms not in NMS_KINDS:
         raise ValueError(f"`nms` must be one of {NMS_KINDS}, got {nms!r}.")
     if pre_nms_top_k < 1 or max_detections < 1:
-        raise ValueError(f"`pre_nms_top_k` and `max_detections` must be >= 1, got "
-                         f"{pre_nms_top_k} and {max_detections}.")
+        raise ValueError(
+            f"`pre_nms_top_k` and `max_detections` must be >= 1, got "
+            f"{pre_nms_top_k} and {max_detections}."
+        )
 
     class_logits = tf.cast(outputs["class_logits"], tf.float32)
     box_ltrb = tf.cast(outputs["box_ltrb"], tf.float32)
@@ -90,9 +110,11 @@ def postprocess(outputs, image_size, *, strides=STRIDES, location_offset=DEFAULT
     level_sizes = [h * w for h, w in feature_map_sizes(image_size, strides)]
     if isinstance(sum(level_sizes), int) and class_logits.shape[1] is not None:
         if class_logits.shape[1] != sum(level_sizes):
-            raise ValueError(f"`outputs` hold {class_logits.shape[1]} locations, but an input of "
-                             f"{tuple(image_size)} with strides {tuple(strides)} has "
-                             f"{sum(level_sizes)}.")
+            raise ValueError(
+                f"`outputs` hold {class_logits.shape[1]} locations, but an input of "
+                f"{tuple(image_size)} with strides {tuple(strides)} has "
+                f"{sum(level_sizes)}."
+            )
 
     cls_prob = tf.sigmoid(class_logits)  # [B, P, K]
     if outputs.get("centerness_logits") is not None:
@@ -105,8 +127,7 @@ def postprocess(outputs, image_size, *, strides=STRIDES, location_offset=DEFAULT
     # Non-candidates rank below every candidate (scores are >= 0) and are dropped below.
     ranking = tf.where(candidate, ranking, -1.0)
 
-    locations, _ = compute_locations(image_size, strides, location_offset,
-                                     location_grid)  # [P, 2]
+    locations, _ = compute_locations(image_size, strides, location_offset, location_grid)  # [P, 2]
     boxes = box_ops.ltrb_to_xyxy(locations[None], box_ltrb)  # [B, P, 4]
     if valid_size is not None:
         valid_size = tf.cast(valid_size, tf.float32)
@@ -116,8 +137,11 @@ def postprocess(outputs, image_size, *, strides=STRIDES, location_offset=DEFAULT
 
     sel_boxes, sel_scores, sel_classes = [], [], []
     for lvl_ranking, lvl_scores, lvl_boxes, size in zip(
-            tf.split(ranking, level_sizes, axis=1), tf.split(scores, level_sizes, axis=1),
-            tf.split(boxes, level_sizes, axis=1), level_sizes):
+        tf.split(ranking, level_sizes, axis=1),
+        tf.split(scores, level_sizes, axis=1),
+        tf.split(boxes, level_sizes, axis=1),
+        level_sizes,
+    ):
         flat_ranking = tf.reshape(lvl_ranking, [batch, -1])  # [B, n * K], location-major
         top_k = tf.minimum(pre_nms_top_k, size * num_classes)
         top_ranking, top_index = tf.math.top_k(flat_ranking, k=top_k)  # [B, k]
@@ -131,10 +155,12 @@ def postprocess(outputs, image_size, *, strides=STRIDES, location_offset=DEFAULT
 
     if nms == "combined":
         det_boxes, det_scores, det_classes, num = _combined_nms(
-            sel_boxes, sel_scores, sel_classes, num_classes, nms_iou_threshold, max_detections)
+            sel_boxes, sel_scores, sel_classes, num_classes, nms_iou_threshold, max_detections
+        )
     else:
         det_boxes, det_scores, det_classes, num = _class_offset_nms(
-            sel_boxes, sel_scores, sel_classes, nms_iou_threshold, max_detections)
+            sel_boxes, sel_scores, sel_classes, nms_iou_threshold, max_detections
+        )
     valid = tf.range(max_detections)[None, :] < num[:, None]  # [B, D]
     return {
         "boxes": tf.where(valid[..., None], det_boxes, 0.0),
@@ -149,11 +175,21 @@ def _combined_nms(boxes, scores, classes, num_classes, iou_threshold, max_detect
     # non-candidates (score 0) and the other columns never enter NMS.
     score_matrix = tf.one_hot(classes, num_classes, dtype=tf.float32) * scores[..., None]
     result = tf.image.combined_non_max_suppression(
-        boxes[:, :, None, :], score_matrix, max_output_size_per_class=max_detections,
-        max_total_size=max_detections, iou_threshold=iou_threshold, score_threshold=0.0,
-        pad_per_class=False, clip_boxes=False)
-    return (result.nmsed_boxes, result.nmsed_scores, tf.cast(result.nmsed_classes, tf.int32),
-            result.valid_detections)
+        boxes[:, :, None, :],
+        score_matrix,
+        max_output_size_per_class=max_detections,
+        max_total_size=max_detections,
+        iou_threshold=iou_threshold,
+        score_threshold=0.0,
+        pad_per_class=False,
+        clip_boxes=False,
+    )
+    return (
+        result.nmsed_boxes,
+        result.nmsed_scores,
+        tf.cast(result.nmsed_classes, tf.int32),
+        result.valid_detections,
+    )
 
 
 def _class_offset_nms(boxes, scores, classes, iou_threshold, max_detections):
@@ -165,27 +201,40 @@ def _class_offset_nms(boxes, scores, classes, iou_threshold, max_detections):
     def one_image(args):
         img_shifted, img_boxes, img_scores, img_classes = args
         keep, kept_scores = tf.image.non_max_suppression_with_scores(
-            img_shifted, img_scores, max_detections, iou_threshold=iou_threshold,
-            score_threshold=0.0)
+            img_shifted,
+            img_scores,
+            max_detections,
+            iou_threshold=iou_threshold,
+            score_threshold=0.0,
+        )
         num = tf.shape(keep)[0]
         pad = max_detections - num
-        return (tf.pad(tf.gather(img_boxes, keep), [[0, pad], [0, 0]]),
-                tf.pad(kept_scores, [[0, pad]]),
-                tf.pad(tf.gather(img_classes, keep), [[0, pad]]),
-                num)
+        return (
+            tf.pad(tf.gather(img_boxes, keep), [[0, pad], [0, 0]]),
+            tf.pad(kept_scores, [[0, pad]]),
+            tf.pad(tf.gather(img_classes, keep), [[0, pad]]),
+            num,
+        )
 
     if boxes.shape[0] == 1:
         # Static batch of one (the TFLite graph): no map_fn, whose WHILE loop the TFLite
         # converter cannot freeze variables around and int8 quantization crashes on.
         outputs = one_image((shifted[0], boxes[0], scores[0], tf.cast(classes[0], tf.int32)))
         det_boxes, det_scores, det_classes, num = (tf.expand_dims(x, 0) for x in outputs)
-        return (tf.reshape(det_boxes, [1, max_detections, 4]),
-                tf.reshape(det_scores, [1, max_detections]),
-                tf.reshape(det_classes, [1, max_detections]), tf.reshape(num, [1]))
+        return (
+            tf.reshape(det_boxes, [1, max_detections, 4]),
+            tf.reshape(det_scores, [1, max_detections]),
+            tf.reshape(det_classes, [1, max_detections]),
+            tf.reshape(num, [1]),
+        )
     det_boxes, det_scores, det_classes, num = tf.map_fn(
-        one_image, (shifted, boxes, scores, tf.cast(classes, tf.int32)),
-        fn_output_signature=(tf.TensorSpec([max_detections, 4], tf.float32),
-                             tf.TensorSpec([max_detections], tf.float32),
-                             tf.TensorSpec([max_detections], tf.int32),
-                             tf.TensorSpec([], tf.int32)))
+        one_image,
+        (shifted, boxes, scores, tf.cast(classes, tf.int32)),
+        fn_output_signature=(
+            tf.TensorSpec([max_detections, 4], tf.float32),
+            tf.TensorSpec([max_detections], tf.float32),
+            tf.TensorSpec([max_detections], tf.int32),
+            tf.TensorSpec([], tf.int32),
+        ),
+    )
     return det_boxes, det_scores, det_classes, num

@@ -30,7 +30,7 @@ import collections
 import json
 import os
 import sys
-from typing import Dict, Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -53,8 +53,9 @@ def find_images(paths):
     for path in paths:
         if os.path.isdir(path):
             for root, _, files in os.walk(path):
-                found += [os.path.join(root, f) for f in files
-                          if f.lower().endswith(IMAGE_EXTENSIONS)]
+                found += [
+                    os.path.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)
+                ]
         elif os.path.isfile(path):
             found.append(path)
         else:
@@ -67,9 +68,12 @@ def find_images(paths):
 def _saved_model_version(path):
     if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
         return path
-    versions = [name for name in (tf.io.gfile.listdir(path) if tf.io.gfile.isdir(path) else [])
-                if name.strip("/").isdigit()
-                and tf.io.gfile.exists(os.path.join(path, name.strip("/"), "saved_model.pb"))]
+    versions = [
+        name
+        for name in (tf.io.gfile.listdir(path) if tf.io.gfile.isdir(path) else [])
+        if name.strip("/").isdigit()
+        and tf.io.gfile.exists(os.path.join(path, name.strip("/"), "saved_model.pb"))
+    ]
     if versions:
         return os.path.join(path, str(max(int(v.strip("/")) for v in versions)))
     return None
@@ -83,19 +87,26 @@ def _signature_functions(path, checkpoint=None):
         images = loaded.signatures[serving.IMAGES_SIGNATURE]
         image_bytes = loaded.signatures[serving.IMAGE_BYTES_SIGNATURE]
         label_map = LabelMap.load(os.path.join(version, "assets", LABEL_MAP_FILENAME))
-        return (lambda x: images(**{serving.IMAGES_INPUT: x}),
-                lambda x: image_bytes(**{serving.IMAGE_BYTES_INPUT: x}), label_map)
+        return (
+            lambda x: images(**{serving.IMAGES_INPUT: x}),
+            lambda x: image_bytes(**{serving.IMAGE_BYTES_INPUT: x}),
+            label_map,
+        )
     if not tf.io.gfile.exists(os.path.join(path, rundir.CONFIG_FILE)):
-        raise FileNotFoundError(f"`model` {path!r} is neither a SavedModel (saved_model.pb in "
-                                f"it or in a numbered version folder) nor a train.py workdir "
-                                f"(config.json).")
+        raise FileNotFoundError(
+            f"`model` {path!r} is neither a SavedModel (saved_model.pb in "
+            f"it or in a numbered version folder) nor a train.py workdir "
+            f"(config.json)."
+        )
     model, config, label_map = rundir.load_trained_model(path, checkpoint=checkpoint)
-    functions = serving.serving_functions(model, label_map,
-                                          builders.build_serving_config(config))
+    functions = serving.serving_functions(model, label_map, builders.build_serving_config(config))
     images_fn, images_signature = functions[serving.IMAGES_SIGNATURE]
     bytes_fn, bytes_signature = functions[serving.IMAGE_BYTES_SIGNATURE]
-    return (tf.function(images_fn, input_signature=images_signature, autograph=False),
-            tf.function(bytes_fn, input_signature=bytes_signature, autograph=False), label_map)
+    return (
+        tf.function(images_fn, input_signature=images_signature, autograph=False),
+        tf.function(bytes_fn, input_signature=bytes_signature, autograph=False),
+        label_map,
+    )
 
 
 def load_detector(path, checkpoint=None):
@@ -122,13 +133,18 @@ def _check_images(images):
                 raise TypeError(
                     f"`images` are {dtype.name} in 0..1: the signature takes uint8 pixels "
                     f"0..255, and a float array would be cast to 0 and 1 (an almost black "
-                    f"image). Send `np.round(images * 255).astype(np.uint8)`.")
-        raise TypeError(f"`images` must be uint8 RGB pixels 0..255, got {dtype.name}; convert "
-                        f"explicitly (e.g. `np.clip(images, 0, 255).astype(np.uint8)`).")
+                    f"image). Send `np.round(images * 255).astype(np.uint8)`."
+                )
+        raise TypeError(
+            f"`images` must be uint8 RGB pixels 0..255, got {dtype.name}; convert "
+            f"explicitly (e.g. `np.clip(images, 0, 255).astype(np.uint8)`)."
+        )
     shape = tuple(images.shape)
     if len(shape) != 4 or shape[-1] != 3:
-        raise ValueError(f"`images` must be uint8 [B, H, W, 3] (RGB, one size per call), got "
-                         f"shape {list(shape)}.")
+        raise ValueError(
+            f"`images` must be uint8 [B, H, W, 3] (RGB, one size per call), got "
+            f"shape {list(shape)}."
+        )
 
 
 class Detector:
@@ -154,7 +170,7 @@ class Detector:
         self.label_map = label_map
 
     @classmethod
-    def load(cls, path: str, checkpoint: Optional[str] = None) -> "Detector":
+    def load(cls, path: str, checkpoint: str | None = None) -> "Detector":
         """From an export (version or base folder) or a ``train.py`` workdir.
 
         Raises:
@@ -162,7 +178,7 @@ class Detector:
         """
         return cls(*_signature_functions(path, checkpoint))
 
-    def __call__(self, images) -> Dict[str, np.ndarray]:
+    def __call__(self, images) -> dict[str, np.ndarray]:
         """``serving_default``: detections of same-size RGB images.
 
         Args:
@@ -183,7 +199,7 @@ class Detector:
         _check_images(images)
         return {k: v.numpy() for k, v in self._images_fn(tf.constant(images)).items()}
 
-    def detect_image_bytes(self, image_bytes: Sequence[bytes]) -> Dict[str, np.ndarray]:
+    def detect_image_bytes(self, image_bytes: Sequence[bytes]) -> dict[str, np.ndarray]:
         """``serving_image_bytes``: detections of JPEG/PNG/GIF/BMP files (any sizes).
 
         Args:
@@ -192,8 +208,10 @@ class Detector:
         Returns:
             The outputs of :meth:`__call__`.
         """
-        return {k: v.numpy()
-                for k, v in self._image_bytes_fn(tf.constant(image_bytes, tf.string)).items()}
+        return {
+            k: v.numpy()
+            for k, v in self._image_bytes_fn(tf.constant(image_bytes, tf.string)).items()
+        }
 
 
 def image_id_of(file_name, position):
@@ -204,23 +222,31 @@ def image_id_of(file_name, position):
 
 def _rounded(result):
     """A COCO result with the box to 1/100 pixel and the score to 5 digits (smaller files)."""
-    return dict(result, bbox=[round(v, 2) for v in result["bbox"]],
-                score=round(result["score"], 5))
+    return dict(result, bbox=[round(v, 2) for v in result["bbox"]], score=round(result["score"], 5))
 
 
 def draw(image, outputs, label_map, score_threshold):
     """The image with the detections at or above ``score_threshold`` drawn (uint8 RGB)."""
-    from fcos_tf.data import visualize  # pylint: disable=import-outside-toplevel
+    from fcos_tf.data import visualize
 
     height, width = image.shape[:2]
     n = int(outputs["num_detections"][0])
     boxes = outputs["detection_boxes"][0, :n] * np.array([height, width, height, width])
     xyxy = boxes[:, [1, 0, 3, 2]]
-    classes = np.array([label_map.index_of(int(c)) for c in outputs["detection_classes"][0, :n]],
-                       np.int32)
-    return np.asarray(visualize.draw_detections(
-        image, xyxy, classes, outputs["detection_scores"][0, :n], names=label_map.names,
-        score_threshold=score_threshold), np.uint8)
+    classes = np.array(
+        [label_map.index_of(int(c)) for c in outputs["detection_classes"][0, :n]], np.int32
+    )
+    return np.asarray(
+        visualize.draw_detections(
+            image,
+            xyxy,
+            classes,
+            outputs["detection_scores"][0, :n],
+            names=label_map.names,
+            score_threshold=score_threshold,
+        ),
+        np.uint8,
+    )
 
 
 def error_reason(error: tf.errors.OpError) -> str:
@@ -277,10 +303,12 @@ def predict(model_path, inputs, output_dir, *, score_threshold=0.3, checkpoint=N
         image = transforms.decode_image(encoded).numpy()
         height, width = image.shape[:2]
         image_id = image_id_of(file_name, position)
-        images_info.append({"id": image_id, "file_name": file_name, "height": height,
-                            "width": width})
-        results += [_rounded(r) for r in
-                    evaluation.outputs_to_coco(outputs, [image_id], [(height, width)])]
+        images_info.append(
+            {"id": image_id, "file_name": file_name, "height": height, "width": width}
+        )
+        results += [
+            _rounded(r) for r in evaluation.outputs_to_coco(outputs, [image_id], [(height, width)])
+        ]
         name = os.path.splitext(os.path.basename(file_name))[0]
         if name in used_names:  # same name in two folders
             name = f"{name}_{position}"
@@ -289,8 +317,9 @@ def predict(model_path, inputs, output_dir, *, score_threshold=0.3, checkpoint=N
         with open(os.path.join(output_dir, f"{name}.png"), "wb") as f:
             f.write(tf.io.encode_png(picture).numpy())
     if skipped:
-        counts = ", ".join(f"{count} {reason}" for reason, count in
-                           sorted(collections.Counter(skipped).items()))
+        counts = ", ".join(
+            f"{count} {reason}" for reason, count in sorted(collections.Counter(skipped).items())
+        )
         summary = f"{len(skipped)} of {len(files)} files ({counts})"
         if len(skipped) == len(files):
             raise ValueError(f"No image could be read: skipped all {summary}.")
@@ -303,36 +332,42 @@ def predict(model_path, inputs, output_dir, *, score_threshold=0.3, checkpoint=N
 
 
 def _define_flags():
-    from absl import flags  # pylint: disable=import-outside-toplevel
+    from absl import flags
 
     flags.DEFINE_string("model", None, "SavedModel (version or base folder) or train.py workdir.")
     flags.DEFINE_string("output", None, "Folder receiving the pictures and the JSON files.")
     flags.DEFINE_float("score_threshold", 0.3, "Minimum score of the detections drawn.")
-    flags.DEFINE_string("checkpoint", None,
-                        "With a workdir: this checkpoint instead of the newest.")
+    flags.DEFINE_string(
+        "checkpoint", None, "With a workdir: this checkpoint instead of the newest."
+    )
     flags.DEFINE_bool("debug", False, cli.DEBUG_FLAG_HELP)
 
 
 def main(argv):
     """The command line (flags defined by ``_define_flags`` under ``__main__``)."""
-    from absl import flags  # pylint: disable=import-outside-toplevel
+    from absl import flags
 
-    FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+    FLAGS = flags.FLAGS
     inputs = argv[1:]
     if not inputs:
         sys.exit("Give at least one image file or folder (flags may come before or after).")
     if not FLAGS.model or not FLAGS.output:
         sys.exit("--model and --output are required.")
     try:
-        results = predict(FLAGS.model, inputs, FLAGS.output,
-                          score_threshold=FLAGS.score_threshold, checkpoint=FLAGS.checkpoint)
+        results = predict(
+            FLAGS.model,
+            inputs,
+            FLAGS.output,
+            score_threshold=FLAGS.score_threshold,
+            checkpoint=FLAGS.checkpoint,
+        )
     except (FileNotFoundError, ValueError) as error:
         cli.fail(str(error), error)
     print(f"{len(results)} detections -> {FLAGS.output}/detections.json", flush=True)
 
 
 if __name__ == "__main__":
-    from absl import app  # pylint: disable=import-outside-toplevel
+    from absl import app
 
     _define_flags()
     app.run(main)

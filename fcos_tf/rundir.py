@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import shutil
-from typing import Optional, Tuple
 
 import keras
 import ml_collections
@@ -40,6 +39,7 @@ DETECTIONS_FILE = "detections.png"
 # Config and label map
 # --------------------------------------------------------------------------------------------
 
+
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
     """Writes ``<workdir>/config.json`` (the recipe after overrides); returns its path."""
     tf.io.gfile.makedirs(workdir)
@@ -55,7 +55,7 @@ def write_label_map(label_map: LabelMap, workdir: str) -> str:
     return label_map.save(os.path.join(workdir, LABEL_MAP_FILENAME))
 
 
-def read_label_map(workdir: str) -> Optional[LabelMap]:
+def read_label_map(workdir: str) -> LabelMap | None:
     """The label map of ``workdir``, or None when it holds none."""
     if not tf.io.gfile.exists(os.path.join(workdir, LABEL_MAP_FILENAME)):
         return None
@@ -70,9 +70,13 @@ def _merge(base, values):
             continue
         if isinstance(current, tuple) and isinstance(value, list):
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)  # JSON: lists
-        if key in base and current is not None and value is not None and (
-                type(current) is not type(value)) and not (
-                    isinstance(current, float) and isinstance(value, int)):
+        if (
+            key in base
+            and current is not None
+            and value is not None
+            and (type(current) is not type(value))
+            and not (isinstance(current, float) and isinstance(value, int))
+        ):
             base[key] = None  # e.g. a field whose type changed: take the saved value as is
         base[key] = value
 
@@ -86,12 +90,13 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     Raises:
         FileNotFoundError: when ``workdir`` holds no ``config.json``.
     """
-    from fcos_tf import config as config_lib  # pylint: disable=import-outside-toplevel
+    from fcos_tf import config as config_lib
 
     path = os.path.join(workdir, CONFIG_FILE)
     if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"No {CONFIG_FILE} in `workdir`={workdir!r}; pass the recipe "
-                                f"with --config.")
+        raise FileNotFoundError(
+            f"No {CONFIG_FILE} in `workdir`={workdir!r}; pass the recipe with --config."
+        )
     with tf.io.gfile.GFile(path) as f:
         saved = json.load(f)
     config = config_lib.base_config()
@@ -102,6 +107,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
 # --------------------------------------------------------------------------------------------
 # Checkpoints
 # --------------------------------------------------------------------------------------------
+
 
 class Checkpointer:
     """Saves and restores model weights, optimizer slots and the step in ``<workdir>/checkpoints``.
@@ -119,8 +125,14 @@ class Checkpointer:
         max_to_keep: number of checkpoints kept.
     """
 
-    def __init__(self, workdir: str, model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                 strategy: tf.distribute.Strategy, max_to_keep: int = 3):
+    def __init__(
+        self,
+        workdir: str,
+        model: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        strategy: tf.distribute.Strategy,
+        max_to_keep: int = 3,
+    ):
         self.chief = is_chief(strategy)
         # Every worker restores from the chief's checkpoints (the workdir is shared storage
         # on a multi-machine run).
@@ -133,8 +145,8 @@ class Checkpointer:
         self.optimizer = optimizer
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, self.directory, max_to_keep=max_to_keep,
-            step_counter=inner.iterations)
+            self.checkpoint, self.directory, max_to_keep=max_to_keep, step_counter=inner.iterations
+        )
         self.last_saved_step = None
 
     def restore(self) -> int:
@@ -148,7 +160,7 @@ class Checkpointer:
         logging.info("Restored %s (step %d).", latest, step)
         return step
 
-    def save(self) -> Optional[str]:
+    def save(self) -> str | None:
         """Writes a checkpoint for the current step (no-op if it was just written)."""
         step = global_step(self.optimizer)
         if step == self.last_saved_step:
@@ -173,14 +185,19 @@ def latest_checkpoint(path: str) -> str:
             latest = tf.train.latest_checkpoint(folder)
             if latest:
                 return latest
-    raise FileNotFoundError(f"No checkpoint at `path`={path!r} (expected a checkpoint prefix, "
-                            f"a folder of checkpoints or a train.py workdir).")
+    raise FileNotFoundError(
+        f"No checkpoint at `path`={path!r} (expected a checkpoint prefix, "
+        f"a folder of checkpoints or a train.py workdir)."
+    )
 
 
-def load_trained_model(workdir: Optional[str] = None, *, checkpoint: Optional[str] = None,
-                       config: Optional[ml_collections.ConfigDict] = None,
-                       label_map: Optional[LabelMap] = None
-                       ) -> Tuple[keras.Model, ml_collections.ConfigDict, LabelMap]:
+def load_trained_model(
+    workdir: str | None = None,
+    *,
+    checkpoint: str | None = None,
+    config: ml_collections.ConfigDict | None = None,
+    label_map: LabelMap | None = None,
+) -> tuple[keras.Model, ml_collections.ConfigDict, LabelMap]:
     """Rebuilds a trained FCOS from a ``train.py`` workdir and/or a checkpoint.
 
     Args:
@@ -215,9 +232,11 @@ def load_trained_model(workdir: Optional[str] = None, *, checkpoint: Optional[st
     try:
         status.assert_existing_objects_matched()
     except AssertionError as error:
-        raise ValueError(f"`checkpoint` {checkpoint} does not hold every weight of the model "
-                         f"built from the config (another recipe or code version?): "
-                         f"{str(error)[:400]}...") from None
+        raise ValueError(
+            f"`checkpoint` {checkpoint} does not hold every weight of the model "
+            f"built from the config (another recipe or code version?): "
+            f"{str(error)[:400]}..."
+        ) from None
     return model, config, label_map
 
 
@@ -225,9 +244,12 @@ def load_trained_model(workdir: Optional[str] = None, *, checkpoint: Optional[st
 # Export versions
 # --------------------------------------------------------------------------------------------
 
+
 def next_version(export_dir: str) -> int:
     """1 + the largest numeric version folder of ``export_dir`` (1 when there is none)."""
-    versions = [int(name) for name in (tf.io.gfile.listdir(export_dir)
-                                       if tf.io.gfile.isdir(export_dir) else [])
-                if name.strip("/").isdigit()]
+    versions = [
+        int(name)
+        for name in (tf.io.gfile.listdir(export_dir) if tf.io.gfile.isdir(export_dir) else [])
+        if name.strip("/").isdigit()
+    ]
     return max(versions, default=0) + 1

@@ -31,7 +31,7 @@ category ids are small integers, exact in float32. Images of different sizes in 
 """
 
 import dataclasses
-from typing import Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
 
 import keras
 import tensorflow as tf
@@ -66,34 +66,42 @@ class ServingConfig:
     """
 
     eval_short_side: int = 800
-    max_size: Optional[int] = 1333
+    max_size: int | None = 1333
     size_divisibility: int = 32
     pixel_norm: str = "caffe"
     resize_rounding: str = "round"
 
     def __post_init__(self):
         if self.eval_short_side < 1 or self.size_divisibility < 1:
-            raise ValueError(f"`eval_short_side` and `size_divisibility` must be >= 1, got "
-                             f"{self.eval_short_side} and {self.size_divisibility}.")
+            raise ValueError(
+                f"`eval_short_side` and `size_divisibility` must be >= 1, got "
+                f"{self.eval_short_side} and {self.size_divisibility}."
+            )
         if self.pixel_norm not in transforms.PIXEL_NORMS:
-            raise ValueError(f"`pixel_norm` must be one of {transforms.PIXEL_NORMS}, got "
-                             f"{self.pixel_norm!r}.")
+            raise ValueError(
+                f"`pixel_norm` must be one of {transforms.PIXEL_NORMS}, got {self.pixel_norm!r}."
+            )
         if self.resize_rounding not in transforms.RESIZE_ROUNDINGS:
-            raise ValueError(f"`resize_rounding` must be one of {transforms.RESIZE_ROUNDINGS}, "
-                             f"got {self.resize_rounding!r}.")
+            raise ValueError(
+                f"`resize_rounding` must be one of {transforms.RESIZE_ROUNDINGS}, "
+                f"got {self.resize_rounding!r}."
+            )
 
 
 # --------------------------------------------------------------------------------------------
 # In-graph preprocessing and output mapping
 # --------------------------------------------------------------------------------------------
 
+
 def _check_batch(batch_size, name):
     return tf.debugging.assert_positive(
-        batch_size, message=f"`{name}`: empty batch; send at least one image")
+        batch_size, message=f"`{name}`: empty batch; send at least one image"
+    )
 
 
-def preprocess_images(images: tf.Tensor, serving: ServingConfig
-                      ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+def preprocess_images(
+    images: tf.Tensor, serving: ServingConfig
+) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
     """Resize, normalise and pad a batch of same-size images, as the validation pipeline does.
 
     Args:
@@ -109,22 +117,31 @@ def preprocess_images(images: tf.Tensor, serving: ServingConfig
     # signature; a wrong rank or channel count fails here, naming the input.
     images = tf.ensure_shape(images, [None, None, None, 3], name=IMAGES_INPUT)
     shape = tf.shape(images)
-    checks = [_check_batch(shape[0], IMAGES_INPUT),
-              tf.debugging.assert_positive(
-                  shape[1:3], message=f"`{IMAGES_INPUT}`: height and width must be positive")]
+    checks = [
+        _check_batch(shape[0], IMAGES_INPUT),
+        tf.debugging.assert_positive(
+            shape[1:3], message=f"`{IMAGES_INPUT}`: height and width must be positive"
+        ),
+    ]
     with tf.control_dependencies(checks):
         original_size = tf.identity(shape[1:3])
-    _, new_size = transforms.resize_size(original_size, serving.eval_short_side,
-                                         serving.max_size, rounding=serving.resize_rounding)
+    _, new_size = transforms.resize_size(
+        original_size, serving.eval_short_side, serving.max_size, rounding=serving.resize_rounding
+    )
     same = tf.reduce_all(tf.equal(original_size, new_size))
-    resized = tf.cond(same, lambda: tf.cast(images, tf.float32),
-                      lambda: tf.image.resize(images, new_size, method="bilinear"))
+    resized = tf.cond(
+        same,
+        lambda: tf.cast(images, tf.float32),
+        lambda: tf.image.resize(images, new_size, method="bilinear"),
+    )
     inputs = transforms.normalize_image(resized, serving.pixel_norm)
     pad = transforms.padded_size(new_size, serving.size_divisibility) - new_size
     inputs = tf.pad(inputs, [[0, 0], [0, pad[0]], [0, pad[1]], [0, 0]])
     batch = shape[0]
-    meta = {"valid_size": tf.tile(new_size[None], [batch, 1]),
-            "original_size": tf.tile(original_size[None], [batch, 1])}
+    meta = {
+        "valid_size": tf.tile(new_size[None], [batch, 1]),
+        "original_size": tf.tile(original_size[None], [batch, 1]),
+    }
     return inputs, meta
 
 
@@ -135,12 +152,17 @@ def _check_image_bytes(image_bytes):
         known = tf.logical_or(known, tf.equal(prefix, magic))
     return tf.debugging.Assert(
         tf.reduce_all(known),
-        [f"`{IMAGE_BYTES_INPUT}`: these elements are not JPEG, PNG, GIF or BMP files:",
-         tf.where(tf.logical_not(known))[:, 0]], summarize=16)
+        [
+            f"`{IMAGE_BYTES_INPUT}`: these elements are not JPEG, PNG, GIF or BMP files:",
+            tf.where(tf.logical_not(known))[:, 0],
+        ],
+        summarize=16,
+    )
 
 
-def preprocess_image_bytes(image_bytes: tf.Tensor, serving: ServingConfig
-                           ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+def preprocess_image_bytes(
+    image_bytes: tf.Tensor, serving: ServingConfig
+) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
     """Decode, resize (each with its own scale), normalise and pad encoded images.
 
     Args:
@@ -152,29 +174,42 @@ def preprocess_image_bytes(image_bytes: tf.Tensor, serving: ServingConfig
         and right to the largest resized size of the batch, rounded up to ``size_divisibility``.
     """
     image_bytes = tf.ensure_shape(image_bytes, [None], name=IMAGE_BYTES_INPUT)
-    checks = [_check_batch(tf.size(image_bytes), IMAGE_BYTES_INPUT),
-              _check_image_bytes(image_bytes)]
+    checks = [
+        _check_batch(tf.size(image_bytes), IMAGE_BYTES_INPUT),
+        _check_image_bytes(image_bytes),
+    ]
     with tf.control_dependencies(checks):
         image_bytes = tf.identity(image_bytes)
 
     def one(encoded):
         image = transforms.decode_image(encoded)
         original_size = tf.shape(image)[:2]
-        _, new_size = transforms.resize_size(original_size, serving.eval_short_side,
-                                             serving.max_size, rounding=serving.resize_rounding)
-        image = transforms.normalize_image(transforms.resize_image(image, new_size),
-                                           serving.pixel_norm)
+        _, new_size = transforms.resize_size(
+            original_size,
+            serving.eval_short_side,
+            serving.max_size,
+            rounding=serving.resize_rounding,
+        )
+        image = transforms.normalize_image(
+            transforms.resize_image(image, new_size), serving.pixel_norm
+        )
         return tf.RaggedTensor.from_tensor(image, ragged_rank=1), new_size, original_size
 
     images, valid_size, original_size = tf.map_fn(
-        one, image_bytes,
-        fn_output_signature=(tf.RaggedTensorSpec([None, None, 3], tf.float32, ragged_rank=1),
-                             tf.TensorSpec([2], tf.int32), tf.TensorSpec([2], tf.int32)))
+        one,
+        image_bytes,
+        fn_output_signature=(
+            tf.RaggedTensorSpec([None, None, 3], tf.float32, ragged_rank=1),
+            tf.TensorSpec([2], tf.int32),
+            tf.TensorSpec([2], tf.int32),
+        ),
+    )
     inputs = images.to_tensor()  # [B, max h, max w, 3], zero (= mean colour) padding
     size = tf.shape(inputs)[1:3]
     pad = transforms.padded_size(size, serving.size_divisibility) - size
-    inputs = tf.ensure_shape(tf.pad(inputs, [[0, 0], [0, pad[0]], [0, pad[1]], [0, 0]]),
-                             [None, None, None, 3])
+    inputs = tf.ensure_shape(
+        tf.pad(inputs, [[0, 0], [0, pad[0]], [0, pad[1]], [0, 0]]), [None, None, None, 3]
+    )
     return inputs, {"valid_size": valid_size, "original_size": original_size}
 
 
@@ -183,9 +218,13 @@ def category_id_table(label_map: LabelMap) -> tf.Tensor:
     return tf.constant(label_map.category_ids, tf.float32)
 
 
-def detections_to_outputs(detections: Dict[str, tf.Tensor], label_map: LabelMap, *,
-                          valid_size: tf.Tensor, frame_size: tf.Tensor
-                          ) -> Dict[str, tf.Tensor]:
+def detections_to_outputs(
+    detections: dict[str, tf.Tensor],
+    label_map: LabelMap,
+    *,
+    valid_size: tf.Tensor,
+    frame_size: tf.Tensor,
+) -> dict[str, tf.Tensor]:
     """Network-pixel detections -> the exported outputs (TF OD API names and formats).
 
     Args:
@@ -205,10 +244,15 @@ def detections_to_outputs(detections: Dict[str, tf.Tensor], label_map: LabelMap,
     height, width = frame[:, 0:1], frame[:, 1:2]  # [B, 1]
     boxes = transforms.rescale_boxes(detections["boxes"], valid_size, frame_size)
     x1, y1, x2, y2 = tf.unstack(boxes, num=4, axis=-1)
-    boxes = tf.stack([tf.clip_by_value(y1 / height, 0.0, 1.0),
-                      tf.clip_by_value(x1 / width, 0.0, 1.0),
-                      tf.clip_by_value(y2 / height, 0.0, 1.0),
-                      tf.clip_by_value(x2 / width, 0.0, 1.0)], axis=-1)  # [B, D, 4]
+    boxes = tf.stack(
+        [
+            tf.clip_by_value(y1 / height, 0.0, 1.0),
+            tf.clip_by_value(x1 / width, 0.0, 1.0),
+            tf.clip_by_value(y2 / height, 0.0, 1.0),
+            tf.clip_by_value(x2 / width, 0.0, 1.0),
+        ],
+        axis=-1,
+    )  # [B, D, 4]
     classes = detections["classes"]
     valid = classes >= 0
     table = category_id_table(label_map)
@@ -221,21 +265,25 @@ def detections_to_outputs(detections: Dict[str, tf.Tensor], label_map: LabelMap,
     }
 
 
-def serving_functions(model: keras.Model, label_map: LabelMap, serving: ServingConfig
-                      ) -> Dict[str, Tuple[Callable, List[tf.TensorSpec]]]:
+def serving_functions(
+    model: keras.Model, label_map: LabelMap, serving: ServingConfig
+) -> dict[str, tuple[Callable, list[tf.TensorSpec]]]:
     """The two signature functions (not yet traced) of the SavedModel.
 
     Returns:
         dict ``{signature name: (python function, input signature)}``.
     """
     if label_map.num_classes != model.num_classes:
-        raise ValueError(f"`label_map` has {label_map.num_classes} classes but the model "
-                         f"predicts {model.num_classes}.")
+        raise ValueError(
+            f"`label_map` has {label_map.num_classes} classes but the model "
+            f"predicts {model.num_classes}."
+        )
 
     def detect(inputs, meta):
         detections = model.predict_step((inputs, {"image_size": meta["valid_size"]}))
-        return detections_to_outputs(detections, label_map, valid_size=meta["valid_size"],
-                                     frame_size=meta["original_size"])
+        return detections_to_outputs(
+            detections, label_map, valid_size=meta["valid_size"], frame_size=meta["original_size"]
+        )
 
     def serve_images(images):
         # uint8 [B, H0, W0, 3] 0..255; callers' floats in 0..1 are cast to 0/1 before this
@@ -246,8 +294,12 @@ def serving_functions(model: keras.Model, label_map: LabelMap, serving: ServingC
         return detect(*preprocess_image_bytes(image_bytes, serving))
 
     return {
-        IMAGES_SIGNATURE: (serve_images, [tf.TensorSpec([None, None, None, 3], tf.uint8,
-                                                        name=IMAGES_INPUT)]),
-        IMAGE_BYTES_SIGNATURE: (serve_image_bytes, [tf.TensorSpec([None], tf.string,
-                                                                  name=IMAGE_BYTES_INPUT)]),
+        IMAGES_SIGNATURE: (
+            serve_images,
+            [tf.TensorSpec([None, None, None, 3], tf.uint8, name=IMAGES_INPUT)],
+        ),
+        IMAGE_BYTES_SIGNATURE: (
+            serve_image_bytes,
+            [tf.TensorSpec([None], tf.string, name=IMAGE_BYTES_INPUT)],
+        ),
     }

@@ -13,14 +13,16 @@ import tensorflow as tf
 
 from fcos_tf import boxes as box_lib
 from fcos_tf import locations as loc_lib
-from fcos_tf.locations import (DEFAULT_LOCATION_GRID, DEFAULT_LOCATION_OFFSET, SIZE_RANGES,
-                               STRIDES)
+from fcos_tf.locations import DEFAULT_LOCATION_GRID, DEFAULT_LOCATION_OFFSET, SIZE_RANGES, STRIDES
 
 
 def _static_image_size(image_size):
     """``(H, W)`` as python ints when known statically, else None."""
-    if isinstance(image_size, (tuple, list)) and len(image_size) == 2 and all(
-            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in image_size):
+    if (
+        isinstance(image_size, (tuple, list))
+        and len(image_size) == 2
+        and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in image_size)
+    ):
         return int(image_size[0]), int(image_size[1])
     return None
 
@@ -37,11 +39,17 @@ def _check_inputs(boxes, classes, image_size):
         raise ValueError(f"`boxes` must have shape [M, 4], got {boxes.shape}.")
     if classes.shape.rank is not None and classes.shape.rank != 1:
         raise ValueError(f"`classes` must have shape [M], got {classes.shape}.")
-    if (boxes.shape.rank is not None and classes.shape.rank is not None
-            and boxes.shape[0] is not None and classes.shape[0] is not None
-            and boxes.shape[0] != classes.shape[0]):
-        raise ValueError(f"`boxes` {boxes.shape} and `classes` {classes.shape} must have the "
-                         "same number of rows M.")
+    if (
+        boxes.shape.rank is not None
+        and classes.shape.rank is not None
+        and boxes.shape[0] is not None
+        and classes.shape[0] is not None
+        and boxes.shape[0] != classes.shape[0]
+    ):
+        raise ValueError(
+            f"`boxes` {boxes.shape} and `classes` {classes.shape} must have the "
+            "same number of rows M."
+        )
 
     static_size = _static_image_size(image_size)
     if static_size is not None:
@@ -51,10 +59,13 @@ def _check_inputs(boxes, classes, image_size):
     else:
         image_size = tf.convert_to_tensor(image_size)
         if not image_size.dtype.is_integer:
-            raise TypeError("`image_size` must be python ints or an int32 tensor [2], got dtype "
-                            f"{image_size.dtype.name}.")
+            raise TypeError(
+                "`image_size` must be python ints or an int32 tensor [2], got dtype "
+                f"{image_size.dtype.name}."
+            )
         if image_size.shape.rank is not None and (
-                image_size.shape.rank != 1 or image_size.shape[0] not in (None, 2)):
+            image_size.shape.rank != 1 or image_size.shape[0] not in (None, 2)
+        ):
             raise ValueError(f"`image_size` must have shape [2] (H, W), got {image_size.shape}.")
         image_size = tf.cast(image_size, tf.int32)
 
@@ -62,24 +73,32 @@ def _check_inputs(boxes, classes, image_size):
     # tf.function signatures with unknown dimensions); eagerly nothing is left open.
     asserts = []
     if boxes.shape.rank is None:
-        asserts.append(tf.debugging.assert_rank(boxes, 2,
-                                                message="`boxes` must have shape [M, 4]"))
+        asserts.append(tf.debugging.assert_rank(boxes, 2, message="`boxes` must have shape [M, 4]"))
     if classes.shape.rank is None:
-        asserts.append(tf.debugging.assert_rank(classes, 1,
-                                                message="`classes` must have shape [M]"))
+        asserts.append(
+            tf.debugging.assert_rank(classes, 1, message="`classes` must have shape [M]")
+        )
     with tf.control_dependencies(asserts):
         if boxes.shape.rank is None or boxes.shape[-1] is None:
-            asserts.append(tf.debugging.assert_equal(
-                tf.shape(boxes)[-1], 4, message="`boxes` must have shape [M, 4]"))
+            asserts.append(
+                tf.debugging.assert_equal(
+                    tf.shape(boxes)[-1], 4, message="`boxes` must have shape [M, 4]"
+                )
+            )
         if not (boxes.shape[:1] + classes.shape[:1]).is_fully_defined():
-            asserts.append(tf.debugging.assert_equal(
-                tf.shape(boxes)[0], tf.shape(classes)[0],
-                message="`boxes` and `classes` must have the same M"))
+            asserts.append(
+                tf.debugging.assert_equal(
+                    tf.shape(boxes)[0],
+                    tf.shape(classes)[0],
+                    message="`boxes` and `classes` must have the same M",
+                )
+            )
     if static_size is None and (image_size.shape.rank is None or image_size.shape[0] is None):
         asserts += [
             tf.debugging.assert_rank(image_size, 1, message="`image_size` must have shape [2]"),
-            tf.debugging.assert_equal(tf.size(image_size), 2,
-                                      message="`image_size` must have shape [2] (H, W)"),
+            tf.debugging.assert_equal(
+                tf.size(image_size), 2, message="`image_size` must have shape [2] (H, W)"
+            ),
         ]
     with tf.control_dependencies(asserts):
         boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])  # [M, 4]
@@ -112,8 +131,9 @@ def _axis_tests(coords, half_widths, size_hi, box_lo, box_hi):
     if half_widths is not None:
         center = (box_lo + box_hi) * 0.5
         half_widths = half_widths[:, None]
-        inside = ((coords > tf.maximum(center - half_widths, box_lo))
-                  & (coords < tf.minimum(center + half_widths, box_hi)))
+        inside = (coords > tf.maximum(center - half_widths, box_lo)) & (
+            coords < tf.minimum(center + half_widths, box_hi)
+        )
     else:
         inside = tf.minimum(near, far) > 0
     reach = tf.maximum(near, far)
@@ -123,14 +143,23 @@ def _axis_tests(coords, half_widths, size_hi, box_lo, box_hi):
 def _per_coordinate(values, counts):
     """One python float per level repeated over that level's ``counts`` -> float32 ``[n]``."""
     if all(isinstance(n, int) for n in counts):
-        return tf.constant([v for v, n in zip(values, counts) for _ in range(n)], tf.float32,
-                           shape=[sum(counts)])
+        return tf.constant(
+            [v for v, n in zip(values, counts) for _ in range(n)], tf.float32, shape=[sum(counts)]
+        )
     return tf.concat([tf.fill([n], v) for v, n in zip(values, counts)], axis=0)
 
 
-def compute_targets(boxes, classes, image_size, *, strides=STRIDES, size_ranges=SIZE_RANGES,
-                    center_sampling_radius=1.5, location_offset=DEFAULT_LOCATION_OFFSET,
-                    location_grid=DEFAULT_LOCATION_GRID):
+def compute_targets(
+    boxes,
+    classes,
+    image_size,
+    *,
+    strides=STRIDES,
+    size_ranges=SIZE_RANGES,
+    center_sampling_radius=1.5,
+    location_offset=DEFAULT_LOCATION_OFFSET,
+    location_grid=DEFAULT_LOCATION_GRID,
+):
     """Assigns every location of every pyramid level to one ground-truth box or background.
 
     A location ``(x, y)`` of the level with stride ``s`` is a positive for box ``(x0, y0, x1,
@@ -188,8 +217,10 @@ def compute_targets(boxes, classes, image_size, *, strides=STRIDES, size_ranges=
     strides = tuple(int(s) for s in strides)
     size_ranges = tuple((float(lo), float(hi)) for lo, hi in size_ranges)
     if len(strides) != len(size_ranges):
-        raise ValueError(f"`size_ranges` needs one (lo, hi) per level: {len(strides)} strides, "
-                         f"{len(size_ranges)} ranges.")
+        raise ValueError(
+            f"`size_ranges` needs one (lo, hi) per level: {len(strides)} strides, "
+            f"{len(size_ranges)} ranges."
+        )
     if not center_sampling_radius >= 0:
         raise ValueError(f"`center_sampling_radius` must be >= 0, got {center_sampling_radius}.")
     loc_lib.check_location_grid(location_grid)
@@ -207,8 +238,7 @@ def compute_targets(boxes, classes, image_size, *, strides=STRIDES, size_ranges=
     num_boxes = tf.shape(boxes)[0]
     columns = tf.range(num_boxes, dtype=tf.int32)  # [M], position in priority order
 
-    locations, _ = loc_lib.compute_locations(image_size, strides, location_offset,
-                                              location_grid)
+    locations, _ = loc_lib.compute_locations(image_size, strides, location_offset, location_grid)
     sizes = loc_lib.feature_map_sizes(image_size, strides)
     heights, widths = [h for h, _ in sizes], [w for _, w in sizes]
     # Every test is separable into an x part and a y part: run them on the columns and rows
@@ -221,11 +251,19 @@ def compute_targets(boxes, classes, image_size, *, strides=STRIDES, size_ranges=
     upper_bounds = [hi for _, hi in size_ranges]
     x0s, y0s, x1s, y1s = tf.unstack(sorted_boxes, axis=1)  # [M] each
     ok_x, reach_x = _axis_tests(
-        xs, _per_coordinate(radii, widths) if center_sampling_radius > 0 else None,
-        _per_coordinate(upper_bounds, widths), x0s, x1s)  # [sum w, M]
+        xs,
+        _per_coordinate(radii, widths) if center_sampling_radius > 0 else None,
+        _per_coordinate(upper_bounds, widths),
+        x0s,
+        x1s,
+    )  # [sum w, M]
     ok_y, reach_y = _axis_tests(
-        ys, _per_coordinate(radii, heights) if center_sampling_radius > 0 else None,
-        _per_coordinate(upper_bounds, heights), y0s, y1s)  # [sum h, M]
+        ys,
+        _per_coordinate(radii, heights) if center_sampling_radius > 0 else None,
+        _per_coordinate(upper_bounds, heights),
+        y0s,
+        y1s,
+    )  # [sum h, M]
     # Position in priority order where the box passes, M where it does not.
     rank_x = tf.where(ok_x & sorted_valid[None, :], columns[None, :], num_boxes)
     rank_y = tf.where(ok_y, columns[None, :], num_boxes)
@@ -261,7 +299,8 @@ def compute_targets(boxes, classes, image_size, *, strides=STRIDES, size_ranges=
     left, top, right, bottom = tf.unstack(box_targets, axis=1)  # [P] each
     centerness_targets = tf.sqrt(
         tf.math.divide_no_nan(tf.minimum(left, right), tf.maximum(left, right))
-        * tf.math.divide_no_nan(tf.minimum(top, bottom), tf.maximum(top, bottom)))
+        * tf.math.divide_no_nan(tf.minimum(top, bottom), tf.maximum(top, bottom))
+    )
 
     return {
         "class_targets": tf.gather(padded_classes, matched),  # the extra row: -1

@@ -6,7 +6,7 @@ boxes back to the original image (:func:`run_tflite`), so that its outputs compa
 SavedModel's.
 """
 
-from typing import Dict, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -26,8 +26,9 @@ def _padding_colour(pixel_norm):
     return np.round(np.asarray(mean)).astype(np.uint8)
 
 
-def tflite_input(image: np.ndarray, input_size: Sequence[int], serving: ServingConfig
-                 ) -> Tuple[np.ndarray, float]:
+def tflite_input(
+    image: np.ndarray, input_size: Sequence[int], serving: ServingConfig
+) -> tuple[np.ndarray, float]:
     """Client-side preprocessing of the TFLite model: resize and pad to the fixed input.
 
     The image is resized as in the SavedModel (short side, long-side cap) and further
@@ -44,38 +45,39 @@ def tflite_input(image: np.ndarray, input_size: Sequence[int], serving: ServingC
     """
     image = tf.convert_to_tensor(image, tf.uint8)
     original = tf.shape(image)[:2]
-    scale, new_size = transforms.resize_size(original, serving.eval_short_side,
-                                             serving.max_size, rounding=serving.resize_rounding)
+    scale, new_size = transforms.resize_size(
+        original, serving.eval_short_side, serving.max_size, rounding=serving.resize_rounding
+    )
     fit = tf.reduce_min(tf.constant(input_size, tf.float32) / tf.cast(original, tf.float32))
     if float(scale) > float(fit):
         scale = fit
-        new_size = tf.maximum(tf.cast(tf.floor(tf.cast(original, tf.float32) * scale + 0.5),
-                                      tf.int32), 1)
+        new_size = tf.maximum(
+            tf.cast(tf.floor(tf.cast(original, tf.float32) * scale + 0.5), tf.int32), 1
+        )
         new_size = tf.minimum(new_size, tf.constant(input_size, tf.int32))
     resized = transforms.resize_image(image, new_size)
     resized = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8).numpy()
     canvas = np.empty((input_size[0], input_size[1], 3), np.uint8)
     canvas[:] = _padding_colour(serving.pixel_norm)
-    canvas[:resized.shape[0], :resized.shape[1]] = resized
+    canvas[: resized.shape[0], : resized.shape[1]] = resized
     return canvas[None], tuple(int(v) for v in new_size.numpy())
 
 
-def tflite_interpreter(model_path_or_bytes: Union[str, bytes],
-                       num_threads: Optional[int] = None):
+def tflite_interpreter(model_path_or_bytes: str | bytes, num_threads: int | None = None):
     """A LiteRT interpreter (``ai_edge_litert``) with its tensors allocated."""
-    from ai_edge_litert.interpreter import Interpreter  # pylint: disable=import-outside-toplevel
+    from ai_edge_litert.interpreter import Interpreter
 
     if isinstance(model_path_or_bytes, (bytes, bytearray)):
-        interpreter = Interpreter(model_content=bytes(model_path_or_bytes),
-                                  num_threads=num_threads)
+        interpreter = Interpreter(model_content=bytes(model_path_or_bytes), num_threads=num_threads)
     else:
         interpreter = Interpreter(model_path=str(model_path_or_bytes), num_threads=num_threads)
     interpreter.allocate_tensors()
     return interpreter
 
 
-def run_tflite(interpreter, image: np.ndarray, input_size: Sequence[int],
-               serving: ServingConfig) -> Dict[str, np.ndarray]:
+def run_tflite(
+    interpreter, image: np.ndarray, input_size: Sequence[int], serving: ServingConfig
+) -> dict[str, np.ndarray]:
     """Detections of one image through a TFLite model, mapped to the original image.
 
     Args:
@@ -94,8 +96,9 @@ def run_tflite(interpreter, image: np.ndarray, input_size: Sequence[int],
     height, width = np.asarray(image).shape[:2]
     # Input-frame normalised -> input pixels -> original pixels (one ratio per axis, as the
     # SavedModel maps them) -> original normalised.
-    factor = np.array([input_size[0] / valid_size[0], input_size[1] / valid_size[1]] * 2,
-                      np.float32)
+    factor = np.array(
+        [input_size[0] / valid_size[0], input_size[1] / valid_size[1]] * 2, np.float32
+    )
     boxes = np.clip(outputs["detection_boxes"] * factor, 0.0, 1.0)
     valid = outputs["detection_classes"] >= 0
     outputs["detection_boxes"] = np.where(valid[..., None], boxes, 0.0).astype(np.float32)

@@ -52,8 +52,9 @@ def _schema_version():
     spec = importlib.util.find_spec("mediapipe")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("mediapipe is not installed.")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "tasks", "metadata",
-                        "metadata_schema.fbs")
+    path = os.path.join(
+        list(spec.submodule_search_locations)[0], "tasks", "metadata", "metadata_schema.fbs"
+    )
     with open(path, encoding="utf-8") as f:
         for line in f:
             if "Schema Semantic version:" in line:
@@ -90,11 +91,15 @@ def _provide_metadata_version_module():
 def _import_writer():
     try:
         _provide_metadata_version_module()
-        from mediapipe.tasks.python.metadata.metadata_writers import (  # pylint: disable=import-outside-toplevel
-            metadata_writer, object_detector)
+        from mediapipe.tasks.python.metadata.metadata_writers import (
+            metadata_writer,
+            object_detector,
+        )
     except ImportError as error:
-        raise ImportError("Writing MediaPipe metadata needs mediapipe: pip install "
-                          "'fcos_tf[edge]' (or `pip install mediapipe`).") from error
+        raise ImportError(
+            "Writing MediaPipe metadata needs mediapipe: pip install "
+            "'fcos_tf[edge]' (or `pip install mediapipe`)."
+        ) from error
     return metadata_writer, object_detector
 
 
@@ -110,19 +115,21 @@ def order_detection_outputs(flatbuffer):
     Returns:
         The model, ``bytes``, with its outputs in the order of ``MEDIAPIPE_OUTPUT_NAMES``.
     """
-    import flatbuffers  # pylint: disable=import-outside-toplevel
-    from tensorflow.lite.python import schema_py_generated as schema  # pylint: disable=import-outside-toplevel
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
     if len(model.subgraphs) != 1 or len(model.signatureDefs or []) != 1:
         raise ValueError("Expected a model with one subgraph and one signature.")
     signature = model.signatureDefs[0]
-    index_of = {tensor_map.name.decode(): tensor_map.tensorIndex
-                for tensor_map in signature.outputs}
+    index_of = {
+        tensor_map.name.decode(): tensor_map.tensorIndex for tensor_map in signature.outputs
+    }
     missing = [key for key in _OUTPUT_KEYS if key not in index_of]
     if missing or len(index_of) != len(_OUTPUT_KEYS):
-        raise ValueError(f"The model's outputs are {sorted(index_of)}, MediaPipe needs "
-                         f"{_OUTPUT_KEYS}.")
+        raise ValueError(
+            f"The model's outputs are {sorted(index_of)}, MediaPipe needs {_OUTPUT_KEYS}."
+        )
     # MediaPipe's writer also pairs the four outputs with their metadata by ascending tensor
     # index (TFLite_Detection_PostProcess writes them in this order): renumber the four
     # tensors so that their indices ascend in MediaPipe's order too.
@@ -170,15 +177,19 @@ def check_detection_outputs(flatbuffer):
     by_index = {detail["index"]: name for name, detail in runner.get_output_details().items()}
     names = [by_index.get(detail["index"], detail["name"]) for detail in outputs]
     if tuple(names) != _OUTPUT_KEYS:
-        raise ValueError(f"MediaPipe needs the outputs {_OUTPUT_KEYS} in this order; the model "
-                         f"has {names} (see order_detection_outputs).")
+        raise ValueError(
+            f"MediaPipe needs the outputs {_OUTPUT_KEYS} in this order; the model "
+            f"has {names} (see order_detection_outputs)."
+        )
     shapes = [tuple(int(v) for v in detail["shape"]) for detail in outputs]
     num = shapes[0][1] if len(shapes[0]) == 3 else -1
     expected = [(1, num, 4), (1, num), (1, num), (1,)]
     dtypes = [np.dtype(detail["dtype"]) for detail in outputs]
     if shapes != expected or any(dtype != np.float32 for dtype in dtypes):
-        raise ValueError(f"MediaPipe needs float32 outputs of shapes {expected}; the model has "
-                         f"{list(zip(names, shapes, dtypes))}.")
+        raise ValueError(
+            f"MediaPipe needs float32 outputs of shapes {expected}; the model has "
+            f"{list(zip(names, shapes, dtypes))}."
+        )
     return num
 
 
@@ -202,7 +213,8 @@ def add_mediapipe_metadata(flatbuffer, label_map):
             f.write("\n".join(label_map.names) + "\n")
         labels = metadata_writer.Labels().add_from_file(labels_path)
         writer = object_detector.MetadataWriter.create_for_models_with_nms(
-            bytearray(flatbuffer), list(_INPUT_MEAN), list(_INPUT_STD), labels)
+            bytearray(flatbuffer), list(_INPUT_MEAN), list(_INPUT_STD), labels
+        )
         model_with_metadata, _ = writer.populate()
         # Release it now: its __del__ removes a scratch folder and fails at interpreter exit.
         del writer
@@ -212,13 +224,21 @@ def add_mediapipe_metadata(flatbuffer, label_map):
 def metadata_json(flatbuffer):
     """The metadata of a model as MediaPipe's writer prints it (JSON text)."""
     _import_writer()
-    from mediapipe.tasks.python.metadata import metadata  # pylint: disable=import-outside-toplevel
+    from mediapipe.tasks.python.metadata import metadata
 
     return metadata.MetadataDisplayer.with_model_buffer(bytearray(flatbuffer)).get_metadata_json()
 
 
-def convert_tflite_for_mediapipe(model, label_map, *, input_size, pixel_norm, variant="int8",
-                                 representative_images=None, max_detections=None):
+def convert_tflite_for_mediapipe(
+    model,
+    label_map,
+    *,
+    input_size,
+    pixel_norm,
+    variant="int8",
+    representative_images=None,
+    max_detections=None,
+):
     """A ``.tflite`` that MediaPipe's ``ObjectDetector`` loads: the detector, NMS and metadata.
 
     Args:
@@ -235,7 +255,13 @@ def convert_tflite_for_mediapipe(model, label_map, *, input_size, pixel_norm, va
         The flatbuffer with metadata, ``bytes``, builtin operators only.
     """
     flatbuffer = export_tflite.convert_tflite(
-        model, label_map, input_size=input_size, pixel_norm=pixel_norm, variant=variant,
-        representative_images=representative_images, max_detections=max_detections,
-        output_layout="mediapipe")
+        model,
+        label_map,
+        input_size=input_size,
+        pixel_norm=pixel_norm,
+        variant=variant,
+        representative_images=representative_images,
+        max_detections=max_detections,
+        output_layout="mediapipe",
+    )
     return add_mediapipe_metadata(order_detection_outputs(flatbuffer), label_map)

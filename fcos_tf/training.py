@@ -18,7 +18,8 @@ import importlib.util
 import io
 import logging
 import os
-from typing import Any, Callable, Dict, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 import ml_collections
@@ -50,18 +51,27 @@ def _give_train_outputs_a_batch_axis(model):
         return {k: tf.reshape(v, [1]) for k, v in train_step(data).items()}
 
     model.train_step = batched_train_step
-    model._fcos_outputs_batched = True  # pylint: disable=protected-access
+    model._fcos_outputs_batched = True
 
 
-def _no_symbolic_build(iterator=None, data_batch=None):  # pylint: disable=unused-argument
+def _no_symbolic_build(iterator=None, data_batch=None):
     return None
 
 
-def fit(model: keras.Model, dataset_fn: Callable[[int], tf.data.Dataset], *,
-        checkpointer: rundir.Checkpointer, total_steps: int, steps_per_epoch: int,
-        checkpoint_every: int, summary_writer=None, log_every: int = 20,
-        callbacks: Sequence[keras.callbacks.Callback] = (), verbose="auto",
-        handle_signals: bool = True) -> Dict[str, Any]:
+def fit(
+    model: keras.Model,
+    dataset_fn: Callable[[int], tf.data.Dataset],
+    *,
+    checkpointer: rundir.Checkpointer,
+    total_steps: int,
+    steps_per_epoch: int,
+    checkpoint_every: int,
+    summary_writer=None,
+    log_every: int = 20,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose="auto",
+    handle_signals: bool = True,
+) -> dict[str, Any]:
     """Trains from the last checkpoint up to ``total_steps`` with ``model.fit``.
 
     Args:
@@ -89,8 +99,7 @@ def fit(model: keras.Model, dataset_fn: Callable[[int], tf.data.Dataset], *,
             last good checkpoint.
     """
     start_step = checkpointer.restore()
-    result = {"start_step": start_step, "step": start_step, "interrupted": None,
-              "history": None}
+    result = {"start_step": start_step, "step": start_step, "interrupted": None, "history": None}
     if start_step >= total_steps:
         logging.info("Step %d >= total_steps %d: nothing to train.", start_step, total_steps)
         return result
@@ -98,8 +107,9 @@ def fit(model: keras.Model, dataset_fn: Callable[[int], tf.data.Dataset], *,
         # A signal reaches one worker, and a save needs all of them: preemption of a
         # multi-worker job is left to the periodic checkpoints.
         handle_signals = False
-    control = TrainingControl(checkpointer, total_steps, checkpoint_every, summary_writer,
-                              log_every, handle_signals)
+    control = TrainingControl(
+        checkpointer, total_steps, checkpoint_every, summary_writer, log_every, handle_signals
+    )
     # Epoch e covers steps [e * steps_per_epoch, (e + 1) * steps_per_epoch); a resumed run
     # starts in the epoch of its step and TrainingControl stops it at exactly total_steps.
     epochs = -(-total_steps // steps_per_epoch)
@@ -108,28 +118,35 @@ def fit(model: keras.Model, dataset_fn: Callable[[int], tf.data.Dataset], *,
         # the model symbolically. The model and optimizer are built already, so this would
         # only cost an extra pass of the input, and it fails under
         # MultiWorkerMirroredStrategy (its reduce() cannot take the labels dict).
-        model._maybe_symbolic_build = _no_symbolic_build  # pylint: disable=protected-access
+        model._maybe_symbolic_build = _no_symbolic_build
     if isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
         _give_train_outputs_a_batch_axis(model)
-    history = model.fit(dataset_fn(start_step), epochs=epochs,
-                        initial_epoch=start_step // steps_per_epoch,
-                        steps_per_epoch=steps_per_epoch, shuffle=False,
-                        callbacks=[control, *callbacks],
-                        verbose=verbose)
-    result.update(step=global_step(model.optimizer), interrupted=control.received_signal,
-                  history=history)
+    history = model.fit(
+        dataset_fn(start_step),
+        epochs=epochs,
+        initial_epoch=start_step // steps_per_epoch,
+        steps_per_epoch=steps_per_epoch,
+        shuffle=False,
+        callbacks=[control, *callbacks],
+        verbose=verbose,
+    )
+    result.update(
+        step=global_step(model.optimizer), interrupted=control.received_signal, history=history
+    )
     if control.non_finite_step is not None:
         raise NonFiniteLossError(
             f"the loss is not finite at step {control.non_finite_step}; training stopped and "
             f"no checkpoint was written after step {checkpointer.last_saved_step} (the last "
             f"good one, in {checkpointer.directory}). Lower config.train.base_lr, lengthen "
-            f"the warm-up or set config.train.clip_global_norm.")
+            f"the warm-up or set config.train.clip_global_norm."
+        )
     return result
 
 
 # --------------------------------------------------------------------------------------------
 # A whole run
 # --------------------------------------------------------------------------------------------
+
 
 def create_summary_writer(logdir: str):
     """A ``tf.summary`` writer, or None (with a warning) when TensorBoard is not installed."""
@@ -139,35 +156,51 @@ def create_summary_writer(logdir: str):
     return tf.summary.create_file_writer(logdir)
 
 
-def evaluate_and_report(model: keras.Model, config: ml_collections.ConfigDict, val_examples,
-                        label_map, workdir: str, summary_writer=None, step: int = 0,
-                        verbose: bool = True) -> Dict[str, Any]:
+def evaluate_and_report(
+    model: keras.Model,
+    config: ml_collections.ConfigDict,
+    val_examples,
+    label_map,
+    workdir: str,
+    summary_writer=None,
+    step: int = 0,
+    verbose: bool = True,
+) -> dict[str, Any]:
     """COCO AP on the validation split; writes ``metrics.json`` and ``detections.png``.
 
     Returns:
         The metrics dict of :func:`fcos_tf.evaluation.evaluate` (plus "step").
     """
-    from fcos_tf import evaluation  # pylint: disable=import-outside-toplevel
+    from fcos_tf import evaluation
 
     ground_truth = None
     if getattr(val_examples, "ground_truth_file", None):
-        from pycocotools.coco import COCO  # pylint: disable=import-outside-toplevel
+        from pycocotools.coco import COCO
 
         with contextlib.redirect_stdout(io.StringIO()):
             ground_truth = COCO(val_examples.ground_truth_file)
     dataset = builders.build_eval_dataset(config, val_examples.dataset)
     keep = -(-config.eval.num_visualize // config.eval.batch_size)
-    metrics, kept = evaluation.evaluate(model, dataset, label_map, ground_truth=ground_truth,
-                                        num_images=config.eval.num_images, verbose=verbose,
-                                        keep_batches=keep)
+    metrics, kept = evaluation.evaluate(
+        model,
+        dataset,
+        label_map,
+        ground_truth=ground_truth,
+        num_images=config.eval.num_images,
+        verbose=verbose,
+        keep_batches=keep,
+    )
     metrics["step"] = int(step)
     evaluation.write_metrics(metrics, os.path.join(workdir, rundir.METRICS_FILE))
     picture = None
     if config.eval.num_visualize and kept:
         picture = evaluation.detection_grid(
-            kept, label_map, pixel_norm=config.pipeline.pixel_norm,
+            kept,
+            label_map,
+            pixel_norm=config.pipeline.pixel_norm,
             num_images=config.eval.num_visualize,
-            score_threshold=config.eval.visualize_score_threshold)
+            score_threshold=config.eval.visualize_score_threshold,
+        )
         if picture is not None:
             evaluation.write_png(picture, os.path.join(workdir, rundir.DETECTIONS_FILE))
     if summary_writer is not None:
@@ -181,10 +214,16 @@ def evaluate_and_report(model: keras.Model, config: ml_collections.ConfigDict, v
     return metrics
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "train_and_eval",
-        strategy: Optional[tf.distribute.Strategy] = None, *, verbose="auto",
-        handle_signals: bool = True,
-        callbacks: Sequence[keras.callbacks.Callback] = ()) -> Dict[str, Any]:
+def run(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    mode: str = "train_and_eval",
+    strategy: tf.distribute.Strategy | None = None,
+    *,
+    verbose="auto",
+    handle_signals: bool = True,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> dict[str, Any]:
     """Trains and/or evaluates one recipe in ``workdir`` (what ``train.py`` does).
 
     Args:
@@ -228,33 +267,50 @@ def _run(config, workdir, mode, strategy, chief, verbose, handle_signals, callba
         optimizer = builders.build_optimizer(config)
         model.compile(optimizer=optimizer, jit_compile=bool(config.train.jit_compile))
         optimizer.build(model.trainable_variables)
-    checkpointer = rundir.Checkpointer(workdir, model, optimizer, strategy,
-                                       config.train.keep_checkpoints)
+    checkpointer = rundir.Checkpointer(
+        workdir, model, optimizer, strategy, config.train.keep_checkpoints
+    )
     writer = None
     if chief:
         writer = create_summary_writer(os.path.join(workdir, rundir.TENSORBOARD_DIR))
     result = {"step": 0, "interrupted": None, "model": model}
     if mode != "eval":
-        logging.info("Training %s for %d steps, global batch %d on %d replica(s), workdir %s.",
-                     config.backbone.name, config.train.total_steps, config.train.batch_size,
-                     strategy.num_replicas_in_sync, workdir)
-        fit_result = fit(model, builders.build_train_dataset(config, train_examples.dataset),
-                         checkpointer=checkpointer, total_steps=config.train.total_steps,
-                         steps_per_epoch=config.train.steps_per_epoch,
-                         checkpoint_every=config.train.checkpoint_every, summary_writer=writer,
-                         log_every=config.train.log_every, verbose=verbose,
-                         handle_signals=handle_signals, callbacks=callbacks)
+        logging.info(
+            "Training %s for %d steps, global batch %d on %d replica(s), workdir %s.",
+            config.backbone.name,
+            config.train.total_steps,
+            config.train.batch_size,
+            strategy.num_replicas_in_sync,
+            workdir,
+        )
+        fit_result = fit(
+            model,
+            builders.build_train_dataset(config, train_examples.dataset),
+            checkpointer=checkpointer,
+            total_steps=config.train.total_steps,
+            steps_per_epoch=config.train.steps_per_epoch,
+            checkpoint_every=config.train.checkpoint_every,
+            summary_writer=writer,
+            log_every=config.train.log_every,
+            verbose=verbose,
+            handle_signals=handle_signals,
+            callbacks=callbacks,
+        )
         result.update(step=fit_result["step"], interrupted=fit_result["interrupted"])
         if fit_result["interrupted"] is not None:
-            logging.warning("Interrupted by signal %d at step %d; checkpoint saved in %s.",
-                            fit_result["interrupted"], fit_result["step"],
-                            checkpointer.directory)
+            logging.warning(
+                "Interrupted by signal %d at step %d; checkpoint saved in %s.",
+                fit_result["interrupted"],
+                fit_result["step"],
+                checkpointer.directory,
+            )
             return result
     else:
         result["step"] = checkpointer.restore()
         if checkpointer.last_saved_step is None:
             raise ValueError(f"workdir: no checkpoint in {checkpointer.directory} to evaluate")
     if mode != "train" and chief:
-        result["metrics"] = evaluate_and_report(model, config, val_examples, label_map, workdir,
-                                                writer, result["step"])
+        result["metrics"] = evaluate_and_report(
+            model, config, val_examples, label_map, workdir, writer, result["step"]
+        )
     return result

@@ -37,13 +37,18 @@ from fcos_tf.backbone import FrozenBatchNorm, ResNet
 KERAS_APPLICATIONS_BN_EPSILON = 1.001e-5
 # Entries of an ImageNet torchvision ResNet state dict that the detector has no use for.
 _TORCHVISION_CLASSIFIER_KEYS = ("fc.weight", "fc.bias")
-_NORM_TORCH_SUFFIXES = (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
-                        ("moving_variance", "running_var"))
+_NORM_TORCH_SUFFIXES = (
+    ("gamma", "weight"),
+    ("beta", "bias"),
+    ("moving_mean", "running_mean"),
+    ("moving_variance", "running_var"),
+)
 
 
 # --------------------------------------------------------------------------------------------
 # State-dict plumbing shared with fcos_tf.convert_torchvision
 # --------------------------------------------------------------------------------------------
+
 
 def read_torch_state_dict(path):
     """Reads a PyTorch checkpoint into ``{name: float32 numpy array}``.
@@ -64,10 +69,12 @@ def read_torch_state_dict(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"`path`={path!r} does not exist.")
     try:
-        import torch  # pylint: disable=import-outside-toplevel
+        import torch
     except ImportError as error:
-        raise ImportError("Reading PyTorch .pth files needs PyTorch: pip install "
-                          "'fcos_tf[torch]' (or `pip install torch`).") from error
+        raise ImportError(
+            "Reading PyTorch .pth files needs PyTorch: pip install "
+            "'fcos_tf[torch]' (or `pip install torch`)."
+        ) from error
     content = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(content, dict):
         for key in ("model", "state_dict"):
@@ -103,8 +110,10 @@ def assign_state_dict(assignments, state_dict, *, ignore=(), source="state dict"
     used, assigned = set(), set()
     missing = [name for name, _, _ in assignments if name not in state_dict]
     if missing:
-        raise ValueError(f"{source}: missing tensor(s) {missing[:10]}"
-                         f"{' ...' if len(missing) > 10 else ''} ({len(missing)} in all).")
+        raise ValueError(
+            f"{source}: missing tensor(s) {missing[:10]}"
+            f"{' ...' if len(missing) > 10 else ''} ({len(missing)} in all)."
+        )
     for name, variable, transform in assignments:
         if name in used:
             raise ValueError(f"{source}: tensor {name!r} is mapped twice.")
@@ -114,21 +123,27 @@ def assign_state_dict(assignments, state_dict, *, ignore=(), source="state dict"
         if transform is not None:
             value = transform(value)
         if tuple(value.shape) != tuple(variable.shape):
-            raise ValueError(f"{source}: tensor {name!r} of shape {state_dict[name].shape} does "
-                             f"not fit {variable.path} of shape {tuple(variable.shape)}.")
+            raise ValueError(
+                f"{source}: tensor {name!r} of shape {state_dict[name].shape} does "
+                f"not fit {variable.path} of shape {tuple(variable.shape)}."
+            )
         variable.assign(value)
         used.add(name)
         assigned.add(id(variable))
     unused = sorted(name for name in state_dict if name not in used and not is_ignored(name))
     if unused:
-        raise ValueError(f"{source}: unused tensor(s) {unused[:10]}"
-                         f"{' ...' if len(unused) > 10 else ''} ({len(unused)} in all); wrong "
-                         f"file or wrong model configuration?")
+        raise ValueError(
+            f"{source}: unused tensor(s) {unused[:10]}"
+            f"{' ...' if len(unused) > 10 else ''} ({len(unused)} in all); wrong "
+            f"file or wrong model configuration?"
+        )
 
 
 def _norm_layer_variables(layer):
-    return [(torch_suffix, getattr(layer, keras_name))
-            for keras_name, torch_suffix in _NORM_TORCH_SUFFIXES]
+    return [
+        (torch_suffix, getattr(layer, keras_name))
+        for keras_name, torch_suffix in _NORM_TORCH_SUFFIXES
+    ]
 
 
 def torchvision_resnet_assignments(backbone, prefix=""):
@@ -150,19 +165,24 @@ def torchvision_resnet_assignments(backbone, prefix=""):
         if isinstance(layer, keras.layers.Conv2D):
             assignments.append((f"{torch_name}.weight", layer.kernel, torch_conv_to_keras))
         elif isinstance(layer, (FrozenBatchNorm, keras.layers.BatchNormalization)):
-            assignments.extend((f"{torch_name}.{suffix}", variable, None)
-                               for suffix, variable in _norm_layer_variables(layer))
+            assignments.extend(
+                (f"{torch_name}.{suffix}", variable, None)
+                for suffix, variable in _norm_layer_variables(layer)
+            )
     return assignments
 
 
 def _check_resnet(backbone, layout, source):
     if not isinstance(backbone, ResNet):
-        raise TypeError(f"`backbone` must be a fcos_tf.backbone.ResNet, got "
-                        f"{type(backbone).__name__}.")
+        raise TypeError(
+            f"`backbone` must be a fcos_tf.backbone.ResNet, got {type(backbone).__name__}."
+        )
     if backbone.layout != layout:
-        raise ValueError(f"{source} ResNet weights need a backbone with layout={layout!r} "
-                         f"(where the stride of a downsampling block sits), got "
-                         f"layout={backbone.layout!r}.")
+        raise ValueError(
+            f"{source} ResNet weights need a backbone with layout={layout!r} "
+            f"(where the stride of a downsampling block sits), got "
+            f"layout={backbone.layout!r}."
+        )
 
 
 def load_torchvision_resnet_weights(backbone, state_dict):
@@ -179,9 +199,14 @@ def load_torchvision_resnet_weights(backbone, state_dict):
         state_dict = read_torch_state_dict(os.fspath(state_dict))
     assignments = torchvision_resnet_assignments(backbone)
     _check_covers(backbone, assignments)
-    assign_state_dict(assignments, state_dict, source="torchvision ResNet state dict",
-                      ignore=lambda name: name in _TORCHVISION_CLASSIFIER_KEYS
-                      or name.endswith("num_batches_tracked"))
+    assign_state_dict(
+        assignments,
+        state_dict,
+        source="torchvision ResNet state dict",
+        ignore=lambda name: (
+            name in _TORCHVISION_CLASSIFIER_KEYS or name.endswith("num_batches_tracked")
+        ),
+    )
 
 
 def _check_covers(model, assignments):
@@ -195,6 +220,7 @@ def _check_covers(model, assignments):
 # keras.applications
 # --------------------------------------------------------------------------------------------
 
+
 def keras_applications_layer_name(name):
     """Name in ``keras.applications.ResNet50/101`` of a :class:`ResNet` conv or norm layer.
 
@@ -207,7 +233,7 @@ def keras_applications_layer_name(name):
     parts = name.split("_")
     if len(parts) < 3 or not parts[0].startswith("layer"):
         raise ValueError(f"{name!r} is not a ResNet conv or norm layer name.")
-    stage, block = int(parts[0][len("layer"):]), int(parts[1])
+    stage, block = int(parts[0][len("layer") :]), int(parts[1])
     prefix = f"conv{stage + 1}_block{block + 1}"
     if parts[2] == "downsample":
         return f"{prefix}_0_{'conv' if parts[3] == '0' else 'bn'}"
@@ -226,7 +252,7 @@ def _conv_norm_pairs(backbone):
             elif name.endswith("downsample_0"):
                 norm_name = name[:-1] + "1"
             else:
-                norm_name = name[:-len("convX")] + "bn" + name[-1]
+                norm_name = name[: -len("convX")] + "bn" + name[-1]
             pairs.append((layer, backbone.get_layer(norm_name)))
     return pairs
 
@@ -253,33 +279,50 @@ def copy_keras_applications_weights(backbone, source):
         source_norm = _get_source_layer(source, keras_applications_layer_name(norm.name))
         kernel = source_conv.kernel.numpy()
         if kernel.shape != tuple(conv.kernel.shape):
-            raise ValueError(f"keras.applications layer {source_conv.name} has kernel shape "
-                             f"{kernel.shape}, {conv.name} expects {tuple(conv.kernel.shape)}.")
+            raise ValueError(
+                f"keras.applications layer {source_conv.name} has kernel shape "
+                f"{kernel.shape}, {conv.name} expects {tuple(conv.kernel.shape)}."
+            )
         bias = source_conv.bias.numpy() if source_conv.use_bias else 0.0
-        gamma, beta, mean, variance = (w.numpy() for w in (
-            source_norm.gamma, source_norm.beta, source_norm.moving_mean,
-            source_norm.moving_variance))
+        gamma, beta, mean, variance = (
+            w.numpy()
+            for w in (
+                source_norm.gamma,
+                source_norm.beta,
+                source_norm.moving_mean,
+                source_norm.moving_variance,
+            )
+        )
         variance = variance + (source_norm.epsilon - norm.epsilon)
         if np.any(variance < 0):
-            raise ValueError(f"Cannot fold epsilon {source_norm.epsilon} of {source_norm.name} "
-                             f"into {norm.name} (epsilon {norm.epsilon}): a variance would be "
-                             f"negative. Build the backbone with a smaller `bn_epsilon`.")
+            raise ValueError(
+                f"Cannot fold epsilon {source_norm.epsilon} of {source_norm.name} "
+                f"into {norm.name} (epsilon {norm.epsilon}): a variance would be "
+                f"negative. Build the backbone with a smaller `bn_epsilon`."
+            )
         conv.kernel.assign(kernel)
         norm.set_weights([gamma, beta, mean - bias, variance])
         used.update((source_conv.name, source_norm.name))
-    unused = [layer.name for layer in source.layers if layer.weights
-              and layer.name not in used and not layer.name.startswith("predictions")]
+    unused = [
+        layer.name
+        for layer in source.layers
+        if layer.weights and layer.name not in used and not layer.name.startswith("predictions")
+    ]
     if unused:
-        raise ValueError(f"keras.applications model {source.name!r} has layers {unused[:10]} "
-                         f"that the backbone does not use: does `depth` match?")
+        raise ValueError(
+            f"keras.applications model {source.name!r} has layers {unused[:10]} "
+            f"that the backbone does not use: does `depth` match?"
+        )
 
 
 def _get_source_layer(source, name):
     try:
         return source.get_layer(name)
     except ValueError:
-        raise ValueError(f"keras.applications model {source.name!r} has no layer {name!r}: "
-                         f"does the backbone depth match?") from None
+        raise ValueError(
+            f"keras.applications model {source.name!r} has no layer {name!r}: "
+            f"does the backbone depth match?"
+        ) from None
 
 
 def build_keras_applications_resnet(depth=50, weights="imagenet"):
@@ -300,12 +343,13 @@ def build_keras_applications_resnet(depth=50, weights="imagenet"):
     if depth not in constructors:
         raise ValueError(f"`depth` must be 50 or 101, got {depth!r}.")
     if weights not in (None, "imagenet") and not os.path.exists(os.fspath(weights)):
-        raise FileNotFoundError(f"`weights`={weights!r} is neither 'imagenet' nor an existing "
-                                f"file.")
+        raise FileNotFoundError(
+            f"`weights`={weights!r} is neither 'imagenet' nor an existing file."
+        )
     constructor = getattr(keras.applications, constructors[depth])
     try:
         return constructor(include_top=False, weights=weights, input_shape=(None, None, 3))
-    except Exception as error:  # pylint: disable=broad-except
+    except Exception as error:
         if weights != "imagenet":
             raise
         filename = f"resnet{depth}_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -313,7 +357,8 @@ def build_keras_applications_resnet(depth=50, weights="imagenet"):
             f"Could not download the keras.applications ImageNet weights of ResNet-{depth} "
             f"({error}). On a machine without internet access, copy {filename} (from "
             f"~/.keras/models/ of a machine where `keras.applications.{constructors[depth]}("
-            f"include_top=False)` ran) and pass its local path as `weights`.") from error
+            f"include_top=False)` ran) and pass its local path as `weights`."
+        ) from error
 
 
 def load_keras_applications_weights(backbone, weights="imagenet"):
@@ -359,8 +404,9 @@ def load_backbone_weights(backbone, weights, source="auto"):
         raise ValueError(f"`source` must be one of {_WEIGHT_SOURCES}, got {source!r}.")
     if weights == "imagenet":
         if source not in ("auto", "keras_applications"):
-            raise ValueError(f"`weights`='imagenet' is a keras_applications source, got "
-                             f"`source`={source!r}.")
+            raise ValueError(
+                f"`weights`='imagenet' is a keras_applications source, got `source`={source!r}."
+            )
         load_keras_applications_weights(backbone, "imagenet")
         return
     path = os.fspath(weights)
@@ -374,8 +420,10 @@ def load_backbone_weights(backbone, weights, source="auto"):
         elif path.endswith(".h5"):
             source = "keras_applications"
         else:
-            raise ValueError(f"`weights`={path!r}: cannot tell its format from the extension "
-                             f"(.weights.h5, .h5, .pth); pass `source`.")
+            raise ValueError(
+                f"`weights`={path!r}: cannot tell its format from the extension "
+                f"(.weights.h5, .h5, .pth); pass `source`."
+            )
     if source == "torchvision":
         load_torchvision_resnet_weights(backbone, path)
     elif source == "keras_applications":
@@ -385,37 +433,57 @@ def load_backbone_weights(backbone, weights, source="auto"):
 
 
 def _define_flags(flag_values):
-    from absl import flags  # pylint: disable=import-outside-toplevel
+    from absl import flags
 
-    flags.DEFINE_string("source", "imagenet", "'imagenet' (keras.applications, caffe layout), a "
-                        "keras.applications .h5 file (caffe layout) or a torchvision .pth file "
-                        "(pytorch layout).", flag_values=flag_values)
-    flags.DEFINE_enum("source_format", "auto", _WEIGHT_SOURCES, "Format of --source when its "
-                      "extension does not tell.", flag_values=flag_values)
+    flags.DEFINE_string(
+        "source",
+        "imagenet",
+        "'imagenet' (keras.applications, caffe layout), a "
+        "keras.applications .h5 file (caffe layout) or a torchvision .pth file "
+        "(pytorch layout).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_enum(
+        "source_format",
+        "auto",
+        _WEIGHT_SOURCES,
+        "Format of --source when its extension does not tell.",
+        flag_values=flag_values,
+    )
     flags.DEFINE_enum("depth", "50", ["50", "101"], "ResNet depth.", flag_values=flag_values)
     flags.DEFINE_string("output", None, "Path ending in .weights.h5.", flag_values=flag_values)
     flags.mark_flag_as_required("output", flag_values=flag_values)
-    flags.register_validator("output", lambda path: path.endswith(".weights.h5"),
-                             "--output must end in .weights.h5", flag_values=flag_values)
+    flags.register_validator(
+        "output",
+        lambda path: path.endswith(".weights.h5"),
+        "--output must end in .weights.h5",
+        flag_values=flag_values,
+    )
 
 
 def main(argv=None):
     """Writes ImageNet ResNet weights as a .weights.h5 of fcos_tf's backbone."""
-    from fcos_tf import cli  # pylint: disable=import-outside-toplevel
+    from fcos_tf import cli
 
     args = cli.parse_flags(_define_flags, argv, "python -m fcos_tf.weights")
     args.depth = int(args.depth)
     torchvision = args.source_format == "torchvision" or (
-        args.source_format == "auto" and args.source.endswith((".pth", ".pt")))
+        args.source_format == "auto" and args.source.endswith((".pth", ".pt"))
+    )
     layout = "pytorch" if torchvision else "caffe"
     backbone = ResNet(depth=args.depth, layout=layout)
-    source_format = "keras_applications" if args.source_format == "auto" and not torchvision \
+    source_format = (
+        "keras_applications"
+        if args.source_format == "auto" and not torchvision
         else args.source_format
+    )
     load_backbone_weights(backbone, args.source, source=source_format)
     backbone.save_weights(args.output)
-    print(f"Wrote {args.output} (ResNet-{args.depth}, layout={layout!r}; use "
-          f"config.backbone.layout={layout!r}, config.pipeline.pixel_norm="
-          f"{'torchvision' if layout == 'pytorch' else 'caffe'!r}).")
+    print(
+        f"Wrote {args.output} (ResNet-{args.depth}, layout={layout!r}; use "
+        f"config.backbone.layout={layout!r}, config.pipeline.pixel_norm="
+        f"{'torchvision' if layout == 'pytorch' else 'caffe'!r})."
+    )
 
 
 if __name__ == "__main__":

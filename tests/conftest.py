@@ -12,13 +12,14 @@ import tensorflow as tf  # noqa: E402
 # spreads them; tests/test_* that need two replicas use /CPU:0 and /CPU:1.
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
-    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
 
 
 @pytest.fixture(scope="session")
 def two_replicas():
     """A MirroredStrategy over /CPU:0 and /CPU:1, shared by the tests that need one."""
-    from fcos_tf import distribution  # pylint: disable=import-outside-toplevel
+    from fcos_tf import distribution
 
     strategy = distribution.mirrored_strategy(("/CPU:0", "/CPU:1"))
     assert strategy.num_replicas_in_sync == 2

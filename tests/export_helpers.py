@@ -25,7 +25,7 @@ def small_config():
     full set of detections (with random-like scores) to compare between runtimes.
     """
     sys.path.insert(0, ROOT)
-    from configs import synthetic_small  # pylint: disable=import-outside-toplevel
+    from configs import synthetic_small
 
     config = synthetic_small.get_config()
     synthetic = config.data.synthetic
@@ -52,41 +52,40 @@ def small_config():
     return config
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _scratch():
     path = tempfile.mkdtemp(prefix="fcos_export_test_")
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def trained_workdir():
     """Path of a ``train.py``-layout workdir trained for 3 steps (config, label map, ckpt)."""
-    from fcos_tf import training  # pylint: disable=import-outside-toplevel
+    from fcos_tf import training
 
     workdir = os.path.join(_scratch(), "workdir")
     training.run(small_config(), workdir, mode="train", verbose=0, handle_signals=False)
     return workdir
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def loaded_model():
     """``(model, config, label_map)`` restored from :func:`trained_workdir`."""
-    from fcos_tf import rundir  # pylint: disable=import-outside-toplevel
+    from fcos_tf import rundir
 
     return rundir.load_trained_model(trained_workdir())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def saved_model_dir():
     """Version folder of the SavedModel exported from :func:`trained_workdir`."""
-    # pylint: disable=import-outside-toplevel
     from fcos_tf import builders, export_saved_model
 
     model, config, label_map = loaded_model()
-    return export_saved_model.export_saved_model(model, label_map,
-                                                 os.path.join(_scratch(), "export"),
-                                                 builders.build_serving_config(config))
+    return export_saved_model.export_saved_model(
+        model, label_map, os.path.join(_scratch(), "export"), builders.build_serving_config(config)
+    )
 
 
 def test_images():
@@ -104,8 +103,14 @@ def test_images():
 def run_python(code, *args, timeout=600):
     """Runs ``python -c code args...`` in a fresh process from the repository root."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
-    result = subprocess.run([sys.executable, "-c", code, *[str(a) for a in args]], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-c", code, *[str(a) for a in args]],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if result.returncode != 0:
         raise AssertionError(f"subprocess failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return result.stdout

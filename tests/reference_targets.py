@@ -10,8 +10,9 @@ import math
 import numpy as np
 
 
-def reference_targets(boxes, classes, image_size, strides, size_ranges, center_sampling_radius,
-                      location_offset):
+def reference_targets(
+    boxes, classes, image_size, strides, size_ranges, center_sampling_radius, location_offset
+):
     """FCOS targets of one image.
 
     Args:
@@ -48,8 +49,12 @@ def reference_targets(boxes, classes, image_size, strides, size_ranges, center_s
                     if center_sampling_radius > 0:
                         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
                         half = center_sampling_radius * stride
-                        region = (max(cx - half, x0), max(cy - half, y0),
-                                  min(cx + half, x1), min(cy + half, y1))
+                        region = (
+                            max(cx - half, x0),
+                            max(cy - half, y0),
+                            min(cx + half, x1),
+                            min(cy + half, y1),
+                        )
                         inside = region[0] < x < region[2] and region[1] < y < region[3]
                     else:
                         inside = min(left, top, right, bottom) > 0
@@ -71,8 +76,14 @@ def reference_targets(boxes, classes, image_size, strides, size_ranges, center_s
                     left, top, right, bottom = x - x0, y - y0, x1 - x, y1 - y
                     class_targets.append(int(classes[best]))
                     box_targets.append((left, top, right, bottom))
-                    centerness_targets.append(math.sqrt(
-                        min(left, right) / max(left, right) * min(top, bottom) / max(top, bottom)))
+                    centerness_targets.append(
+                        math.sqrt(
+                            min(left, right)
+                            / max(left, right)
+                            * min(top, bottom)
+                            / max(top, bottom)
+                        )
+                    )
 
     return {
         "class_targets": np.array(class_targets, np.int32),

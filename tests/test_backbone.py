@@ -23,13 +23,18 @@ def resnet50():
 
 # ----------------------------------------------------------------------------- FrozenBatchNorm
 
+
 def _frozen_bn_with_values(epsilon=1e-5, **kwargs):
     layer = FrozenBatchNorm(epsilon=epsilon, **kwargs)
     layer.build((None, 2))
-    layer.set_weights([np.array([2.0, 0.5], "float32"),    # gamma
-                       np.array([1.0, -1.0], "float32"),   # beta
-                       np.array([3.0, 0.0], "float32"),    # moving_mean
-                       np.array([4.0, 0.25], "float32")])  # moving_variance
+    layer.set_weights(
+        [
+            np.array([2.0, 0.5], "float32"),  # gamma
+            np.array([1.0, -1.0], "float32"),  # beta
+            np.array([3.0, 0.0], "float32"),  # moving_mean
+            np.array([4.0, 0.25], "float32"),
+        ]
+    )  # moving_variance
     return layer
 
 
@@ -93,6 +98,7 @@ def test_frozen_bn_config_round_trip():
 
 # ---------------------------------------------------------------------------------- ResNet
 
+
 def test_resnet50_feature_shapes_at_800x1344(resnet50):
     specs = resnet50.compute_output_spec(keras.KerasTensor((1, 800, 1344, 3)))
     expected = [(1, h, w, c) for (h, w), c in zip(_ceil_sizes(800, 1344), (512, 1024, 2048))]
@@ -105,17 +111,26 @@ def test_resnet50_forward_odd_size(layout):
     model = ResNet(depth=50, layout=layout)
     features = model(np.random.default_rng(0).normal(size=(1, 200, 249, 3)).astype("float32"))
     assert [tuple(f.shape) for f in features] == [
-        (1, h, w, c) for (h, w), c in zip(_ceil_sizes(200, 249), (512, 1024, 2048))]
+        (1, h, w, c) for (h, w), c in zip(_ceil_sizes(200, 249), (512, 1024, 2048))
+    ]
     assert all(np.isfinite(np.asarray(f)).all() for f in features)
 
 
 def test_resnet50_conv_parameter_count(resnet50):
     # torchvision resnet50: 25,557,032 parameters = convs + 53,120 BN affine + 2,049,000 fc.
-    conv_params = sum(int(np.prod(w.shape)) for layer in resnet50.layers
-                      if isinstance(layer, keras.layers.Conv2D) for w in layer.weights)
+    conv_params = sum(
+        int(np.prod(w.shape))
+        for layer in resnet50.layers
+        if isinstance(layer, keras.layers.Conv2D)
+        for w in layer.weights
+    )
     assert conv_params == 25_557_032 - 53_120 - 2_049_000
-    bn_params = sum(int(np.prod(w.shape)) for layer in resnet50.layers
-                    if isinstance(layer, FrozenBatchNorm) for w in layer.weights)
+    bn_params = sum(
+        int(np.prod(w.shape))
+        for layer in resnet50.layers
+        if isinstance(layer, FrozenBatchNorm)
+        for w in layer.weights
+    )
     assert bn_params == 2 * 53_120  # affine + statistics
 
 
@@ -124,23 +139,36 @@ def test_resnet101_stage_depths():
     names = {layer.name for layer in model.layers}
     assert "layer3_22_conv3" in names and "layer3_23_conv3" not in names
     assert "layer4_2_conv3" in names and "layer4_3_conv3" not in names
-    conv_params = sum(int(np.prod(w.shape)) for layer in model.layers
-                      if isinstance(layer, keras.layers.Conv2D) for w in layer.weights)
+    conv_params = sum(
+        int(np.prod(w.shape))
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Conv2D)
+        for w in layer.weights
+    )
     # torchvision resnet101: 44,549,160 = convs + 105,344 BN affine + 2,049,000 fc.
     assert conv_params == 44_549_160 - 105_344 - 2_049_000
 
 
 def test_torchvision_style_layer_names(resnet50):
     names = {layer.name for layer in resnet50.layers}
-    for expected in ("conv1", "bn1", "layer1_0_conv1", "layer1_0_bn1", "layer1_0_downsample_0",
-                     "layer1_0_downsample_1", "layer2_3_conv3", "layer3_5_bn3",
-                     "layer4_0_downsample_0"):
+    for expected in (
+        "conv1",
+        "bn1",
+        "layer1_0_conv1",
+        "layer1_0_bn1",
+        "layer1_0_downsample_0",
+        "layer1_0_downsample_1",
+        "layer2_3_conv3",
+        "layer3_5_bn3",
+        "layer4_0_downsample_0",
+    ):
         assert expected in names
     assert "layer1_1_downsample_0" not in names
 
 
-@pytest.mark.parametrize("layout, stride_1x1, stride_3x3",
-                         [("pytorch", (1, 1), (2, 2)), ("caffe", (2, 2), (1, 1))])
+@pytest.mark.parametrize(
+    "layout, stride_1x1, stride_3x3", [("pytorch", (1, 1), (2, 2)), ("caffe", (2, 2), (1, 1))]
+)
 def test_layouts_place_the_stride(layout, stride_1x1, stride_3x3):
     model = ResNet(depth=50, layout=layout)
     for stage in (2, 3, 4):
@@ -172,12 +200,15 @@ def test_stem_symmetric_padding_golden():
     np.testing.assert_allclose(out[0, :, :, 0], image[0, ::2, ::2, 0], rtol=1e-6)
 
 
-@pytest.mark.parametrize("freeze_at, frozen_prefixes, trainable_prefixes", [
-    (0, (), ("conv1", "layer1_", "layer4_")),
-    (1, ("conv1",), ("layer1_", "layer2_")),
-    (2, ("conv1", "layer1_"), ("layer2_", "layer3_", "layer4_")),
-    (5, ("conv1", "layer1_", "layer2_", "layer3_", "layer4_"), ()),
-])
+@pytest.mark.parametrize(
+    "freeze_at, frozen_prefixes, trainable_prefixes",
+    [
+        (0, (), ("conv1", "layer1_", "layer4_")),
+        (1, ("conv1",), ("layer1_", "layer2_")),
+        (2, ("conv1", "layer1_"), ("layer2_", "layer3_", "layer4_")),
+        (5, ("conv1", "layer1_", "layer2_", "layer3_", "layer4_"), ()),
+    ],
+)
 def test_freeze_at(freeze_at, frozen_prefixes, trainable_prefixes):
     model = ResNet(depth=50, freeze_at=freeze_at)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
@@ -194,9 +225,12 @@ def test_freeze_at(freeze_at, frozen_prefixes, trainable_prefixes):
 def test_default_freeze_trainable_parameter_count(resnet50):
     trainable = sum(int(np.prod(w.shape)) for w in resnet50.trainable_weights)
     # Stem conv 7*7*3*64 and layer1's convs are frozen.
-    layer1 = sum(int(np.prod(w.shape)) for layer in resnet50.layers
-                 if layer.name.startswith("layer1_") and isinstance(layer, keras.layers.Conv2D)
-                 for w in layer.weights)
+    layer1 = sum(
+        int(np.prod(w.shape))
+        for layer in resnet50.layers
+        if layer.name.startswith("layer1_") and isinstance(layer, keras.layers.Conv2D)
+        for w in layer.weights
+    )
     assert layer1 == 212_992
     assert trainable == 25_557_032 - 53_120 - 2_049_000 - 9_408 - layer1
 
@@ -207,10 +241,14 @@ def test_frozen_bn_model_unchanged_by_training_call():
     for layer in model.layers:
         if isinstance(layer, FrozenBatchNorm):
             c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c).astype("float32"),
-                               rng.normal(0, 0.1, c).astype("float32"),
-                               rng.normal(0, 0.1, c).astype("float32"),
-                               rng.uniform(0.5, 1.5, c).astype("float32")])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, c).astype("float32"),
+                    rng.normal(0, 0.1, c).astype("float32"),
+                    rng.normal(0, 0.1, c).astype("float32"),
+                    rng.uniform(0.5, 1.5, c).astype("float32"),
+                ]
+            )
     before = [w.copy() for w in model.get_weights()]
     image = rng.normal(size=(2, 64, 64, 3)).astype("float32")
     out_train = model(image, training=True)
@@ -231,8 +269,14 @@ def test_plain_bn_option():
 def test_resnet_config_round_trip():
     model = ResNet(depth=50, layout="caffe", freeze_at=3, bn_epsilon=1.001e-5, name="trunk")
     config = model.get_config()
-    assert config == {"name": "trunk", "depth": 50, "layout": "caffe", "freeze_at": 3,
-                      "norm": "frozen_bn", "bn_epsilon": 1.001e-5}
+    assert config == {
+        "name": "trunk",
+        "depth": 50,
+        "layout": "caffe",
+        "freeze_at": 3,
+        "norm": "frozen_bn",
+        "bn_epsilon": 1.001e-5,
+    }
     clone = ResNet.from_config(config)
     assert clone.get_layer("layer2_0_conv1").strides == (2, 2)
     assert clone.get_layer("layer2_0_bn1").epsilon == 1.001e-5
@@ -243,15 +287,23 @@ def test_resnet_config_round_trip():
     assert isinstance(restored, ResNet) and restored.layout == "caffe"
 
 
-@pytest.mark.parametrize("kwargs, argument", [
-    ({"depth": 34}, "depth"), ({"layout": "tf"}, "layout"), ({"freeze_at": 6}, "freeze_at"),
-    ({"norm": "group"}, "norm"), ({"bn_epsilon": 0.0}, "bn_epsilon")])
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"depth": 34}, "depth"),
+        ({"layout": "tf"}, "layout"),
+        ({"freeze_at": 6}, "freeze_at"),
+        ({"norm": "group"}, "norm"),
+        ({"bn_epsilon": 0.0}, "bn_epsilon"),
+    ],
+)
 def test_resnet_rejects_bad_arguments(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
         ResNet(**kwargs)
 
 
 # --------------------------------------------------------------------------- SmallBackbone
+
 
 @pytest.mark.parametrize("image_size", IMAGE_SIZES)
 def test_small_backbone_shapes(image_size):
@@ -268,9 +320,14 @@ def test_small_backbone_is_small_and_trainable():
     assert len(model.trainable_weights) == len(model.weights)
 
 
-@pytest.mark.parametrize("norm, norm_class", [("group", keras.layers.GroupNormalization),
-                                              ("bn", keras.layers.BatchNormalization),
-                                              ("none", None)])
+@pytest.mark.parametrize(
+    "norm, norm_class",
+    [
+        ("group", keras.layers.GroupNormalization),
+        ("bn", keras.layers.BatchNormalization),
+        ("none", None),
+    ],
+)
 def test_small_backbone_norms(norm, norm_class):
     model = SmallBackbone(norm=norm)
     norms = [layer for layer in model.layers if "norm" in layer.name]
@@ -302,6 +359,7 @@ def test_small_backbone_rejects_bad_groups():
 
 
 # -------------------------------------------------------------------------- build_backbone
+
 
 def test_build_backbone():
     assert isinstance(build_backbone("small", channels=(8, 16, 32), num_groups=4), SmallBackbone)

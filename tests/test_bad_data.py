@@ -25,6 +25,7 @@ TIMEOUT_S = 300
 
 # ---------------------------------------------------------------------------- bad files
 
+
 def _jpeg(seed=0, size=(24, 32)):
     rng = np.random.default_rng(seed)
     buffer = io.BytesIO()
@@ -63,7 +64,7 @@ def test_check_image_file_walks_jpeg_headers(tmp_path):
         "long_header.jpg": (_with_large_app_segment(jpeg), None),
         "zeroed.jpg": (_zeroed_middle(jpeg), "corrupt"),
         "cut_in_header.jpg": (jpeg[:100], "truncated"),
-        "no_frame.jpg": (jpeg[:2] + jpeg[jpeg.find(b"\xff\xda"):], "corrupt"),
+        "no_frame.jpg": (jpeg[:2] + jpeg[jpeg.find(b"\xff\xda") :], "corrupt"),
         "bad_table.jpg": (_undefined_quantization_table(jpeg), None),
         "ok.png": (png, None),
         "bad_ihdr.png": (png[:12] + b"XXXX" + png[16:], "corrupt"),
@@ -81,6 +82,7 @@ def test_check_image_file_walks_jpeg_headers(tmp_path):
 
 # ------------------------------------------------------------------------ tiny COCO sets
 
+
 def _write_split(root, split, files, annotations=None, categories=None, images=None):
     """Writes ``root/<split>/`` and ``root/annotations/instances_<split>.json``.
 
@@ -97,12 +99,27 @@ def _write_split(root, split, files, annotations=None, categories=None, images=N
             (image_dir / f"{index}.jpg").write_bytes(data)
         generated.append({"id": index, "file_name": f"{index}.jpg", "height": 24, "width": 32})
     if annotations is None:
-        annotations = [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 12, 10],
-                        "area": 120, "iscrowd": 0} for i in range(1, len(files) + 1)]
+        annotations = [
+            {
+                "id": i,
+                "image_id": i,
+                "category_id": 1,
+                "bbox": [4, 4, 12, 10],
+                "area": 120,
+                "iscrowd": 0,
+            }
+            for i in range(1, len(files) + 1)
+        ]
     annotation_file = root / "annotations" / f"instances_{split}.json"
-    annotation_file.write_text(json.dumps({
-        "images": generated if images is None else images, "annotations": annotations,
-        "categories": categories or [{"id": 1, "name": "thing"}]}))
+    annotation_file.write_text(
+        json.dumps(
+            {
+                "images": generated if images is None else images,
+                "annotations": annotations,
+                "categories": categories or [{"id": 1, "name": "thing"}],
+            }
+        )
+    )
     return str(annotation_file), str(image_dir)
 
 
@@ -110,8 +127,10 @@ def test_reader_skips_files_up_to_the_first_decodable_one(tmp_path, caplog):
     good, bad = _jpeg(1), _undefined_quantization_table(_jpeg(2))
     annotation_file, image_dir = _write_split(tmp_path, "train2017", [bad, bad, good, bad])
     read = coco.read_coco(annotation_file, image_dir)
-    assert read.skipped == [(os.path.join(image_dir, "1.jpg"), "undecodable"),
-                            (os.path.join(image_dir, "2.jpg"), "undecodable")]
+    assert read.skipped == [
+        (os.path.join(image_dir, "1.jpg"), "undecodable"),
+        (os.path.join(image_dir, "2.jpg"), "undecodable"),
+    ]
     assert "Skipped 2 of 4 images" in caplog.text and "2 undecodable" in caplog.text
     # Image 4 comes after a decodable one: the cheap check keeps it and decoding skips it.
     assert read.num_examples == 2
@@ -125,11 +144,16 @@ def test_reader_skips_files_up_to_the_first_decodable_one(tmp_path, caplog):
         coco.read_coco(annotation_file, image_dir, check_images="full")
 
 
-@pytest.mark.parametrize("kind, reasons", [
-    ("missing", "3 missing"), ("zeroed", "3 corrupt"), ("undecodable", "3 undecodable")])
+@pytest.mark.parametrize(
+    "kind, reasons",
+    [("missing", "3 missing"), ("zeroed", "3 corrupt"), ("undecodable", "3 undecodable")],
+)
 def test_split_without_a_usable_image_is_an_error(tmp_path, kind, reasons):
-    data = {"missing": None, "zeroed": _zeroed_middle(_jpeg()),
-            "undecodable": _undefined_quantization_table(_jpeg())}[kind]
+    data = {
+        "missing": None,
+        "zeroed": _zeroed_middle(_jpeg()),
+        "undecodable": _undefined_quantization_table(_jpeg()),
+    }[kind]
     annotation_file, image_dir = _write_split(tmp_path, "val2017", [data] * 3)
     with pytest.raises(DatasetError) as error:
         coco.read_coco(annotation_file, image_dir, decode=False)
@@ -148,18 +172,23 @@ def test_annotation_file_without_images_is_an_error(tmp_path):
 
 
 def test_duplicate_image_ids_are_refused_with_both_file_names(tmp_path):
-    images = [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"},
-              {"id": 1, "file_name": "c.jpg"}]
-    annotation_file, image_dir = _write_split(tmp_path, "train2017", [], annotations=[],
-                                              images=images)
+    images = [
+        {"id": 1, "file_name": "a.jpg"},
+        {"id": 2, "file_name": "b.jpg"},
+        {"id": 1, "file_name": "c.jpg"},
+    ]
+    annotation_file, image_dir = _write_split(
+        tmp_path, "train2017", [], annotations=[], images=images
+    )
     with pytest.raises(DatasetError, match="Image id 1 appears twice .*'a.jpg' and 'c.jpg'"):
         coco.read_coco(annotation_file, image_dir)
 
 
 def test_unknown_ids_and_cut_json_are_dataset_errors(tmp_path):
     unknown_image = [{"id": 11, "image_id": 5, "category_id": 1, "bbox": [0, 0, 4, 4]}]
-    annotation_file, image_dir = _write_split(tmp_path, "train2017", [_jpeg()],
-                                              annotations=unknown_image)
+    annotation_file, image_dir = _write_split(
+        tmp_path, "train2017", [_jpeg()], annotations=unknown_image
+    )
     with pytest.raises(DatasetError, match="Annotation 11 .* unknown image id 5"):
         coco.read_coco(annotation_file, image_dir)
     unknown_category = [{"id": 12, "image_id": 1, "category_id": 9, "bbox": [0, 0, 4, 4]}]
@@ -167,25 +196,30 @@ def test_unknown_ids_and_cut_json_are_dataset_errors(tmp_path):
     with pytest.raises(DatasetError, match="Annotation 12 .* unknown category id 9"):
         coco.read_coco(annotation_file, image_dir)
     text = (tmp_path / "annotations" / "instances_train2017.json").read_text()
-    (tmp_path / "annotations" / "instances_train2017.json").write_text(text[:len(text) // 2])
+    (tmp_path / "annotations" / "instances_train2017.json").write_text(text[: len(text) // 2])
     with pytest.raises(DatasetError) as error:
         coco.read_coco(annotation_file, image_dir)
     assert annotation_file in str(error.value)
-    assert f"line 1 column {len(text) // 2 + 1} (character {len(text) // 2} of " \
-           f"{len(text) // 2})" in str(error.value)
+    assert (
+        f"line 1 column {len(text) // 2 + 1} (character {len(text) // 2} of "
+        f"{len(text) // 2})" in str(error.value)
+    )
 
 
 # ------------------------------------------------------------------------------ pipeline
 
+
 def _bytes_examples(files):
     count = len(files)
-    return tf.data.Dataset.from_tensor_slices({
-        "image_bytes": tf.constant(files),
-        "boxes": tf.tile(tf.constant([[[2.0, 2.0, 12.0, 10.0]]]), [count, 1, 1]),
-        "classes": tf.zeros([count, 1], tf.int32),
-        "is_crowd": tf.zeros([count, 1], tf.bool),
-        "image_id": tf.range(1, count + 1, dtype=tf.int64),
-    })
+    return tf.data.Dataset.from_tensor_slices(
+        {
+            "image_bytes": tf.constant(files),
+            "boxes": tf.tile(tf.constant([[[2.0, 2.0, 12.0, 10.0]]]), [count, 1, 1]),
+            "classes": tf.zeros([count, 1], tf.int32),
+            "is_crowd": tf.zeros([count, 1], tf.bool),
+            "image_id": tf.range(1, count + 1, dtype=tf.int64),
+        }
+    )
 
 
 def _first_batches(dataset, count):
@@ -207,9 +241,13 @@ def _first_batches(dataset, count):
 
 def test_training_stream_with_nothing_decodable_fails_instead_of_looping():
     bad = _undefined_quantization_table(_jpeg())
-    dataset = pipeline.make_pipeline(_bytes_examples([bad, b"not an image"]), training=True,
-                                     batch_size=1, train_short_side=(32, 32),
-                                     max_size=32)
+    dataset = pipeline.make_pipeline(
+        _bytes_examples([bad, b"not an image"]),
+        training=True,
+        batch_size=1,
+        train_short_side=(32, 32),
+        max_size=32,
+    )
     result = _first_batches(dataset, 1)
     assert isinstance(result.get("error"), tf.errors.InvalidArgumentError), result
     assert "No example of the dataset could be read in a whole epoch" in str(result["error"])
@@ -218,33 +256,57 @@ def test_training_stream_with_nothing_decodable_fails_instead_of_looping():
 def test_training_stream_skips_undecodable_files_in_every_epoch():
     bad = _undefined_quantization_table(_jpeg())
     files = [_jpeg(1), bad, _jpeg(2), b"not an image", _jpeg(3)]
-    dataset = pipeline.make_pipeline(_bytes_examples(files), training=True, batch_size=1,
-                                     train_short_side=(32, 32), max_size=32, seed=3,
-                                     deterministic=True)
+    dataset = pipeline.make_pipeline(
+        _bytes_examples(files),
+        training=True,
+        batch_size=1,
+        train_short_side=(32, 32),
+        max_size=32,
+        seed=3,
+        deterministic=True,
+    )
     result = _first_batches(dataset, 9)  # three epochs of the three good images
     ids = [int(labels["image_id"][0]) for _, labels in result["batches"]]
     for epoch in range(3):
-        assert sorted(ids[3 * epoch:3 * epoch + 3]) == [1, 3, 5]
+        assert sorted(ids[3 * epoch : 3 * epoch + 3]) == [1, 3, 5]
 
 
 # ------------------------------------------------------------------------------ train.py
 
+
 def _train_flags(workdir, coco_root, total_steps=2):
     """Command-line overrides of a seconds-long COCO run (the one place naming config keys)."""
-    return [f"--workdir={workdir}", "--mode=train", "--config.data.dataset=coco",
-            f"--config.data.coco.root={coco_root}", "--config.pipeline.train_short_side=(32, 32)",
-            "--config.pipeline.max_size=32", "--config.pipeline.eval_short_side=32",
-            "--config.pipeline.shuffle_buffer=8", "--config.model.fpn_channels=16",
-            "--config.model.head_num_convs=1", "--config.model.head_num_groups=8",
-            "--config.train.batch_size=2", "--config.train.warmup_steps=1",
-            "--config.train.lr_steps=(1,)", f"--config.train.total_steps={total_steps}",
-            "--config.train.steps_per_epoch=2", "--config.train.checkpoint_every=2"]
+    return [
+        f"--workdir={workdir}",
+        "--mode=train",
+        "--config.data.dataset=coco",
+        f"--config.data.coco.root={coco_root}",
+        "--config.pipeline.train_short_side=(32, 32)",
+        "--config.pipeline.max_size=32",
+        "--config.pipeline.eval_short_side=32",
+        "--config.pipeline.shuffle_buffer=8",
+        "--config.model.fpn_channels=16",
+        "--config.model.head_num_convs=1",
+        "--config.model.head_num_groups=8",
+        "--config.train.batch_size=2",
+        "--config.train.warmup_steps=1",
+        "--config.train.lr_steps=(1,)",
+        f"--config.train.total_steps={total_steps}",
+        "--config.train.steps_per_epoch=2",
+        "--config.train.checkpoint_every=2",
+    ]
 
 
 def _run_train(flags):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, os.path.join(REPO, "train.py"), *flags], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "train.py"), *flags],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
 
 
 def _bad_split(root, case):
@@ -252,14 +314,18 @@ def _bad_split(root, case):
     good = [_jpeg(seed) for seed in range(3)]
     if case == "undecodable":
         annotation_file, image_dir = _write_split(
-            root, "train2017", [_undefined_quantization_table(data) for data in good])
+            root, "train2017", [_undefined_quantization_table(data) for data in good]
+        )
         return [image_dir, annotation_file, "all 3 skipped (3 undecodable)"]
     if case == "missing":
         annotation_file, image_dir = _write_split(root, "train2017", [None] * 3)
         return [image_dir, annotation_file, "all 3 skipped (3 missing)"]
     if case == "duplicate_id":
-        images = [{"id": 1, "file_name": "1.jpg"}, {"id": 2, "file_name": "2.jpg"},
-                  {"id": 2, "file_name": "3.jpg"}]
+        images = [
+            {"id": 1, "file_name": "1.jpg"},
+            {"id": 2, "file_name": "2.jpg"},
+            {"id": 2, "file_name": "3.jpg"},
+        ]
         annotation_file, _ = _write_split(root, "train2017", good, images=images)
         return [annotation_file, "Image id 2 appears twice", "'2.jpg' and '3.jpg'"]
     if case == "unknown_category":
@@ -273,8 +339,9 @@ def _bad_split(root, case):
     return [annotation_file, "is not valid JSON", "line 1 column"]
 
 
-@pytest.mark.parametrize("case", ["undecodable", "missing", "duplicate_id", "unknown_category",
-                                  "cut_json"])
+@pytest.mark.parametrize(
+    "case", ["undecodable", "missing", "duplicate_id", "unknown_category", "cut_json"]
+)
 def test_train_py_stops_on_bad_data_with_one_line(tmp_path, case):
     words = _bad_split(tmp_path / "coco", case)
     result = _run_train(_train_flags(tmp_path / "run", tmp_path / "coco"))

@@ -15,11 +15,17 @@ def _randomise_batch_norms(model, seed=0):
     """Statistics and affine parameters far from their identity init, so folding matters."""
     rng = np.random.default_rng(seed)
     count = 0
-    for layer in model._flatten_layers(include_self=True, recursive=True):  # pylint: disable=protected-access
+    for layer in model._flatten_layers(include_self=True, recursive=True):
         if isinstance(layer, keras.layers.BatchNormalization):
             c = layer.moving_mean.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.5, c),
-                               rng.normal(0, 0.5, c), rng.uniform(0.3, 2.0, c)])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, c),
+                    rng.normal(0, 0.5, c),
+                    rng.normal(0, 0.5, c),
+                    rng.uniform(0.3, 2.0, c),
+                ]
+            )
             count += 1
     return count
 
@@ -29,14 +35,14 @@ def _assert_same_outputs(original, folded, images):
     actual = folded(images, training=False)
     assert sorted(expected) == sorted(actual)
     for key in expected:
-        np.testing.assert_allclose(actual[key], expected[key], rtol=1e-4, atol=1e-4,
-                                   err_msg=key)
+        np.testing.assert_allclose(actual[key], expected[key], rtol=1e-4, atol=1e-4, err_msg=key)
 
 
 @pytest.mark.parametrize("backbone_name", ["mobilenet_v2", "mobilenet_v3_large"])
 def test_folding_keeps_the_outputs_and_removes_every_batch_norm(backbone_name):
-    backbone = build_backbone(backbone_name, alpha=0.35 if backbone_name == "mobilenet_v2"
-                              else 0.75, norm="sync_bn")
+    backbone = build_backbone(
+        backbone_name, alpha=0.35 if backbone_name == "mobilenet_v2" else 0.75, norm="sync_bn"
+    )
     model = FCOS(backbone, 3, fpn_channels=32, head_num_convs=2, head_norm="sync_bn")
     model.build((None, None, None, 3))
     assert _randomise_batch_norms(model) == bn_folding.count_batch_norms(model) > 20
@@ -50,22 +56,26 @@ def test_folding_keeps_the_outputs_and_removes_every_batch_norm(backbone_name):
 
 
 def test_folding_a_plain_bn_backbone_and_head():
-    model = FCOS(SmallBackbone(norm="bn"), 2, fpn_channels=16, head_num_convs=1,
-                 head_norm="bn")
+    model = FCOS(SmallBackbone(norm="bn"), 2, fpn_channels=16, head_num_convs=1, head_norm="bn")
     model.build((None, None, None, 3))
     _randomise_batch_norms(model, seed=3)
     folded = bn_folding.fold_batch_norms(model)
     assert bn_folding.count_batch_norms(folded) == 0
     # The folded convs now carry a bias (the BN offset).
     assert folded.backbone.get_layer("c3_conv_conv").use_bias
-    _assert_same_outputs(model, folded,
-                         np.random.default_rng(2).normal(0, 1, (1, 64, 64, 3)).astype("float32"))
+    _assert_same_outputs(
+        model, folded, np.random.default_rng(2).normal(0, 1, (1, 64, 64, 3)).astype("float32")
+    )
 
 
 def test_folded_weights_by_hand():
     """1x1 conv with kernel 2 and bias 1, BN gamma 3 beta 0.5 mean 1 var 4 eps 0."""
-    conv = keras.layers.Conv2D(1, 1, kernel_initializer=keras.initializers.Constant(2.0),
-                               bias_initializer=keras.initializers.Constant(1.0))
+    conv = keras.layers.Conv2D(
+        1,
+        1,
+        kernel_initializer=keras.initializers.Constant(2.0),
+        bias_initializer=keras.initializers.Constant(1.0),
+    )
     conv.build((None, None, None, 1))
     norm = keras.layers.BatchNormalization(epsilon=0.0)
     norm.build((None, None, None, 1))
@@ -82,15 +92,15 @@ def test_depthwise_folding_scales_each_output_channel():
     norm = keras.layers.BatchNormalization()
     norm.build((None, None, None, 6))
     rng = np.random.default_rng(0)
-    norm.set_weights([rng.uniform(0.5, 2, 6), rng.normal(size=6), rng.normal(size=6),
-                      rng.uniform(0.5, 2, 6)])
+    norm.set_weights(
+        [rng.uniform(0.5, 2, 6), rng.normal(size=6), rng.normal(size=6), rng.uniform(0.5, 2, 6)]
+    )
     kernel, bias = bn_folding.folded_conv_weights(depthwise, norm)
     folded = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same")
     folded.build((None, None, None, 3))
     folded.set_weights([kernel, bias])
     x = rng.normal(size=(1, 8, 8, 3)).astype(np.float32)
-    np.testing.assert_allclose(folded(x), norm(depthwise(x), training=False),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(folded(x), norm(depthwise(x), training=False), rtol=1e-5, atol=1e-5)
 
 
 def test_group_norm_head_is_left_alone():
@@ -106,6 +116,7 @@ def test_head_rejects_unknown_norm():
 
 # ------------------------------------------------------------------------------ SyncBN
 
+
 def _head_statistics(norm, strategy, images):
     """Moving statistics of the first tower BN after one training-mode call on ``images``.
 
@@ -114,8 +125,12 @@ def _head_statistics(norm, strategy, images):
     with strategy.scope():
         head = FCOSHead(2, channels=4, num_convs=1, norm=norm, num_levels=1)
         head.build([(None, None, None, 3)])
-    head.set_weights([np.full(w.shape, 0.1, np.float32) if "kernel" in w.path else w.numpy()
-                      for w in head.weights])
+    head.set_weights(
+        [
+            np.full(w.shape, 0.1, np.float32) if "kernel" in w.path else w.numpy()
+            for w in head.weights
+        ]
+    )
     replicas = strategy.num_replicas_in_sync
     shards = np.split(images, replicas)
 
@@ -127,11 +142,15 @@ def _head_statistics(norm, strategy, images):
         outputs = [step(tf.constant(images))]
     else:
         values = strategy.experimental_distribute_values_from_function(
-            lambda context: tf.constant(shards[context.replica_id_in_sync_group]))
+            lambda context: tf.constant(shards[context.replica_id_in_sync_group])
+        )
         outputs = strategy.experimental_local_results(strategy.run(step, args=(values,)))
     norm_layer = head.cls_tower[1]
-    return (norm_layer.moving_mean.numpy(), norm_layer.moving_variance.numpy(),
-            np.concatenate([np.asarray(o) for o in outputs]))
+    return (
+        norm_layer.moving_mean.numpy(),
+        norm_layer.moving_variance.numpy(),
+        np.concatenate([np.asarray(o) for o in outputs]),
+    )
 
 
 def test_sync_bn_statistics_are_those_of_the_global_batch(two_replicas):

@@ -14,10 +14,8 @@ def _random_xyxy(rng, n):
 
 
 def test_converters_by_hand():
-    np.testing.assert_allclose(box_lib.xywh_to_xyxy([[10.0, 20.0, 30.0, 40.0]]),
-                               [[10, 20, 40, 60]])
-    np.testing.assert_allclose(box_lib.xyxy_to_xywh([[10.0, 20.0, 40.0, 60.0]]),
-                               [[10, 20, 30, 40]])
+    np.testing.assert_allclose(box_lib.xywh_to_xyxy([[10.0, 20.0, 30.0, 40.0]]), [[10, 20, 40, 60]])
+    np.testing.assert_allclose(box_lib.xyxy_to_xywh([[10.0, 20.0, 40.0, 60.0]]), [[10, 20, 30, 40]])
     np.testing.assert_allclose(box_lib.yxyx_to_xyxy([[1.0, 2.0, 3.0, 4.0]]), [[2, 1, 4, 3]])
     np.testing.assert_allclose(box_lib.xyxy_to_yxyx([[2.0, 1.0, 4.0, 3.0]]), [[1, 2, 3, 4]])
     # Normalised yxyx of TFDS -> pixels of a 100 x 200 (H x W) image.
@@ -28,12 +26,13 @@ def test_converters_by_hand():
 def test_converters_round_trip():
     rng = np.random.default_rng(0)
     boxes = _random_xyxy(rng, 50)
-    np.testing.assert_allclose(box_lib.xywh_to_xyxy(box_lib.xyxy_to_xywh(boxes)), boxes,
-                               atol=1e-4)
+    np.testing.assert_allclose(box_lib.xywh_to_xyxy(box_lib.xyxy_to_xywh(boxes)), boxes, atol=1e-4)
     np.testing.assert_array_equal(box_lib.yxyx_to_xyxy(box_lib.xyxy_to_yxyx(boxes)), boxes)
     np.testing.assert_allclose(
         box_lib.scale_xyxy(box_lib.scale_xyxy(boxes, 1 / 320.0, 1 / 240.0), 320.0, 240.0),
-        boxes, rtol=1e-5)
+        boxes,
+        rtol=1e-5,
+    )
     # Any leading shape: [2, 25, 4].
     batched = boxes.reshape(2, 25, 4)
     assert box_lib.xyxy_to_xywh(batched).shape == (2, 25, 4)
@@ -62,19 +61,23 @@ def test_area_and_clip():
     np.testing.assert_allclose(clipped, [[0, 10, 100, 80]])
 
 
-@pytest.mark.parametrize("pred, gt, iou, giou", [
-    # Same location, square 2x2 inside square 4x4: inter 4, union 16, enclosing 16.
-    ((1, 1, 1, 1), (2, 2, 2, 2), 4 / 16, 4 / 16),
-    # Identical boxes.
-    ((3, 1, 2, 5), (3, 1, 2, 5), 1.0, 1.0),
-    # pred (1, 0, 3, 2) is [x-1, y, x+3, y+2], area 4 x 2 = 8; gt (2, 1, 1, 1) is
-    # [x-2, y-1, x+1, y+1], area 3 x 2 = 6. Intersection: width min(1,2) + min(3,1) = 2,
-    # height min(0,1) + min(2,1) = 1 -> 2; union 8 + 6 - 2 = 12; enclosing (2+3) x (1+2) = 15. GIoU = 2/12 - 3/15 = -1/30.
-    ((1, 0, 3, 2), (2, 1, 1, 1), 2 / 12, 2 / 12 - 3 / 15),
-    # Touching at the location only: pred [x, y, x+2, y+2], gt [x-2, y-2, x, y]: inter 0,
-    # union 8, enclosing 4 x 4 = 16: GIoU = 0 - 8/16.
-    ((0, 0, 2, 2), (2, 2, 0, 0), 0.0, -0.5),
-])
+@pytest.mark.parametrize(
+    "pred, gt, iou, giou",
+    [
+        # Same location, square 2x2 inside square 4x4: inter 4, union 16, enclosing 16.
+        ((1, 1, 1, 1), (2, 2, 2, 2), 4 / 16, 4 / 16),
+        # Identical boxes.
+        ((3, 1, 2, 5), (3, 1, 2, 5), 1.0, 1.0),
+        # pred (1, 0, 3, 2) is [x-1, y, x+3, y+2], area 4 x 2 = 8; gt (2, 1, 1, 1) is
+        # [x-2, y-1, x+1, y+1], area 3 x 2 = 6. Intersection: width min(1,2) + min(3,1) = 2,
+        # height min(0,1) + min(2,1) = 1 -> 2; union 8 + 6 - 2 = 12; enclosing (2+3) x (1+2)
+        # = 15. GIoU = 2/12 - 3/15 = -1/30.
+        ((1, 0, 3, 2), (2, 1, 1, 1), 2 / 12, 2 / 12 - 3 / 15),
+        # Touching at the location only: pred [x, y, x+2, y+2], gt [x-2, y-2, x, y]: inter 0,
+        # union 8, enclosing 4 x 4 = 16: GIoU = 0 - 8/16.
+        ((0, 0, 2, 2), (2, 2, 0, 0), 0.0, -0.5),
+    ],
+)
 def test_iou_and_giou_by_hand(pred, gt, iou, giou):
     pred = tf.constant([pred], tf.float32)
     gt = tf.constant([gt], tf.float32)

@@ -20,10 +20,14 @@ RECIPES = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
 
 
 def _python(code, env=None):
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                            text=True, timeout=300,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO,
-                                 **(env or {})})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO, **(env or {})},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -43,19 +47,27 @@ def test_pipeline_targets_and_model_decoding_share_the_location_settings(path):
     assert pipeline.eval_short_side == config.pipeline.eval_short_side
     assert pipeline.train_short_side == tuple(config.pipeline.train_short_side)
     assert (model.fpn_channels, model.box_loss, model.score_threshold) == (
-        config.model.fpn_channels, config.model.box_loss, config.model.score_threshold)
+        config.model.fpn_channels,
+        config.model.box_loss,
+        config.model.score_threshold,
+    )
 
 
 def test_torchvision_recipe_trains_against_locations_without_offset():
     config = config_lib.load_recipe("fcos_torchvision_r50")
     assert config.locations.location_offset == 0.0
-    pipeline = dataclasses.replace(builders.build_pipeline_config(config, batch_size=1),
-                                   eval_short_side=64, max_size=64)
+    pipeline = dataclasses.replace(
+        builders.build_pipeline_config(config, batch_size=1), eval_short_side=64, max_size=64
+    )
     boxes = np.array([[3.0, 5.0, 41.0, 30.0], [20.0, 18.0, 60.0, 62.0]], np.float32)
     classes = np.array([1, 0], np.int32)
-    example = {"image": tf.zeros([64, 64, 3], tf.uint8), "boxes": tf.constant(boxes),
-               "classes": tf.constant(classes), "is_crowd": tf.zeros([2], tf.bool),
-               "image_id": tf.constant(0, tf.int64)}
+    example = {
+        "image": tf.zeros([64, 64, 3], tf.uint8),
+        "boxes": tf.constant(boxes),
+        "classes": tf.constant(classes),
+        "is_crowd": tf.zeros([2], tf.bool),
+        "image_id": tf.constant(0, tf.int64),
+    }
     examples = tf.data.Dataset.from_tensors(example)
     _, labels = next(iter(pipeline_lib.make_pipeline(examples, training=False, config=pipeline)))
     padded = (64, 64)
@@ -72,7 +84,7 @@ def test_resume_seed_is_the_same_in_every_process():
     code = "from fcos_tf import builders; print(builders.resume_seed(7, 1234))"
     seeds = {int(_python(code, {"PYTHONHASHSEED": str(h)})) for h in (1, 2, 3)}
     assert seeds == {builders.resume_seed(7, 1234)}
-    assert 0 <= builders.resume_seed(7, 1234) < 2 ** 31
+    assert 0 <= builders.resume_seed(7, 1234) < 2**31
     assert len({builders.resume_seed(7, s) for s in range(100)}) == 100
 
 
@@ -87,7 +99,8 @@ def test_library_modules_define_no_flags_and_export_needs_no_training():
         "        if info.name != 'fcos_tf.training':\n"
         "            importlib.import_module(info.name)\n"
         "print(sorted(set(flags.FLAGS) - before))\n"
-        "print('fcos_tf.training' in sys.modules)\n")
+        "print('fcos_tf.training' in sys.modules)\n"
+    )
     new_flags, training_imported = out.strip().splitlines()[-2:]
     assert new_flags == "[]"
     assert training_imported == "False"  # nothing but train.py needs the training loop
@@ -103,7 +116,8 @@ def test_export_script_overrides_the_workdirs_own_config(tmp_path):
         "        '--config.pipeline.eval_short_side=96']\n"
         "script.define_flags(argv)\n"
         "script.FLAGS(argv)\n"
-        "print(script.FLAGS.config.pipeline.eval_short_side, script.FLAGS.config.backbone.name)\n")
+        "print(script.FLAGS.config.pipeline.eval_short_side, script.FLAGS.config.backbone.name)\n"
+    )
     assert out.split()[-2:] == ["96", "small"]
 
 
@@ -117,7 +131,8 @@ def test_edge_export_script_reads_the_workdirs_config_with_overrides(tmp_path):
         "script.define_flags(argv)\n"
         "script.FLAGS(argv)\n"
         "c = script.FLAGS.config\n"
-        "print(c.backbone.name, c.backbone.alpha, c.backbone.norm, script.FLAGS.variant)\n")
+        "print(c.backbone.name, c.backbone.alpha, c.backbone.norm, script.FLAGS.variant)\n"
+    )
     assert out.split()[-4:] == ["mobilenet_v2", "0.5", "sync_bn", "fp32"]
 
 

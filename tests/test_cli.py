@@ -23,16 +23,25 @@ TIMEOUT_S = 300
 
 def _tiny_flags(workdir, total_steps=2, steps_per_epoch=2, checkpoint_every=2):
     """Overrides of a seconds-long synthetic run (64-pixel images, a thin head)."""
-    return [f"--workdir={workdir}", "--mode=train",
-            "--config.data.synthetic.num_train=16", "--config.data.synthetic.image_size=(64, 64)",
-            "--config.pipeline.train_short_side=(64, 64)", "--config.pipeline.max_size=64",
-            "--config.pipeline.eval_short_side=64", "--config.pipeline.shuffle_buffer=16",
-            "--config.model.fpn_channels=16", "--config.model.head_num_convs=1",
-            "--config.model.head_num_groups=8", "--config.train.batch_size=4",
-            "--config.train.warmup_steps=1", "--config.train.lr_steps=(1,)",
-            f"--config.train.total_steps={total_steps}",
-            f"--config.train.steps_per_epoch={steps_per_epoch}",
-            f"--config.train.checkpoint_every={checkpoint_every}"]
+    return [
+        f"--workdir={workdir}",
+        "--mode=train",
+        "--config.data.synthetic.num_train=16",
+        "--config.data.synthetic.image_size=(64, 64)",
+        "--config.pipeline.train_short_side=(64, 64)",
+        "--config.pipeline.max_size=64",
+        "--config.pipeline.eval_short_side=64",
+        "--config.pipeline.shuffle_buffer=16",
+        "--config.model.fpn_channels=16",
+        "--config.model.head_num_convs=1",
+        "--config.model.head_num_groups=8",
+        "--config.train.batch_size=4",
+        "--config.train.warmup_steps=1",
+        "--config.train.lr_steps=(1,)",
+        f"--config.train.total_steps={total_steps}",
+        f"--config.train.steps_per_epoch={steps_per_epoch}",
+        f"--config.train.checkpoint_every={checkpoint_every}",
+    ]
 
 
 def _env(**extra):
@@ -46,14 +55,23 @@ def _train_command(flags, patch=None):
     """``python train.py flags``, or the same run with ``patch`` (Python code) applied first."""
     if patch is None:
         return [sys.executable, "-u", TRAIN_PY, *flags]
-    code = (f"{patch}\nimport runpy, sys\nsys.argv = [{TRAIN_PY!r}] + sys.argv[1:]\n"
-            f"runpy.run_path({TRAIN_PY!r}, run_name='__main__')\n")
+    code = (
+        f"{patch}\nimport runpy, sys\nsys.argv = [{TRAIN_PY!r}] + sys.argv[1:]\n"
+        f"runpy.run_path({TRAIN_PY!r}, run_name='__main__')\n"
+    )
     return [sys.executable, "-u", "-c", code, *flags]
 
 
 def _run(command, env=None, timeout=TIMEOUT_S):
-    return subprocess.run(command, cwd=REPO, env=env or _env(), capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        command,
+        cwd=REPO,
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def _latest_step(workdir):
@@ -62,6 +80,7 @@ def _latest_step(workdir):
 
 
 # ------------------------------------------------------------------------- unit helpers
+
 
 def test_debug_requested_reads_the_flag_and_the_environment(monkeypatch):
     monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
@@ -88,11 +107,16 @@ def test_progress_verbosity_follows_the_terminal(tmp_path):
 
 # ------------------------------------------------------------------------------ --debug
 
+
 @pytest.mark.parametrize("way", ["none", "flag", "env"])
 def test_one_line_error_and_traceback_with_debug(tmp_path, way):
     # A COCO root that does not exist: "Invalid config", one line naming the folder.
-    flags = [f"--workdir={tmp_path / 'run'}", "--mode=train", "--config.data.dataset=coco",
-             f"--config.data.coco.root={tmp_path / 'nowhere'}"]
+    flags = [
+        f"--workdir={tmp_path / 'run'}",
+        "--mode=train",
+        "--config.data.dataset=coco",
+        f"--config.data.coco.root={tmp_path / 'nowhere'}",
+    ]
     env = _env()
     if way == "flag":
         flags.append("--debug")
@@ -102,8 +126,9 @@ def test_one_line_error_and_traceback_with_debug(tmp_path, way):
     assert result.returncode == 1, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("Invalid config: ") and str(tmp_path / "nowhere") in last, last
-    assert ("Traceback (most recent call last)" in result.stderr) == (way != "none"), \
-        result.stderr[-3000:]
+    assert ("Traceback (most recent call last)" in result.stderr) == (way != "none"), result.stderr[
+        -3000:
+    ]
 
 
 def test_config_override_error_with_debug_shows_the_traceback(tmp_path):
@@ -118,6 +143,7 @@ def test_config_override_error_with_debug_shows_the_traceback(tmp_path):
 
 
 # ------------------------------------------------------------------- progress and resume
+
 
 @pytest.mark.slow
 def test_output_to_a_pipe_has_one_progress_line_per_epoch(tmp_path):
@@ -169,8 +195,9 @@ checkpoint_management.CheckpointManager._record_state = record_state
 def test_sigkill_during_a_checkpoint_write_resumes_from_the_last_complete_one(tmp_path):
     flags = _tiny_flags(tmp_path, total_steps=6, steps_per_epoch=2, checkpoint_every=2)
     for point in ("merge", "state"):
-        killed = _run(_train_command(flags, _KILL_DURING_CHECKPOINT_WRITE),
-                      env=_env(KILL_POINT=point))
+        killed = _run(
+            _train_command(flags, _KILL_DURING_CHECKPOINT_WRITE), env=_env(KILL_POINT=point)
+        )
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
         assert _latest_step(tmp_path) == 2, (point, os.listdir(tmp_path / "checkpoints"))
     # The same command, not killed this time: resumes at step 2 and finishes.
@@ -216,17 +243,22 @@ builders.build_train_dataset = blocking_build
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_ends_train_py_while_the_input_pipeline_is_blocked(tmp_path, signum):
-    flags = _tiny_flags(tmp_path / "run", total_steps=100, steps_per_epoch=1,
-                        checkpoint_every=1)
+    flags = _tiny_flags(tmp_path / "run", total_steps=100, steps_per_epoch=1, checkpoint_every=1)
     stdout_path, stderr_path = tmp_path / "stdout", tmp_path / "stderr"
     with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:
-        process = subprocess.Popen(_train_command(flags, _BLOCKING_INPUT), cwd=REPO, env=_env(),
-                                   stdout=stdout, stderr=stderr)
+        process = subprocess.Popen(
+            _train_command(flags, _BLOCKING_INPUT),
+            cwd=REPO,
+            env=_env(),
+            stdout=stdout,
+            stderr=stderr,
+        )
     try:
         deadline = time.monotonic() + TIMEOUT_S
         # Step 1 is done and step 2 waits for the stalled input.
-        while not ("Epoch 2/" in stdout_path.read_text()
-                   and "INPUT BLOCKED" in stderr_path.read_text()):
+        while not (
+            "Epoch 2/" in stdout_path.read_text() and "INPUT BLOCKED" in stderr_path.read_text()
+        ):
             assert process.poll() is None, stderr_path.read_text()[-3000:]
             assert time.monotonic() < deadline, stderr_path.read_text()[-3000:]
             time.sleep(0.5)

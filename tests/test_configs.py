@@ -26,8 +26,16 @@ def _load(name):
 def test_every_recipe_validates_and_documents_its_command(path):
     config = _load(os.path.basename(path))
     config_lib.validate_config(config, check_paths=False)
-    for section in ("backbone", "model", "locations", "pipeline", "data", "train", "eval",
-                    "export"):
+    for section in (
+        "backbone",
+        "model",
+        "locations",
+        "pipeline",
+        "data",
+        "train",
+        "eval",
+        "export",
+    ):
         assert section in config
     with open(path) as f:
         source = f.read()
@@ -36,25 +44,44 @@ def test_every_recipe_validates_and_documents_its_command(path):
 
 def test_improved_recipe_is_the_papers_default_profile():
     config = _load("fcos_r50_1x_improved.py")
-    assert (config.backbone.name, config.model.p6_input, config.model.centerness_on,
-            config.model.box_loss, config.model.norm_reg_targets) == (
-                "resnet50", "p5", "regression", "giou", True)
+    assert (
+        config.backbone.name,
+        config.model.p6_input,
+        config.model.centerness_on,
+        config.model.box_loss,
+        config.model.norm_reg_targets,
+    ) == ("resnet50", "p5", "regression", "giou", True)
     assert config.locations.center_sampling_radius == 1.5
     assert config.locations.location_offset == 0.5
-    assert (config.train.batch_size, config.train.base_lr, config.train.total_steps,
-            tuple(config.train.lr_steps), config.train.warmup_steps) == (
-                16, 0.01, 90_000, (60_000, 80_000), 500)
+    assert (
+        config.train.batch_size,
+        config.train.base_lr,
+        config.train.total_steps,
+        tuple(config.train.lr_steps),
+        config.train.warmup_steps,
+    ) == (16, 0.01, 90_000, (60_000, 80_000), 500)
     assert (config.train.momentum, config.train.weight_decay, config.train.bias_lr_factor) == (
-        0.9, 1e-4, 2.0)
-    assert (config.model.nms_iou_threshold, config.model.pre_nms_top_k,
-            config.model.max_detections, config.model.score_threshold) == (0.6, 1000, 100, 0.05)
+        0.9,
+        1e-4,
+        2.0,
+    )
+    assert (
+        config.model.nms_iou_threshold,
+        config.model.pre_nms_top_k,
+        config.model.max_detections,
+        config.model.score_threshold,
+    ) == (0.6, 1000, 100, 0.05)
 
 
 def test_original_and_r101_recipes_change_only_their_rows():
     original = _load("fcos_r50_1x_original.py")
-    assert (original.model.p6_input, original.model.centerness_on, original.model.box_loss,
-            original.model.norm_reg_targets, original.locations.center_sampling_radius) == (
-                "c5", "classification", "iou", False, 0.0)
+    assert (
+        original.model.p6_input,
+        original.model.centerness_on,
+        original.model.box_loss,
+        original.model.norm_reg_targets,
+        original.locations.center_sampling_radius,
+    ) == ("c5", "classification", "iou", False, 0.0)
     r101 = _load("fcos_r101_2x_ms.py")
     assert r101.backbone.name == "resnet101"
     assert tuple(r101.pipeline.train_short_side) == (640, 800)
@@ -76,8 +103,9 @@ def test_batch_not_divisible_by_replicas_is_refused():
 def test_missing_dataset_paths_are_named():
     config = _load("fcos_r50_1x_improved.py")
     config.data.coco.root = "/nonexistent/coco"
-    with pytest.raises(ValueError,
-                       match=r"config\.data\.coco\.train_images: /nonexistent/coco/train"):
+    with pytest.raises(
+        ValueError, match=r"config\.data\.coco\.train_images: /nonexistent/coco/train"
+    ):
         config_lib.validate_config(config)
     with pytest.raises(ValueError, match=r"config\.data\.coco\.val_images"):
         config_lib.validate_config(config, mode="eval")
@@ -90,22 +118,25 @@ def test_missing_backbone_weights_are_named(tmp_path):
         config_lib.validate_config(config)
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("train.lr_steps", (700, 500), "increasing"),
-    ("train.lr_steps", (100, 2000), "not before"),
-    ("train.base_lr", -0.1, "positive"),
-    ("train.batch_size", 0, "positive integer"),
-    ("train.strategy", "tpu", "not one of"),
-    ("backbone.name", "resnet18", "not one of"),
-    ("pipeline.train_short_side", (800, 640), "inclusive range"),
-    ("pipeline.hflip_prob", 1.5, "probability"),
-    ("locations.location_offset", 1.0, r"\[0, 1\)"),
-    ("locations.strides", (8, 16), "followed by"),
-    ("train.resume", "rewind", "not one of"),
-    ("data.dataset", "voc", "not one of"),
-    ("model.nms_iou_threshold", 0.0, r"\(0, 1\]"),
-    ("train.precision", "float16", "not one of"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("train.lr_steps", (700, 500), "increasing"),
+        ("train.lr_steps", (100, 2000), "not before"),
+        ("train.base_lr", -0.1, "positive"),
+        ("train.batch_size", 0, "positive integer"),
+        ("train.strategy", "tpu", "not one of"),
+        ("backbone.name", "resnet18", "not one of"),
+        ("pipeline.train_short_side", (800, 640), "inclusive range"),
+        ("pipeline.hflip_prob", 1.5, "probability"),
+        ("locations.location_offset", 1.0, r"\[0, 1\)"),
+        ("locations.strides", (8, 16), "followed by"),
+        ("train.resume", "rewind", "not one of"),
+        ("data.dataset", "voc", "not one of"),
+        ("model.nms_iou_threshold", 0.0, r"\(0, 1\]"),
+        ("train.precision", "float16", "not one of"),
+    ],
+)
 def test_impossible_values_fail_with_the_key(key, value, message):
     config = _synthetic()
     section, name = key.split(".")
@@ -114,10 +145,13 @@ def test_impossible_values_fail_with_the_key(key, value, message):
         config_lib.validate_config(config, check_paths=False)
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("backbone.norm", "group", "not one of"),
-    ("backbone.alpha", 0.0, "positive number"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("backbone.norm", "group", "not one of"),
+        ("backbone.alpha", 0.0, "positive number"),
+    ],
+)
 def test_impossible_mobile_backbone_values_fail_with_the_key(key, value, message):
     config = _load("synthetic_edge.py")
     config_lib.validate_config(config, check_paths=False)
@@ -136,9 +170,14 @@ def test_imagenet_weights_are_for_the_mobile_backbones_only():
 
 
 def _run_train(*args):
-    return subprocess.run([sys.executable, os.path.join(REPO, "train.py"), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "train.py"), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
 
 
 def test_train_py_refuses_a_typo_in_a_config_key(tmp_path):
@@ -147,15 +186,21 @@ def test_train_py_refuses_a_typo_in_a_config_key(tmp_path):
     assert 'Did you mean "batch_size" instead of "bach_size"?' in result.stderr
     assert "Traceback" not in result.stderr
     assert not os.path.exists(tmp_path / "checkpoints")
-    explicit = _run_train(f"--workdir={tmp_path}", "--config=configs/synthetic_small.py",
-                          "--config.backbone.nam=small")
+    explicit = _run_train(
+        f"--workdir={tmp_path}",
+        "--config=configs/synthetic_small.py",
+        "--config.backbone.nam=small",
+    )
     assert explicit.returncode != 0 and "Traceback" not in explicit.stderr
-    assert 'Invalid --config override: \'nam\'' in explicit.stderr
+    assert "Invalid --config override: 'nam'" in explicit.stderr
 
 
 def test_train_py_refuses_an_impossible_value_before_training(tmp_path):
-    result = _run_train(f"--workdir={tmp_path}", "--config.data.dataset=coco",
-                        "--config.data.coco.root=/nonexistent")
+    result = _run_train(
+        f"--workdir={tmp_path}",
+        "--config.data.dataset=coco",
+        "--config.data.coco.root=/nonexistent",
+    )
     assert result.returncode != 0
     assert "Invalid config: config.data.coco.train_images" in result.stderr
     assert not os.path.exists(tmp_path / "checkpoints")
@@ -165,9 +210,13 @@ def test_train_py_says_when_tfds_data_is_not_prepared(tmp_path):
     # TFDS reads prepared data only; an empty data folder is what an offline machine has.
     data_dir = tmp_path / "tfds"
     data_dir.mkdir()
-    result = _run_train(f"--workdir={tmp_path / 'run'}", "--config=configs/fcos_r50_1x_improved.py",
-                        "--config.data.dataset=tfds", f"--config.data.tfds.data_dir={data_dir}",
-                        "--config.backbone.name=small")
+    result = _run_train(
+        f"--workdir={tmp_path / 'run'}",
+        "--config=configs/fcos_r50_1x_improved.py",
+        "--config.data.dataset=tfds",
+        f"--config.data.tfds.data_dir={data_dir}",
+        "--config.backbone.name=small",
+    )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "Input not found: Could not load TFDS dataset 'coco/2017'" in result.stderr

@@ -13,10 +13,14 @@ import tensorflow as tf
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
-
 import torch_reference  # noqa: E402
-from fcos_tf import convert_torchvision  # noqa: E402
-from fcos_tf import builders, rundir, serving  # noqa: E402
+
+from fcos_tf import (  # noqa: E402
+    builders,
+    convert_torchvision,  # noqa: E402
+    rundir,
+    serving,
+)
 from fcos_tf import config as config_lib  # noqa: E402
 from fcos_tf import weights as weights_lib  # noqa: E402
 from fcos_tf.backbone import FrozenBatchNorm, SmallBackbone  # noqa: E402
@@ -26,7 +30,6 @@ from fcos_tf.data.label_map import COCO_2017_CATEGORIES  # noqa: E402
 from fcos_tf.fpn import upsample_nearest_to  # noqa: E402
 from fcos_tf.locations import STRIDES, compute_locations, feature_map_sizes  # noqa: E402
 from fcos_tf.model import FCOS  # noqa: E402
-from fcos_tf.postprocess import postprocess  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COCO_IDS = [category_id for category_id, _ in COCO_2017_CATEGORIES]
@@ -76,8 +79,12 @@ def converted(state_dict, tmp_path_factory):
     workdir = str(root / "workdir")
     result = subprocess.run(
         [sys.executable, "-m", "fcos_tf.convert_torchvision", path, f"--workdir={workdir}"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO})
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Wrote {workdir}" in result.stdout
     config = config_lib.load_recipe(convert_torchvision.RECIPE)
@@ -87,11 +94,17 @@ def converted(state_dict, tmp_path_factory):
     optimizer.build(model.trainable_variables)
     checkpointer = rundir.Checkpointer(workdir, model, optimizer, tf.distribute.get_strategy())
     step = checkpointer.restore()
-    return {"model": model, "workdir": workdir, "path": path, "step": step,
-            "restored": checkpointer.last_saved_step}
+    return {
+        "model": model,
+        "workdir": workdir,
+        "path": path,
+        "step": step,
+        "restored": checkpointer.last_saved_step,
+    }
 
 
 # ------------------------------------------------------------------- layer conventions
+
 
 def test_strided_conv_padding_matches_pytorch(converted, state_dict):
     backbone = converted["model"].backbone
@@ -99,13 +112,20 @@ def test_strided_conv_padding_matches_pytorch(converted, state_dict):
     for height, width in ((13, 16), (14, 15)):
         x = rng.normal(size=(1, height, width, 128)).astype("float32")
         ours = backbone.get_layer("layer2_0_conv2")(backbone.get_layer("layer2_0_conv2_pad")(x))
-        theirs = F.conv2d(_nchw(x), torch.from_numpy(
-            state_dict["backbone.body.layer2.0.conv2.weight"]), stride=2, padding=1)
+        theirs = F.conv2d(
+            _nchw(x),
+            torch.from_numpy(state_dict["backbone.body.layer2.0.conv2.weight"]),
+            stride=2,
+            padding=1,
+        )
         assert _relative_error(ours, _nhwc(theirs)) < 1e-4
         x = rng.normal(size=(1, height, width, 256)).astype("float32")
         ours = backbone.get_layer("layer2_0_downsample_0")(x)
-        theirs = F.conv2d(_nchw(x), torch.from_numpy(
-            state_dict["backbone.body.layer2.0.downsample.0.weight"]), stride=2)
+        theirs = F.conv2d(
+            _nchw(x),
+            torch.from_numpy(state_dict["backbone.body.layer2.0.downsample.0.weight"]),
+            stride=2,
+        )
         assert _relative_error(ours, _nhwc(theirs)) < 1e-4
 
 
@@ -114,10 +134,17 @@ def test_stem_matches_pytorch(converted, state_dict):
     stem = keras.Model(backbone.input, backbone.get_layer("maxpool").output)
     images = np.random.default_rng(1).normal(size=(1, 37, 50, 3)).astype("float32")
     prefix = "backbone.body."
-    x = F.conv2d(_nchw(images), torch.from_numpy(state_dict[f"{prefix}conv1.weight"]),
-                 stride=2, padding=3)
-    x = F.batch_norm(x, *(torch.from_numpy(state_dict[f"{prefix}bn1.{k}"]) for k in
-                          ("running_mean", "running_var", "weight", "bias")), eps=1e-5)
+    x = F.conv2d(
+        _nchw(images), torch.from_numpy(state_dict[f"{prefix}conv1.weight"]), stride=2, padding=3
+    )
+    x = F.batch_norm(
+        x,
+        *(
+            torch.from_numpy(state_dict[f"{prefix}bn1.{k}"])
+            for k in ("running_mean", "running_var", "weight", "bias")
+        ),
+        eps=1e-5,
+    )
     x = F.max_pool2d(F.relu(x), kernel_size=3, stride=2, padding=1)
     ours = stem(images)
     assert ours.shape == _nhwc(x).shape == (1, 10, 13, 64)
@@ -142,9 +169,15 @@ def test_frozen_bn_epsilon_matches_pytorch():
     layer.build((None, None, None, channels))
     layer.set_weights([gamma, beta, mean, variance])
     x = (mean + rng.normal(scale=1e-2, size=(2, 5, 6, channels))).astype("float32")
-    theirs = F.batch_norm(_nchw(x), torch.from_numpy(mean), torch.from_numpy(variance),
-                          torch.from_numpy(gamma), torch.from_numpy(beta), training=False,
-                          eps=1e-5)
+    theirs = F.batch_norm(
+        _nchw(x),
+        torch.from_numpy(mean),
+        torch.from_numpy(variance),
+        torch.from_numpy(gamma),
+        torch.from_numpy(beta),
+        training=False,
+        eps=1e-5,
+    )
     assert _relative_error(layer(x, training=True), _nhwc(theirs)) < 1e-4
 
 
@@ -153,13 +186,19 @@ def test_group_norm_matches_pytorch(converted, state_dict):
     assert isinstance(norm, keras.layers.GroupNormalization)
     x = (3.0 + 2.0 * np.random.default_rng(4).normal(size=(2, 7, 9, 256))).astype("float32")
     prefix = "head.classification_head.conv.1"
-    theirs = F.group_norm(_nchw(x), 32, torch.from_numpy(state_dict[f"{prefix}.weight"]),
-                          torch.from_numpy(state_dict[f"{prefix}.bias"]), eps=1e-5)
+    theirs = F.group_norm(
+        _nchw(x),
+        32,
+        torch.from_numpy(state_dict[f"{prefix}.weight"]),
+        torch.from_numpy(state_dict[f"{prefix}.bias"]),
+        eps=1e-5,
+    )
     assert _relative_error(norm(x), _nhwc(theirs)) < 1e-4
 
 
-@pytest.mark.parametrize("source, target", [((7, 8), (13, 16)), ((7, 8), (14, 15)),
-                                            ((4, 4), (8, 8)), ((1, 2), (1, 3))])
+@pytest.mark.parametrize(
+    "source, target", [((7, 8), (13, 16)), ((7, 8), (14, 15)), ((4, 4), (8, 8)), ((1, 2), (1, 3))]
+)
 def test_nearest_upsampling_matches_pytorch(source, target):
     x = np.random.default_rng(5).normal(size=(1,) + source + (3,)).astype("float32")
     lateral = np.zeros((1,) + target + (3,), "float32")
@@ -169,8 +208,10 @@ def test_nearest_upsampling_matches_pytorch(source, target):
 
 def test_fpn_matches_pytorch_at_odd_size(converted, state_dict):
     rng = np.random.default_rng(6)
-    features = [rng.normal(size=(1, h, w, c)).astype("float32") for (h, w), c in
-                zip(feature_map_sizes((200, 249), (8, 16, 32)), (512, 1024, 2048))]
+    features = [
+        rng.normal(size=(1, h, w, c)).astype("float32")
+        for (h, w), c in zip(feature_map_sizes((200, 249), (8, 16, 32)), (512, 1024, 2048))
+    ]
     theirs = torch_reference.fpn_forward(state_dict, features, prefix="backbone.fpn.")
     ours = converted["model"].fpn(features)
     for level, (a, b) in enumerate(zip(ours, theirs)):
@@ -180,17 +221,20 @@ def test_fpn_matches_pytorch_at_odd_size(converted, state_dict):
 
 @pytest.mark.parametrize("image_size", [(256, 384), (800, 1216), (1088, 800), (800, 1088)])
 def test_torchvision_grid_matches_torchvision_anchor_centres(image_size):
-    locations, _ = compute_locations(image_size, STRIDES, location_offset=0.0,
-                                     location_grid="torchvision")
+    locations, _ = compute_locations(
+        image_size, STRIDES, location_offset=0.0, location_grid="torchvision"
+    )
     expected = []
     for stride, (height, width) in zip(STRIDES, feature_map_sizes(image_size)):
         # torchvision: stride = padded size // grid size; square anchor of side = stride,
         # base [-s/2, -s/2, s/2, s/2] rounded, shifted by (j * stride_w, i * stride_h).
         stride_h, stride_w = image_size[0] // height, image_size[1] // width
-        base = torch.round(torch.tensor([-stride, -stride, stride, stride],
-                                        dtype=torch.float32) / 2)
-        shift_y, shift_x = torch.meshgrid(torch.arange(height) * stride_h,
-                                          torch.arange(width) * stride_w, indexing="ij")
+        base = torch.round(
+            torch.tensor([-stride, -stride, stride, stride], dtype=torch.float32) / 2
+        )
+        shift_y, shift_x = torch.meshgrid(
+            torch.arange(height) * stride_h, torch.arange(width) * stride_w, indexing="ij"
+        )
         shifts = torch.stack([shift_x, shift_y, shift_x, shift_y], -1).reshape(-1, 4)
         anchors = shifts + base
         expected.append(((anchors[:, :2] + anchors[:, 2:]) / 2).numpy())
@@ -202,6 +246,7 @@ def test_torchvision_grid_matches_torchvision_anchor_centres(image_size):
 
 
 # ---------------------------------------------------------------------------- whole model
+
 
 def test_every_tensor_used_once_and_every_weight_set(converted, state_dict):
     model = converted["model"]
@@ -230,17 +275,20 @@ def test_outputs_match_pytorch(converted, state_dict):
 
     class_logits = flat(theirs["class_logits"])[..., COCO_IDS]
     assert _relative_error(ours["class_logits"], class_logits) < 1e-4
-    strides = np.concatenate([np.full(h * w, s, "float32") for s, (h, w) in
-                              zip(STRIDES, feature_map_sizes((128, 256)))])
+    strides = np.concatenate(
+        [np.full(h * w, s, "float32") for s, (h, w) in zip(STRIDES, feature_map_sizes((128, 256)))]
+    )
     box_ltrb = flat(theirs["bbox_regression"]) * strides[None, :, None]
     assert _relative_error(ours["box_ltrb"], box_ltrb) < 1e-4
-    assert _relative_error(ours["centerness_logits"], flat(theirs["centerness_logits"])[..., 0]) \
-        < 1e-4
+    assert (
+        _relative_error(ours["centerness_logits"], flat(theirs["centerness_logits"])[..., 0]) < 1e-4
+    )
     # torchvision decoding: anchor centre -/+ distance * anchor size (= stride).
     locations, _ = compute_locations((128, 256), STRIDES, location_offset=model.location_offset)
     locations = np.asarray(locations)
-    expected_boxes = np.concatenate([locations - box_ltrb[0, :, :2],
-                                     locations + box_ltrb[0, :, 2:]], -1)
+    expected_boxes = np.concatenate(
+        [locations - box_ltrb[0, :, :2], locations + box_ltrb[0, :, 2:]], -1
+    )
     assert _relative_error(ltrb_to_xyxy(locations, ours["box_ltrb"][0]), expected_boxes) < 1e-4
 
 
@@ -269,6 +317,7 @@ def test_refuses_existing_workdir(converted):
 
 # --------------------------------------------------------------------------------- errors
 
+
 def test_missing_unused_and_misshaped_tensors_are_named(converted, state_dict):
     model = converted["model"]
     missing = dict(state_dict)
@@ -283,8 +332,9 @@ def test_missing_unused_and_misshaped_tensors_are_named(converted, state_dict):
     with pytest.raises(ValueError, match=r"backbone\.fpn\.extra_blocks\.p6\.weight.*shape"):
         convert_torchvision.load_torchvision_fcos_weights(model, misshaped)
     wrong_classes = dict(state_dict)
-    wrong_classes["head.classification_head.cls_logits.weight"] = np.zeros((81, 256, 3, 3),
-                                                                            "float32")
+    wrong_classes["head.classification_head.cls_logits.weight"] = np.zeros(
+        (81, 256, 3, 3), "float32"
+    )
     with pytest.raises(ValueError, match="91"):
         convert_torchvision.load_torchvision_fcos_weights(model, wrong_classes)
 
@@ -320,6 +370,7 @@ def test_export_loads_the_workdir(converted):
 
 # ---------------------------------------------------------------- detections end to end
 
+
 def _image(height, width, seed):
     """A smooth random RGB picture (noise upsampled), uint8 ``[H, W, 3]``."""
     coarse = np.random.default_rng(seed).uniform(0, 255, (height // 16 + 2, width // 16 + 2, 3))
@@ -340,10 +391,13 @@ def _to_pixels(outputs, index, original_size):
     num = int(outputs["num_detections"][index])
     height, width = (float(v) for v in original_size)
     ymin, xmin, ymax, xmax = np.moveaxis(
-        outputs["detection_boxes"][index, :num].numpy().astype(np.float64), -1, 0)
-    return {"boxes": np.stack([xmin * width, ymin * height, xmax * width, ymax * height], -1),
-            "scores": outputs["detection_scores"][index, :num].numpy(),
-            "labels": outputs["detection_classes"][index, :num].numpy().astype(np.int64)}
+        outputs["detection_boxes"][index, :num].numpy().astype(np.float64), -1, 0
+    )
+    return {
+        "boxes": np.stack([xmin * width, ymin * height, xmax * width, ymax * height], -1),
+        "scores": outputs["detection_scores"][index, :num].numpy(),
+        "labels": outputs["detection_classes"][index, :num].numpy().astype(np.int64),
+    }
 
 
 def _detect(model, functions, image, top_ks=TOP_K):
@@ -374,8 +428,12 @@ def _compare(ours, theirs):
     matched = 0
     for box, score, label in zip(theirs["boxes"], theirs["scores"], theirs["labels"]):
         distance = np.abs(ours["boxes"] - box).max(axis=1)
-        close = (free & (ours["labels"] == label) & (distance <= BOX_TOLERANCE)
-                 & (np.abs(ours["scores"] - score) <= SCORE_TOLERANCE))
+        close = (
+            free
+            & (ours["labels"] == label)
+            & (distance <= BOX_TOLERANCE)
+            & (np.abs(ours["scores"] - score) <= SCORE_TOLERANCE)
+        )
         if not close.any():
             continue
         index = np.flatnonzero(close)[np.argmin(distance[close])]
@@ -398,8 +456,10 @@ def reference_detections(state_dict, images):
     result = {}
     for size, image in images.items():
         head = torch_reference.fcos_forward(renamed, torch_reference.transform(image)[0])
-        result[size] = {top_k: torch_reference.fcos_detect(renamed, image, top_k=top_k,
-                                                           head=head) for top_k in TOP_K}
+        result[size] = {
+            top_k: torch_reference.fcos_detect(renamed, image, top_k=top_k, head=head)
+            for top_k in TOP_K
+        }
     return result
 
 
@@ -430,8 +490,10 @@ def test_detections_match_torchvision_reference(our_detections, reference_detect
         if top_k == 20:
             assert set(theirs["levels"]) == {0, 1, 2, 3, 4}
         matched, box_diff, score_diff = _compare(our_detections[size][top_k], theirs)
-        print(f"{size}, {top_k} per level: {matched}/100 matched, max box difference "
-              f"{box_diff:.2e} px, max score difference {score_diff:.2e}")
+        print(
+            f"{size}, {top_k} per level: {matched}/100 matched, max box difference "
+            f"{box_diff:.2e} px, max score difference {score_diff:.2e}"
+        )
         assert matched == 100
 
 
@@ -440,7 +502,8 @@ def _import_torchvision():
     the matching version; the Python parts (models, transforms, box ops) work without them
     once its fake-op registrations, which need the compiled ops, are skipped."""
     try:
-        import torchvision  # pylint: disable=import-outside-toplevel
+        import torchvision
+
         return torchvision
     except ImportError:
         return None
@@ -449,7 +512,8 @@ def _import_torchvision():
             del sys.modules[name]
         name = "torchvision._meta_registrations"
         sys.modules[name] = types.ModuleType(name)
-        import torchvision  # pylint: disable=import-outside-toplevel
+        import torchvision
+
         return torchvision
 
 
@@ -458,12 +522,15 @@ def torchvision_fcos(state_dict):
     torchvision = _import_torchvision()
     if torchvision is None:
         pytest.skip("torchvision not installed (pip install --no-deps torchvision)")
-    from torchvision.ops import boxes as box_ops  # pylint: disable=import-outside-toplevel
-    model = torchvision.models.detection.fcos_resnet50_fpn(weights=None, weights_backbone=None,
-                                                           num_classes=91)
+    from torchvision.ops import boxes as box_ops
+
+    model = torchvision.models.detection.fcos_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=91
+    )
     renamed = convert_torchvision.normalise_state_dict_names(state_dict)
     missing, unexpected = model.load_state_dict(
-        {name: torch.from_numpy(value) for name, value in renamed.items()}, strict=False)
+        {name: torch.from_numpy(value) for name, value in renamed.items()}, strict=False
+    )
     assert not unexpected
     assert all(name.endswith("num_batches_tracked") for name in missing), missing
     model.eval()
@@ -474,26 +541,33 @@ def torchvision_fcos(state_dict):
 
 
 @pytest.mark.parametrize("size", DETECTION_SIZES)
-def test_reference_and_ours_match_real_torchvision(our_detections, images, reference_detections,
-                                                   torchvision_fcos, size):
+def test_reference_and_ours_match_real_torchvision(
+    our_detections, images, reference_detections, torchvision_fcos, size
+):
     image = torch.from_numpy(images[size]).permute(2, 0, 1).float() / 255.0
     for top_k in TOP_K:
         torchvision_fcos.topk_candidates = top_k
         with torch.no_grad():
             result = torchvision_fcos([image])[0]
-        theirs = {"boxes": result["boxes"].numpy(), "scores": result["scores"].numpy(),
-                  "labels": result["labels"].numpy()}
+        theirs = {
+            "boxes": result["boxes"].numpy(),
+            "scores": result["scores"].numpy(),
+            "labels": result["labels"].numpy(),
+        }
         assert len(theirs["scores"]) == 100
-        for name, detections in (("functional reference", reference_detections),
-                                 ("fcos_tf", our_detections)):
+        for name, detections in (
+            ("functional reference", reference_detections),
+            ("fcos_tf", our_detections),
+        ):
             matched, box_diff, score_diff = _compare(detections[size][top_k], theirs)
-            print(f"{size}, {top_k} per level: {name} vs torchvision {matched}/100, box "
-                  f"{box_diff:.2e} px, score {score_diff:.2e}")
+            print(
+                f"{size}, {top_k} per level: {name} vs torchvision {matched}/100, box "
+                f"{box_diff:.2e} px, score {score_diff:.2e}"
+            )
             assert matched == 100
 
 
-def test_mixed_size_batch_of_image_bytes_matches_real_torchvision(served, images,
-                                                                  torchvision_fcos):
+def test_mixed_size_batch_of_image_bytes_matches_real_torchvision(served, images, torchvision_fcos):
     """One ``serving_image_bytes`` request with the four sizes against one torchvision call on
     the same list: both pad the batch to its largest resized size, which sets the grid."""
     model, functions = served
@@ -501,14 +575,20 @@ def test_mixed_size_batch_of_image_bytes_matches_real_torchvision(served, images
     torchvision_fcos.topk_candidates = 20
     encoded = [tf.io.encode_png(images[size]).numpy() for size in DETECTION_SIZES]
     outputs = functions[serving.IMAGE_BYTES_SIGNATURE](tf.constant(encoded))
-    tensors = [torch.from_numpy(images[size]).permute(2, 0, 1).float() / 255.0
-               for size in DETECTION_SIZES]
+    tensors = [
+        torch.from_numpy(images[size]).permute(2, 0, 1).float() / 255.0 for size in DETECTION_SIZES
+    ]
     with torch.no_grad():
         results = torchvision_fcos(tensors)
     for index, (size, result) in enumerate(zip(DETECTION_SIZES, results)):
-        theirs = {"boxes": result["boxes"].numpy(), "scores": result["scores"].numpy(),
-                  "labels": result["labels"].numpy()}
+        theirs = {
+            "boxes": result["boxes"].numpy(),
+            "scores": result["scores"].numpy(),
+            "labels": result["labels"].numpy(),
+        }
         matched, box_diff, score_diff = _compare(_to_pixels(outputs, index, size), theirs)
-        print(f"{size} in a mixed batch: fcos_tf vs torchvision {matched}/100, box "
-              f"{box_diff:.2e} px, score {score_diff:.2e}")
+        print(
+            f"{size} in a mixed batch: fcos_tf vs torchvision {matched}/100, box "
+            f"{box_diff:.2e} px, score {score_diff:.2e}"
+        )
         assert len(theirs["scores"]) == 100 and matched == 100

@@ -55,8 +55,9 @@ def _write(tmp_path, annotations=None, extra_images=()):
             {"id": 6, "image_id": 3, "category_id": 1, "bbox": [1, 1, 5, 5], "iscrowd": 0},
         ]
     annotation_file = tmp_path / "instances.json"
-    annotation_file.write_text(json.dumps(
-        {"images": images, "annotations": annotations, "categories": CATEGORIES}))
+    annotation_file.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": CATEGORIES})
+    )
     return str(annotation_file), str(image_dir)
 
 
@@ -81,8 +82,10 @@ def test_reader_examples_label_map_and_skipped_files(tmp_path, caplog):
     one = examples[1]
     assert one["image"].dtype == tf.uint8 and one["image"].shape == (40, 60, 3)
     # The reader keeps every annotation (xyxy, original pixels); the pipeline filters them.
-    np.testing.assert_allclose(one["boxes"].numpy(), [
-        [10, 5, 30, 15], [0, 0, 60, 40], [50, 30, 70, 50], [5, 5, 5, 15], [20, 20, 15, 25]])
+    np.testing.assert_allclose(
+        one["boxes"].numpy(),
+        [[10, 5, 30, 15], [0, 0, 60, 40], [50, 30, 70, 50], [5, 5, 5, 15], [20, 20, 15, 25]],
+    )
     np.testing.assert_array_equal(one["classes"].numpy(), [1, 0, 2, 1, 0])
     np.testing.assert_array_equal(one["is_crowd"].numpy(), [False, True, False, False, False])
     empty = examples[2]
@@ -95,11 +98,16 @@ def test_unknown_image_id_or_category_is_an_error(tmp_path):
     annotation_file, image_dir = _write(tmp_path, bad_image)
     with pytest.raises(ValueError, match="unknown image id 99"):
         coco.read_coco(annotation_file, image_dir)
-    bad_category = [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [0, 0, 5, 5],
-                     "iscrowd": 0}]
-    (tmp_path / "instances.json").write_text(json.dumps(
-        {"images": [{"id": 1, "file_name": "one.png", "height": 40, "width": 60}],
-         "annotations": bad_category, "categories": CATEGORIES}))
+    bad_category = [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [0, 0, 5, 5], "iscrowd": 0}]
+    (tmp_path / "instances.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "one.png", "height": 40, "width": 60}],
+                "annotations": bad_category,
+                "categories": CATEGORIES,
+            }
+        )
+    )
     with pytest.raises(ValueError, match="unknown category id 2"):
         coco.read_coco(annotation_file, image_dir)
     with pytest.raises(FileNotFoundError, match="annotation_file"):
@@ -109,8 +117,15 @@ def test_unknown_image_id_or_category_is_an_error(tmp_path):
 def test_eval_pipeline_resize_clip_filter_keeps_crowd(tmp_path):
     annotation_file, image_dir = _write(tmp_path)
     read = coco.read_coco(annotation_file, image_dir, decode=False)
-    dataset = pipeline.make_pipeline(read.dataset, training=False, batch_size=4, eval_short_side=20,
-                                     max_size=1333, max_boxes=6, deterministic=True)
+    dataset = pipeline.make_pipeline(
+        read.dataset,
+        training=False,
+        batch_size=4,
+        eval_short_side=20,
+        max_size=1333,
+        max_boxes=6,
+        deterministic=True,
+    )
     batches = list(dataset)
     assert len(batches) == 1  # images 1 and 2; image 6 fails to decode and is skipped
     images, labels = batches[0]
@@ -122,8 +137,10 @@ def test_eval_pipeline_resize_clip_filter_keeps_crowd(tmp_path):
     np.testing.assert_array_equal(labels["image_size"].numpy(), [[20, 30], [30, 20]])
     # Boxes * 0.5: [5, 2.5, 15, 7.5]; crowd [0, 0, 30, 20] kept; [25, 15, 35, 25] clipped to
     # [25, 15, 30, 20]; the zero-area and the inverted box dropped.
-    np.testing.assert_allclose(labels["boxes"][0, :4].numpy(), [
-        [5, 2.5, 15, 7.5], [0, 0, 30, 20], [25, 15, 30, 20], [0, 0, 0, 0]])
+    np.testing.assert_allclose(
+        labels["boxes"][0, :4].numpy(),
+        [[5, 2.5, 15, 7.5], [0, 0, 30, 20], [25, 15, 30, 20], [0, 0, 0, 0]],
+    )
     np.testing.assert_array_equal(labels["classes"].numpy(), [[1, 0, 2, -1, -1, -1], [-1] * 6])
     np.testing.assert_array_equal(labels["is_crowd"][0, :3].numpy(), [False, True, False])
     # The crowd box produces no targets: matched rows are only 0 and 2.
@@ -131,8 +148,9 @@ def test_eval_pipeline_resize_clip_filter_keeps_crowd(tmp_path):
     assert matched <= {-1, 0, 2} and 0 in matched
     assert np.all(labels["class_targets"][1].numpy() == -1)  # empty image: background only
     # Padding is zero after normalisation, the image is 90-grey: caffe mean subtracted.
-    np.testing.assert_allclose(images[0, 0, 0].numpy(), [90 - 102.98, 90 - 115.95, 90 - 122.77],
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        images[0, 0, 0].numpy(), [90 - 102.98, 90 - 115.95, 90 - 122.77], atol=1e-3
+    )
     assert float(tf.reduce_max(tf.abs(images[0, 20:]))) == 0.0
     assert float(tf.reduce_max(tf.abs(images[0, :, 30:]))) == 0.0
 
@@ -142,17 +160,24 @@ def test_train_pipeline_flip_resize_cap_drops_crowd(tmp_path):
     read = coco.read_coco(annotation_file, image_dir, skip_empty=True)
     assert read.num_examples == 1  # only images 1 and 3 are annotated; 3 is garbage
     dataset = pipeline.make_pipeline(
-        read.dataset, training=True, batch_size=1, train_short_side=(80, 80),
-        max_size=None, hflip_prob=1.0, max_boxes=4, repeat=False, seed=3,
-        deterministic=True)
-    (images, labels), = list(dataset)
+        read.dataset,
+        training=True,
+        batch_size=1,
+        train_short_side=(80, 80),
+        max_size=None,
+        hflip_prob=1.0,
+        max_boxes=4,
+        repeat=False,
+        seed=3,
+        deterministic=True,
+    )
+    ((images, labels),) = list(dataset)
     # Flip in the original 60-wide image, then scale 2: [10, 5, 30, 15] -> [30, 5, 50, 15] ->
     # [60, 10, 100, 30]; [50, 30, 70, 50] -> [-10, 30, 10, 50] -> [-20, 60, 20, 100] -> clipped
     # to 80x120: [0, 60, 20, 80]. The crowd box is dropped when training.
     assert images.shape == (1, 96, 128, 3)
     np.testing.assert_array_equal(labels["image_size"].numpy(), [[80, 120]])
-    np.testing.assert_allclose(labels["boxes"][0, :2].numpy(), [[60, 10, 100, 30],
-                                                                [0, 60, 20, 80]])
+    np.testing.assert_allclose(labels["boxes"][0, :2].numpy(), [[60, 10, 100, 30], [0, 60, 20, 80]])
     np.testing.assert_array_equal(labels["classes"].numpy(), [[1, 2, -1, -1]])
     assert not labels["is_crowd"].numpy().any()
 
@@ -160,13 +185,23 @@ def test_train_pipeline_flip_resize_cap_drops_crowd(tmp_path):
     # 40x60 -> 66.7 rounded to 67 x 100. Boxes follow the pixels, one ratio per axis: x by
     # 100 / 60, y by 67 / 40.
     dataset = pipeline.make_pipeline(
-        read.dataset, training=True, batch_size=1, train_short_side=(80, 80),
-        max_size=100, hflip_prob=0.0, max_boxes=4, repeat=False, deterministic=True)
-    (images, labels), = list(dataset)
+        read.dataset,
+        training=True,
+        batch_size=1,
+        train_short_side=(80, 80),
+        max_size=100,
+        hflip_prob=0.0,
+        max_boxes=4,
+        repeat=False,
+        deterministic=True,
+    )
+    ((images, labels),) = list(dataset)
     np.testing.assert_array_equal(labels["image_size"].numpy(), [[67, 100]])
-    np.testing.assert_allclose(labels["boxes"][0, 0].numpy(),
-                               np.array([10, 5, 30, 15]) * np.array([100 / 60, 67 / 40] * 2),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        labels["boxes"][0, 0].numpy(),
+        np.array([10, 5, 30, 15]) * np.array([100 / 60, 67 / 40] * 2),
+        rtol=1e-5,
+    )
     assert images.shape == (1, 96, 128, 3)
 
 
@@ -185,13 +220,13 @@ def test_label_map_round_trip(tmp_path):
     label_map = LabelMap([{"id": 1, "name": "person"}, {"id": 3, "name": "car"}])
     path = label_map.save(str(tmp_path))
     assert os.path.basename(path) == "label_map.json"
-    assert json.loads(open(path).read()) == [{"id": 1, "name": "person"},
-                                             {"id": 3, "name": "car"}]
+    assert json.loads(open(path).read()) == [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}]
     assert LabelMap.load(str(tmp_path)) == label_map
     assert label_map.index_of(3) == 1 and label_map.category_id(1) == 3
     assert label_map.name(0) == "person" and label_map.num_classes == 2
     np.testing.assert_array_equal(
-        label_map.classes_to_category_ids(tf.constant([1, -1, 0])).numpy(), [3, -1, 1])
+        label_map.classes_to_category_ids(tf.constant([1, -1, 0])).numpy(), [3, -1, 1]
+    )
     with pytest.raises(KeyError, match="Unknown category id 2"):
         label_map.index_of(2)
     with pytest.raises(ValueError, match="duplicate ids"):
@@ -202,13 +237,23 @@ def test_label_map_round_trip(tmp_path):
 
 def test_check_image_file(tmp_path):
     jpeg = _jpeg_bytes(np.zeros((16, 16, 3), np.uint8))
-    cases = {"ok.jpg": jpeg, "trailing.jpg": jpeg + b"\0" * 200, "half.jpg": jpeg[:len(jpeg) // 2],
-             "empty.jpg": b"", "text.jpg": b"hello"}
+    cases = {
+        "ok.jpg": jpeg,
+        "trailing.jpg": jpeg + b"\0" * 200,
+        "half.jpg": jpeg[: len(jpeg) // 2],
+        "empty.jpg": b"",
+        "text.jpg": b"hello",
+    }
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
     reasons = {name: coco.check_image_file(str(tmp_path / name)) for name in cases}
-    assert reasons == {"ok.jpg": None, "trailing.jpg": None, "half.jpg": "truncated",
-                       "empty.jpg": "empty", "text.jpg": "unknown format"}
+    assert reasons == {
+        "ok.jpg": None,
+        "trailing.jpg": None,
+        "half.jpg": "truncated",
+        "empty.jpg": "empty",
+        "text.jpg": "unknown format",
+    }
     assert coco.check_image_file(str(tmp_path / "none.jpg")) == "missing"
     # Bytes after the end marker do not stop TensorFlow's decoder either.
     assert transforms.decode_image(tf.constant(cases["trailing.jpg"])).shape == (16, 16, 3)

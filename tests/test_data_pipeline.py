@@ -23,8 +23,17 @@ def examples():
 
 
 def _train(examples, **overrides):
-    options = dict(training=True, batch_size=3, train_short_side=(96, 256), max_size=342,
-                   max_boxes=12, repeat=False, seed=5, deterministic=True, shuffle_buffer=6)
+    options = dict(
+        training=True,
+        batch_size=3,
+        train_short_side=(96, 256),
+        max_size=342,
+        max_boxes=12,
+        repeat=False,
+        seed=5,
+        deterministic=True,
+        shuffle_buffer=6,
+    )
     options.update(overrides)
     return pipeline.make_pipeline(examples, **options)
 
@@ -41,13 +50,15 @@ def test_targets_equal_eager_compute_targets(examples):
             # The same transformed example: its boxes and classes as the batch holds them.
             expected = compute_targets(labels["boxes"][i], labels["classes"][i], padded)
             for key in TARGET_KEYS:
-                np.testing.assert_array_equal(labels[key][i].numpy(), expected[key].numpy(),
-                                              err_msg=key)
+                np.testing.assert_array_equal(
+                    labels[key][i].numpy(), expected[key].numpy(), err_msg=key
+                )
             positive = labels["class_targets"][i].numpy() >= 0
             assert positive.any()
             per_level = loc.split_per_level(tf.constant(positive), padded)
             levels_with_positives.update(
-                level for level, p in enumerate(per_level) if bool(tf.reduce_any(p)))
+                level for level, p in enumerate(per_level) if bool(tf.reduce_any(p))
+            )
             # Valid boxes lie inside the valid (unpadded) image.
             valid = labels["classes"][i].numpy() >= 0
             height, width = labels["image_size"][i].numpy()
@@ -70,9 +81,17 @@ def test_deterministic_option_repeats_exactly(examples):
 
 
 def test_pad_to_gives_static_shapes_and_eval_keeps_order(examples):
-    dataset = pipeline.make_pipeline(examples, training=False, batch_size=2, eval_short_side=96,
-                                     max_size=128, pad_to=(128, 128), max_boxes=8,
-                                     drop_remainder=True, deterministic=True)
+    dataset = pipeline.make_pipeline(
+        examples,
+        training=False,
+        batch_size=2,
+        eval_short_side=96,
+        max_size=128,
+        pad_to=(128, 128),
+        max_boxes=8,
+        drop_remainder=True,
+        deterministic=True,
+    )
     images_spec, labels_spec = dataset.element_spec
     assert images_spec.shape == (2, 128, 128, 3)
     assert labels_spec["class_targets"].shape == (2, loc.num_locations((128, 128)))
@@ -89,8 +108,9 @@ def test_bad_options_are_clear_errors(examples):
     with pytest.raises(TypeError):
         pipeline.make_pipeline(examples, training=True, no_such_option=1)
     # An image larger than `pad_to` stops the run (it is not silently skipped).
-    too_small = pipeline.make_pipeline(examples, training=False, batch_size=2, eval_short_side=96,
-                                       max_size=None, pad_to=(96, 96))
+    too_small = pipeline.make_pipeline(
+        examples, training=False, batch_size=2, eval_short_side=96, max_size=None, pad_to=(96, 96)
+    )
     with pytest.raises(tf.errors.InvalidArgumentError, match="pad_to"):
         next(iter(too_small))
 
@@ -109,8 +129,9 @@ def test_visualize_batch_and_detections(examples, tmp_path):
     assert visualize.LEVEL_COLOURS[0] in colours
 
     canvas = np.zeros((20, 30, 3), np.uint8)
-    drawn = visualize.draw_detections(canvas, [[2, 12, 12, 19], [5, 5, 25, 15]], [1, -1],
-                                      scores=[0.9, 0.8], names=["a", "b"])
+    drawn = visualize.draw_detections(
+        canvas, [[2, 12, 12, 19], [5, 5, 25, 15]], [1, -1], scores=[0.9, 0.8], names=["a", "b"]
+    )
     assert canvas.max() == 0  # the input is not modified
     assert tuple(drawn[19 - 1, 5]) == visualize._class_colour(1)  # bottom edge of box 0
     assert drawn[15 - 1, 20].max() == 0  # padding row (class -1) not drawn

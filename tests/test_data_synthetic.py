@@ -48,8 +48,9 @@ def test_single_rectangle_box_is_exact():
     # One object, no noise: a rectangle fills its box exactly, so the pixels inside differ
     # from the gradient background along the whole box border.
     for index in range(30):
-        ex = synthetic.generate_example(index, image_size=64, seed=7, num_objects=(1, 1),
-                                        noise_std=(0.0, 0.0))
+        ex = synthetic.generate_example(
+            index, image_size=64, seed=7, num_objects=(1, 1), noise_std=(0.0, 0.0)
+        )
         if ex["classes"][0] == synthetic.CLASS_NAMES.index("rectangle"):
             break
     else:
@@ -61,23 +62,28 @@ def test_single_rectangle_box_is_exact():
 
 
 def test_write_coco_round_trip(tmp_path):
-    annotation_file, image_dir = synthetic.write_coco(str(tmp_path), 3, image_size=(40, 56),
-                                                      seed=2, noise_std=(0.0, 0.0))
+    annotation_file, image_dir = synthetic.write_coco(
+        str(tmp_path), 3, image_size=(40, 56), seed=2, noise_std=(0.0, 0.0)
+    )
     read = coco.read_coco(annotation_file, image_dir)
     assert read.label_map == synthetic.label_map()
     examples = {int(ex["image_id"]): ex for ex in read.dataset}
     assert sorted(examples) == [0, 1, 2]
     for index, ex in examples.items():
-        expected = synthetic.generate_example(index, image_size=(40, 56), seed=2,
-                                              noise_std=(0.0, 0.0))
+        expected = synthetic.generate_example(
+            index, image_size=(40, 56), seed=2, noise_std=(0.0, 0.0)
+        )
         np.testing.assert_allclose(ex["boxes"].numpy(), expected["boxes"])
         np.testing.assert_array_equal(ex["classes"].numpy(), expected["classes"])
-        other = synthetic.generate_example((index + 1) % 3, image_size=(40, 56), seed=2,
-                                           noise_std=(0.0, 0.0))
+        other = synthetic.generate_example(
+            (index + 1) % 3, image_size=(40, 56), seed=2, noise_std=(0.0, 0.0)
+        )
         decoded = ex["image"].numpy().astype(float)
         # JPEG loss is large on tiny saturated shapes, but far smaller than another image's.
-        assert (np.abs(decoded - expected["image"]).mean()
-                < 0.5 * np.abs(decoded - other["image"]).mean())
+        assert (
+            np.abs(decoded - expected["image"]).mean()
+            < 0.5 * np.abs(decoded - other["image"]).mean()
+        )
 
 
 def test_bad_arguments():

@@ -38,14 +38,17 @@ def test_decode_jpeg():
     assert np.abs(out.astype(int) - 200).max() <= 2
 
 
-@pytest.mark.parametrize("size, short, cap, scale, new", [
-    ((480, 640), 800, 1333, 800 / 480, (800, 1067)),  # 640 * 5/3 = 1066.67 -> 1067
-    ((400, 1000), 800, 1333, 1333 / 1000, (533, 1333)),  # capped: 400 * 1.333 = 533.2
-    ((40, 60), 20, None, 0.5, (20, 30)),
-    ((60, 40), 80, 100, 100 / 60, (100, 67)),  # portrait, capped; 66.67 -> 67
-    ((3, 5), 2, None, 2 / 3, (2, 3)),  # 3.33 -> 3
-    ((2, 3), 3, None, 1.5, (3, 5)),  # 4.5 rounds half up to 5 (tf.round would give 4)
-])
+@pytest.mark.parametrize(
+    "size, short, cap, scale, new",
+    [
+        ((480, 640), 800, 1333, 800 / 480, (800, 1067)),  # 640 * 5/3 = 1066.67 -> 1067
+        ((400, 1000), 800, 1333, 1333 / 1000, (533, 1333)),  # capped: 400 * 1.333 = 533.2
+        ((40, 60), 20, None, 0.5, (20, 30)),
+        ((60, 40), 80, 100, 100 / 60, (100, 67)),  # portrait, capped; 66.67 -> 67
+        ((3, 5), 2, None, 2 / 3, (2, 3)),  # 3.33 -> 3
+        ((2, 3), 3, None, 1.5, (3, 5)),  # 4.5 rounds half up to 5 (tf.round would give 4)
+    ],
+)
 def test_resize_size(size, short, cap, scale, new):
     got_scale, got_new = T.resize_size(tf.constant(size), short, cap)
     assert got_scale.numpy() == pytest.approx(scale, rel=1e-6)
@@ -94,23 +97,27 @@ def test_random_horizontal_flip_probability_extremes():
 
 
 def test_clip_and_filter_boxes():
-    boxes = tf.constant([
-        [10.0, 5.0, 30.0, 15.0],    # inside: kept as is
-        [-5.0, -5.0, 70.0, 50.0],   # out of bounds: clipped to the image
-        [5.0, 5.0, 5.0, 15.0],      # zero width: dropped
-        [20.0, 20.0, 15.0, 25.0],   # inverted: dropped
-        [70.0, 10.0, 80.0, 20.0],   # entirely outside: zero width after clipping, dropped
-        [0.0, 0.0, 4.0, 4.0],       # crowd
-    ])
+    boxes = tf.constant(
+        [
+            [10.0, 5.0, 30.0, 15.0],  # inside: kept as is
+            [-5.0, -5.0, 70.0, 50.0],  # out of bounds: clipped to the image
+            [5.0, 5.0, 5.0, 15.0],  # zero width: dropped
+            [20.0, 20.0, 15.0, 25.0],  # inverted: dropped
+            [70.0, 10.0, 80.0, 20.0],  # entirely outside: zero width after clipping, dropped
+            [0.0, 0.0, 4.0, 4.0],  # crowd
+        ]
+    )
     classes = tf.constant([0, 1, 2, 3, 4, 5])
     crowd = tf.constant([False, False, False, False, False, True])
     out_boxes, out_classes, out_crowd = T.clip_and_filter_boxes(
-        boxes, classes, crowd, tf.constant([40, 60]), drop_crowd=False)
+        boxes, classes, crowd, tf.constant([40, 60]), drop_crowd=False
+    )
     np.testing.assert_allclose(out_boxes.numpy(), [[10, 5, 30, 15], [0, 0, 60, 40], [0, 0, 4, 4]])
     np.testing.assert_array_equal(out_classes.numpy(), [0, 1, 5])
     np.testing.assert_array_equal(out_crowd.numpy(), [False, False, True])
-    _, out_classes, _ = T.clip_and_filter_boxes(boxes, classes, crowd, tf.constant([40, 60]),
-                                                drop_crowd=True)
+    _, out_classes, _ = T.clip_and_filter_boxes(
+        boxes, classes, crowd, tf.constant([40, 60]), drop_crowd=True
+    )
     np.testing.assert_array_equal(out_classes.numpy(), [0, 1])
 
 
@@ -137,8 +144,10 @@ def test_pad_image_to_multiple_and_fixed_size():
     assert out.shape == (64, 64, 3)
     assert float(tf.reduce_sum(out)) == 33 * 64 * 3  # zeros added at the bottom only
     assert float(tf.reduce_sum(out[33:])) == 0.0
-    fixed = tf.function(lambda x: T.pad_image(x, 32, pad_to=(96, 128)),
-                        input_signature=[tf.TensorSpec([None, None, 3])])
+    fixed = tf.function(
+        lambda x: T.pad_image(x, 32, pad_to=(96, 128)),
+        input_signature=[tf.TensorSpec([None, None, 3])],
+    )
     assert fixed.get_concrete_function().structured_outputs.shape == (96, 128, 3)
     assert fixed(image).shape == (96, 128, 3)
     with pytest.raises(tf.errors.InvalidArgumentError, match="pad_to"):
@@ -147,26 +156,31 @@ def test_pad_image_to_multiple_and_fixed_size():
 
 def test_pad_boxes_pads_and_truncates():
     boxes = tf.constant([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]])
-    out_boxes, out_classes, out_crowd = T.pad_boxes(boxes, tf.constant([3, 1]),
-                                                    tf.constant([False, True]), 4)
+    out_boxes, out_classes, out_crowd = T.pad_boxes(
+        boxes, tf.constant([3, 1]), tf.constant([False, True]), 4
+    )
     np.testing.assert_allclose(out_boxes.numpy(), [[1, 2, 3, 4], [5, 6, 7, 8], [0] * 4, [0] * 4])
     np.testing.assert_array_equal(out_classes.numpy(), [3, 1, -1, -1])
     np.testing.assert_array_equal(out_crowd.numpy(), [False, True, False, False])
-    out_boxes, out_classes, _ = T.pad_boxes(boxes, tf.constant([3, 1]),
-                                            tf.constant([False, True]), 1)
+    out_boxes, out_classes, _ = T.pad_boxes(
+        boxes, tf.constant([3, 1]), tf.constant([False, True]), 1
+    )
     np.testing.assert_array_equal(out_classes.numpy(), [3])
     assert out_boxes.shape == (1, 4)
 
 
-@pytest.mark.parametrize("size, new", [
-    ((480, 640), (800, 1066)),  # 640 * 800 / 480 = 1066.67: floored, not rounded to 1067
-    ((640, 480), (1066, 800)),
-    ((960, 1280), (800, 1066)),  # scale 0.8333...: 1066.67 -> 1066
-    ((800, 1216), (800, 1216)),  # scale 1: unchanged
-    ((427, 640), (800, 1199)),  # 1199.06
-    ((400, 1000), (533, 1333)),  # capped by the long side: 533.2 -> 533
-    ((289, 480), (799, 1328)),  # torchvision's double arithmetic: 799.99999999999989
-])
+@pytest.mark.parametrize(
+    "size, new",
+    [
+        ((480, 640), (800, 1066)),  # 640 * 800 / 480 = 1066.67: floored, not rounded to 1067
+        ((640, 480), (1066, 800)),
+        ((960, 1280), (800, 1066)),  # scale 0.8333...: 1066.67 -> 1066
+        ((800, 1216), (800, 1216)),  # scale 1: unchanged
+        ((427, 640), (800, 1199)),  # 1199.06
+        ((400, 1000), (533, 1333)),  # capped by the long side: 533.2 -> 533
+        ((289, 480), (799, 1328)),  # torchvision's double arithmetic: 799.99999999999989
+    ],
+)
 def test_resize_size_floor_rounding(size, new):
     _, got = T.resize_size(tf.constant(size), 800, 1333, rounding="floor")
     assert tuple(got.numpy()) == new
@@ -178,14 +192,19 @@ def test_resize_size_floor_is_torchvisions_python_arithmetic():
     # short side can end at 799: 289 * (800 / 289) = 799.99999999999989 in doubles, while
     # float32 arithmetic gives 800.
     rng = np.random.default_rng(0)
-    sizes = rng.integers(16, 2000, size=(300, 2)).tolist() + [[289, 480], [305, 427],
-                                                              [480, 640], [375, 500]]
+    sizes = rng.integers(16, 2000, size=(300, 2)).tolist() + [
+        [289, 480],
+        [305, 427],
+        [480, 640],
+        [375, 500],
+    ]
     for short_side, max_size in ((800, 1333), (640, 1000)):
         for height, width in sizes:
             scale = min(short_side / min(height, width), max_size / max(height, width))
             expected = (int(height * scale), int(width * scale))
-            _, got = T.resize_size(tf.constant([height, width]), short_side, max_size,
-                                   rounding="floor")
+            _, got = T.resize_size(
+                tf.constant([height, width]), short_side, max_size, rounding="floor"
+            )
             assert tuple(got.numpy()) == expected, (height, width)
 
 
@@ -200,8 +219,9 @@ def test_rescale_boxes_per_axis():
     boxes = tf.constant([[10.0, 20.0, 30.0, 40.0]])
     # 480 x 640 -> 800 x 1066: y by 800 / 480, x by 1066 / 640 (not the common 5/3).
     out = T.rescale_boxes(boxes, [480, 640], [800, 1066]).numpy()
-    np.testing.assert_allclose(out, [[10 * 1066 / 640, 20 * 800 / 480, 30 * 1066 / 640,
-                                      40 * 800 / 480]], rtol=1e-6)
+    np.testing.assert_allclose(
+        out, [[10 * 1066 / 640, 20 * 800 / 480, 30 * 1066 / 640, 40 * 800 / 480]], rtol=1e-6
+    )
     # And back to the original frame.
     np.testing.assert_allclose(T.rescale_boxes(out, [800, 1066], [480, 640]), boxes, rtol=1e-6)
     # Batched: boxes [B, N, 4] with sizes [B, 2].

@@ -13,10 +13,10 @@ LABEL_MAP = LabelMap([(1, "cat"), (3, "dog"), (7, "bird")])
 # Original-image boxes (xywh) of every COCO size range: small < 32^2 <= medium < 96^2 <= large.
 GT_IMAGES = [{"id": 11, "height": 300, "width": 400}, {"id": 12, "height": 200, "width": 200}]
 GT_ANNOTATIONS = [
-    {"image_id": 11, "bbox": [10.0, 20.0, 20.0, 10.0], "category_id": 1},    # small
-    {"image_id": 11, "bbox": [100.0, 50.0, 60.0, 60.0], "category_id": 3},   # medium
+    {"image_id": 11, "bbox": [10.0, 20.0, 20.0, 10.0], "category_id": 1},  # small
+    {"image_id": 11, "bbox": [100.0, 50.0, 60.0, 60.0], "category_id": 3},  # medium
     {"image_id": 11, "bbox": [150.0, 100.0, 200.0, 150.0], "category_id": 7},  # large
-    {"image_id": 12, "bbox": [0.0, 0.0, 120.0, 150.0], "category_id": 3},    # large
+    {"image_id": 12, "bbox": [0.0, 0.0, 120.0, 150.0], "category_id": 3},  # large
 ]
 
 
@@ -25,8 +25,15 @@ def _ground_truth():
 
 
 def test_ground_truth_as_detections_gives_perfect_scores():
-    results = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
-                "score": 1.0} for a in GT_ANNOTATIONS]
+    results = [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "bbox": a["bbox"],
+            "score": 1.0,
+        }
+        for a in GT_ANNOTATIONS
+    ]
     metrics = evaluation.coco_evaluate(_ground_truth(), results, LABEL_MAP, verbose=False)
     for name in evaluation.METRIC_NAMES:
         assert metrics[name] == pytest.approx(1.0), name
@@ -34,9 +41,11 @@ def test_ground_truth_as_detections_gives_perfect_scores():
 
 
 def test_wrong_class_and_missed_boxes_lower_ap():
-    results = [{"image_id": 11, "category_id": 1, "bbox": [10.0, 20.0, 20.0, 10.0], "score": 0.9},
-               # right box, wrong category: a false positive for "cat", a miss for "dog"
-               {"image_id": 11, "category_id": 1, "bbox": [100.0, 50.0, 60.0, 60.0], "score": 0.8}]
+    results = [
+        {"image_id": 11, "category_id": 1, "bbox": [10.0, 20.0, 20.0, 10.0], "score": 0.9},
+        # right box, wrong category: a false positive for "cat", a miss for "dog"
+        {"image_id": 11, "category_id": 1, "bbox": [100.0, 50.0, 60.0, 60.0], "score": 0.8},
+    ]
     metrics = evaluation.coco_evaluate(_ground_truth(), results, LABEL_MAP, verbose=False)
     assert metrics["per_class_AP"]["cat"] == pytest.approx(1.0)
     assert metrics["per_class_AP"]["dog"] == 0.0
@@ -46,7 +55,8 @@ def test_wrong_class_and_missed_boxes_lower_ap():
 
 def test_no_detections_and_missing_size_range():
     ground_truth = evaluation.coco_from_dicts(
-        GT_IMAGES[:1], [dict(GT_ANNOTATIONS[2])], LABEL_MAP)  # one large box only
+        GT_IMAGES[:1], [dict(GT_ANNOTATIONS[2])], LABEL_MAP
+    )  # one large box only
     metrics = evaluation.coco_evaluate(ground_truth, [], LABEL_MAP, verbose=False)
     assert metrics["AP"] == 0.0
     assert metrics["APs"] is None and metrics["APm"] is None  # no such objects: None, not -1
@@ -67,22 +77,28 @@ def test_outputs_to_coco_maps_normalised_boxes_and_skips_padding():
     # The export's outputs of two images: [ymin, xmin, ymax, xmax] normalised to each original
     # image, category ids as floats, -1 on padding rows.
     outputs = {
-        "detection_boxes": np.array([[[0.2, 0.1, 0.4, 0.3], [0.0, 0.0, 0.05, 0.025],
-                                      [0.0, 0.0, 0.0, 0.0]],
-                                     [[0.5, 0.5, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0],
-                                      [0.0, 0.0, 0.0, 0.0]]], np.float32),
+        "detection_boxes": np.array(
+            [
+                [[0.2, 0.1, 0.4, 0.3], [0.0, 0.0, 0.05, 0.025], [0.0, 0.0, 0.0, 0.0]],
+                [[0.5, 0.5, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]],
+            ],
+            np.float32,
+        ),
         "detection_scores": np.array([[0.9, 0.5, 0.0], [0.25, 0.0, 0.0]], np.float32),
         "detection_classes": np.array([[7.0, 1.0, -1.0], [3.0, -1.0, -1.0]], np.float32),
         "num_detections": np.array([2, 1], np.int32),
     }
-    results = evaluation.outputs_to_coco(outputs, np.array([42, 43]),
-                                         np.array([[400, 600], [50, 80]]))
+    results = evaluation.outputs_to_coco(
+        outputs, np.array([42, 43]), np.array([[400, 600], [50, 80]])
+    )
     # Image 42 (400 x 600): x = 0.1 * 600, y = 0.2 * 400, w = 0.2 * 600, h = 0.2 * 400.
     assert [r["image_id"] for r in results] == [42, 42, 43]
     assert [r["category_id"] for r in results] == [7, 1, 3]
-    np.testing.assert_allclose([r["bbox"] for r in results],
-                               [[60.0, 80.0, 120.0, 80.0], [0.0, 0.0, 15.0, 20.0],
-                                [40.0, 25.0, 40.0, 25.0]], atol=1e-4)
+    np.testing.assert_allclose(
+        [r["bbox"] for r in results],
+        [[60.0, 80.0, 120.0, 80.0], [0.0, 0.0, 15.0, 20.0], [40.0, 25.0, 40.0, 25.0]],
+        atol=1e-4,
+    )
     np.testing.assert_allclose([r["score"] for r in results], [0.9, 0.5, 0.25], rtol=1e-6)
     with pytest.raises(ValueError, match="image_ids"):
         evaluation.outputs_to_coco(outputs, np.array([42]), np.array([[400, 600]]))
@@ -91,37 +107,48 @@ def test_outputs_to_coco_maps_normalised_boxes_and_skips_padding():
 def test_evaluation_maps_through_the_exports_function():
     # Network-pixel detections of an image resized by 0.5 from 400 x 600: evaluation's
     # COCO boxes are the export's outputs read back, in original pixels.
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
 
-    from fcos_tf import serving  # pylint: disable=import-outside-toplevel
+    from fcos_tf import serving
 
-    detections = {"boxes": tf.constant([[[20.0, 40.0, 60.0, 80.0], [-4.0, 0.0, 400.0, 10.0],
-                                         [0.0, 0.0, 0.0, 0.0]]]),
-                  "scores": tf.constant([[0.9, 0.5, 0.0]]),
-                  "classes": tf.constant([[2, 0, -1]]),
-                  "num_detections": tf.constant([2])}
-    outputs = serving.detections_to_outputs(detections, LABEL_MAP,
-                                           valid_size=tf.constant([[200, 300]]),
-                                           frame_size=tf.constant([[400, 600]]))
-    results = evaluation.outputs_to_coco({k: v.numpy() for k, v in outputs.items()}, [9],
-                                         [[400, 600]])
+    detections = {
+        "boxes": tf.constant(
+            [[[20.0, 40.0, 60.0, 80.0], [-4.0, 0.0, 400.0, 10.0], [0.0, 0.0, 0.0, 0.0]]]
+        ),
+        "scores": tf.constant([[0.9, 0.5, 0.0]]),
+        "classes": tf.constant([[2, 0, -1]]),
+        "num_detections": tf.constant([2]),
+    }
+    outputs = serving.detections_to_outputs(
+        detections,
+        LABEL_MAP,
+        valid_size=tf.constant([[200, 300]]),
+        frame_size=tf.constant([[400, 600]]),
+    )
+    results = evaluation.outputs_to_coco(
+        {k: v.numpy() for k, v in outputs.items()}, [9], [[400, 600]]
+    )
     assert [r["category_id"] for r in results] == [7, 1]
     # The second box leaves the image on the left and right: clipped to [0, 600].
-    np.testing.assert_allclose([r["bbox"] for r in results],
-                               [[40.0, 80.0, 80.0, 80.0], [0.0, 0.0, 600.0, 20.0]], atol=1e-3)
+    np.testing.assert_allclose(
+        [r["bbox"] for r in results], [[40.0, 80.0, 80.0, 80.0], [0.0, 0.0, 600.0, 20.0]], atol=1e-3
+    )
 
 
 def test_ground_truth_from_labels_maps_back_per_axis():
     # Image 5: 50x60 resized to 100x240 (y by 2, x by 4).
-    labels = {"image_id": np.array([5, 6]), "image_size": np.array([[100, 240], [32, 32]]),
-              "original_size": np.array([[50, 60], [32, 32]], np.int32),
-              "boxes": np.array([[[2.0, 4.0, 22.0, 44.0], [0, 0, 0, 0]],
-                                 [[0, 0, 0, 0], [0, 0, 0, 0]]], np.float32),
-              "classes": np.array([[1, -1], [-1, -1]], np.int32)}
+    labels = {
+        "image_id": np.array([5, 6]),
+        "image_size": np.array([[100, 240], [32, 32]]),
+        "original_size": np.array([[50, 60], [32, 32]], np.int32),
+        "boxes": np.array(
+            [[[2.0, 4.0, 22.0, 44.0], [0, 0, 0, 0]], [[0, 0, 0, 0], [0, 0, 0, 0]]], np.float32
+        ),
+        "classes": np.array([[1, -1], [-1, -1]], np.int32),
+    }
     images, annotations = evaluation.ground_truth_from_labels(labels)
     assert images == [{"id": 5, "height": 50, "width": 60}, {"id": 6, "height": 32, "width": 32}]
-    assert annotations == [{"image_id": 5, "class": 1, "bbox": [0.5, 2.0, 5.0, 20.0],
-                            "iscrowd": 0}]
+    assert annotations == [{"image_id": 5, "class": 1, "bbox": [0.5, 2.0, 5.0, 20.0], "iscrowd": 0}]
     labels["is_crowd"] = np.array([[True, False], [False, False]])
     assert evaluation.ground_truth_from_labels(labels)[1][0]["iscrowd"] == 1
 
@@ -134,32 +161,41 @@ class _GroundTruthModel:
         self.valid_sizes = []
 
     def predict_step(self, data):
-        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        import tensorflow as tf
 
         _, given = data
         self.valid_sizes.append(given["image_size"])  # evaluation passes the valid region
         labels = self.labels.pop(0)
         valid = tf.cast(labels["classes"] >= 0, tf.float32)
-        return {"boxes": labels["boxes"], "scores": valid,
-                "classes": labels["classes"],
-                "num_detections": tf.reduce_sum(tf.cast(labels["classes"] >= 0, tf.int32), 1)}
+        return {
+            "boxes": labels["boxes"],
+            "scores": valid,
+            "classes": labels["classes"],
+            "num_detections": tf.reduce_sum(tf.cast(labels["classes"] >= 0, tf.int32), 1),
+        }
 
 
 def test_evaluate_end_to_end_on_a_dataset_of_ground_truth(tmp_path):
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
 
-    labels = {"image_id": np.array([1, 2], np.int64),
-              "original_size": np.array([[200, 200], [50, 50]], np.int32),
-              "image_size": np.array([[100, 100], [100, 100]], np.int32),
-              "boxes": np.array([[[10.0, 10.0, 60.0, 50.0], [0, 0, 0, 0]],
-                                 [[5.0, 5.0, 25.0, 45.0], [50.0, 50.0, 90.0, 70.0]]], np.float32),
-              "classes": np.array([[0, -1], [2, 1]], np.int32)}
+    labels = {
+        "image_id": np.array([1, 2], np.int64),
+        "original_size": np.array([[200, 200], [50, 50]], np.int32),
+        "image_size": np.array([[100, 100], [100, 100]], np.int32),
+        "boxes": np.array(
+            [
+                [[10.0, 10.0, 60.0, 50.0], [0, 0, 0, 0]],
+                [[5.0, 5.0, 25.0, 45.0], [50.0, 50.0, 90.0, 70.0]],
+            ],
+            np.float32,
+        ),
+        "classes": np.array([[0, -1], [2, 1]], np.int32),
+    }
     images = np.zeros([2, 100, 100, 3], np.float32)
     dataset = tf.data.Dataset.from_tensors((images, labels))
     model = _GroundTruthModel()
     model.labels = [{k: tf.constant(v) for k, v in labels.items()}]
-    metrics, kept = evaluation.evaluate(model, dataset, LABEL_MAP, verbose=False,
-                                        keep_batches=1)
+    metrics, kept = evaluation.evaluate(model, dataset, LABEL_MAP, verbose=False, keep_batches=1)
     assert metrics["AP"] == pytest.approx(1.0)
     assert [v.shape.as_list() for v in model.valid_sizes] == [[2, 2]]  # [B, 2] valid regions
     # A crowd region counts neither as a hit nor as a miss: flag the second image's
@@ -176,24 +212,26 @@ def test_evaluate_end_to_end_on_a_dataset_of_ground_truth(tmp_path):
     # Labels without the valid sizes: a clear error, not boxes clipped to the padded batch.
     del labels["image_size"]
     with pytest.raises(ValueError, match="image_size"):
-        evaluation.evaluate(model, tf.data.Dataset.from_tensors((images, labels)), LABEL_MAP,
-                            verbose=False)
+        evaluation.evaluate(
+            model, tf.data.Dataset.from_tensors((images, labels)), LABEL_MAP, verbose=False
+        )
     path = evaluation.write_metrics(metrics, str(tmp_path / "metrics.json"))
     written = json.load(open(path))
     assert set(evaluation.METRIC_NAMES) <= set(written)
-    assert all(v is None or 0.0 <= v <= 1.0 for k, v in written.items()
-               if k in evaluation.METRIC_NAMES)
+    assert all(
+        v is None or 0.0 <= v <= 1.0 for k, v in written.items() if k in evaluation.METRIC_NAMES
+    )
 
 
 @pytest.mark.slow
 def test_saved_model_ap_equals_metrics_json(tmp_path):
     """metrics.json of a run and the AP of its exported SavedModel on the validation images."""
-    import shutil  # pylint: disable=import-outside-toplevel
+    import shutil
 
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import export_helpers as helpers
+    import tensorflow as tf
 
-    import export_helpers as helpers  # pylint: disable=import-outside-toplevel
-    from fcos_tf import builders, export_saved_model, rundir, serving, training  # pylint: disable=import-outside-toplevel
+    from fcos_tf import builders, export_saved_model, rundir, serving, training
 
     # The shared 3-step workdir, evaluated at short side 56: the 64x64 originals become
     # 56x56 images padded to 64x64, so clipping to each image and clipping to the padded
@@ -214,24 +252,28 @@ def test_saved_model_ap_equals_metrics_json(tmp_path):
     settings = builders.build_serving_config(saved_config)
     assert settings.eval_short_side == 56
     version_dir = export_saved_model.export_saved_model(
-        model, label_map, str(tmp_path / "export"), settings, warmup=False)
+        model, label_map, str(tmp_path / "export"), settings, warmup=False
+    )
     serve = tf.saved_model.load(version_dir).signatures[serving.IMAGES_SIGNATURE]
     val = builders.read_split(config, "val")
     results = []
     for example in val.dataset:
         image = example["image"]
         outputs = {k: v.numpy() for k, v in serve(images=image[None]).items()}
-        results += evaluation.outputs_to_coco(outputs, [int(example["image_id"])],
-                                              [image.shape[:2]])
+        results += evaluation.outputs_to_coco(
+            outputs, [int(example["image_id"])], [image.shape[:2]]
+        )
 
     # The run's ground truth: rebuilt from the validation pipeline's labels.
     gt_images, gt_annotations = [], []
     for _, labels in builders.build_eval_dataset(config, val.dataset):
         images_b, annotations_b = evaluation.ground_truth_from_labels(
-            {k: v.numpy() for k, v in labels.items()})
+            {k: v.numpy() for k, v in labels.items()}
+        )
         gt_images += images_b
-        gt_annotations += [dict(a, category_id=label_map.category_id(a.pop("class")))
-                           for a in annotations_b]
+        gt_annotations += [
+            dict(a, category_id=label_map.category_id(a.pop("class"))) for a in annotations_b
+        ]
     assert len(gt_images) == written["num_images"] == 8
     ground_truth = evaluation.coco_from_dicts(gt_images, gt_annotations, label_map)
     served = evaluation.coco_evaluate(ground_truth, results, label_map, verbose=False)
@@ -244,5 +286,4 @@ def test_saved_model_ap_equals_metrics_json(tmp_path):
             assert served[name] is None, name
         else:
             assert served[name] == pytest.approx(written[name], rel=1e-6, abs=1e-12), name
-    assert served["per_class_AP"] == pytest.approx(written["per_class_AP"], rel=1e-6,
-                                                   abs=1e-12)
+    assert served["per_class_AP"] == pytest.approx(written["per_class_AP"], rel=1e-6, abs=1e-12)

@@ -6,12 +6,12 @@ import os
 import subprocess
 import sys
 
+import export_helpers as helpers
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import export_helpers as helpers
 from fcos_tf import builders, export_saved_model, rundir
 from fcos_tf import serving as serving_lib
 from fcos_tf.data import pipeline
@@ -85,16 +85,29 @@ def _reference(model, images, serving):
     config = pipeline.PipelineConfig(**dataclasses.asdict(serving))
     examples = []
     for image in images:
-        example = {"image": tf.constant(image), "boxes": tf.zeros([0, 4]),
-                   "classes": tf.zeros([0], tf.int32), "is_crowd": tf.zeros([0], tf.bool),
-                   "image_id": tf.constant(0, tf.int64)}
-        examples.append(pipeline.preprocess_example(example, tf.constant([0, 0], tf.int64),
-                                                    training=False, config=config))
+        example = {
+            "image": tf.constant(image),
+            "boxes": tf.zeros([0, 4]),
+            "classes": tf.zeros([0], tf.int32),
+            "is_crowd": tf.zeros([0], tf.bool),
+            "image_id": tf.constant(0, tf.int64),
+        }
+        examples.append(
+            pipeline.preprocess_example(
+                example, tf.constant([0, 0], tf.int64), training=False, config=config
+            )
+        )
     height = max(int(e["image"].shape[0]) for e in examples)
     width = max(int(e["image"].shape[1]) for e in examples)
-    batch = np.stack([np.pad(e["image"].numpy(), [[0, height - e["image"].shape[0]],
-                                                  [0, width - e["image"].shape[1]], [0, 0]])
-                      for e in examples])
+    batch = np.stack(
+        [
+            np.pad(
+                e["image"].numpy(),
+                [[0, height - e["image"].shape[0]], [0, width - e["image"].shape[1]], [0, 0]],
+            )
+            for e in examples
+        ]
+    )
     labels = {"image_size": tf.stack([e["image_size"] for e in examples])}
     detections = {k: v.numpy() for k, v in model.predict_step((tf.constant(batch), labels)).items()}
     boxes = []
@@ -142,10 +155,12 @@ def test_signatures_names_dtypes_shapes(child_run):
     assert set(signatures) == {"serving_default", "serving_image_bytes"}
     assert signatures["serving_default"]["inputs"] == {"images": ["uint8", [None, None, None, 3]]}
     assert signatures["serving_image_bytes"]["inputs"] == {"image_bytes": ["string", [None]]}
-    expected = {"detection_boxes": ["float32", [None, 100, 4]],
-                "detection_scores": ["float32", [None, 100]],
-                "detection_classes": ["float32", [None, 100]],
-                "num_detections": ["int32", [None]]}
+    expected = {
+        "detection_boxes": ["float32", [None, 100, 4]],
+        "detection_scores": ["float32", [None, 100]],
+        "detection_classes": ["float32", [None, 100]],
+        "num_detections": ["int32", [None]],
+    }
     for signature in signatures.values():
         assert signature["outputs"] == expected
 
@@ -160,12 +175,14 @@ def _check_same(exported, reference, label_map):
     np.testing.assert_array_equal(num, reference["num_detections"])
     assert num.min() > 0  # something to compare
     for b, n in enumerate(num):
-        np.testing.assert_allclose(exported["detection_boxes"][b, :n],
-                                   reference["boxes"][b, :n], atol=1e-3)
+        np.testing.assert_allclose(
+            exported["detection_boxes"][b, :n], reference["boxes"][b, :n], atol=1e-3
+        )
         ids = np.asarray(label_map.category_ids)[reference["classes"][b, :n]]
         np.testing.assert_array_equal(exported["detection_classes"][b, :n], ids)
-        np.testing.assert_allclose(exported["detection_scores"][b, :n],
-                                   reference["scores"][b, :n], atol=1e-4)
+        np.testing.assert_allclose(
+            exported["detection_scores"][b, :n], reference["scores"][b, :n], atol=1e-4
+        )
         # Padding rows.
         assert np.all(exported["detection_classes"][b, n:] == -1)
         assert np.all(exported["detection_scores"][b, n:] == 0)
@@ -218,8 +235,9 @@ def test_export_refuses_existing_version_and_label_map_mismatch(tmp_path):
     from fcos_tf.data.label_map import LabelMap
 
     with pytest.raises(ValueError, match="label_map"):
-        serving_lib.serving_functions(model, LabelMap.from_names(["a", "b"]),
-                                      builders.build_serving_config(config))
+        serving_lib.serving_functions(
+            model, LabelMap.from_names(["a", "b"]), builders.build_serving_config(config)
+        )
 
 
 def test_latest_checkpoint_errors_name_the_path(tmp_path):
@@ -254,30 +272,46 @@ sys.meta_path.insert(0, _Blocker())
 
 def _export_command(*flags, patch=""):
     script = os.path.join(helpers.ROOT, "export_savedmodel.py")
-    code = (f"{patch}\nimport runpy, sys\nsys.argv = [{script!r}] + sys.argv[1:]\n"
-            f"runpy.run_path({script!r}, run_name='__main__')\n")
+    code = (
+        f"{patch}\nimport runpy, sys\nsys.argv = [{script!r}] + sys.argv[1:]\n"
+        f"runpy.run_path({script!r}, run_name='__main__')\n"
+    )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=helpers.ROOT)
     env.pop("FCOS_DEBUG", None)
-    return subprocess.run([sys.executable, "-c", code, *flags], cwd=helpers.ROOT, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code, *flags],
+        cwd=helpers.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def test_export_without_serving_api_writes_no_warmup_and_says_how(tmp_path):
     output = tmp_path / "serving"
-    result = _export_command(f"--workdir={helpers.trained_workdir()}", f"--output={output}",
-                             patch=_WITHOUT_SERVING_API)
+    result = _export_command(
+        f"--workdir={helpers.trained_workdir()}", f"--output={output}", patch=_WITHOUT_SERVING_API
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     notes = [line for line in result.stdout.splitlines() if "warm-up" in line]
-    assert notes == [(f"No TF Serving warm-up records: tensorflow-serving-api is not "
-                      f"installed; to add them, `{export_saved_model.WARMUP_INSTALL}` and "
-                      f"export again.")]
+    assert notes == [
+        (
+            f"No TF Serving warm-up records: tensorflow-serving-api is not "
+            f"installed; to add them, `{export_saved_model.WARMUP_INSTALL}` and "
+            f"export again."
+        )
+    ]
     assert "Traceback" not in result.stderr
     assert os.listdir(output) == ["1"]
     assert os.path.exists(output / "1" / "saved_model.pb")
     assert not os.path.exists(output / "1" / "assets.extra")
     # The library function refuses an explicit request before writing anything.
-    code = (_WITHOUT_SERVING_API + "\nfrom fcos_tf import export_saved_model\n"
-            "assert not export_saved_model.warmup_available()\nprint('blocked')\n")
+    code = (
+        _WITHOUT_SERVING_API + "\nfrom fcos_tf import export_saved_model\n"
+        "assert not export_saved_model.warmup_available()\nprint('blocked')\n"
+    )
     assert helpers.run_python(code).strip() == "blocked"
 
 
@@ -303,22 +337,28 @@ def test_failure_while_writing_leaves_no_temporary_folder(tmp_path, monkeypatch,
             original(*args, **kwargs)
             written.append(sorted(os.listdir(tmp_path)))
             raise OSError(f"disk full during {stage}")
+
         return wrapper
 
     if stage == "write_out":
         archive_class = type(keras.export.ExportArchive())  # the backend's subclass
         monkeypatch.setattr(archive_class, "write_out", fail_after(archive_class.write_out))
     elif stage == "warmup":
-        monkeypatch.setattr(export_saved_model, "write_warmup_requests",
-                            fail_after(export_saved_model.write_warmup_requests))
+        monkeypatch.setattr(
+            export_saved_model,
+            "write_warmup_requests",
+            fail_after(export_saved_model.write_warmup_requests),
+        )
     else:
+
         def rename(*args, **kwargs):
             written.append(sorted(os.listdir(tmp_path)))
             raise OSError(f"disk full during {stage}")
 
         monkeypatch.setattr(tf.io.gfile, "rename", rename)
     with pytest.raises(OSError, match=f"during {stage}"):
-        export_saved_model.export_saved_model(model, label_map, str(tmp_path),
-                                              builders.build_serving_config(config))
+        export_saved_model.export_saved_model(
+            model, label_map, str(tmp_path), builders.build_serving_config(config)
+        )
     assert written == [[".tmp-1"]]  # the failure came while the folder was there ...
     assert os.listdir(tmp_path) == []  # ... and it is gone

@@ -13,33 +13,35 @@ from fcos_tf.locations import STRIDES, feature_map_sizes
 
 def _features(image_size, channels=(8, 12, 16), batch=1, seed=0):
     rng = np.random.default_rng(seed)
-    return [rng.normal(size=(batch, h, w, c)).astype("float32")
-            for (h, w), c in zip(feature_map_sizes(image_size, (8, 16, 32)), channels)]
+    return [
+        rng.normal(size=(batch, h, w, c)).astype("float32")
+        for (h, w), c in zip(feature_map_sizes(image_size, (8, 16, 32)), channels)
+    ]
 
 
 def _torch_nearest_indices(in_size, out_size):
     # PyTorch F.interpolate(mode="nearest"): src = min(floor(dst * in / out), in - 1).
-    return np.minimum(np.floor(np.arange(out_size) * (in_size / out_size)).astype(int),
-                      in_size - 1)
+    return np.minimum(np.floor(np.arange(out_size) * (in_size / out_size)).astype(int), in_size - 1)
 
 
 @pytest.mark.parametrize("image_size", [(200, 249), (512, 512), (800, 1344)])
 def test_level_sizes_are_ceil(image_size):
     outputs = FPN(channels=16)(_features(image_size))
-    expected = [(1, math.ceil(image_size[0] / s), math.ceil(image_size[1] / s), 16)
-                for s in STRIDES]
+    expected = [
+        (1, math.ceil(image_size[0] / s), math.ceil(image_size[1] / s), 16) for s in STRIDES
+    ]
     assert [tuple(p.shape) for p in outputs] == expected
 
 
 def test_compute_output_shape_matches_call():
     fpn = FPN(channels=16)
     shapes = fpn.compute_output_shape([(2, 25, 32, 8), (2, 13, 16, 12), (2, 7, 8, 16)])
-    assert shapes == [(2, 25, 32, 16), (2, 13, 16, 16), (2, 7, 8, 16), (2, 4, 4, 16),
-                      (2, 2, 2, 16)]
+    assert shapes == [(2, 25, 32, 16), (2, 13, 16, 16), (2, 7, 8, 16), (2, 4, 4, 16), (2, 2, 2, 16)]
 
 
-@pytest.mark.parametrize("in_size, out_size", [(7, 13), (7, 14), (8, 16), (4, 7), (1, 1),
-                                               (1, 2), (25, 49)])
+@pytest.mark.parametrize(
+    "in_size, out_size", [(7, 13), (7, 14), (8, 16), (4, 7), (1, 1), (1, 2), (25, 49)]
+)
 def test_upsample_matches_pytorch_nearest(in_size, out_size):
     rng = np.random.default_rng(0)
     source = rng.normal(size=(2, in_size, in_size + 1, 3)).astype("float32")
@@ -86,8 +88,9 @@ def test_p6_from_c5():
     c3, c4, c5 = _features((128, 128), channels=(4, 4, 4))
     fpn = _identity_fpn(4, p6_input="c5")
     # Make P5 differ from C5 so that the source of P6 is visible.
-    fpn.output_convs[2].set_weights([2.0 * fpn.output_convs[2].get_weights()[0],
-                                     np.zeros(4, "float32")])
+    fpn.output_convs[2].set_weights(
+        [2.0 * fpn.output_convs[2].get_weights()[0], np.zeros(4, "float32")]
+    )
     outputs = [np.asarray(p) for p in fpn([c3, c4, c5])]
     np.testing.assert_allclose(outputs[2], 2.0 * c5, rtol=1e-6)
     np.testing.assert_allclose(outputs[3], c5[:, ::2, ::2], rtol=1e-6)
@@ -124,8 +127,10 @@ def test_init_biases_zero_kernels_kaiming_uniform_a1():
     bound = math.sqrt(3.0 / (9 * 64))
     assert np.abs(kernel).max() <= bound
     assert np.abs(kernel).max() > 0.9 * bound
-    assert all(np.all(np.asarray(conv.bias) == 0)
-               for conv in fpn.lateral_convs + fpn.output_convs + fpn.extra_convs)
+    assert all(
+        np.all(np.asarray(conv.bias) == 0)
+        for conv in fpn.lateral_convs + fpn.output_convs + fpn.extra_convs
+    )
 
 
 def test_inside_functional_model_with_dynamic_size():
@@ -140,17 +145,26 @@ def test_config_round_trip():
     features = _features((96, 160))
     expected = fpn(features)
     clone = FPN.from_config(fpn.get_config())
-    assert (clone.channels, clone.p6_input, clone.num_extra_levels, clone.name) == \
-        (32, "c5", 1, "neck")
+    assert (clone.channels, clone.p6_input, clone.num_extra_levels, clone.name) == (
+        32,
+        "c5",
+        1,
+        "neck",
+    )
     clone.build([f.shape for f in features])
     clone.set_weights(fpn.get_weights())
     for a, b in zip(expected, clone(features)):
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
-@pytest.mark.parametrize("kwargs, argument", [({"channels": 0}, "channels"),
-                                              ({"p6_input": "p4"}, "p6_input"),
-                                              ({"num_extra_levels": 3}, "num_extra_levels")])
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"channels": 0}, "channels"),
+        ({"p6_input": "p4"}, "p6_input"),
+        ({"num_extra_levels": 3}, "num_extra_levels"),
+    ],
+)
 def test_rejects_bad_arguments(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
         FPN(**kwargs)

@@ -15,8 +15,10 @@ from fcos_tf.locations import feature_map_sizes
 
 def _levels(image_size=(200, 249), channels=32, batch=2, seed=0):
     rng = np.random.default_rng(seed)
-    return [rng.normal(size=(batch, h, w, channels)).astype("float32")
-            for h, w in feature_map_sizes(image_size)]
+    return [
+        rng.normal(size=(batch, h, w, channels)).astype("float32")
+        for h, w in feature_map_sizes(image_size)
+    ]
 
 
 def _small_head(**kwargs):
@@ -26,6 +28,7 @@ def _small_head(**kwargs):
 
 
 # ------------------------------------------------------------------------------------ Scale
+
 
 def test_scale_multiplies_and_round_trips():
     scale = Scale(2.5, name="s")
@@ -37,6 +40,7 @@ def test_scale_multiplies_and_round_trips():
 
 # ------------------------------------------------------------------------------------- head
 
+
 @pytest.mark.parametrize("image_size", [(200, 249), (512, 512), (800, 1344)])
 def test_output_shapes_per_level(image_size):
     levels = _levels(image_size, batch=1)
@@ -44,7 +48,8 @@ def test_output_shapes_per_level(image_size):
     assert set(outputs) == {"class_logits", "box_raw", "centerness_logits"}
     for key, depth in (("class_logits", 5), ("box_raw", 4), ("centerness_logits", 1)):
         assert [tuple(t.shape) for t in outputs[key]] == [
-            (1, h, w, depth) for h, w in feature_map_sizes(image_size)]
+            (1, h, w, depth) for h, w in feature_map_sizes(image_size)
+        ]
 
 
 def test_head_is_shared_across_levels():
@@ -55,8 +60,9 @@ def test_head_is_shared_across_levels():
         np.testing.assert_allclose(outputs[key][0], outputs[key][1], rtol=1e-6)
     head.scales[1].scale.assign(3.0)
     outputs = head([level, level])
-    np.testing.assert_allclose(outputs["box_raw"][1], 3.0 * np.asarray(outputs["box_raw"][0]),
-                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        outputs["box_raw"][1], 3.0 * np.asarray(outputs["box_raw"][0]), rtol=1e-5, atol=1e-7
+    )
     np.testing.assert_allclose(outputs["class_logits"][0], outputs["class_logits"][1], rtol=1e-6)
 
 
@@ -74,8 +80,9 @@ def test_initial_values():
     np.testing.assert_array_equal(head.centerness_pred.bias, 0.0)
     assert abs(np.asarray(head.box_pred.kernel).std() - 0.01) < 0.001
     assert [float(s.scale) for s in head.scales] == [1.0] * 5
-    norms = [layer for layer in head.cls_tower
-             if isinstance(layer, keras.layers.GroupNormalization)]
+    norms = [
+        layer for layer in head.cls_tower if isinstance(layer, keras.layers.GroupNormalization)
+    ]
     assert len(norms) == 4 and all(n.groups == 32 and n.epsilon == 1e-5 for n in norms)
 
 
@@ -95,8 +102,9 @@ def test_centerness_branch_source(centerness_on):
     x = levels[0]
     for layer in tower:
         x = layer(x)
-    np.testing.assert_allclose(outputs["centerness_logits"][0], head.centerness_pred(x),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        outputs["centerness_logits"][0], head.centerness_pred(x), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_no_centerness():
@@ -109,8 +117,10 @@ def test_no_centerness():
 def test_no_norm():
     head = _small_head(norm=None, num_convs=4, channels=16)
     head(_levels((64, 64), channels=16))
-    assert not any(isinstance(layer, keras.layers.GroupNormalization)
-                   for layer in head.cls_tower + head.box_tower)
+    assert not any(
+        isinstance(layer, keras.layers.GroupNormalization)
+        for layer in head.cls_tower + head.box_tower
+    )
     # 8 tower convs + class, box, centerness predictors + 5 scales.
     expected = 8 * (9 * 16 * 16 + 16) + (9 * 16 * 5 + 5) + (9 * 16 * 4 + 4) + (9 * 16 + 1) + 5
     assert head.count_params() == expected
@@ -131,10 +141,17 @@ def test_config_round_trip():
             np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
-@pytest.mark.parametrize("kwargs, argument", [
-    ({"num_classes": 0}, "num_classes"), ({"norm": "batch"}, "norm"),
-    ({"centerness_on": "box"}, "centerness_on"), ({"num_groups": 7}, "num_groups"),
-    ({"prior_prob": 1.0}, "prior_prob"), ({"num_levels": 0}, "num_levels")])
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"num_classes": 0}, "num_classes"),
+        ({"norm": "batch"}, "norm"),
+        ({"centerness_on": "box"}, "centerness_on"),
+        ({"num_groups": 7}, "num_groups"),
+        ({"prior_prob": 1.0}, "prior_prob"),
+        ({"num_levels": 0}, "num_levels"),
+    ],
+)
 def test_rejects_bad_arguments(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
         _small_head(**kwargs)
@@ -147,6 +164,7 @@ def test_rejects_wrong_number_of_levels():
 
 # --------------------------------------------------------------------- whole stack
 
+
 def _fcos_stack(backbone, num_classes, fpn_channels=256, **head_kwargs):
     images = keras.Input((None, None, 3))
     pyramid = FPN(channels=fpn_channels)(backbone(images))
@@ -156,19 +174,23 @@ def _fcos_stack(backbone, num_classes, fpn_channels=256, **head_kwargs):
 def test_resnet50_fcos_parameter_count_matches_torchvision():
     """torchvision fcos_resnet50_fpn (91 classes): 32,269,600 parameters, frozen BN excluded."""
     model = _fcos_stack(ResNet(depth=50), num_classes=91)
-    frozen_bn = sum(int(np.prod(w.shape)) for layer in model.get_layer("resnet50").layers
-                    if isinstance(layer, FrozenBatchNorm) for w in layer.weights)
+    frozen_bn = sum(
+        int(np.prod(w.shape))
+        for layer in model.get_layer("resnet50").layers
+        if isinstance(layer, FrozenBatchNorm)
+        for w in layer.weights
+    )
     scales = sum(int(np.prod(w.shape)) for w in model.weights if w.name == "scale")
     assert scales == 5
     assert model.count_params() - frozen_bn - scales == 32_269_600
 
 
 def test_small_stack_end_to_end_shapes():
-    model = _fcos_stack(SmallBackbone(), num_classes=3, fpn_channels=32, num_convs=2,
-                        num_groups=8)
+    model = _fcos_stack(SmallBackbone(), num_classes=3, fpn_channels=32, num_convs=2, num_groups=8)
     outputs = model(np.zeros((1, 200, 249, 3), "float32"))
     assert [tuple(t.shape) for t in outputs["class_logits"]] == [
-        (1, h, w, 3) for h, w in feature_map_sizes((200, 249))]
+        (1, h, w, 3) for h, w in feature_map_sizes((200, 249))
+    ]
 
 
 def test_tf_checkpoint_round_trip(tmp_path):
@@ -187,6 +209,7 @@ def test_tf_checkpoint_round_trip(tmp_path):
 
 
 # -------------------------------------------------------------------------------- GroupNorm
+
 
 def _group_norm_reference(x, gamma, beta, groups, epsilon=1e-5):
     """float64 numpy GroupNorm of NHWC ``x``."""
@@ -228,8 +251,12 @@ def test_group_norm_float32_error_at_p3(offset, std):
         assert _relative_error(keras_layer(x), expected) > 30 * error
     torch = pytest.importorskip("torch")
     theirs = torch.nn.functional.group_norm(
-        torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), 32,
-        torch.from_numpy(gamma), torch.from_numpy(beta), eps=1e-5).numpy()
+        torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))),
+        32,
+        torch.from_numpy(gamma),
+        torch.from_numpy(beta),
+        eps=1e-5,
+    ).numpy()
     torch_error = _relative_error(theirs.transpose(0, 2, 3, 1), expected)
     assert error <= max(torch_error, 3e-7)
 
@@ -241,8 +268,11 @@ def test_group_norm_is_keras_group_normalization_with_its_variables():
     reference = keras.layers.GroupNormalization(4, epsilon=1e-5, name="norm")
     ours.build(x.shape)
     reference.build(x.shape)
-    assert [(v.name, v.shape) for v in ours.weights] == [
-        (v.name, v.shape) for v in reference.weights] == [("gamma", (16,)), ("beta", (16,))]
+    assert (
+        [(v.name, v.shape) for v in ours.weights]
+        == [(v.name, v.shape) for v in reference.weights]
+        == [("gamma", (16,)), ("beta", (16,))]
+    )
     weights = [rng.uniform(0.5, 1.5, 16).astype("float32"), rng.normal(size=16).astype("float32")]
     ours.set_weights(weights)
     reference.set_weights(weights)
@@ -281,8 +311,11 @@ def test_group_norm_mixed_precision_statistics_in_float32():
 def test_head_uses_accurate_group_norm():
     head = _small_head()
     head.build([(None, None, None, 32)] * 5)
-    norms = [layer for layer in head.cls_tower + head.box_tower
-             if isinstance(layer, keras.layers.GroupNormalization)]
+    norms = [
+        layer
+        for layer in head.cls_tower + head.box_tower
+        if isinstance(layer, keras.layers.GroupNormalization)
+    ]
     assert len(norms) == 4 and all(isinstance(layer, GroupNorm) for layer in norms)
 
 
@@ -290,13 +323,15 @@ def test_group_norm_converts_to_tflite_builtins():
     layer = GroupNorm(4, epsilon=1e-5)
     layer.build((1, 6, 8, 16))
     rng = np.random.default_rng(2)
-    layer.set_weights([rng.uniform(0.5, 1.5, 16).astype("float32"),
-                       rng.normal(size=16).astype("float32")])
+    layer.set_weights(
+        [rng.uniform(0.5, 1.5, 16).astype("float32"), rng.normal(size=16).astype("float32")]
+    )
     fn = tf.function(lambda x: layer(x), input_signature=[tf.TensorSpec([1, 6, 8, 16])])
     converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     flatbuffer = converter.convert()
-    from ai_edge_litert.interpreter import Interpreter  # pylint: disable=import-outside-toplevel
+    from ai_edge_litert.interpreter import Interpreter
+
     interpreter = Interpreter(model_content=flatbuffer)
     interpreter.allocate_tensors()
     x = (5.0 + rng.normal(size=(1, 6, 8, 16))).astype("float32")

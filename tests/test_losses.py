@@ -47,8 +47,9 @@ def test_box_loss_hand_values():
     giou = losses.box_loss(pred, target, kind="giou").numpy()
     np.testing.assert_allclose(giou, [0.0, 0.75, 2 / 3, 11 / 12], rtol=1e-5, atol=1e-6)
     iou = losses.box_loss(pred, target, kind="iou").numpy()
-    np.testing.assert_allclose(iou, [0.0, math.log(4.0), math.log(3.0), math.log(3.0)],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        iou, [0.0, math.log(4.0), math.log(3.0), math.log(3.0)], rtol=1e-5, atol=1e-6
+    )
 
 
 def test_iou_loss_is_finite_for_degenerate_prediction():
@@ -62,8 +63,9 @@ def test_box_loss_rejects_unknown_kind():
 
 
 def test_centerness_loss_hand_values():
-    got = losses.centerness_loss(tf.constant([0.0, 0.0, math.log(3.0)]),
-                                 tf.constant([1.0, 0.5, 1.0])).numpy()
+    got = losses.centerness_loss(
+        tf.constant([0.0, 0.0, math.log(3.0)]), tf.constant([1.0, 0.5, 1.0])
+    ).numpy()
     np.testing.assert_allclose(got, [LOG2, LOG2, -math.log(0.75)], rtol=1e-6)
 
 
@@ -93,8 +95,9 @@ def test_fcos_losses_hand_values():
     np.testing.assert_allclose(got["ctr_loss"], LOG2, rtol=1e-6)
     assert float(got["num_pos"]) == 2.0
     got_iou = losses.fcos_losses(outputs, labels, box_loss="iou")
-    np.testing.assert_allclose(got_iou["box_loss"], (math.log(4.0) + 0.5 * math.log(3.0)) / 1.5,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        got_iou["box_loss"], (math.log(4.0) + 0.5 * math.log(3.0)) / 1.5, rtol=1e-5
+    )
 
 
 def test_fcos_losses_without_centerness_branch():
@@ -109,11 +112,15 @@ def test_fcos_losses_no_positives_finite_gradient():
     logits = tf.Variable(tf.zeros([2, 4, 3]))
     ltrb = tf.Variable(tf.zeros([2, 4, 4]))  # degenerate boxes must not leak NaN
     ctr = tf.Variable(tf.zeros([2, 4]))
-    labels = {"class_targets": -tf.ones([2, 4], tf.int32), "box_targets": tf.zeros([2, 4, 4]),
-              "centerness_targets": tf.zeros([2, 4])}
+    labels = {
+        "class_targets": -tf.ones([2, 4], tf.int32),
+        "box_targets": tf.zeros([2, 4, 4]),
+        "centerness_targets": tf.zeros([2, 4]),
+    }
     with tf.GradientTape() as tape:
-        out = losses.fcos_losses({"class_logits": logits, "box_ltrb": ltrb,
-                                  "centerness_logits": ctr}, labels)
+        out = losses.fcos_losses(
+            {"class_logits": logits, "box_ltrb": ltrb, "centerness_logits": ctr}, labels
+        )
         total = out["cls_loss"] + out["box_loss"] + out["ctr_loss"]
     # Normaliser clipped to 1: 8 background locations x 3 classes x neg_half.
     np.testing.assert_allclose(out["cls_loss"], 24 * 0.75 * 0.25 * LOG2, rtol=1e-6)
@@ -151,9 +158,9 @@ def _random_batch(seed, batch=4, num_loc=6, num_classes=3):
     labels = {
         "class_targets": cls_t,
         "box_targets": (rng.uniform(0.5, 4, size=(batch, num_loc, 4)) * pos[..., None]).astype(
-            np.float32),
-        "centerness_targets": (rng.uniform(0.1, 1, size=(batch, num_loc)) * pos).astype(
-            np.float32),
+            np.float32
+        ),
+        "centerness_targets": (rng.uniform(0.1, 1, size=(batch, num_loc)) * pos).astype(np.float32),
     }
     return outputs, labels
 
@@ -163,8 +170,10 @@ def test_replica_losses_sum_to_single_device_loss(two_replicas):
     single = {k: float(v) for k, v in losses.fcos_losses(outputs, labels).items()}
 
     strategy = two_replicas
-    halves = [(tf.nest.map_structure(lambda x: x[:2], (outputs, labels))),
-              (tf.nest.map_structure(lambda x: x[2:], (outputs, labels)))]
+    halves = [
+        (tf.nest.map_structure(lambda x: x[:2], (outputs, labels))),
+        (tf.nest.map_structure(lambda x: x[2:], (outputs, labels))),
+    ]
 
     def replica_fn(ctx):
         return halves[ctx.replica_id_in_sync_group]

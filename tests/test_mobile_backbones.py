@@ -24,7 +24,7 @@ def test_taps_are_at_strides_8_16_32(variant, image_size):
     for feature, stride, channels in zip(features, backbone.strides, _CHANNELS[variant]):
         assert tuple(feature.shape) == (2, height // stride, width // stride, channels)
     # The taps are the last block of each stride: the next layer of the trunk halves the size.
-    for tap in mobile_backbones._TAPS[variant]:  # pylint: disable=protected-access
+    for tap in mobile_backbones._TAPS[variant]:
         assert backbone.get_layer(tap).name == tap
 
 
@@ -33,8 +33,7 @@ def test_tap_is_the_output_of_the_keras_applications_block():
     backbone = MobileNetBackbone("mobilenet_v2", alpha=0.35, norm="bn")
     reference = keras.Model(backbone.inputs, backbone.get_layer("block_12_add").output)
     x = np.random.default_rng(0).uniform(-1, 1, (1, 64, 64, 3)).astype(np.float32)
-    np.testing.assert_array_equal(backbone(x, training=False)[1],
-                                  reference(x, training=False))
+    np.testing.assert_array_equal(backbone(x, training=False)[1], reference(x, training=False))
 
 
 def test_alpha_scales_the_channels():
@@ -48,20 +47,25 @@ def test_mobilenet_v3_takes_normalised_input_without_rescaling():
     assert not [layer for layer in backbone.layers if isinstance(layer, keras.layers.Rescaling)]
     assert mobile_backbones.PIXEL_NORM == "inception"
     image = np.array([[[0, 127.5, 255]]], np.float32)
-    np.testing.assert_allclose(transforms.normalize_image(image, "inception"), [[[-1, 0, 1]]],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        transforms.normalize_image(image, "inception"), [[[-1, 0, 1]]], atol=1e-6
+    )
     pixels = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=-1)
     np.testing.assert_array_equal(
-        transforms.denormalize_image(transforms.normalize_image(pixels, "inception"),
-                                     "inception"), pixels)
+        transforms.denormalize_image(transforms.normalize_image(pixels, "inception"), "inception"),
+        pixels,
+    )
 
 
-@pytest.mark.parametrize("norm,synchronized,trainable", [
-    ("sync_bn", True, True), ("bn", False, True), ("frozen_bn", False, False)])
+@pytest.mark.parametrize(
+    "norm,synchronized,trainable",
+    [("sync_bn", True, True), ("bn", False, True), ("frozen_bn", False, False)],
+)
 def test_norms(norm, synchronized, trainable):
     backbone = MobileNetBackbone("mobilenet_v2", alpha=0.35, norm=norm)
-    norms = [layer for layer in backbone.layers
-             if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [
+        layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     assert norms
     assert {layer.synchronized for layer in norms} == {synchronized}
     assert {layer.trainable for layer in norms} == {trainable}
@@ -74,19 +78,23 @@ def test_norms(norm, synchronized, trainable):
 
 
 def test_weights_from_a_local_keras_applications_file(tmp_path):
-    source = keras.applications.MobileNetV2(include_top=False, weights=None, alpha=0.35,
-                                            input_shape=(None, None, 3))
+    source = keras.applications.MobileNetV2(
+        include_top=False, weights=None, alpha=0.35, input_shape=(None, None, 3)
+    )
     rng = np.random.default_rng(0)
     for weight in source.weights:
-        weight.assign(rng.normal(0, 0.05, weight.shape).astype(np.float32)
-                      + (1.0 if "variance" in weight.path or "gamma" in weight.path else 0.0))
+        weight.assign(
+            rng.normal(0, 0.05, weight.shape).astype(np.float32)
+            + (1.0 if "variance" in weight.path or "gamma" in weight.path else 0.0)
+        )
     path = str(tmp_path / "mnv2_035.weights.h5")
     source.save_weights(path)
     backbone = build_backbone("mobilenet_v2", alpha=0.35, weights=path)
     x = rng.uniform(-1, 1, (1, 64, 64, 3)).astype(np.float32)
     reference = keras.Model(source.inputs, source.get_layer("block_16_project_BN").output)
-    np.testing.assert_allclose(backbone(x, training=False)[2], reference(x, training=False),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        backbone(x, training=False)[2], reference(x, training=False), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_weight_errors(tmp_path):
@@ -116,8 +124,8 @@ def test_config_round_trip():
 
 
 def test_edge_recipe_builds_the_mobile_model():
-    from fcos_tf import builders  # pylint: disable=import-outside-toplevel
-    from fcos_tf import config as config_lib  # pylint: disable=import-outside-toplevel
+    from fcos_tf import builders
+    from fcos_tf import config as config_lib
 
     config = config_lib.load_recipe("synthetic_edge")
     model = builders.build_model(config, 6)
@@ -129,8 +137,8 @@ def test_edge_recipe_builds_the_mobile_model():
 
 
 def test_backbone_section_feeds_alpha_and_norm_and_defers_imagenet():
-    from fcos_tf import builders  # pylint: disable=import-outside-toplevel
-    from fcos_tf import config as config_lib  # pylint: disable=import-outside-toplevel
+    from fcos_tf import builders
+    from fcos_tf import config as config_lib
 
     config = config_lib.load_recipe("fcos_mnv2_c128_320")
     assert config.backbone.weights == "imagenet"
@@ -139,8 +147,9 @@ def test_backbone_section_feeds_alpha_and_norm_and_defers_imagenet():
     # A checkpoint will set every weight: no download is attempted.
     backbone = builders.build_backbone(config.backbone, load_weights=False)
     assert (backbone.variant, backbone.alpha, backbone.norm) == ("mobilenet_v2", 0.5, "frozen_bn")
-    norms = [layer for layer in backbone.layers
-             if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [
+        layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     assert norms and not any(layer.trainable for layer in norms)
     # The MobileNet arguments of the section reach no other backbone (the small one has a
     # `norm` argument too, whose values differ).

@@ -21,17 +21,21 @@ def _small_model(seed=0, num_classes=NUM_CLASSES, **kwargs):
     kwargs.setdefault("fpn_channels", 16)
     kwargs.setdefault("head_num_convs", 1)
     kwargs.setdefault("head_num_groups", 8)
-    model = FCOS(build_backbone("small", channels=(16, 32, 64), stem_channels=8), num_classes,
-                 **kwargs)
+    model = FCOS(
+        build_backbone("small", channels=(16, 32, 64), stem_channels=8), num_classes, **kwargs
+    )
     model.build((None, None, None, 3))
     return model
 
 
 def _labels(boxes_per_image, classes_per_image, image_size):
     """Stacked compute_targets outputs for a list of per-image boxes ``[N, 4]`` xyxy."""
-    per_image = [compute_targets(tf.constant(np.reshape(b, [-1, 4]), tf.float32),
-                                 tf.constant(c, tf.int32), image_size)
-                 for b, c in zip(boxes_per_image, classes_per_image)]
+    per_image = [
+        compute_targets(
+            tf.constant(np.reshape(b, [-1, 4]), tf.float32), tf.constant(c, tf.int32), image_size
+        )
+        for b, c in zip(boxes_per_image, classes_per_image)
+    ]
     keys = ("class_targets", "box_targets", "centerness_targets")
     return {k: tf.stack([t[k] for t in per_image]).numpy() for k in keys}
 
@@ -58,16 +62,25 @@ def test_call_output_layout_and_decoding():
         i, j = h - 1, w // 2
         row = sum(a * b for a, b in sizes[:level]) + i * w + j
         stride = model.strides[level]
-        np.testing.assert_allclose(locations[row], [stride // 2 + j * stride,
-                                                    stride // 2 + i * stride])
+        np.testing.assert_allclose(
+            locations[row], [stride // 2 + j * stride, stride // 2 + i * stride]
+        )
         assert float(strides[row]) == stride
-        np.testing.assert_allclose(out["class_logits"][1, row], head["class_logits"][level][1, i, j],
-                                   rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(out["box_ltrb"][1, row],
-                                   np.maximum(head["box_raw"][level][1, i, j], 0) * stride,
-                                   rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(out["centerness_logits"][1, row],
-                                   head["centerness_logits"][level][1, i, j, 0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            out["class_logits"][1, row], head["class_logits"][level][1, i, j], rtol=1e-5, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            out["box_ltrb"][1, row],
+            np.maximum(head["box_raw"][level][1, i, j], 0) * stride,
+            rtol=1e-5,
+            atol=1e-5,
+        )
+        np.testing.assert_allclose(
+            out["centerness_logits"][1, row],
+            head["centerness_logits"][level][1, i, j, 0],
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
 
 def test_exp_box_output_and_no_centerness():
@@ -76,8 +89,9 @@ def test_exp_box_output_and_no_centerness():
     out = model(images)
     assert "centerness_logits" not in out
     head = model.head(model.fpn(model.backbone(images)))
-    np.testing.assert_allclose(out["box_ltrb"][0, 0], np.exp(head["box_raw"][0][0, 0, 0]),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        out["box_ltrb"][0, 0], np.exp(head["box_raw"][0][0, 0, 0]), rtol=1e-5
+    )
 
 
 def test_constructor_validation():
@@ -102,9 +116,15 @@ def test_fewer_levels():
 
 
 def test_get_config_round_trip(tmp_path):
-    model = _small_model(score_threshold=0.2, score_threshold_on="final", location_offset=0.0,
-                         location_grid="torchvision", max_detections=7, box_loss="iou",
-                         p6_input="c5")
+    model = _small_model(
+        score_threshold=0.2,
+        score_threshold_on="final",
+        location_offset=0.0,
+        location_grid="torchvision",
+        max_detections=7,
+        box_loss="iou",
+        p6_input="c5",
+    )
     config = model.get_config()
     assert config["location_grid"] == "torchvision"
     clone = FCOS.from_config(config)
@@ -161,8 +181,12 @@ def _batch(image_size=(64, 64)):
     """4 images; positives are unevenly spread (image 3 has none) across replica halves."""
     rng = np.random.default_rng(7)
     images = rng.normal(size=(4,) + image_size + (3,)).astype(np.float32)
-    boxes = [[[4, 6, 30, 40], [20, 20, 60, 50], [40, 2, 62, 20]], [[10, 10, 50, 60]],
-             [[0, 30, 16, 60]], np.zeros([0, 4])]
+    boxes = [
+        [[4, 6, 30, 40], [20, 20, 60, 50], [40, 2, 62, 20]],
+        [[10, 10, 50, 60]],
+        [[0, 30, 16, 60]],
+        np.zeros([0, 4]),
+    ]
     classes = [[0, 1, 2], [1], [2], []]
     return images, _labels(boxes, classes, image_size)
 
@@ -175,8 +199,9 @@ def test_train_and_test_step_metrics():
     logs = model.train_step((tf.constant(images), labels))
     logs = {k: float(v) for k, v in logs.items()}
     assert set(logs) == {"loss", "cls_loss", "box_loss", "ctr_loss", "num_pos"}
-    np.testing.assert_allclose(logs["loss"], logs["cls_loss"] + logs["box_loss"] + logs["ctr_loss"],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        logs["loss"], logs["cls_loss"] + logs["box_loss"] + logs["ctr_loss"], rtol=1e-5
+    )
     np.testing.assert_allclose(logs["num_pos"], (labels["class_targets"] >= 0).sum() / 4)
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
     for metric in model.metrics:
@@ -189,8 +214,14 @@ def test_train_and_test_step_metrics():
 
 def test_mixed_precision_outputs_stay_float32():
     keras.utils.set_random_seed(0)
-    model = FCOS(build_backbone("small", channels=(16, 32, 64), stem_channels=8), NUM_CLASSES,
-                 fpn_channels=16, head_num_convs=1, head_num_groups=8, dtype="mixed_float16")
+    model = FCOS(
+        build_backbone("small", channels=(16, 32, 64), stem_channels=8),
+        NUM_CLASSES,
+        fpn_channels=16,
+        head_num_convs=1,
+        head_num_groups=8,
+        dtype="mixed_float16",
+    )
     model.build((None, None, None, 3))
     assert model.head.compute_dtype == "float16"
     images, labels = _batch()
@@ -243,15 +274,18 @@ def test_mirrored_strategy_matches_single_device(two_replicas):
     assert any(np.abs(a - b).max() > 1e-4 for a, b in zip(weights, single[0]))
     for after_steps, (got, want) in zip((1, 3), zip(mirrored, single)):
         for index, (a, b) in enumerate(zip(got, want)):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6,
-                                       err_msg=f"weight {index} after {after_steps} steps")
+            np.testing.assert_allclose(
+                a, b, rtol=1e-5, atol=1e-6, err_msg=f"weight {index} after {after_steps} steps"
+            )
 
 
 # ------------------------------------------------------------------------------ learning
 
 
 def _iou(a, b):
-    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(
+        0.0, min(a[3], b[3]) - max(a[1], b[1])
+    )
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union
 
@@ -290,9 +324,12 @@ def _ap50(det, gt_boxes, gt_classes, num_classes):
 def test_ap50_helper():
     gt_boxes = [np.array([[0, 0, 10, 10]], np.float32), np.array([[0, 0, 10, 10]], np.float32)]
     gt_classes = [[0], [0]]
-    det = {"num_detections": np.array([2, 0]), "classes": np.array([[0, 0], [-1, -1]]),
-           "scores": np.array([[0.9, 0.8], [0, 0]]),
-           "boxes": np.array([[[0, 0, 10, 10], [0, 0, 10, 11]], [[0] * 4] * 2], np.float32)}
+    det = {
+        "num_detections": np.array([2, 0]),
+        "classes": np.array([[0, 0], [-1, -1]]),
+        "scores": np.array([[0.9, 0.8], [0, 0]]),
+        "boxes": np.array([[[0, 0, 10, 10], [0, 0, 10, 11]], [[0] * 4] * 2], np.float32),
+    }
     # One true positive, one duplicate false positive, one missed box: AP = 0.5.
     assert _ap50(det, gt_boxes, gt_classes, 1) == pytest.approx(0.5)
 
@@ -300,10 +337,15 @@ def test_ap50_helper():
 @pytest.mark.slow
 def test_overfits_a_few_synthetic_images():
     size = 128
-    examples = [synthetic.generate_example(i, image_size=size, seed=0, num_objects=(1, 3),
-                                           min_object_size=12) for i in range(6)]
-    images = np.stack([transforms.normalize_image(e["image"], "torchvision").numpy()
-                       for e in examples])
+    examples = [
+        synthetic.generate_example(
+            i, image_size=size, seed=0, num_objects=(1, 3), min_object_size=12
+        )
+        for i in range(6)
+    ]
+    images = np.stack(
+        [transforms.normalize_image(e["image"], "torchvision").numpy() for e in examples]
+    )
     boxes = [e["boxes"] for e in examples]
     classes = [e["classes"] for e in examples]
     labels = _labels(boxes, classes, (size, size))

@@ -11,7 +11,7 @@ def test_every_public_name_resolves_to_its_defining_module():
     assert fcos_tf.__all__ == sorted(fcos_tf.__all__)
     for name in fcos_tf.__all__:
         value = getattr(fcos_tf, name)
-        module = importlib.import_module(fcos_tf._PUBLIC_NAMES[name])  # pylint: disable=protected-access
+        module = importlib.import_module(fcos_tf._PUBLIC_NAMES[name])
         assert getattr(module, name) is value, name
 
 
@@ -25,15 +25,18 @@ def test_unknown_name_is_an_attribute_error():
 
 
 def test_import_does_not_load_tensorflow():
-    code = ("import sys, fcos_tf; assert 'tensorflow' not in sys.modules, 'tensorflow loaded'; "
-            "fcos_tf.compute_targets; assert 'tensorflow' in sys.modules")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=300)
+    code = (
+        "import sys, fcos_tf; assert 'tensorflow' not in sys.modules, 'tensorflow loaded'; "
+        "fcos_tf.compute_targets; assert 'tensorflow' in sys.modules"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_no_public_name_shadows_a_submodule():
-    import pkgutil  # pylint: disable=import-outside-toplevel
+    import pkgutil
 
     submodules = {info.name for info in pkgutil.iter_modules(fcos_tf.__path__)}
     assert not submodules & set(fcos_tf.__all__)

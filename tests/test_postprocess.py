@@ -35,10 +35,14 @@ def _outputs():
     cls[0, 3, 2] = 0.0
     cls[0, 4, 0] = _logit(0.6)
     ctr = np.array([[_logit(0.8), NEG, 30.0, 0.0, 0.0]], np.float32)
-    ltrb = np.array([[[4, 4, 4, 4], [1, 1, 1, 1], [1, 1, 1, 1], [2, 2, 10, 10], [7, 7, 1, 1]]],
-                    np.float32)
-    return {"class_logits": tf.constant(cls), "box_ltrb": tf.constant(ltrb),
-            "centerness_logits": tf.constant(ctr)}
+    ltrb = np.array(
+        [[[4, 4, 4, 4], [1, 1, 1, 1], [1, 1, 1, 1], [2, 2, 10, 10], [7, 7, 1, 1]]], np.float32
+    )
+    return {
+        "class_logits": tf.constant(cls),
+        "box_ltrb": tf.constant(ltrb),
+        "centerness_logits": tf.constant(ctr),
+    }
 
 
 def _run(outputs=None, **kwargs):
@@ -63,16 +67,24 @@ def test_golden_class_threshold(nms):
     result = _run(nms=nms)
     assert result["boxes"].shape == (1, 5, 4) and result["classes"].dtype == np.int32
     # Same box, different classes: both survive. P4's class-0 box is suppressed by loc 0's.
-    _check(result, [[0, 0, 8, 8], [0, 0, 8, 8], [10, 10, 16, 16]],
-           [0.8, math.sqrt(0.6), 0.5], [0, 1, 2])
+    _check(
+        result,
+        [[0, 0, 8, 8], [0, 0, 8, 8], [10, 10, 16, 16]],
+        [0.8, math.sqrt(0.6), 0.5],
+        [0, 1, 2],
+    )
 
 
 @pytest.mark.parametrize("nms", ["combined", "class_offset"])
 def test_golden_final_score_threshold(nms):
     # torchvision-style: loc 2 passes with sqrt(.04 * 1) = .2 > .05.
     result = _run(score_threshold_on="final", nms=nms)
-    _check(result, [[0, 0, 8, 8], [0, 0, 8, 8], [10, 10, 16, 16], [3, 11, 5, 13]],
-           [0.8, math.sqrt(0.6), 0.5, 0.2], [0, 1, 2, 2])
+    _check(
+        result,
+        [[0, 0, 8, 8], [0, 0, 8, 8], [10, 10, 16, 16], [3, 11, 5, 13]],
+        [0.8, math.sqrt(0.6), 0.5, 0.2],
+        [0, 1, 2, 2],
+    )
     result = _run(score_threshold_on="final", score_threshold=0.6, nms=nms)
     _check(result, [[0, 0, 8, 8], [0, 0, 8, 8]], [0.8, math.sqrt(0.6)], [0, 1])
 
@@ -80,8 +92,12 @@ def test_golden_final_score_threshold(nms):
 def test_nms_iou_threshold_is_respected():
     # IoU .62 <= .7: the P4 box of class 0 now survives.
     result = _run(nms_iou_threshold=0.7)
-    _check(result, [[0, 0, 8, 8], [0, 0, 8, 8], [1, 1, 9, 9], [10, 10, 16, 16]],
-           [0.8, math.sqrt(0.6), math.sqrt(0.3), 0.5], [0, 1, 0, 2])
+    _check(
+        result,
+        [[0, 0, 8, 8], [0, 0, 8, 8], [1, 1, 9, 9], [10, 10, 16, 16]],
+        [0.8, math.sqrt(0.6), math.sqrt(0.3), 0.5],
+        [0, 1, 0, 2],
+    )
 
 
 def test_per_level_top_k():
@@ -89,8 +105,12 @@ def test_per_level_top_k():
     result = _run(pre_nms_top_k=2)
     _check(result, [[0, 0, 8, 8], [0, 0, 8, 8]], [0.8, math.sqrt(0.6)], [0, 1])
     result = _run(pre_nms_top_k=2, nms_iou_threshold=0.7)
-    _check(result, [[0, 0, 8, 8], [0, 0, 8, 8], [1, 1, 9, 9]],
-           [0.8, math.sqrt(0.6), math.sqrt(0.3)], [0, 1, 0])
+    _check(
+        result,
+        [[0, 0, 8, 8], [0, 0, 8, 8], [1, 1, 9, 9]],
+        [0.8, math.sqrt(0.6), math.sqrt(0.3)],
+        [0, 1, 0],
+    )
 
 
 def test_without_centerness_scores_are_class_probabilities():
@@ -109,33 +129,60 @@ def test_max_detections_truncates():
 
 def test_batch_valid_size_and_empty_image():
     one = _outputs()
-    empty = {"class_logits": tf.fill([1, 5, 3], NEG), "box_ltrb": tf.ones([1, 5, 4]),
-             "centerness_logits": tf.zeros([1, 5])}
+    empty = {
+        "class_logits": tf.fill([1, 5, 3], NEG),
+        "box_ltrb": tf.ones([1, 5, 4]),
+        "centerness_logits": tf.zeros([1, 5]),
+    }
     batch = {k: tf.concat([one[k], one[k], empty[k]], axis=0) for k in one}
     result = _run(batch, valid_size=tf.constant([[16, 16], [12, 14], [16, 16]]))
-    _check(result, [[0, 0, 8, 8], [0, 0, 8, 8], [10, 10, 16, 16]],
-           [0.8, math.sqrt(0.6), 0.5], [0, 1, 2], image=0)
+    _check(
+        result,
+        [[0, 0, 8, 8], [0, 0, 8, 8], [10, 10, 16, 16]],
+        [0.8, math.sqrt(0.6), 0.5],
+        [0, 1, 2],
+        image=0,
+    )
     # Second image clipped to its valid 12 x 14 (H x W) region.
-    _check(result, [[0, 0, 8, 8], [0, 0, 8, 8], [10, 10, 14, 12]],
-           [0.8, math.sqrt(0.6), 0.5], [0, 1, 2], image=1)
+    _check(
+        result,
+        [[0, 0, 8, 8], [0, 0, 8, 8], [10, 10, 14, 12]],
+        [0.8, math.sqrt(0.6), 0.5],
+        [0, 1, 2],
+        image=1,
+    )
     _check(result, np.zeros([0, 4]), [], [], image=2)
 
 
 def test_in_tf_function_with_dynamic_image_size():
-    @tf.function(input_signature=[tf.TensorSpec([None, None, 3]), tf.TensorSpec([None, None, 4]),
-                                  tf.TensorSpec([None, None]), tf.TensorSpec([2], tf.int32)])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, 3]),
+            tf.TensorSpec([None, None, 4]),
+            tf.TensorSpec([None, None]),
+            tf.TensorSpec([2], tf.int32),
+        ]
+    )
     def run(cls, ltrb, ctr, image_size):
-        return postprocess({"class_logits": cls, "box_ltrb": ltrb, "centerness_logits": ctr},
-                           image_size, strides=STRIDES, max_detections=5)
+        return postprocess(
+            {"class_logits": cls, "box_ltrb": ltrb, "centerness_logits": ctr},
+            image_size,
+            strides=STRIDES,
+            max_detections=5,
+        )
 
     out = _outputs()
-    result = run(out["class_logits"], out["box_ltrb"], out["centerness_logits"],
-                 tf.constant(SIZE))
-    _check({k: v.numpy() for k, v in result.items()},
-           [[0, 0, 8, 8], [0, 0, 8, 8], [10, 10, 16, 16]], [0.8, math.sqrt(0.6), 0.5], [0, 1, 2])
+    result = run(out["class_logits"], out["box_ltrb"], out["centerness_logits"], tf.constant(SIZE))
+    _check(
+        {k: v.numpy() for k, v in result.items()},
+        [[0, 0, 8, 8], [0, 0, 8, 8], [10, 10, 16, 16]],
+        [0.8, math.sqrt(0.6), 0.5],
+        [0, 1, 2],
+    )
     # A larger input (24 x 32: P3 3x4, P4 2x2 -> 16 locations) through the same graph.
-    result = run(tf.fill([2, 16, 3], NEG), tf.ones([2, 16, 4]), tf.zeros([2, 16]),
-                 tf.constant([24, 32]))
+    result = run(
+        tf.fill([2, 16, 3], NEG), tf.ones([2, 16, 4]), tf.zeros([2, 16]), tf.constant([24, 32])
+    )
     assert result["boxes"].shape == (2, 5, 4)
     np.testing.assert_array_equal(result["num_detections"].numpy(), [0, 0])
 

@@ -5,11 +5,11 @@ import os
 import subprocess
 import sys
 
+import export_helpers as helpers
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import export_helpers as helpers
 from fcos_tf import predict
 
 
@@ -29,7 +29,14 @@ def _run(model, inputs, output):
     return helpers.run_python(
         "import runpy, sys; sys.argv = ['predict'] + sys.argv[1:]; "
         "runpy.run_module('fcos_tf.predict', run_name='__main__')",
-        "--model", model, *inputs, "--output", output, "--score_threshold", "0.0")
+        "--model",
+        model,
+        *inputs,
+        "--output",
+        output,
+        "--score_threshold",
+        "0.0",
+    )
 
 
 @pytest.mark.slow
@@ -39,16 +46,26 @@ def test_predict_saved_model_and_workdir_agree(image_dir, tmp_path):
     out_workdir = tmp_path / "workdir"
     stdout = _run(saved_model_base, [str(image_dir)], out_saved)
     assert "detections ->" in stdout
-    _run(helpers.trained_workdir(), [str(image_dir / "000000000042.png"),
-                                     str(image_dir / "b.jpg"), str(image_dir / "nested")],
-         out_workdir)
+    _run(
+        helpers.trained_workdir(),
+        [str(image_dir / "000000000042.png"), str(image_dir / "b.jpg"), str(image_dir / "nested")],
+        out_workdir,
+    )
 
     for out in (out_saved, out_workdir):
-        assert sorted(os.listdir(out)) == ["000000000042.png", "b.png", "c.png",
-                                           "detections.json", "images.json"]
+        assert sorted(os.listdir(out)) == [
+            "000000000042.png",
+            "b.png",
+            "c.png",
+            "detections.json",
+            "images.json",
+        ]
     images = json.loads((out_saved / "images.json").read_text())
     assert [(i["id"], i["height"], i["width"]) for i in images] == [
-        (42, 80, 100), (2, 80, 100), (3, 120, 70)]
+        (42, 80, 100),
+        (2, 80, 100),
+        (3, 120, 70),
+    ]
     results = json.loads((out_saved / "detections.json").read_text())
     assert results and set(results[0]) == {"image_id", "category_id", "bbox", "score"}
     _, _, label_map = helpers.loaded_model()
@@ -73,8 +90,8 @@ def test_predict_saved_model_and_workdir_agree(image_dir, tmp_path):
     from fcos_tf import evaluation
 
     ground_truth = evaluation.coco_from_dicts(
-        [{"id": i["id"], "height": i["height"], "width": i["width"]} for i in images], [],
-        label_map)
+        [{"id": i["id"], "height": i["height"], "width": i["width"]} for i in images], [], label_map
+    )
     assert len(ground_truth.loadRes(str(out_saved / "detections.json")).anns) == len(results)
 
 
@@ -99,9 +116,25 @@ def _run_command(model, inputs, output, *extra, env_extra=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=helpers.ROOT)
     env.pop("FCOS_DEBUG", None)
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "fcos_tf.predict", "--model", model, *inputs,
-                           "--output", output, *extra], cwd=helpers.ROOT, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fcos_tf.predict",
+            "--model",
+            model,
+            *inputs,
+            "--output",
+            output,
+            *extra,
+        ],
+        cwd=helpers.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def _undecodable_jpeg(jpeg):
@@ -119,7 +152,7 @@ def test_predict_skips_unreadable_files_with_the_reason_and_a_count(tmp_path):
     jpeg = tf.io.encode_jpeg(helpers.test_images()[0]).numpy()
     (folder / "a_good.jpg").write_bytes(jpeg)
     (folder / "b_empty.jpg").write_bytes(b"")
-    (folder / "c_cut.jpg").write_bytes(jpeg[:len(jpeg) // 2])
+    (folder / "c_cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     (folder / "d_text.jpg").write_text("not an image")
     (folder / "e_bad_table.jpg").write_bytes(_undecodable_jpeg(jpeg))
     workdir = helpers.trained_workdir()
@@ -131,10 +164,14 @@ def test_predict_skips_unreadable_files_with_the_reason_and_a_count(tmp_path):
         f"Skipping {folder / 'b_empty.jpg'}: empty",
         f"Skipping {folder / 'c_cut.jpg'}: truncated",
         f"Skipping {folder / 'd_text.jpg'}: unknown format",
-        (f"Skipping {folder / 'e_bad_table.jpg'}: undecodable (jpeg::Uncompress failed. "
-         f"Invalid JPEG data or crop window.)")], result.stderr[-3000:]
-    assert lines[-1] == ("Skipped 4 of 5 files (1 empty, 1 truncated, 1 undecodable, "
-                         "1 unknown format).")
+        (
+            f"Skipping {folder / 'e_bad_table.jpg'}: undecodable (jpeg::Uncompress failed. "
+            f"Invalid JPEG data or crop window.)"
+        ),
+    ], result.stderr[-3000:]
+    assert lines[-1] == (
+        "Skipped 4 of 5 files (1 empty, 1 truncated, 1 undecodable, 1 unknown format)."
+    )
     assert "Graph execution error" not in result.stderr and "Traceback" not in result.stderr
     images = json.loads((tmp_path / "out" / "images.json").read_text())
     assert [os.path.basename(i["file_name"]) for i in images] == ["a_good.jpg"]
@@ -142,12 +179,13 @@ def test_predict_skips_unreadable_files_with_the_reason_and_a_count(tmp_path):
     # Nothing readable: status 1 and one line; with FCOS_DEBUG=1 the traceback too.
     (folder / "a_good.jpg").unlink()
     for env_extra in (None, {"FCOS_DEBUG": "1"}):
-        result = _run_command(workdir, [str(folder)], str(tmp_path / "none"),
-                              env_extra=env_extra)
+        result = _run_command(workdir, [str(folder)], str(tmp_path / "none"), env_extra=env_extra)
         assert result.returncode == 1
         last = result.stderr.strip().splitlines()[-1]
-        assert last == ("No image could be read: skipped all 4 of 4 files (1 empty, "
-                        "1 truncated, 1 undecodable, 1 unknown format)."), last
+        assert last == (
+            "No image could be read: skipped all 4 of 4 files (1 empty, "
+            "1 truncated, 1 undecodable, 1 unknown format)."
+        ), last
         assert ("Traceback" in result.stderr) == (env_extra is not None)
         assert not os.path.exists(tmp_path / "none" / "detections.json")
 
@@ -168,9 +206,8 @@ def test_detector_refuses_floats_and_matches_the_bytes_signature():
     from_bytes = detector.detect_image_bytes([tf.io.encode_png(image).numpy()])
     assert outputs["num_detections"][0] > 0
     np.testing.assert_array_equal(outputs["num_detections"], from_bytes["num_detections"])
-    np.testing.assert_allclose(outputs["detection_boxes"], from_bytes["detection_boxes"],
-                               atol=1e-5)
-    np.testing.assert_array_equal(outputs["detection_classes"],
-                                  from_bytes["detection_classes"])
-    assert set(outputs["detection_classes"][0, :outputs["num_detections"][0]]) <= set(
-        detector.label_map.category_ids)
+    np.testing.assert_allclose(outputs["detection_boxes"], from_bytes["detection_boxes"], atol=1e-5)
+    np.testing.assert_array_equal(outputs["detection_classes"], from_bytes["detection_classes"])
+    assert set(outputs["detection_classes"][0, : outputs["num_detections"][0]]) <= set(
+        detector.label_map.category_ids
+    )

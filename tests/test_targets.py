@@ -11,12 +11,12 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+from reference_targets import reference_targets
 
 from fcos_tf import boxes as box_lib
 from fcos_tf import locations as loc_lib
 from fcos_tf.locations import SIZE_RANGES, STRIDES
 from fcos_tf.targets import compute_targets
-from reference_targets import reference_targets
 
 INF = math.inf
 # One level of stride 8 that accepts every size: isolates the candidate and ambiguity rules.
@@ -24,8 +24,12 @@ ONE_LEVEL = {"strides": (8,), "size_ranges": ((-1.0, INF),)}
 
 
 def _targets(boxes, classes, image_size, **kwargs):
-    out = compute_targets(tf.constant(np.reshape(boxes, [-1, 4]), tf.float32),
-                          tf.constant(classes, tf.int32), image_size, **kwargs)
+    out = compute_targets(
+        tf.constant(np.reshape(boxes, [-1, 4]), tf.float32),
+        tf.constant(classes, tf.int32),
+        image_size,
+        **kwargs,
+    )
     return {k: v.numpy() for k, v in out.items()}
 
 
@@ -42,8 +46,9 @@ def test_nested_boxes_smaller_area_wins():
     # A = [0, 0, 32, 32] (area 1024) contains all 16 locations.
     # B = [8, 8, 24, 24] (area 256) strictly contains x, y in {12, 20}: cells (1,1), (1,2),
     # (2,1), (2,2) -> flat 5, 6, 9, 10. They are ambiguous and go to B (smaller area).
-    out = _targets([[0, 0, 32, 32], [8, 8, 24, 24]], [3, 7], (32, 32),
-                   center_sampling_radius=0, **ONE_LEVEL)
+    out = _targets(
+        [[0, 0, 32, 32], [8, 8, 24, 24]], [3, 7], (32, 32), center_sampling_radius=0, **ONE_LEVEL
+    )
     inner = [5, 6, 9, 10]
     expected_index = np.zeros(16, np.int32)
     expected_index[inner] = 1
@@ -71,8 +76,14 @@ def test_max_distance_64_is_in_p3_and_p4():
     # P4: inside for x in {8, 24, 40, 56} (x = 72 has r = 0), y = 8 (t = b = 8).
     # max(l, r): x = 8 -> max(4, 64) = 64 >= 64 positive; x = 24 -> 48, 40 -> 36, 56 -> 52,
     # all < 64: negative.
-    out = _targets([[4, 0, 72, 16]], [2], (16, 80), strides=STRIDES[:2],
-                   size_ranges=SIZE_RANGES[:2], center_sampling_radius=0)
+    out = _targets(
+        [[4, 0, 72, 16]],
+        [2],
+        (16, 80),
+        strides=STRIDES[:2],
+        size_ranges=SIZE_RANGES[:2],
+        center_sampling_radius=0,
+    )
     p3_positive = list(range(1, 9)) + list(range(11, 19))
     assert _positives(out) == p3_positive + [20]
     np.testing.assert_allclose(out["box_targets"][8], [64, 4, 4, 12])  # (68, 4) on P3
@@ -83,12 +94,24 @@ def test_max_distance_64_is_in_p3_and_p4():
 
     # Moving the right side by half a pixel makes the P4 location's max 64.5 and keeps it.
     # (4..72.5: x = 8 has r = 64.5 in [64, 128]); the P3 location (68, y) keeps l = 64.
-    out = _targets([[4, 0, 72.5, 16]], [2], (16, 80), strides=STRIDES[:2],
-                   size_ranges=SIZE_RANGES[:2], center_sampling_radius=0)
+    out = _targets(
+        [[4, 0, 72.5, 16]],
+        [2],
+        (16, 80),
+        strides=STRIDES[:2],
+        size_ranges=SIZE_RANGES[:2],
+        center_sampling_radius=0,
+    )
     assert out["class_targets"][8] == 2 and out["class_targets"][20] == 2
     # ...while moving the left side to 3.5 gives (68, y) l = 64.5 > 64: out of P3.
-    out = _targets([[3.5, 0, 72, 16]], [2], (16, 80), strides=STRIDES[:2],
-                   size_ranges=SIZE_RANGES[:2], center_sampling_radius=0)
+    out = _targets(
+        [[3.5, 0, 72, 16]],
+        [2],
+        (16, 80),
+        strides=STRIDES[:2],
+        size_ranges=SIZE_RANGES[:2],
+        center_sampling_radius=0,
+    )
     assert out["class_targets"][8] == -1 and out["class_targets"][18] == -1
     assert out["class_targets"][7] == 2  # (60, 4): l = 56.5, r = 12
 
@@ -118,16 +141,23 @@ def test_center_radius_uses_the_stride_of_each_level():
     # Stride 16 (4x4 grid at 8, 24, 40, 56, offset 64): half-width 16 -> (16, 48) -> {24, 40}:
     #   cells (1,1), (1,2), (2,1), (2,2) -> 64 + 5, 6, 9, 10. (With the P3 half-width 8 the
     #   interval (24, 40) would hold no stride-16 location.)
-    out = _targets([[0, 0, 64, 64]], [0], (64, 64), strides=(8, 16),
-                   size_ranges=((-1.0, INF), (-1.0, INF)), center_sampling_radius=1.0)
+    out = _targets(
+        [[0, 0, 64, 64]],
+        [0],
+        (64, 64),
+        strides=(8, 16),
+        size_ranges=((-1.0, INF), (-1.0, INF)),
+        center_sampling_radius=1.0,
+    )
     assert _positives(out) == [27, 28, 35, 36, 69, 70, 73, 74]
 
 
 @pytest.mark.parametrize("radius", [0.0, 1.5])
 def test_empty_ground_truth_is_all_background(radius):
     # 200x249: 25x32 + 13x16 + 7x8 + 4x4 + 2x2 = 800 + 208 + 56 + 16 + 4 = 1084 locations.
-    out = _targets(np.zeros([0, 4]), np.zeros([0], np.int32), (200, 249),
-                   center_sampling_radius=radius)
+    out = _targets(
+        np.zeros([0, 4]), np.zeros([0], np.int32), (200, 249), center_sampling_radius=radius
+    )
     assert out["class_targets"].shape == (1084,)
     assert out["box_targets"].shape == (1084, 4)
     np.testing.assert_array_equal(out["class_targets"], -1)
@@ -140,13 +170,19 @@ def test_padding_rows_are_never_assigned():
     # Image 32x32, stride 8. Row 0 is padding (class -1) although it would be the smaller
     # box at (12, 12) ... (20, 20); row 2 is all-zero padding as the pipeline pads.
     # Every location lies inside row 1 = [0, 0, 32, 32] and takes it.
-    out = _targets([[8, 8, 24, 24], [0, 0, 32, 32], [0, 0, 0, 0]], [-1, 4, -1], (32, 32),
-                   center_sampling_radius=0, **ONE_LEVEL)
+    out = _targets(
+        [[8, 8, 24, 24], [0, 0, 32, 32], [0, 0, 0, 0]],
+        [-1, 4, -1],
+        (32, 32),
+        center_sampling_radius=0,
+        **ONE_LEVEL,
+    )
     np.testing.assert_array_equal(out["matched_box_index"], 1)
     np.testing.assert_array_equal(out["class_targets"], 4)
     # Only padding rows: all background.
-    out = _targets([[8, 8, 24, 24], [0, 0, 32, 32]], [-1, -1], (32, 32),
-                   center_sampling_radius=0, **ONE_LEVEL)
+    out = _targets(
+        [[8, 8, 24, 24], [0, 0, 32, 32]], [-1, -1], (32, 32), center_sampling_radius=0, **ONE_LEVEL
+    )
     np.testing.assert_array_equal(out["class_targets"], -1)
     np.testing.assert_array_equal(out["matched_box_index"], -1)
 
@@ -177,17 +213,23 @@ def test_equal_areas_go_to_the_first_box():
 def test_degenerate_boxes_are_never_assigned(radius):
     # Image 32x32, stride 8. Rows 0-3 have zero or negative width/height; their "area"
     # (0 or negative) would beat any real box under a plain minimum. Row 4 = [0, 0, 32, 32].
-    degenerate = [[12, 0, 12, 32],  # zero width through the locations x = 12
-                  [20, 0, 4, 32],  # x1 < x0 around x = 12
-                  [0, 12, 32, 12],  # zero height
-                  [0, 28, 32, 4]]  # y1 < y0
-    out = _targets(degenerate + [[0, 0, 32, 32]], [0, 1, 2, 3, 4], (32, 32),
-                   center_sampling_radius=radius, **ONE_LEVEL)
+    degenerate = [
+        [12, 0, 12, 32],  # zero width through the locations x = 12
+        [20, 0, 4, 32],  # x1 < x0 around x = 12
+        [0, 12, 32, 12],  # zero height
+        [0, 28, 32, 4],
+    ]  # y1 < y0
+    out = _targets(
+        degenerate + [[0, 0, 32, 32]],
+        [0, 1, 2, 3, 4],
+        (32, 32),
+        center_sampling_radius=radius,
+        **ONE_LEVEL,
+    )
     assert set(out["matched_box_index"][_positives(out)]) == {4}
     # Radius 1.5 on [0, 0, 32, 32]: centre 16, half-width 12 -> (4, 28): x, y in {12, 20}.
     assert len(_positives(out)) == (16 if radius == 0 else 4)
-    out = _targets(degenerate, [0, 1, 2, 3], (32, 32), center_sampling_radius=radius,
-                   **ONE_LEVEL)
+    out = _targets(degenerate, [0, 1, 2, 3], (32, 32), center_sampling_radius=radius, **ONE_LEVEL)
     np.testing.assert_array_equal(out["class_targets"], -1)
 
 
@@ -195,15 +237,17 @@ def test_location_offset():
     # Image 16x16, stride 8, box [0, 0, 16, 16], no center sampling.
     # Offset 0.5: locations (4, 4), (12, 4), (4, 12), (12, 12), all strictly inside.
     # (4, 4): l = t = 4, r = b = 12 -> centerness sqrt(4/12 * 4/12) = 1/3.
-    out = _targets([[0, 0, 16, 16]], [9], (16, 16), center_sampling_radius=0,
-                   location_offset=0.5, **ONE_LEVEL)
+    out = _targets(
+        [[0, 0, 16, 16]], [9], (16, 16), center_sampling_radius=0, location_offset=0.5, **ONE_LEVEL
+    )
     assert _positives(out) == [0, 1, 2, 3]
     np.testing.assert_allclose(out["box_targets"][0], [4, 4, 12, 12])
     np.testing.assert_allclose(out["centerness_targets"][0], 1 / 3, rtol=1e-6)
     # Offset 0 (torchvision): (0, 0), (8, 0), (0, 8), (8, 8); only (8, 8) is strictly
     # inside (the others have l = 0 or t = 0): l = t = r = b = 8, centerness 1.
-    out = _targets([[0, 0, 16, 16]], [9], (16, 16), center_sampling_radius=0,
-                   location_offset=0.0, **ONE_LEVEL)
+    out = _targets(
+        [[0, 0, 16, 16]], [9], (16, 16), center_sampling_radius=0, location_offset=0.0, **ONE_LEVEL
+    )
     assert _positives(out) == [3]
     np.testing.assert_allclose(out["box_targets"][3], [8, 8, 8, 8])
     np.testing.assert_allclose(out["centerness_targets"][3], 1.0, rtol=1e-6)
@@ -214,8 +258,12 @@ def test_torchvision_location_grid():
     # with offset 0 puts the rows at y = 0, 16; torchvision's spaces them by 24 // 2 = 12:
     # y = 0, 12. Box [-4, 2, 16, 20], no center sampling: only the second cell is inside
     # (y = 0 is above the box); its targets follow the grid it lies on.
-    kwargs = {"strides": (16,), "size_ranges": ((-1.0, INF),), "center_sampling_radius": 0,
-              "location_offset": 0.0}
+    kwargs = {
+        "strides": (16,),
+        "size_ranges": ((-1.0, INF),),
+        "center_sampling_radius": 0,
+        "location_offset": 0.0,
+    }
     boxes = [[-4, 2, 16, 20]]
     out = _targets(boxes, [3], (24, 16), **kwargs)
     assert _positives(out) == [1]
@@ -235,7 +283,9 @@ def test_torchvision_location_grid():
 QUARTER_RANGES = tuple((lo if lo < 0 else lo / 4, hi / 4) for lo, hi in SIZE_RANGES)
 CONFIGS = [
     {"center_sampling_radius": radius, "location_offset": offset, "size_ranges": ranges}
-    for radius in (0.0, 1.5) for offset in (0.5, 0.0) for ranges in (SIZE_RANGES, QUARTER_RANGES)
+    for radius in (0.0, 1.5)
+    for offset in (0.5, 0.0)
+    for ranges in (SIZE_RANGES, QUARTER_RANGES)
 ]
 CASES_PER_CONFIG = 30  # 8 configs x 30 = 240 random images
 
@@ -260,8 +310,11 @@ def _random_case(rng, big=False):
             # Same area as an earlier box (duplicate or transpose); only on the grid, where
             # areas are exact in float32 as well as in the reference's float64.
             x0, y0, x1, y1 = boxes[int(rng.integers(len(boxes)))]
-            box = np.array([x0, y0, x1, y1]) if rng.random() < 0.5 else np.array(
-                [x0, y0, x0 + (y1 - y0), y0 + (x1 - x0)])
+            box = (
+                np.array([x0, y0, x1, y1])
+                if rng.random() < 0.5
+                else np.array([x0, y0, x0 + (y1 - y0), y0 + (x1 - x0)])
+            )
         if rng.random() < 0.1:  # degenerate: zero or negative extent
             k = int(rng.integers(2))
             box[k + 2] = box[k] - rng.choice([0.0, 3.0])
@@ -279,35 +332,59 @@ def _cases(config_index):
 
 
 def _assert_matches(actual, expected, context):
-    np.testing.assert_array_equal(actual["matched_box_index"], expected["matched_box_index"],
-                                  err_msg=context)
-    np.testing.assert_array_equal(actual["class_targets"], expected["class_targets"],
-                                  err_msg=context)
-    np.testing.assert_allclose(actual["box_targets"], expected["box_targets"], rtol=1e-6,
-                               atol=1e-4, err_msg=context)
-    np.testing.assert_allclose(actual["centerness_targets"], expected["centerness_targets"],
-                               rtol=1e-5, atol=1e-6, err_msg=context)
+    np.testing.assert_array_equal(
+        actual["matched_box_index"], expected["matched_box_index"], err_msg=context
+    )
+    np.testing.assert_array_equal(
+        actual["class_targets"], expected["class_targets"], err_msg=context
+    )
+    np.testing.assert_allclose(
+        actual["box_targets"], expected["box_targets"], rtol=1e-6, atol=1e-4, err_msg=context
+    )
+    np.testing.assert_allclose(
+        actual["centerness_targets"],
+        expected["centerness_targets"],
+        rtol=1e-5,
+        atol=1e-6,
+        err_msg=context,
+    )
 
 
 @pytest.mark.parametrize("config_index", range(len(CONFIGS)))
 def test_matches_reference_eagerly_and_in_tf_data(config_index):
     config = CONFIGS[config_index]
     cases = _cases(config_index)
-    expected = [reference_targets(b, c, size, STRIDES, config["size_ranges"],
-                                  config["center_sampling_radius"], config["location_offset"])
-                for b, c, size in cases]
+    expected = [
+        reference_targets(
+            b,
+            c,
+            size,
+            STRIDES,
+            config["size_ranges"],
+            config["center_sampling_radius"],
+            config["location_offset"],
+        )
+        for b, c, size in cases
+    ]
     assert sum(int((e["class_targets"] >= 0).sum()) for e in expected) > 50  # not vacuous
 
     for k, ((boxes, classes, size), exp) in enumerate(zip(cases, expected)):
         out = compute_targets(tf.constant(boxes), tf.constant(classes), size, **config)
-        _assert_matches({n: v.numpy() for n, v in out.items()}, exp,
-                        f"eager case {k} size={size} boxes={boxes.tolist()} classes={classes}")
+        _assert_matches(
+            {n: v.numpy() for n, v in out.items()},
+            exp,
+            f"eager case {k} size={size} boxes={boxes.tolist()} classes={classes}",
+        )
 
     # The same cases through tf.data: dynamic image size and dynamic M (including 0).
     dataset = tf.data.Dataset.from_generator(
         lambda: ((b, c, np.array(s, np.int32)) for b, c, s in cases),
-        output_signature=(tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None], tf.int32),
-                          tf.TensorSpec([2], tf.int32)))
+        output_signature=(
+            tf.TensorSpec([None, 4], tf.float32),
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([2], tf.int32),
+        ),
+    )
     dataset = dataset.map(lambda b, c, s: compute_targets(b, c, s, **config))
     results = list(dataset.as_numpy_iterator())
     assert len(results) == len(cases)
@@ -321,8 +398,9 @@ def test_matches_reference_at_full_resolution():
     height, width = 800, 1344
     size = np.exp(rng.uniform(np.log(8), np.log(800), size=(20, 2)))
     center = rng.uniform(0, 1, size=(20, 2)) * (width, height)
-    boxes = np.clip(np.concatenate([center - size / 2, center + size / 2], 1), 0,
-                    (width, height, width, height))
+    boxes = np.clip(
+        np.concatenate([center - size / 2, center + size / 2], 1), 0, (width, height, width, height)
+    )
     boxes[0] = [100, 50, 1300, 780]  # max(l, t, r, b) > 512 near its centre: P7
     boxes = np.round(boxes).astype(np.float32)
     classes = rng.integers(0, 80, size=20).astype(np.int32)
@@ -354,16 +432,23 @@ def test_invariant_to_box_order_without_ties(radius):
     for _ in range(15):
         boxes, classes, size = _distinct_area_case(rng)
         perm = rng.permutation(len(boxes))
-        base = _targets(boxes, classes, size, center_sampling_radius=radius,
-                        size_ranges=QUARTER_RANGES)
-        permuted = _targets(boxes[perm], classes[perm], size, center_sampling_radius=radius,
-                            size_ranges=QUARTER_RANGES)
+        base = _targets(
+            boxes, classes, size, center_sampling_radius=radius, size_ranges=QUARTER_RANGES
+        )
+        permuted = _targets(
+            boxes[perm],
+            classes[perm],
+            size,
+            center_sampling_radius=radius,
+            size_ranges=QUARTER_RANGES,
+        )
         for key in ("class_targets", "box_targets", "centerness_targets"):
             np.testing.assert_array_equal(permuted[key], base[key])
         # Row k of the permuted input is row perm[k] of the original.
         pos = permuted["matched_box_index"] >= 0
-        np.testing.assert_array_equal(perm[permuted["matched_box_index"][pos]],
-                                      base["matched_box_index"][pos])
+        np.testing.assert_array_equal(
+            perm[permuted["matched_box_index"][pos]], base["matched_box_index"][pos]
+        )
         np.testing.assert_array_equal(pos, base["matched_box_index"] >= 0)
         checked_positives += int(pos.sum())
     assert checked_positives > 60
@@ -384,12 +469,12 @@ def test_decoded_targets_are_the_assigned_boxes(radius):
         np.testing.assert_array_equal(out["class_targets"][pos], classes[index])
         assert np.all(classes[index] >= 0)
         assert np.all(out["box_targets"][pos] > 0)  # strictly inside the assigned box
-        assert np.all((out["centerness_targets"][pos] > 0)
-                      & (out["centerness_targets"][pos] <= 1))
+        assert np.all((out["centerness_targets"][pos] > 0) & (out["centerness_targets"][pos] <= 1))
         # Background: no box, zero distances, zero centerness.
         assert np.all(out["class_targets"][~pos] == -1)
         assert np.all(out["box_targets"][~pos] == 0) and np.all(
-            out["centerness_targets"][~pos] == 0)
+            out["centerness_targets"][~pos] == 0
+        )
         checked += int(pos.sum())
     assert checked > 60
 
@@ -447,24 +532,53 @@ def test_tf_function_with_dynamic_image_size_matches_eager():
 
 
 def test_int64_classes_and_float64_boxes_are_converted():
-    out = compute_targets(tf.constant([[0.0, 0.0, 32.0, 32.0]], tf.float64),
-                          tf.constant([3], tf.int64), (32, 32), **ONE_LEVEL)
+    out = compute_targets(
+        tf.constant([[0.0, 0.0, 32.0, 32.0]], tf.float64),
+        tf.constant([3], tf.int64),
+        (32, 32),
+        **ONE_LEVEL,
+    )
     assert out["box_targets"].dtype == tf.float32 and out["class_targets"].dtype == tf.int32
     np.testing.assert_array_equal(out["class_targets"].numpy()[[5, 6, 9, 10]], 3)
 
 
-@pytest.mark.parametrize("boxes, classes, image_size, error, name", [
-    (np.zeros([2, 4], np.float32)[None], np.zeros([2], np.int32), (32, 32), ValueError, "boxes"),
-    (np.zeros([2, 5], np.float32), np.zeros([2], np.int32), (32, 32), ValueError, "boxes"),
-    (np.zeros([2, 4], np.int32), np.zeros([2], np.int32), (32, 32), TypeError, "boxes"),
-    (np.zeros([2, 4], np.float32), np.zeros([2], np.float32), (32, 32), TypeError, "classes"),
-    (np.zeros([2, 4], np.float32), np.zeros([2, 1], np.int32), (32, 32), ValueError, "classes"),
-    (np.zeros([2, 4], np.float32), np.zeros([3], np.int32), (32, 32), ValueError, "same number"),
-    (np.zeros([2, 4], np.float32), np.zeros([2], np.int32), (32.0, 32.0), TypeError,
-     "image_size"),
-    (np.zeros([2, 4], np.float32), np.zeros([2], np.int32), np.array([32, 32, 3], np.int32),
-     ValueError, "image_size"),
-])
+@pytest.mark.parametrize(
+    "boxes, classes, image_size, error, name",
+    [
+        (
+            np.zeros([2, 4], np.float32)[None],
+            np.zeros([2], np.int32),
+            (32, 32),
+            ValueError,
+            "boxes",
+        ),
+        (np.zeros([2, 5], np.float32), np.zeros([2], np.int32), (32, 32), ValueError, "boxes"),
+        (np.zeros([2, 4], np.int32), np.zeros([2], np.int32), (32, 32), TypeError, "boxes"),
+        (np.zeros([2, 4], np.float32), np.zeros([2], np.float32), (32, 32), TypeError, "classes"),
+        (np.zeros([2, 4], np.float32), np.zeros([2, 1], np.int32), (32, 32), ValueError, "classes"),
+        (
+            np.zeros([2, 4], np.float32),
+            np.zeros([3], np.int32),
+            (32, 32),
+            ValueError,
+            "same number",
+        ),
+        (
+            np.zeros([2, 4], np.float32),
+            np.zeros([2], np.int32),
+            (32.0, 32.0),
+            TypeError,
+            "image_size",
+        ),
+        (
+            np.zeros([2, 4], np.float32),
+            np.zeros([2], np.int32),
+            np.array([32, 32, 3], np.int32),
+            ValueError,
+            "image_size",
+        ),
+    ],
+)
 def test_bad_arguments_raise_naming_them(boxes, classes, image_size, error, name):
     with pytest.raises(error, match=name):
         compute_targets(tf.constant(boxes), tf.constant(classes), image_size)
@@ -479,9 +593,14 @@ def test_bad_options_raise():
 
 
 def test_shapes_known_only_at_run_time_are_checked_in_graph():
-    fn = tf.function(compute_targets, input_signature=[
-        tf.TensorSpec(None, tf.float32), tf.TensorSpec(None, tf.int32),
-        tf.TensorSpec(None, tf.int32)])
+    fn = tf.function(
+        compute_targets,
+        input_signature=[
+            tf.TensorSpec(None, tf.float32),
+            tf.TensorSpec(None, tf.int32),
+            tf.TensorSpec(None, tf.int32),
+        ],
+    )
     good = fn(tf.constant([[0.0, 0.0, 32.0, 32.0]]), tf.constant([1]), tf.constant([32, 32]))
     assert int(tf.reduce_sum(tf.cast(good["class_targets"] == 1, tf.int32))) > 0
     with pytest.raises(tf.errors.InvalidArgumentError, match="boxes"):

@@ -1,11 +1,12 @@
 """TFLite export: builtin operators only, LiteRT runs it, fp32 matches the SavedModel."""
 
+import export_helpers as helpers
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import export_helpers as helpers
-from fcos_tf import builders, export_tflite, serving as serving_lib, tflite_client
+from fcos_tf import builders, export_tflite, tflite_client
+from fcos_tf import serving as serving_lib
 
 pytestmark = pytest.mark.slow
 
@@ -22,12 +23,23 @@ def setup():
 def flatbuffers(setup):
     model, label_map, serving, input_size = setup
     rng = np.random.RandomState(1)
-    representative = [tflite_client.tflite_input(rng.randint(0, 256, (64, 64, 3), np.uint8),
-                                          input_size, serving)[0] for _ in range(4)]
-    return {variant: export_tflite.convert_tflite(model, label_map, input_size=input_size,
-                                           pixel_norm=serving.pixel_norm, variant=variant,
-                                           representative_images=representative)
-            for variant in export_tflite.TFLITE_VARIANTS}
+    representative = [
+        tflite_client.tflite_input(rng.randint(0, 256, (64, 64, 3), np.uint8), input_size, serving)[
+            0
+        ]
+        for _ in range(4)
+    ]
+    return {
+        variant: export_tflite.convert_tflite(
+            model,
+            label_map,
+            input_size=input_size,
+            pixel_norm=serving.pixel_norm,
+            variant=variant,
+            representative_images=representative,
+        )
+        for variant in export_tflite.TFLITE_VARIANTS
+    }
 
 
 def _square_image():
@@ -63,14 +75,20 @@ def test_int8_variant_runs_convolutions_in_int8(flatbuffers):
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffers["int8"], 0))
     graph = model.subgraphs[0]
     operators = export_tflite.tflite_operators(flatbuffers["int8"])
-    conv_inputs = [graph.tensors[op.inputs[0]].type for op in graph.operators
-                   if operators[op.opcodeIndex] == "CONV_2D"]
+    conv_inputs = [
+        graph.tensors[op.inputs[0]].type
+        for op in graph.operators
+        if operators[op.opcodeIndex] == "CONV_2D"
+    ]
     assert conv_inputs and all(t == schema.TensorType.INT8 for t in conv_inputs)
     # The post-processing after the head stays float (one int8 scale for the box distances
     # of all levels would round P3 boxes to several pixels).
     for name in ("LOGISTIC", "TOPK_V2", "NON_MAX_SUPPRESSION_V5"):
-        inputs = [graph.tensors[op.inputs[0]].type for op in graph.operators
-                  if operators[op.opcodeIndex] == name]
+        inputs = [
+            graph.tensors[op.inputs[0]].type
+            for op in graph.operators
+            if operators[op.opcodeIndex] == name
+        ]
         assert inputs and all(t == schema.TensorType.FLOAT32 for t in inputs), name
     assert len(flatbuffers["int8"]) < 0.5 * len(flatbuffers["fp32"])
     assert len(flatbuffers["fp16"]) < 0.6 * len(flatbuffers["fp32"])
@@ -83,9 +101,12 @@ def test_check_builtin_only_rejects_flex_ops():
         return tf.image.combined_non_max_suppression(boxes, scores, 4, 4).nmsed_boxes
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [combined.get_concrete_function()], combined)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
-                                           tf.lite.OpsSet.SELECT_TF_OPS]
+        [combined.get_concrete_function()], combined
+    )
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.TFLITE_BUILTINS,
+        tf.lite.OpsSet.SELECT_TF_OPS,
+    ]
     flatbuffer = converter.convert()
     assert any(op.startswith("Flex") for op in export_tflite.tflite_operators(flatbuffer))
     with pytest.raises(ValueError, match="Flex"):
@@ -117,8 +138,10 @@ def test_fp32_matches_saved_model(flatbuffers, setup):
     _, _, serving, input_size = setup
     image = _square_image()
     loaded = tf.saved_model.load(helpers.saved_model_dir())
-    reference = {k: v.numpy() for k, v in loaded.signatures["serving_default"](
-        images=tf.constant(image[None])).items()}
+    reference = {
+        k: v.numpy()
+        for k, v in loaded.signatures["serving_default"](images=tf.constant(image[None])).items()
+    }
     interpreter = tflite_client.tflite_interpreter(flatbuffers["fp32"])
     outputs = tflite_client.run_tflite(interpreter, image, input_size, serving)
     n_ref = int(reference["num_detections"][0])
@@ -132,8 +155,9 @@ def test_fp32_matches_saved_model(flatbuffers, setup):
     same_class = ref_classes[:, None] == outputs["detection_classes"][0, :n][None, :]
     best = np.where(same_class, iou, 0.0).max(axis=1)
     assert best.min() >= 0.99, best
-    np.testing.assert_allclose(outputs["detection_scores"][0, :top],
-                               reference["detection_scores"][0, :top], atol=1e-3)
+    np.testing.assert_allclose(
+        outputs["detection_scores"][0, :top], reference["detection_scores"][0, :top], atol=1e-3
+    )
 
 
 def test_tflite_input_letterboxes_with_mean_colour(setup):
@@ -150,8 +174,10 @@ def test_tflite_input_letterboxes_with_mean_colour(setup):
 def test_convert_tflite_validates_arguments(setup):
     model, label_map, serving, input_size = setup
     with pytest.raises(ValueError, match="variant"):
-        export_tflite.convert_tflite(model, label_map, input_size=input_size,
-                              pixel_norm=serving.pixel_norm, variant="int4")
+        export_tflite.convert_tflite(
+            model, label_map, input_size=input_size, pixel_norm=serving.pixel_norm, variant="int4"
+        )
     with pytest.raises(ValueError, match="representative_images"):
-        export_tflite.convert_tflite(model, label_map, input_size=input_size,
-                              pixel_norm=serving.pixel_norm, variant="int8")
+        export_tflite.convert_tflite(
+            model, label_map, input_size=input_size, pixel_norm=serving.pixel_norm, variant="int8"
+        )

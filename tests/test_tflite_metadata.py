@@ -27,8 +27,9 @@ def _images(count, seed):
     images = []
     for _ in range(count):
         phase = rng.uniform(0, 6, 3)
-        base = np.stack([128 + 100 * np.sin(x / (5 + c) + y / (9 - c) + phase[c])
-                         for c in range(3)], -1)
+        base = np.stack(
+            [128 + 100 * np.sin(x / (5 + c) + y / (9 - c) + phase[c]) for c in range(3)], -1
+        )
         images.append(np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8))
     return images
 
@@ -37,24 +38,40 @@ def _images(count, seed):
 def model():
     """An edge FCOS (MobileNetV2 0.35, BN head) with spread-out outputs, BN folded."""
     keras.utils.set_random_seed(0)
-    fcos = FCOS(build_backbone("mobilenet_v2", alpha=0.35), LABELS.num_classes,
-                fpn_channels=32, head_num_convs=2, head_norm="sync_bn", score_threshold=0.05,
-                max_detections=20)
+    fcos = FCOS(
+        build_backbone("mobilenet_v2", alpha=0.35),
+        LABELS.num_classes,
+        fpn_channels=32,
+        head_num_convs=2,
+        head_norm="sync_bn",
+        score_threshold=0.05,
+        max_detections=20,
+    )
     fcos.build((None, None, None, 3))
     rng = np.random.default_rng(0)
     # Predictors with a wider init than the std 0.01 of training (class bias -2, box bias 1):
     # boxes, classes and scores that differ from one location to the next, so that the
     # comparison below means something.
-    for layer, bias in ((fcos.head.cls_logits, -2.0), (fcos.head.box_pred, 1.0),
-                        (fcos.head.centerness_pred, 0.0)):
+    for layer, bias in (
+        (fcos.head.cls_logits, -2.0),
+        (fcos.head.box_pred, 1.0),
+        (fcos.head.centerness_pred, 0.0),
+    ):
         kernel = layer.kernel
         std = 0.5 / np.sqrt(np.prod(kernel.shape[:3]))
-        layer.set_weights([rng.normal(0, std, kernel.shape).astype(np.float32),
-                           np.full(layer.bias.shape, bias, np.float32)])
+        layer.set_weights(
+            [
+                rng.normal(0, std, kernel.shape).astype(np.float32),
+                np.full(layer.bias.shape, bias, np.float32),
+            ]
+        )
     # BatchNorm statistics of real inputs (momentum 0: one training-mode pass sets them), so
     # that activations have the scale of a trained network, as int8 calibration expects.
-    norms = [layer for layer in fcos._flatten_layers()  # pylint: disable=protected-access
-             if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [
+        layer
+        for layer in fcos._flatten_layers()
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     for layer in norms:
         layer.momentum = 0.0
     fcos(np.stack(_images(8, seed=2)).astype(np.float32) / 127.5 - 1.0, training=True)
@@ -65,9 +82,17 @@ def model():
 def flatbuffers(model):
     pytest.importorskip("mediapipe")
     representative = [image[None] for image in _images(8, seed=1)]
-    return {variant: tflite_metadata.convert_tflite_for_mediapipe(
-        model, LABELS, input_size=INPUT_SIZE, pixel_norm=SERVING.pixel_norm, variant=variant,
-        representative_images=representative) for variant in ("fp32", "int8")}
+    return {
+        variant: tflite_metadata.convert_tflite_for_mediapipe(
+            model,
+            LABELS,
+            input_size=INPUT_SIZE,
+            pixel_norm=SERVING.pixel_norm,
+            variant=variant,
+            representative_images=representative,
+        )
+        for variant in ("fp32", "int8")
+    }
 
 
 def test_metadata_labels_and_output_order(flatbuffers):
@@ -91,8 +116,9 @@ def test_int8_has_no_normalisation_op(flatbuffers):
 
 
 def test_outputs_out_of_order_are_refused(model):
-    flatbuffer = export_tflite.convert_tflite(model, LABELS, input_size=INPUT_SIZE,
-                                              pixel_norm="inception", variant="fp32")
+    flatbuffer = export_tflite.convert_tflite(
+        model, LABELS, input_size=INPUT_SIZE, pixel_norm="inception", variant="fp32"
+    )
     with pytest.raises(ValueError, match="in this order|float32"):
         tflite_metadata.check_detection_outputs(flatbuffer)
 
@@ -100,12 +126,12 @@ def test_outputs_out_of_order_are_refused(model):
 @pytest.mark.parametrize("variant", ["fp32", "int8"])
 def test_mediapipe_object_detector_matches_the_litert_runner(flatbuffers, variant):
     mp = pytest.importorskip("mediapipe")
-    from mediapipe.tasks.python import BaseOptions, vision  # pylint: disable=import-outside-toplevel
+    from mediapipe.tasks.python import BaseOptions, vision
 
     flatbuffer = flatbuffers[variant]
     options = vision.ObjectDetectorOptions(
-        base_options=BaseOptions(model_asset_buffer=flatbuffer), max_results=-1,
-        score_threshold=0.0)
+        base_options=BaseOptions(model_asset_buffer=flatbuffer), max_results=-1, score_threshold=0.0
+    )
     interpreter = tflite_client.tflite_interpreter(flatbuffer, num_threads=2)
     # int8: MediaPipe's kernels may round an int8 box distance one step apart from LiteRT's
     # (a step is a pixel or two on the coarse levels).
@@ -116,9 +142,14 @@ def test_mediapipe_object_detector_matches_the_litert_runner(flatbuffers, varian
             ours = tflite_client.run_tflite(interpreter, image, INPUT_SIZE, SERVING)
             count = int(ours["num_detections"][0])
             assert count > 5
-            expected = [(LABELS.name(int(ours["detection_classes"][0, row])),
-                         float(ours["detection_scores"][0, row]),
-                         ours["detection_boxes"][0, row] * 128) for row in range(count)]
+            expected = [
+                (
+                    LABELS.name(int(ours["detection_classes"][0, row])),
+                    float(ours["detection_scores"][0, row]),
+                    ours["detection_boxes"][0, row] * 128,
+                )
+                for row in range(count)
+            ]
             result = detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=image))
             # MediaPipe merges rows with the same box into one detection of several
             # categories; its boxes are whole pixels (origin and size truncated).
@@ -126,16 +157,26 @@ def test_mediapipe_object_detector_matches_the_litert_runner(flatbuffers, varian
             for detection in result.detections:
                 box = detection.bounding_box
                 for category in detection.categories:
-                    actual.append((category.category_name, category.score,
-                                   np.array([box.origin_y, box.origin_x, box.height,
-                                             box.width], np.float32)))
+                    actual.append(
+                        (
+                            category.category_name,
+                            category.score,
+                            np.array(
+                                [box.origin_y, box.origin_x, box.height, box.width], np.float32
+                            ),
+                        )
+                    )
             assert len(actual) == count
             unmatched = []
             for row, (name, score, (ymin, xmin, ymax, xmax)) in enumerate(expected):
                 want = np.array([ymin, xmin, ymax - ymin, xmax - xmin])
-                matches = [i for i, (n, s, b) in enumerate(actual)
-                           if n == name and abs(s - score) <= tolerance
-                           and np.all(np.abs(b - want) <= box_tolerance)]
+                matches = [
+                    i
+                    for i, (n, s, b) in enumerate(actual)
+                    if n == name
+                    and abs(s - score) <= tolerance
+                    and np.all(np.abs(b - want) <= box_tolerance)
+                ]
                 if matches:
                     actual.pop(matches[0])
                     compared += 1

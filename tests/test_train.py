@@ -20,9 +20,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ------------------------------------------------------------------------------ schedule
 
+
 def test_schedule_constant_warmup_then_steps():
-    schedule = optimization.WarmupStepSchedule(0.01, boundaries=(6, 8), gamma=0.1, warmup_steps=3,
-                                           warmup_factor=1.0 / 3.0, warmup_method="constant")
+    schedule = optimization.WarmupStepSchedule(
+        0.01,
+        boundaries=(6, 8),
+        gamma=0.1,
+        warmup_steps=3,
+        warmup_factor=1.0 / 3.0,
+        warmup_method="constant",
+    )
     expected = [0.01 / 3] * 3 + [0.01] * 3 + [0.001] * 2 + [0.0001] * 2
     for step, lr in enumerate(expected):
         assert schedule.value(step) == pytest.approx(lr), step
@@ -30,14 +37,16 @@ def test_schedule_constant_warmup_then_steps():
 
 
 def test_schedule_linear_warmup():
-    schedule = optimization.WarmupStepSchedule(0.02, warmup_steps=4, warmup_factor=0.5,
-                                           warmup_method="linear")
+    schedule = optimization.WarmupStepSchedule(
+        0.02, warmup_steps=4, warmup_factor=0.5, warmup_method="linear"
+    )
     # factor = 0.5 * (1 - i / 4) + i / 4
     for step, lr in enumerate([0.01, 0.0125, 0.015, 0.0175, 0.02, 0.02]):
         assert float(schedule(step)) == pytest.approx(lr, rel=1e-6)
         assert schedule.value(step) == pytest.approx(lr)
-    assert optimization.WarmupStepSchedule.from_config(schedule.get_config()).value(1) == \
-        pytest.approx(0.0125)
+    assert optimization.WarmupStepSchedule.from_config(schedule.get_config()).value(
+        1
+    ) == pytest.approx(0.0125)
 
 
 def test_linear_scaling_rule():
@@ -46,6 +55,7 @@ def test_linear_scaling_rule():
 
 
 # ----------------------------------------------------------------------------- optimizer
+
 
 class _Params(keras.layers.Layer):
     def build(self, input_shape):
@@ -81,10 +91,11 @@ def test_optimizer_momentum_matches_hand_computation():
 
 # ------------------------------------------------------------------------- tiny recipe
 
+
 def tiny_config(total_steps=3, **train_overrides):
     """The synthetic recipe shrunk to seconds: 64x64 images, batch 4, a thin head."""
     sys.path.insert(0, REPO)
-    from configs import synthetic_small  # pylint: disable=import-outside-toplevel
+    from configs import synthetic_small
 
     config = synthetic_small.get_config()
     synthetic = config.data.synthetic
@@ -110,8 +121,10 @@ def _run(config, workdir, strategy=None, **kwargs):
 
 def _state(result):
     model = result["model"]
-    return ([w.copy() for w in model.get_weights()],
-            [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables])
+    return (
+        [w.copy() for w in model.get_weights()],
+        [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables],
+    )
 
 
 def _assert_same(state_a, state_b, rtol=1e-5, atol=1e-6):
@@ -188,11 +201,12 @@ def test_sigterm_saves_and_the_run_resumes_exactly(straight_run, tmp_path):
     # handlers not installed, the SIGTERM would land here and the run would not stop.
     caught = []
 
-    def caller_handler(signum, frame):  # pylint: disable=unused-argument
+    def caller_handler(signum, frame):
         caught.append(signum)
 
-    saved = {signum: signal.signal(signum, caller_handler)
-             for signum in (signal.SIGTERM, signal.SIGINT)}
+    saved = {
+        signum: signal.signal(signum, caller_handler) for signum in (signal.SIGTERM, signal.SIGINT)
+    }
     try:
         # The callback runs after TrainingControl: the signal is seen at the end of step 2.
         interrupted = _run(config, tmp_path, callbacks=[_SignalAtStep(1)])
@@ -241,19 +255,42 @@ def test_train_and_eval_writes_metrics_config_and_label_map(tmp_path):
     config.eval.num_visualize = 2
     result = training.run(config, str(tmp_path), "train_and_eval", verbose=0)
     metrics = json.load(open(tmp_path / "metrics.json"))
-    for name in ("AP", "AP50", "AP75", "APs", "APm", "APl",
-                 "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"):
+    for name in (
+        "AP",
+        "AP50",
+        "AP75",
+        "APs",
+        "APm",
+        "APl",
+        "AR1",
+        "AR10",
+        "AR100",
+        "ARs",
+        "ARm",
+        "ARl",
+    ):
         assert metrics[name] is None or 0.0 <= metrics[name] <= 1.0
     assert metrics["step"] == 2 and result["metrics"]["AP"] == metrics["AP"]
     assert json.load(open(tmp_path / "config.json"))["train"]["total_steps"] == 2
     assert [c["name"] for c in json.load(open(tmp_path / "label_map.json"))][:2] == [
-        "rectangle", "ellipse"]
+        "rectangle",
+        "ellipse",
+    ]
     tags = set()
     for path in glob.glob(str(tmp_path / "tensorboard" / "events.*")):
         for event in tf.compat.v1.train.summary_iterator(path):
             tags.update(value.tag for value in event.summary.value)
-    assert {"train/loss", "train/cls_loss", "train/box_loss", "train/ctr_loss", "train/num_pos",
-            "train/learning_rate", "eval/AP", "eval/AP50", "eval/detections"} <= tags
+    assert {
+        "train/loss",
+        "train/cls_loss",
+        "train/box_loss",
+        "train/ctr_loss",
+        "train/num_pos",
+        "train/learning_rate",
+        "eval/AP",
+        "eval/AP50",
+        "eval/detections",
+    } <= tags
     picture = tf.io.decode_png(tf.io.read_file(str(tmp_path / "detections.png")))
     assert picture.shape[0] >= 64 and picture.shape[1] >= 2 * 64 and picture.shape[2] == 3
     # Evaluating again from the checkpoint gives the same numbers.
@@ -262,6 +299,7 @@ def test_train_and_eval_writes_metrics_config_and_label_map(tmp_path):
 
 
 # -------------------------------------------------------------------------- multi-worker
+
 
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
@@ -276,23 +314,44 @@ def _free_ports(count):
 def _run_workers(workdir, *extra_flags):
     """Runs train.py as two local workers (TF_CONFIG on loopback); returns their outputs."""
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    flags = [f"--workdir={workdir}", "--mode=train",
-             "--config.data.synthetic.num_train=16", "--config.data.synthetic.image_size=(64, 64)",
-             "--config.pipeline.train_short_side=(64, 64)", "--config.pipeline.max_size=64",
-             "--config.pipeline.eval_short_side=64", "--config.pipeline.shuffle_buffer=16",
-             "--config.model.fpn_channels=16", "--config.model.head_num_convs=1",
-             "--config.model.head_num_groups=8", "--config.train.batch_size=4",
-             "--config.train.warmup_steps=1", "--config.train.lr_steps=(2,)",
-             "--config.train.steps_per_epoch=3", "--config.train.checkpoint_every=3",
-             *extra_flags]
+    flags = [
+        f"--workdir={workdir}",
+        "--mode=train",
+        "--config.data.synthetic.num_train=16",
+        "--config.data.synthetic.image_size=(64, 64)",
+        "--config.pipeline.train_short_side=(64, 64)",
+        "--config.pipeline.max_size=64",
+        "--config.pipeline.eval_short_side=64",
+        "--config.pipeline.shuffle_buffer=16",
+        "--config.model.fpn_channels=16",
+        "--config.model.head_num_convs=1",
+        "--config.model.head_num_groups=8",
+        "--config.train.batch_size=4",
+        "--config.train.warmup_steps=1",
+        "--config.train.lr_steps=(2,)",
+        "--config.train.steps_per_epoch=3",
+        "--config.train.checkpoint_every=3",
+        *extra_flags,
+    ]
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2",
-               "CUDA_VISIBLE_DEVICES": ""}
-        processes.append(subprocess.Popen(
-            [sys.executable, os.path.join(REPO, "train.py"), *flags], cwd=REPO, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        env = {
+            **os.environ,
+            "TF_CONFIG": json.dumps(tf_config),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "CUDA_VISIBLE_DEVICES": "",
+        }
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, os.path.join(REPO, "train.py"), *flags],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = []
     try:
         for process in processes:
@@ -320,19 +379,34 @@ def test_two_local_workers_train_a_few_steps_and_resume(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_to_train_py_saves_and_the_same_command_resumes(tmp_path):
-    flags = [f"--workdir={tmp_path}", "--mode=train",
-             "--config.data.synthetic.num_train=16", "--config.data.synthetic.image_size=(64, 64)",
-             "--config.pipeline.train_short_side=(64, 64)", "--config.pipeline.max_size=64",
-             "--config.pipeline.eval_short_side=64", "--config.pipeline.shuffle_buffer=16",
-             "--config.model.fpn_channels=16", "--config.model.head_num_convs=1",
-             "--config.model.head_num_groups=8", "--config.train.batch_size=4",
-             "--config.train.warmup_steps=1", "--config.train.lr_steps=(3,)",
-             "--config.train.steps_per_epoch=10", "--config.train.checkpoint_every=100000"]
+    flags = [
+        f"--workdir={tmp_path}",
+        "--mode=train",
+        "--config.data.synthetic.num_train=16",
+        "--config.data.synthetic.image_size=(64, 64)",
+        "--config.pipeline.train_short_side=(64, 64)",
+        "--config.pipeline.max_size=64",
+        "--config.pipeline.eval_short_side=64",
+        "--config.pipeline.shuffle_buffer=16",
+        "--config.model.fpn_channels=16",
+        "--config.model.head_num_convs=1",
+        "--config.model.head_num_groups=8",
+        "--config.train.batch_size=4",
+        "--config.train.warmup_steps=1",
+        "--config.train.lr_steps=(3,)",
+        "--config.train.steps_per_epoch=10",
+        "--config.train.checkpoint_every=100000",
+    ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     command = [sys.executable, "-u", os.path.join(REPO, "train.py"), *flags]
-    process = subprocess.Popen(command + ["--config.train.total_steps=10000"], cwd=REPO,
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    process = subprocess.Popen(
+        command + ["--config.train.total_steps=10000"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         output = ""
         while "Epoch 2/" not in output:  # a few steps have run
@@ -348,13 +422,20 @@ def test_sigterm_to_train_py_saves_and_the_same_command_resumes(tmp_path):
     assert "checkpoint saved" in output
     step = int(tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).rsplit("-", 1)[1])
     assert 10 <= step < 10000
-    resumed = subprocess.run(command + [f"--config.train.total_steps={step + 2}"], cwd=REPO,
-                             env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        command + [f"--config.train.total_steps={step + 2}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert f"Done at step {step + 2}" in resumed.stdout
 
 
 # ------------------------------------------------------------------------ data and options
+
 
 def test_replayed_stream_continues_where_a_straight_stream_is():
     config = tiny_config()

@@ -23,16 +23,23 @@ def _randomise_keras_resnet(model, seed=0):
             layer.bias.assign(rng.normal(0, 0.1, layer.bias.shape).astype("float32"))
         elif isinstance(layer, keras.layers.BatchNormalization):
             c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.1, c),
-                               rng.normal(0, 0.1, c), rng.uniform(0.5, 1.5, c)])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, c),
+                    rng.normal(0, 0.1, c),
+                    rng.normal(0, 0.1, c),
+                    rng.uniform(0.5, 1.5, c),
+                ]
+            )
             if layer.name.endswith("_3_bn"):  # keep the residual sum bounded
                 layer.gamma.assign(0.3 * layer.gamma.numpy())
 
 
 @pytest.fixture(scope="module")
 def keras_resnet50_file(tmp_path_factory):
-    source = keras.applications.ResNet50(weights=None, include_top=False,
-                                         input_shape=(None, None, 3))
+    source = keras.applications.ResNet50(
+        weights=None, include_top=False, input_shape=(None, None, 3)
+    )
     _randomise_keras_resnet(source)
     path = str(tmp_path_factory.mktemp("kapp") / "resnet50_random.weights.h5")
     source.save_weights(path)
@@ -51,15 +58,16 @@ def pytorch_backbone():
 
 # -------------------------------------------------------------------------- keras.applications
 
+
 def test_keras_applications_names():
     assert weights_lib.keras_applications_layer_name("conv1") == "conv1_conv"
     assert weights_lib.keras_applications_layer_name("bn1") == "conv1_bn"
     assert weights_lib.keras_applications_layer_name("layer2_0_conv1") == "conv3_block1_1_conv"
     assert weights_lib.keras_applications_layer_name("layer3_5_bn3") == "conv4_block6_3_bn"
-    assert (weights_lib.keras_applications_layer_name("layer4_0_downsample_0")
-            == "conv5_block1_0_conv")
-    assert (weights_lib.keras_applications_layer_name("layer4_0_downsample_1")
-            == "conv5_block1_0_bn")
+    assert (
+        weights_lib.keras_applications_layer_name("layer4_0_downsample_0") == "conv5_block1_0_conv"
+    )
+    assert weights_lib.keras_applications_layer_name("layer4_0_downsample_1") == "conv5_block1_0_bn"
 
 
 def test_keras_applications_features_match(keras_resnet50_file, caffe_backbone):
@@ -84,10 +92,16 @@ def test_keras_applications_through_load_backbone_weights(keras_resnet50_file, c
     conv = source.get_layer("conv3_block2_2_conv")
     np.testing.assert_array_equal(backbone.get_layer("layer2_1_conv2").kernel, conv.kernel)
     bn = source.get_layer("conv3_block2_2_bn")
-    np.testing.assert_allclose(backbone.get_layer("layer2_1_bn2").moving_mean,
-                               bn.moving_mean.numpy() - conv.bias.numpy(), rtol=1e-6)
-    np.testing.assert_allclose(backbone.get_layer("layer2_1_bn2").moving_variance,
-                               bn.moving_variance.numpy() + (1.001e-5 - 1e-5), rtol=1e-6)
+    np.testing.assert_allclose(
+        backbone.get_layer("layer2_1_bn2").moving_mean,
+        bn.moving_mean.numpy() - conv.bias.numpy(),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        backbone.get_layer("layer2_1_bn2").moving_variance,
+        bn.moving_variance.numpy() + (1.001e-5 - 1e-5),
+        rtol=1e-6,
+    )
 
 
 def test_keras_applications_refuses_pytorch_layout(keras_resnet50_file, pytorch_backbone):
@@ -124,28 +138,32 @@ def test_missing_file_is_named(tmp_path, caffe_backbone):
 
 def test_own_weights_file_round_trip(tmp_path, caffe_backbone):
     caffe_backbone.get_layer("layer3_2_conv2").kernel.assign(
-        np.full((3, 3, 256, 256), 0.5, "float32"))
+        np.full((3, 3, 256, 256), 0.5, "float32")
+    )
     path = str(tmp_path / "r50.weights.h5")
     caffe_backbone.save_weights(path)
     clone = ResNet(depth=50, layout="caffe")
     weights_lib.load_backbone_weights(clone, path)
     np.testing.assert_array_equal(clone.get_layer("layer3_2_conv2").kernel, 0.5)
-    np.testing.assert_array_equal(clone.get_layer("layer1_0_bn2").moving_mean,
-                                  caffe_backbone.get_layer("layer1_0_bn2").moving_mean)
+    np.testing.assert_array_equal(
+        clone.get_layer("layer1_0_bn2").moving_mean,
+        caffe_backbone.get_layer("layer1_0_bn2").moving_mean,
+    )
 
 
 # ------------------------------------------------------------------------------- torchvision
+
 
 @pytest.fixture(name="torch_reference")
 def fixture_torch_reference():
     """The PyTorch reference module; the test is skipped where torch is not installed."""
     pytest.importorskip("torch")
-    import torch_reference  # pylint: disable=import-outside-toplevel
+    import torch_reference
+
     return torch_reference
 
 
-def test_torchvision_resnet_state_dict_matches_pytorch(tmp_path, torch_reference,
-                                                       pytorch_backbone):
+def test_torchvision_resnet_state_dict_matches_pytorch(tmp_path, torch_reference, pytorch_backbone):
     state = torch_reference.resnet_state_dict(50, seed=0)
     path = str(tmp_path / "resnet50.pth")
     torch_reference.save_state_dict(state, path)
@@ -156,8 +174,9 @@ def test_torchvision_resnet_state_dict_matches_pytorch(tmp_path, torch_reference
     for ours, theirs in zip(backbone(images), expected):
         assert ours.shape == theirs.shape
         assert _relative_error(ours, theirs) < 1e-4
-    np.testing.assert_array_equal(backbone.get_layer("layer1_0_bn1").moving_variance,
-                                  state["layer1.0.bn1.running_var"])
+    np.testing.assert_array_equal(
+        backbone.get_layer("layer1_0_bn1").moving_variance, state["layer1.0.bn1.running_var"]
+    )
 
 
 def test_torchvision_refuses_caffe_layout(torch_reference, caffe_backbone):
@@ -181,8 +200,7 @@ def test_torchvision_errors_name_the_tensor(torch_reference, pytorch_backbone):
         weights_lib.load_torchvision_resnet_weights(backbone, misshaped)
     # A ResNet-50 file for a ResNet-101 backbone: blocks layer3.6..22 are missing.
     with pytest.raises(ValueError, match=r"missing.*layer3\.6\."):
-        weights_lib.load_torchvision_resnet_weights(
-            ResNet(depth=101, layout="pytorch"), state)
+        weights_lib.load_torchvision_resnet_weights(ResNet(depth=101, layout="pytorch"), state)
 
 
 def test_command_line_converts_torchvision_file(tmp_path, capsys, torch_reference):
@@ -196,7 +214,8 @@ def test_command_line_converts_torchvision_file(tmp_path, capsys, torch_referenc
     weights_lib.load_backbone_weights(backbone, output)
     np.testing.assert_array_equal(
         backbone.get_layer("layer4_2_conv3").kernel,
-        np.transpose(state["layer4.2.conv3.weight"], (2, 3, 1, 0)))
+        np.transpose(state["layer4.2.conv3.weight"], (2, 3, 1, 0)),
+    )
 
 
 def test_read_torch_state_dict_unwraps_and_rejects(tmp_path):

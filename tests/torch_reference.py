@@ -23,8 +23,9 @@ BN_EPSILON = 1e-5  # torchvision's FrozenBatchNorm2d / BatchNorm2d
 
 def _conv_weight(rng, out_channels, in_channels, kernel_size):
     fan_in = in_channels * kernel_size * kernel_size
-    return rng.normal(0.0, math.sqrt(2.0 / fan_in),
-                      (out_channels, in_channels, kernel_size, kernel_size)).astype("float32")
+    return rng.normal(
+        0.0, math.sqrt(2.0 / fan_in), (out_channels, in_channels, kernel_size, kernel_size)
+    ).astype("float32")
 
 
 def _bn(rng, state, name, channels, with_counter):
@@ -70,9 +71,15 @@ def _t(array):
 
 
 def _batch_norm(x, state, name):
-    return F.batch_norm(x, _t(state[f"{name}.running_mean"]), _t(state[f"{name}.running_var"]),
-                        _t(state[f"{name}.weight"]), _t(state[f"{name}.bias"]), training=False,
-                        eps=BN_EPSILON)
+    return F.batch_norm(
+        x,
+        _t(state[f"{name}.running_mean"]),
+        _t(state[f"{name}.running_var"]),
+        _t(state[f"{name}.weight"]),
+        _t(state[f"{name}.bias"]),
+        training=False,
+        eps=BN_EPSILON,
+    )
 
 
 def resnet_forward(state, images_nhwc, depth=50, prefix=""):
@@ -91,20 +98,25 @@ def resnet_forward(state, images_nhwc, depth=50, prefix=""):
                 if block == 0:
                     identity = F.conv2d(x, _t(state[f"{name}.downsample.0.weight"]), stride=stride)
                     identity = _batch_norm(identity, state, f"{name}.downsample.1")
-                y = F.relu(_batch_norm(F.conv2d(x, _t(state[f"{name}.conv1.weight"])), state,
-                                       f"{name}.bn1"))
+                y = F.relu(
+                    _batch_norm(
+                        F.conv2d(x, _t(state[f"{name}.conv1.weight"])), state, f"{name}.bn1"
+                    )
+                )
                 y = F.conv2d(y, _t(state[f"{name}.conv2.weight"]), stride=stride, padding=1)
                 y = F.relu(_batch_norm(y, state, f"{name}.bn2"))
-                y = _batch_norm(F.conv2d(y, _t(state[f"{name}.conv3.weight"])), state,
-                                f"{name}.bn3")
+                y = _batch_norm(
+                    F.conv2d(y, _t(state[f"{name}.conv3.weight"])), state, f"{name}.bn3"
+                )
                 x = F.relu(y + identity)
             if stage >= 2:
                 features.append(x)
     return [np.transpose(f.numpy(), (0, 2, 3, 1)) for f in features]
 
 
-def fpn_state_dict(in_channels=(512, 1024, 2048), channels=256, seed=1, prefix="",
-                   legacy_names=False):
+def fpn_state_dict(
+    in_channels=(512, 1024, 2048), channels=256, seed=1, prefix="", legacy_names=False
+):
     """torchvision FPN + LastLevelP6P7 state dict (``inner_blocks.i.0.weight``, or the
     pre-0.13 ``inner_blocks.i.weight`` with ``legacy_names``)."""
     rng = np.random.default_rng(seed)
@@ -113,15 +125,17 @@ def fpn_state_dict(in_channels=(512, 1024, 2048), channels=256, seed=1, prefix="
     for index, c in enumerate(in_channels):
         state[f"{prefix}inner_blocks.{index}{sub}.weight"] = _conv_weight(rng, channels, c, 1)
         state[f"{prefix}inner_blocks.{index}{sub}.bias"] = rng.normal(0, 0.1, channels).astype(
-            "float32")
-        state[f"{prefix}layer_blocks.{index}{sub}.weight"] = _conv_weight(rng, channels,
-                                                                         channels, 3)
+            "float32"
+        )
+        state[f"{prefix}layer_blocks.{index}{sub}.weight"] = _conv_weight(
+            rng, channels, channels, 3
+        )
         state[f"{prefix}layer_blocks.{index}{sub}.bias"] = rng.normal(0, 0.1, channels).astype(
-            "float32")
+            "float32"
+        )
     for level in ("p6", "p7"):
         state[f"{prefix}extra_blocks.{level}.weight"] = _conv_weight(rng, channels, channels, 3)
-        state[f"{prefix}extra_blocks.{level}.bias"] = rng.normal(0, 0.1, channels).astype(
-            "float32")
+        state[f"{prefix}extra_blocks.{level}.bias"] = rng.normal(0, 0.1, channels).astype("float32")
     return state
 
 
@@ -135,8 +149,12 @@ def fpn_forward(state, features_nhwc, prefix=""):
     feats = [_t(np.transpose(f, (0, 3, 1, 2))) for f in features_nhwc]
 
     def conv(x, block, index, **kwargs):
-        return F.conv2d(x, _t(state[_fpn_key(state, prefix, block, index, "weight")]),
-                        _t(state[_fpn_key(state, prefix, block, index, "bias")]), **kwargs)
+        return F.conv2d(
+            x,
+            _t(state[_fpn_key(state, prefix, block, index, "weight")]),
+            _t(state[_fpn_key(state, prefix, block, index, "bias")]),
+            **kwargs,
+        )
 
     with torch.no_grad():
         last_inner = conv(feats[2], "inner_blocks", 2)
@@ -146,10 +164,20 @@ def fpn_forward(state, features_nhwc, prefix=""):
             top_down = F.interpolate(last_inner, size=lateral.shape[-2:], mode="nearest")
             last_inner = lateral + top_down
             results.insert(0, conv(last_inner, "layer_blocks", index, padding=1))
-        p6 = F.conv2d(results[-1], _t(state[f"{prefix}extra_blocks.p6.weight"]),
-                      _t(state[f"{prefix}extra_blocks.p6.bias"]), stride=2, padding=1)
-        p7 = F.conv2d(F.relu(p6), _t(state[f"{prefix}extra_blocks.p7.weight"]),
-                      _t(state[f"{prefix}extra_blocks.p7.bias"]), stride=2, padding=1)
+        p6 = F.conv2d(
+            results[-1],
+            _t(state[f"{prefix}extra_blocks.p6.weight"]),
+            _t(state[f"{prefix}extra_blocks.p6.bias"]),
+            stride=2,
+            padding=1,
+        )
+        p7 = F.conv2d(
+            F.relu(p6),
+            _t(state[f"{prefix}extra_blocks.p7.weight"]),
+            _t(state[f"{prefix}extra_blocks.p7.bias"]),
+            stride=2,
+            padding=1,
+        )
         results += [p6, p7]
     return [np.transpose(r.numpy(), (0, 2, 3, 1)) for r in results]
 
@@ -161,15 +189,22 @@ def head_state_dict(num_classes=91, channels=256, seed=2, prefix="head."):
     for branch in ("classification_head", "regression_head"):
         for index in range(4):
             state[f"{prefix}{branch}.conv.{3 * index}.weight"] = _conv_weight(
-                rng, channels, channels, 3)
-            state[f"{prefix}{branch}.conv.{3 * index}.bias"] = rng.normal(
-                0, 0.1, channels).astype("float32")
+                rng, channels, channels, 3
+            )
+            state[f"{prefix}{branch}.conv.{3 * index}.bias"] = rng.normal(0, 0.1, channels).astype(
+                "float32"
+            )
             state[f"{prefix}{branch}.conv.{3 * index + 1}.weight"] = rng.uniform(
-                0.5, 1.5, channels).astype("float32")
+                0.5, 1.5, channels
+            ).astype("float32")
             state[f"{prefix}{branch}.conv.{3 * index + 1}.bias"] = rng.normal(
-                0, 0.1, channels).astype("float32")
-    for name, out in (("classification_head.cls_logits", num_classes),
-                      ("regression_head.bbox_reg", 4), ("regression_head.bbox_ctrness", 1)):
+                0, 0.1, channels
+            ).astype("float32")
+    for name, out in (
+        ("classification_head.cls_logits", num_classes),
+        ("regression_head.bbox_reg", 4),
+        ("regression_head.bbox_ctrness", 1),
+    ):
         state[f"{prefix}{name}.weight"] = 0.3 * _conv_weight(rng, out, channels, 3)
         state[f"{prefix}{name}.bias"] = rng.normal(0, 0.1, out).astype("float32")
     return state
@@ -182,16 +217,26 @@ def head_forward(state, levels_nhwc, prefix="head."):
 
     def tower(x, branch):
         for index in range(4):
-            x = F.conv2d(x, _t(state[f"{prefix}{branch}.conv.{3 * index}.weight"]),
-                         _t(state[f"{prefix}{branch}.conv.{3 * index}.bias"]), padding=1)
-            x = F.group_norm(x, 32, _t(state[f"{prefix}{branch}.conv.{3 * index + 1}.weight"]),
-                             _t(state[f"{prefix}{branch}.conv.{3 * index + 1}.bias"]), eps=1e-5)
+            x = F.conv2d(
+                x,
+                _t(state[f"{prefix}{branch}.conv.{3 * index}.weight"]),
+                _t(state[f"{prefix}{branch}.conv.{3 * index}.bias"]),
+                padding=1,
+            )
+            x = F.group_norm(
+                x,
+                32,
+                _t(state[f"{prefix}{branch}.conv.{3 * index + 1}.weight"]),
+                _t(state[f"{prefix}{branch}.conv.{3 * index + 1}.bias"]),
+                eps=1e-5,
+            )
             x = F.relu(x)
         return x
 
     def predict(x, name):
-        return F.conv2d(x, _t(state[f"{prefix}{name}.weight"]), _t(state[f"{prefix}{name}.bias"]),
-                        padding=1)
+        return F.conv2d(
+            x, _t(state[f"{prefix}{name}.weight"]), _t(state[f"{prefix}{name}.bias"]), padding=1
+        )
 
     with torch.no_grad():
         for level in levels_nhwc:
@@ -211,8 +256,9 @@ def head_forward(state, levels_nhwc, prefix="head."):
 def fcos_state_dict(num_classes=91, seed=0, legacy_fpn_names=False):
     """A random state dict with the names and shapes of torchvision's fcos_resnet50_fpn."""
     state = resnet_state_dict(50, seed=seed, prefix="backbone.body.", classifier=False)
-    state.update(fpn_state_dict(seed=seed + 1, prefix="backbone.fpn.",
-                                legacy_names=legacy_fpn_names))
+    state.update(
+        fpn_state_dict(seed=seed + 1, prefix="backbone.fpn.", legacy_names=legacy_fpn_names)
+    )
     state.update(head_state_dict(num_classes, seed=seed + 2))
     return state
 
@@ -290,17 +336,31 @@ def transform(image_uint8, min_size=800, max_size=1333, size_divisible=32):
     height, width = x.shape[-2:]
     # Python floats, as the transform computes them.
     scale = min(min_size / min(height, width), max_size / max(height, width))
-    x = F.interpolate(x[None], scale_factor=scale, mode="bilinear",
-                      recompute_scale_factor=True, align_corners=False)[0]
+    x = F.interpolate(
+        x[None],
+        scale_factor=scale,
+        mode="bilinear",
+        recompute_scale_factor=True,
+        align_corners=False,
+    )[0]
     resized = tuple(x.shape[-2:])
     padded = [int(math.ceil(s / size_divisible) * size_divisible) for s in resized]
     batch = torch.zeros([1, 3] + padded)
-    batch[0, :, :resized[0], :resized[1]] = x
+    batch[0, :, : resized[0], : resized[1]] = x
     return np.transpose(batch.numpy(), (0, 2, 3, 1)), resized
 
 
-def fcos_detect(state, image_uint8, *, score_threshold=0.2, top_k=1000, nms_threshold=0.6,
-                max_detections=100, nms=python_batched_nms, head=None):
+def fcos_detect(
+    state,
+    image_uint8,
+    *,
+    score_threshold=0.2,
+    top_k=1000,
+    nms_threshold=0.6,
+    max_detections=100,
+    nms=python_batched_nms,
+    head=None,
+):
     """torchvision ``fcos_resnet50_fpn`` inference on one image, from functional parts.
 
     ``head`` may hold :func:`fcos_forward`'s outputs of :func:`transform`'s batch of this
@@ -316,17 +376,21 @@ def fcos_detect(state, image_uint8, *, score_threshold=0.2, top_k=1000, nms_thre
         head = fcos_forward(state, batch)
     padded_height, padded_width = batch.shape[1:3]
     all_boxes, all_scores, all_labels, all_levels = [], [], [], []
-    for level, (cls, reg, ctr) in enumerate(zip(head["class_logits"], head["bbox_regression"],
-                                                head["centerness_logits"])):
+    for level, (cls, reg, ctr) in enumerate(
+        zip(head["class_logits"], head["bbox_regression"], head["centerness_logits"])
+    ):
         height, width, num_classes = cls.shape[1:]
-        anchor_size = 8 * 2 ** level  # AnchorGenerator sizes (8,), (16,), ... (128,)
+        anchor_size = 8 * 2**level  # AnchorGenerator sizes (8,), (16,), ... (128,)
         # Anchor centres: j * (padded size // feature size), per axis.
-        shift_y, shift_x = torch.meshgrid(torch.arange(height) * (padded_height // height),
-                                          torch.arange(width) * (padded_width // width),
-                                          indexing="ij")
+        shift_y, shift_x = torch.meshgrid(
+            torch.arange(height) * (padded_height // height),
+            torch.arange(width) * (padded_width // width),
+            indexing="ij",
+        )
         centres = torch.stack([shift_x.reshape(-1), shift_y.reshape(-1)], -1).float()
-        scores = torch.sqrt(torch.sigmoid(torch.from_numpy(cls[0]))
-                            * torch.sigmoid(torch.from_numpy(ctr[0]))).reshape(-1)
+        scores = torch.sqrt(
+            torch.sigmoid(torch.from_numpy(cls[0])) * torch.sigmoid(torch.from_numpy(ctr[0]))
+        ).reshape(-1)
         candidates = torch.where(scores > score_threshold)[0]
         scores, order = scores[candidates].topk(min(top_k, len(candidates)))
         candidates = candidates[order]
@@ -340,13 +404,18 @@ def fcos_detect(state, image_uint8, *, score_threshold=0.2, top_k=1000, nms_thre
         all_scores.append(scores)
         all_labels.append(candidates % num_classes)
         all_levels.append(torch.full([len(candidates)], level))
-    boxes, scores, labels, levels = (torch.cat(x) for x in (all_boxes, all_scores, all_labels,
-                                                            all_levels))
+    boxes, scores, labels, levels = (
+        torch.cat(x) for x in (all_boxes, all_scores, all_labels, all_levels)
+    )
     keep = nms(boxes, scores, labels, nms_threshold)[:max_detections]
     boxes, scores, labels, levels = boxes[keep], scores[keep], labels[keep], levels[keep]
     # transform.postprocess: per-axis ratios original / resized, in float32.
     ratio_height = torch.tensor(image_uint8.shape[0], dtype=torch.float32) / resized[0]
     ratio_width = torch.tensor(image_uint8.shape[1], dtype=torch.float32) / resized[1]
     boxes = boxes * torch.stack([ratio_width, ratio_height, ratio_width, ratio_height])
-    return {"boxes": boxes.numpy(), "scores": scores.numpy(), "labels": labels.numpy(),
-            "levels": levels.numpy()}
+    return {
+        "boxes": boxes.numpy(),
+        "scores": scores.numpy(),
+        "labels": labels.numpy(),
+        "levels": levels.numpy(),
+    }

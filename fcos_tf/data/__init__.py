@@ -20,5 +20,12 @@ from fcos_tf.data.label_map import LabelMap
 from fcos_tf.data.pipeline import PipelineConfig, make_pipeline
 from fcos_tf.data.transforms import denormalize_image, normalize_image
 
-__all__ = ["DatasetError", "LabelMap", "PipelineConfig", "ReadResult", "denormalize_image",
-           "make_pipeline", "normalize_image"]
+__all__ = [
+    "DatasetError",
+    "LabelMap",
+    "PipelineConfig",
+    "ReadResult",
+    "denormalize_image",
+    "make_pipeline",
+    "normalize_image",
+]

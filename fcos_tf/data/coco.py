@@ -89,7 +89,7 @@ def _jpeg_header_problem(f, head, size):
 
     def read_at(position, count):
         if position + count <= len(head):
-            return head[position:position + count]
+            return head[position : position + count]
         f.seek(position)
         return f.read(count)
 
@@ -119,15 +119,18 @@ def _jpeg_header_problem(f, head, size):
         if kind in _JPEG_SOF:
             frame = read_at(position + 4, 6)  # precision, height, width, components
             components = frame[5] if len(frame) == 6 else 0
-            if (not 1 <= components <= 4 or length != 8 + 3 * components
-                    or frame[3:5] == b"\x00\x00"):
+            if (
+                not 1 <= components <= 4
+                or length != 8 + 3 * components
+                or frame[3:5] == b"\x00\x00"
+            ):
                 return "corrupt"
             has_frame = True
         position += 2 + length
 
 
 def _decodes(path):
-    from PIL import Image  # pylint: disable=import-outside-toplevel
+    from PIL import Image
 
     try:
         with tf.io.gfile.GFile(path, "rb") as f, Image.open(f) as image:
@@ -142,18 +145,20 @@ def _tf_decodes(path):
     try:
         decode_image(tf.io.read_file(path))
         return True
-    except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError,
-            tf.errors.NotFoundError):
+    except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError, tf.errors.NotFoundError):
         return False
 
 
 def _undecodable(paths, num_parallel_calls=tf.data.AUTOTUNE):
     """Indices of the files TensorFlow's decoder refuses, decoding all of them in parallel."""
     indices = tf.data.Dataset.from_tensor_slices(
-        (tf.range(len(paths), dtype=tf.int64), tf.constant(paths, tf.string)))
+        (tf.range(len(paths), dtype=tf.int64), tf.constant(paths, tf.string))
+    )
     decoded = indices.map(
         lambda index, path: (index, tf.shape(decode_image(tf.io.read_file(path)))),
-        num_parallel_calls=num_parallel_calls, deterministic=False)
+        num_parallel_calls=num_parallel_calls,
+        deterministic=False,
+    )
     # Only the indices of the files that decode come out.
     good = {int(index) for index, _ in decoded.ignore_errors().as_numpy_iterator()}
     return [i for i in range(len(paths)) if i not in good]
@@ -170,10 +175,13 @@ def _load_json(annotation_file):
         raise DatasetError(
             f"`annotation_file`={annotation_file!r} is not valid JSON: {error.msg} at line "
             f"{error.lineno} column {error.colno} (character {error.pos} of {len(text)}); is "
-            f"the file complete?") from None
+            f"the file complete?"
+        ) from None
     if not isinstance(dataset, dict) or not isinstance(dataset.get("images"), list):
-        raise DatasetError(f"`annotation_file`={annotation_file!r} is not a COCO annotation "
-                           f"file: it needs a JSON object with an `images` list.")
+        raise DatasetError(
+            f"`annotation_file`={annotation_file!r} is not a COCO annotation "
+            f"file: it needs a JSON object with an `images` list."
+        )
     return dataset
 
 
@@ -182,41 +190,51 @@ def _index_images(dataset, annotation_file):
     images = {}
     for info in dataset["images"]:
         if not isinstance(info, dict) or "id" not in info or "file_name" not in info:
-            raise DatasetError(f"Image entry {info!r} in `annotation_file`={annotation_file!r} "
-                               f"needs an `id` and a `file_name`.")
+            raise DatasetError(
+                f"Image entry {info!r} in `annotation_file`={annotation_file!r} "
+                f"needs an `id` and a `file_name`."
+            )
         first = images.setdefault(info["id"], info)
         if first is not info:
             raise DatasetError(
                 f"Image id {info['id']!r} appears twice in `annotation_file`="
                 f"{annotation_file!r}: file names {first['file_name']!r} and "
-                f"{info['file_name']!r}; COCO image ids must be unique.")
+                f"{info['file_name']!r}; COCO image ids must be unique."
+            )
     return images
 
 
 def _validate_annotations(dataset, label_map, annotation_file, images):
     for annotation in dataset.get("annotations", []):
         if not isinstance(annotation, dict):
-            raise DatasetError(f"Annotation {annotation!r} in `annotation_file`="
-                               f"{annotation_file!r} is not a JSON object.")
+            raise DatasetError(
+                f"Annotation {annotation!r} in `annotation_file`="
+                f"{annotation_file!r} is not a JSON object."
+            )
         if annotation.get("image_id") not in images:
             raise DatasetError(
                 f"Annotation {annotation.get('id')} in `annotation_file`={annotation_file!r} "
-                f"refers to unknown image id {annotation.get('image_id')!r}.")
+                f"refers to unknown image id {annotation.get('image_id')!r}."
+            )
         try:
             label_map.index_of(annotation.get("category_id"))
         except (KeyError, TypeError):
             raise DatasetError(
                 f"Annotation {annotation.get('id')} in `annotation_file`={annotation_file!r} "
                 f"refers to unknown category id {annotation.get('category_id')!r}; known ids: "
-                f"{list(label_map.category_ids)}.") from None
+                f"{list(label_map.category_ids)}."
+            ) from None
         bbox = annotation.get("bbox")
         if bbox is None or len(bbox) != 4:
-            raise DatasetError(f"Annotation {annotation.get('id')} in `annotation_file`="
-                               f"{annotation_file!r} needs a 4-number `bbox`, got {bbox!r}.")
+            raise DatasetError(
+                f"Annotation {annotation.get('id')} in `annotation_file`="
+                f"{annotation_file!r} needs a 4-number `bbox`, got {bbox!r}."
+            )
 
 
-def read_coco(annotation_file, image_dir, *, label_map=None, decode=True, check_images=True,
-              skip_empty=False):
+def read_coco(
+    annotation_file, image_dir, *, label_map=None, decode=True, check_images=True, skip_empty=False
+):
     """Reads a COCO annotation file and its images into a dataset of examples.
 
     Args:
@@ -242,8 +260,7 @@ def read_coco(annotation_file, image_dir, *, label_map=None, decode=True, check_
             bad bbox; or no image of the split is usable (all skipped, or none listed).
     """
     if check_images not in (True, False, "decode"):
-        raise ValueError(f"`check_images` must be True, False or 'decode', got "
-                         f"{check_images!r}.")
+        raise ValueError(f"`check_images` must be True, False or 'decode', got {check_images!r}.")
     dataset = _load_json(annotation_file)
     images = _index_images(dataset, annotation_file)
     if label_map is None:
@@ -272,8 +289,9 @@ def read_coco(annotation_file, image_dir, *, label_map=None, decode=True, check_
     elif check_images:
         # Files with a sound header rarely fail to decode; decoding up to the first one that
         # does guarantees that the pipeline has something to decode.
-        first = next((i for i, (_, path, _) in enumerate(candidates) if _tf_decodes(path)),
-                     len(candidates))
+        first = next(
+            (i for i, (_, path, _) in enumerate(candidates) if _tf_decodes(path)), len(candidates)
+        )
         bad = set(range(first))
     else:
         bad = set()
@@ -288,12 +306,20 @@ def read_coco(annotation_file, image_dir, *, label_map=None, decode=True, check_
         what = "images with annotations" if skip_empty else "images"
         found = len(skipped)
         detail = f": all {found} skipped ({reasons}); first: {skipped[0][0]}" if found else ""
-        raise DatasetError(f"No usable image in `image_dir`={image_dir!r} for "
-                           f"`annotation_file`={annotation_file!r}: it lists {found} {what}"
-                           f"{detail}.")
+        raise DatasetError(
+            f"No usable image in `image_dir`={image_dir!r} for "
+            f"`annotation_file`={annotation_file!r}: it lists {found} {what}"
+            f"{detail}."
+        )
     if skipped:
-        logger.warning("Skipped %d of %d images of %s (%s); first: %s", len(skipped),
-                       len(skipped) + len(candidates), annotation_file, reasons, skipped[0][0])
+        logger.warning(
+            "Skipped %d of %d images of %s (%s); first: %s",
+            len(skipped),
+            len(skipped) + len(candidates),
+            annotation_file,
+            reasons,
+            skipped[0][0],
+        )
 
     paths, image_ids, counts, all_boxes, all_classes, all_crowd = [], [], [], [], [], []
     for image_id, path, annotations in candidates:
@@ -305,21 +331,29 @@ def read_coco(annotation_file, image_dir, *, label_map=None, decode=True, check_
         paths.append(path)
         image_ids.append(int(image_id))
         counts.append(len(annotations))
-    logger.info("Read %d images, %d boxes, %d classes from %s", len(paths), len(all_boxes),
-                label_map.num_classes, annotation_file)
+    logger.info(
+        "Read %d images, %d boxes, %d classes from %s",
+        len(paths),
+        len(all_boxes),
+        label_map.num_classes,
+        annotation_file,
+    )
 
     row_lengths = np.asarray(counts, np.int64)
     boxes = tf.RaggedTensor.from_row_lengths(
-        np.asarray(all_boxes, np.float32).reshape(-1, 4), row_lengths)
+        np.asarray(all_boxes, np.float32).reshape(-1, 4), row_lengths
+    )
     classes = tf.RaggedTensor.from_row_lengths(np.asarray(all_classes, np.int32), row_lengths)
     is_crowd = tf.RaggedTensor.from_row_lengths(np.asarray(all_crowd, bool), row_lengths)
-    examples = tf.data.Dataset.from_tensor_slices({
-        "path": tf.constant(paths, tf.string),
-        "boxes": boxes,
-        "classes": classes,
-        "is_crowd": is_crowd,
-        "image_id": tf.constant(image_ids, tf.int64),
-    })
+    examples = tf.data.Dataset.from_tensor_slices(
+        {
+            "path": tf.constant(paths, tf.string),
+            "boxes": boxes,
+            "classes": classes,
+            "is_crowd": is_crowd,
+            "image_id": tf.constant(image_ids, tf.int64),
+        }
+    )
 
     def load(element):
         example = {k: element[k] for k in ("boxes", "classes", "is_crowd", "image_id")}

@@ -1,7 +1,6 @@
 """The example structure every reader produces, and what a reader returns."""
 
 import dataclasses
-from typing import List, Optional, Tuple
 
 import tensorflow as tf
 
@@ -24,5 +23,5 @@ class ReadResult:
 
     dataset: tf.data.Dataset
     label_map: LabelMap
-    num_examples: Optional[int] = None
-    skipped: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
+    num_examples: int | None = None
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)

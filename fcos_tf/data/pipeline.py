@@ -31,7 +31,6 @@ produce targets.
 """
 
 import dataclasses
-from typing import Optional, Tuple
 
 import tensorflow as tf
 
@@ -77,45 +76,51 @@ class PipelineConfig:
     """
 
     batch_size: int = 16
-    train_short_side: Tuple[int, int] = (640, 800)
+    train_short_side: tuple[int, int] = (640, 800)
     eval_short_side: int = 800
-    max_size: Optional[int] = 1333
+    max_size: int | None = 1333
     hflip_prob: float = 0.5
     pixel_norm: str = "caffe"
     resize_rounding: str = "round"
     size_divisibility: int = 32
-    pad_to: Optional[Tuple[int, int]] = None
+    pad_to: tuple[int, int] | None = None
     max_boxes: int = 100
-    strides: Tuple[int, ...] = loc.STRIDES
-    size_ranges: Tuple[Tuple[float, float], ...] = loc.SIZE_RANGES
+    strides: tuple[int, ...] = loc.STRIDES
+    size_ranges: tuple[tuple[float, float], ...] = loc.SIZE_RANGES
     center_sampling_radius: float = 1.5
     location_offset: float = loc.DEFAULT_LOCATION_OFFSET
     location_grid: str = loc.DEFAULT_LOCATION_GRID
     shuffle_buffer: int = 1000
     cache: object = False
     repeat: bool = True
-    drop_remainder: Optional[bool] = None
+    drop_remainder: bool | None = None
     deterministic: bool = False
-    seed: Optional[int] = None
-    num_parallel_calls: Optional[int] = None
-    prefetch: Optional[int] = None
+    seed: int | None = None
+    num_parallel_calls: int | None = None
+    prefetch: int | None = None
 
 
 def _check_config(config):
     if config.batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1, got {config.batch_size}.")
     if len(config.train_short_side) != 2 or not (
-            1 <= config.train_short_side[0] <= config.train_short_side[1]):
-        raise ValueError(f"`train_short_side` must be a range (low, high) with 1 <= low <= high, "
-                         f"got {config.train_short_side}.")
+        1 <= config.train_short_side[0] <= config.train_short_side[1]
+    ):
+        raise ValueError(
+            f"`train_short_side` must be a range (low, high) with 1 <= low <= high, "
+            f"got {config.train_short_side}."
+        )
     if config.eval_short_side < 1:
         raise ValueError(f"`eval_short_side` must be >= 1, got {config.eval_short_side}.")
     if config.pixel_norm not in transforms.PIXEL_NORMS:
-        raise ValueError(f"`pixel_norm` must be one of {transforms.PIXEL_NORMS}, got "
-                         f"{config.pixel_norm!r}.")
+        raise ValueError(
+            f"`pixel_norm` must be one of {transforms.PIXEL_NORMS}, got {config.pixel_norm!r}."
+        )
     if config.resize_rounding not in transforms.RESIZE_ROUNDINGS:
-        raise ValueError(f"`resize_rounding` must be one of {transforms.RESIZE_ROUNDINGS}, got "
-                         f"{config.resize_rounding!r}.")
+        raise ValueError(
+            f"`resize_rounding` must be one of {transforms.RESIZE_ROUNDINGS}, got "
+            f"{config.resize_rounding!r}."
+        )
     loc.check_location_grid(config.location_grid)
     if config.size_divisibility < 1:
         raise ValueError(f"`size_divisibility` must be >= 1, got {config.size_divisibility}.")
@@ -155,23 +160,27 @@ def preprocess_example(example, seed, *, training, config):
 
     if training:
         flip_seed, size_seed = tf.unstack(
-            tf.random.experimental.stateless_split(seed, num=2), axis=0)
+            tf.random.experimental.stateless_split(seed, num=2), axis=0
+        )
         # Flipping the small uint8 original instead of the resized float image is cheaper and
         # the same picture: the bilinear resize with half-pixel centres is mirror-symmetric.
         image, boxes, _ = transforms.random_horizontal_flip(
-            image, boxes, config.hflip_prob, flip_seed)
+            image, boxes, config.hflip_prob, flip_seed
+        )
         low, high = config.train_short_side
         short_side = transforms.random_short_side(low, high, size_seed)
     else:
         short_side = config.eval_short_side
-    _, image_size = transforms.resize_size(original_size, short_side, config.max_size,
-                                           rounding=config.resize_rounding)
+    _, image_size = transforms.resize_size(
+        original_size, short_side, config.max_size, rounding=config.resize_rounding
+    )
     image = transforms.resize_image(image, image_size)
     # One ratio per axis (the rounded size may scale the axes a little differently); the
     # detections go back to the original image the same way (serving.detections_to_outputs).
     boxes = transforms.rescale_boxes(boxes, original_size, image_size)
     boxes, classes, is_crowd = transforms.clip_and_filter_boxes(
-        boxes, classes, is_crowd, image_size, drop_crowd=training)
+        boxes, classes, is_crowd, image_size, drop_crowd=training
+    )
     image = transforms.normalize_image(image, config.pixel_norm)
     image = transforms.pad_image(image, config.size_divisibility, config.pad_to)
     boxes, classes, is_crowd = transforms.pad_boxes(boxes, classes, is_crowd, config.max_boxes)
@@ -208,11 +217,16 @@ def batch_targets(boxes, classes, is_crowd, image_size, config):
 
     def one(args):
         image_boxes, image_classes = args
-        return compute_targets(image_boxes, image_classes, image_size,
-                               strides=config.strides, size_ranges=config.size_ranges,
-                               center_sampling_radius=config.center_sampling_radius,
-                               location_offset=config.location_offset,
-                               location_grid=config.location_grid)
+        return compute_targets(
+            image_boxes,
+            image_classes,
+            image_size,
+            strides=config.strides,
+            size_ranges=config.size_ranges,
+            center_sampling_radius=config.center_sampling_radius,
+            location_offset=config.location_offset,
+            location_grid=config.location_grid,
+        )
 
     static_p = num_locations if isinstance(num_locations, int) else None
     signature = {
@@ -234,14 +248,19 @@ def _repeat_or_fail(examples):
     """``examples.repeat()`` that raises ``InvalidArgumentError`` if an epoch yields nothing."""
 
     def fail(_):
-        check = tf.debugging.Assert(False, [
-            "No example of the dataset could be read in a whole epoch: every image failed to "
-            "decode (see the skipped-file warnings above)."])
+        check = tf.debugging.Assert(
+            False,
+            [
+                "No example of the dataset could be read in a whole epoch: every image failed to "
+                "decode (see the skipped-file warnings above)."
+            ],
+        )
         with tf.control_dependencies([check]):
             # Never produced: a placeholder element of the right structure for concatenate.
             return tf.nest.map_structure(
                 lambda spec: tf.zeros([d or 0 for d in spec.shape], spec.dtype),
-                examples.element_spec)
+                examples.element_spec,
+            )
 
     # The repeat only ends when an epoch is empty.
     return examples.repeat().concatenate(tf.data.Dataset.from_tensors(0).map(fail))
@@ -255,8 +274,9 @@ def _to_model_inputs(batch, config):
     else:
         padded = tf.shape(images)[1:3]
     labels = dict(batch)
-    labels.update(batch_targets(batch["boxes"], batch["classes"], batch["is_crowd"], padded,
-                                config))
+    labels.update(
+        batch_targets(batch["boxes"], batch["classes"], batch["is_crowd"], padded, config)
+    )
     return images, labels
 
 
@@ -285,11 +305,13 @@ def make_pipeline(examples, *, training, config=None, **overrides):
     if config.cache:
         examples = examples.cache(config.cache if isinstance(config.cache, str) else "")
     if training and config.shuffle_buffer:
-        examples = examples.shuffle(config.shuffle_buffer, seed=config.seed,
-                                    reshuffle_each_iteration=True)
+        examples = examples.shuffle(
+            config.shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True
+        )
     if "image_bytes" in examples.element_spec:
-        examples = examples.map(_decode, num_parallel_calls=parallel,
-                                deterministic=config.deterministic)
+        examples = examples.map(
+            _decode, num_parallel_calls=parallel, deterministic=config.deterministic
+        )
         # A corrupt file that passed the reader's checks fails here: skip it, with a log line.
         # Only the decoding is guarded, so errors of the later steps (e.g. an image larger
         # than `pad_to`) still stop the run instead of silently emptying the dataset.
@@ -303,12 +325,16 @@ def make_pipeline(examples, *, training, config=None, **overrides):
     seeds = tf.data.Dataset.random(seed=config.seed).batch(2, drop_remainder=True)
     dataset = tf.data.Dataset.zip((examples, seeds))
     dataset = dataset.map(
-        lambda example, seed: preprocess_example(example, seed, training=training,
-                                                 config=config),
-        num_parallel_calls=parallel, deterministic=config.deterministic)
+        lambda example, seed: preprocess_example(example, seed, training=training, config=config),
+        num_parallel_calls=parallel,
+        deterministic=config.deterministic,
+    )
     drop_remainder = training if config.drop_remainder is None else config.drop_remainder
     # Normalised images are padded with zeros (the mean colour), boxes are already [M, 4].
     dataset = dataset.padded_batch(config.batch_size, drop_remainder=drop_remainder)
-    dataset = dataset.map(lambda batch: _to_model_inputs(batch, config),
-                          num_parallel_calls=parallel, deterministic=config.deterministic)
+    dataset = dataset.map(
+        lambda batch: _to_model_inputs(batch, config),
+        num_parallel_calls=parallel,
+        deterministic=config.deterministic,
+    )
     return dataset.prefetch(config.prefetch or AUTOTUNE)

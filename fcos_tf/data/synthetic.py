@@ -29,8 +29,18 @@ from fcos_tf.data.label_map import LabelMap
 CLASS_NAMES = ("rectangle", "ellipse", "triangle", "cross", "ring", "star")
 NUM_CLASSES = len(CLASS_NAMES)
 # Saturated colours shared by objects and background clutter.
-PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-           (145, 30, 180), (70, 240, 240), (240, 50, 230), (250, 250, 250), (20, 20, 20))
+PALETTE = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (250, 250, 250),
+    (20, 20, 20),
+)
 
 
 def label_map():
@@ -102,7 +112,7 @@ def _background(rng, height, width):
     c1 = rng.uniform(0, 255, 3)
     angle = rng.uniform(0, 2 * math.pi)
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    t = (xs * math.cos(angle) + ys * math.sin(angle))
+    t = xs * math.cos(angle) + ys * math.sin(angle)
     t = (t - t.min()) / max(float(t.max() - t.min()), 1.0)
     base = c0 + t[..., None] * (c1 - c0)
     image = Image.fromarray(base.astype(np.uint8))
@@ -114,21 +124,38 @@ def _background(rng, height, width):
         kind = rng.integers(3)
         x, y = rng.uniform(0, width), rng.uniform(0, height)
         if kind == 0:
-            draw.line([x, y, rng.uniform(0, width), rng.uniform(0, height)], fill=colour,
-                      width=int(rng.integers(1, 3)))
+            draw.line(
+                [x, y, rng.uniform(0, width), rng.uniform(0, height)],
+                fill=colour,
+                width=int(rng.integers(1, 3)),
+            )
         elif kind == 1:
             r = rng.uniform(1, max(2.0, scale * 0.01))
             draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
         else:
             r = rng.uniform(scale * 0.05, scale * 0.3)
             start = rng.uniform(0, 360)
-            draw.arc([x - r, y - r, x + r, y + r], start, start + rng.uniform(30, 150),
-                     fill=colour, width=int(rng.integers(1, 3)))
+            draw.arc(
+                [x - r, y - r, x + r, y + r],
+                start,
+                start + rng.uniform(30, 150),
+                fill=colour,
+                width=int(rng.integers(1, 3)),
+            )
     return image, draw
 
 
-def generate_example(index, *, image_size=256, seed=0, num_objects=(1, 8), min_object_size=6,
-                     max_object_fraction=0.95, max_occlusion=0.5, noise_std=(0.0, 12.0)):
+def generate_example(
+    index,
+    *,
+    image_size=256,
+    seed=0,
+    num_objects=(1, 8),
+    min_object_size=6,
+    max_object_fraction=0.95,
+    max_occlusion=0.5,
+    noise_std=(0.0, 12.0),
+):
     """Draws synthetic image ``index`` of the dataset ``seed`` (pure NumPy/PIL).
 
     Args:
@@ -169,19 +196,28 @@ def generate_example(index, *, image_size=256, seed=0, num_objects=(1, 8), min_o
             x1 = int(rng.integers(0, width - w + 1))
             y1 = int(rng.integers(0, height - h + 1))
             kind_index = int(rng.integers(NUM_CLASSES))
-            colour = tuple(int(np.clip(c + rng.normal(0, 15), 0, 255))
-                           for c in PALETTE[rng.integers(len(PALETTE))])
+            colour = tuple(
+                int(np.clip(c + rng.normal(0, 15), 0, 255))
+                for c in PALETTE[rng.integers(len(PALETTE))]
+            )
             mask_image = Image.new("L", (width, height), 0)
             shape_rng_state = rng.bit_generator.state
-            _draw_shape(ImageDraw.Draw(mask_image), CLASS_NAMES[kind_index],
-                        (x1, y1, x1 + w, y1 + h), 255, rng)
+            _draw_shape(
+                ImageDraw.Draw(mask_image),
+                CLASS_NAMES[kind_index],
+                (x1, y1, x1 + w, y1 + h),
+                255,
+                rng,
+            )
             window = (slice(y1, y1 + h), slice(x1, x1 + w))
             mask = np.asarray(mask_image)[window] > 0
             if not mask.any():
                 continue
             # Only the new object's window can lose pixels: check and update it alone.
-            if any((m[window] & mask).sum() > max_occlusion * count
-                   for m, count in zip(visible, visible_counts)):
+            if any(
+                (m[window] & mask).sum() > max_occlusion * count
+                for m, count in zip(visible, visible_counts)
+            ):
                 continue
             # Redraw with the same random draws onto the image itself.
             rng.bit_generator.state = shape_rng_state
@@ -237,7 +273,8 @@ def synthetic_dataset(num_images, *, image_size=256, seed=0, **kwargs):
 
     def load(index):
         image, boxes, classes, is_crowd = tf.numpy_function(
-            draw, [index], (tf.uint8, tf.float32, tf.int32, tf.bool), stateful=False)
+            draw, [index], (tf.uint8, tf.float32, tf.int32, tf.bool), stateful=False
+        )
         return {
             "image": tf.ensure_shape(image, [height, width, 3]),
             "boxes": tf.ensure_shape(boxes, [None, 4]),
@@ -247,7 +284,8 @@ def synthetic_dataset(num_images, *, image_size=256, seed=0, **kwargs):
         }
 
     dataset = tf.data.Dataset.range(num_images).map(
-        load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
     return ReadResult(dataset, label_map(), num_images)
 
 
@@ -275,18 +313,24 @@ def write_coco(output_dir, num_images, *, image_size=256, seed=0, jpeg_quality=9
     for index in range(num_images):
         example = generate_example(index, image_size=image_size, seed=seed, **kwargs)
         file_name = f"{index:06d}.jpg"
-        Image.fromarray(example["image"]).save(os.path.join(image_dir, file_name),
-                                               quality=jpeg_quality)
+        Image.fromarray(example["image"]).save(
+            os.path.join(image_dir, file_name), quality=jpeg_quality
+        )
         height, width = example["image"].shape[:2]
         images.append({"id": index, "file_name": file_name, "height": height, "width": width})
         for box, cls in zip(example["boxes"].tolist(), example["classes"].tolist()):
             x1, y1, x2, y2 = box
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": index,
-                "category_id": labels.category_id(cls), "bbox": [x1, y1, x2 - x1, y2 - y1],
-                "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index,
+                    "category_id": labels.category_id(cls),
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0,
+                }
+            )
     annotation_file = os.path.join(output_dir, "annotations.json")
     with open(annotation_file, "w") as f:
-        json.dump({"images": images, "annotations": annotations,
-                   "categories": labels.to_list()}, f)
+        json.dump({"images": images, "annotations": annotations, "categories": labels.to_list()}, f)
     return annotation_file, image_dir

@@ -59,8 +59,9 @@ def tfds_example(features, *, boxes_key="bbox", label_key="label"):
         is_crowd = tf.cast(objects["is_crowd"], tf.bool)
     else:
         is_crowd = tf.zeros_like(labels, tf.bool)
-    count = tf.reduce_min(tf.stack([tf.shape(boxes)[0], tf.shape(labels)[0],
-                                    tf.shape(is_crowd)[0]]))
+    count = tf.reduce_min(
+        tf.stack([tf.shape(boxes)[0], tf.shape(labels)[0], tf.shape(is_crowd)[0]])
+    )
     size = tf.cast(tf.shape(image)[:2], tf.float32)
     # Normalised yxyx at the edge -> xyxy pixels of the original image.
     boxes = box_ops.scale_xyxy(box_ops.yxyx_to_xyxy(boxes[:count]), size[1], size[0])
@@ -76,8 +77,15 @@ def tfds_example(features, *, boxes_key="bbox", label_key="label"):
     }
 
 
-def read_tfds(name="coco/2017", split="train", *, data_dir=None, download=False,
-              shuffle_files=False, read_config=None):
+def read_tfds(
+    name="coco/2017",
+    split="train",
+    *,
+    data_dir=None,
+    download=False,
+    shuffle_files=False,
+    read_config=None,
+):
     """Loads a TFDS detection dataset as reader examples.
 
     Args:
@@ -95,12 +103,18 @@ def read_tfds(name="coco/2017", split="train", *, data_dir=None, download=False,
         FileNotFoundError: the data is not prepared (and ``download`` is False or failed).
         DatasetError: the split has no example.
     """
-    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    import tensorflow_datasets as tfds
 
     try:
-        dataset, info = tfds.load(name, split=split, data_dir=data_dir, download=download,
-                                  shuffle_files=shuffle_files, read_config=read_config,
-                                  with_info=True)
+        dataset, info = tfds.load(
+            name,
+            split=split,
+            data_dir=data_dir,
+            download=download,
+            shuffle_files=shuffle_files,
+            read_config=read_config,
+            with_info=True,
+        )
     except Exception as error:  # TFDS raises AssertionError, DatasetNotFoundError, OSError...
         raise FileNotFoundError(
             f"Could not load TFDS dataset {name!r} (split {split!r}, data_dir={data_dir!r}): "
@@ -108,22 +122,25 @@ def read_tfds(name="coco/2017", split="train", *, data_dir=None, download=False,
             f"access (`tfds build {name}` or tfds.builder({name!r}).download_and_prepare()), "
             f"copy the data folder here and pass its location as `data_dir`; or call with "
             f"download=True; or use the COCO JSON reader (fcos_tf.data.coco.read_coco) on "
-            f"local files.") from error
+            f"local files."
+        ) from error
     objects = info.features["objects"]
     if "bbox" not in objects or "label" not in objects:
-        raise ValueError(f"TFDS dataset {name!r} has no objects/bbox and objects/label "
-                         f"features; features: {info.features}.")
+        raise ValueError(
+            f"TFDS dataset {name!r} has no objects/bbox and objects/label "
+            f"features; features: {info.features}."
+        )
     label_map = _label_map_for(name, list(objects["label"].names))
     if "image/id" not in info.features:
         # Evaluation needs unique image ids: number the examples in reading order.
-        dataset = dataset.enumerate().map(lambda index, features: {**features,
-                                                                   "image/id": index})
+        dataset = dataset.enumerate().map(lambda index, features: {**features, "image/id": index})
     dataset = dataset.map(tfds_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     try:
         num_examples = info.splits[split].num_examples
-    except Exception:  # pylint: disable=broad-except  (e.g. mocked or sliced splits)
+    except Exception:  # e.g. mocked or sliced splits
         num_examples = None
     if num_examples == 0:
-        raise DatasetError(f"TFDS dataset {name!r} (data_dir={data_dir!r}) has no example in "
-                           f"split {split!r}.")
+        raise DatasetError(
+            f"TFDS dataset {name!r} (data_dir={data_dir!r}) has no example in split {split!r}."
+        )
     return ReadResult(dataset, label_map, num_examples or None)

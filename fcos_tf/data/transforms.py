@@ -112,8 +112,9 @@ def random_short_side(min_size, max_size, seed):
     """
     if max_size < min_size:
         raise ValueError(f"`max_size` ({max_size}) must be >= `min_size` ({min_size}).")
-    return tf.random.stateless_uniform([], seed, minval=min_size, maxval=max_size + 1,
-                                       dtype=tf.int32)
+    return tf.random.stateless_uniform(
+        [], seed, minval=min_size, maxval=max_size + 1, dtype=tf.int32
+    )
 
 
 def resize_image(image, new_size):
@@ -132,8 +133,11 @@ def resize_image(image, new_size):
     """
     new_size = tf.convert_to_tensor(new_size, tf.int32)
     same = tf.reduce_all(tf.shape(image)[:2] == new_size)
-    return tf.cond(same, lambda: tf.cast(image, tf.float32),
-                   lambda: tf.image.resize(image, new_size, method="bilinear"))
+    return tf.cond(
+        same,
+        lambda: tf.cast(image, tf.float32),
+        lambda: tf.image.resize(image, new_size, method="bilinear"),
+    )
 
 
 def horizontal_flip(image, boxes):
@@ -192,8 +196,11 @@ def clip_and_filter_boxes(boxes, classes, is_crowd, image_size, drop_crowd):
     keep = valid_box_mask(boxes)
     if drop_crowd:
         keep = tf.logical_and(keep, tf.logical_not(is_crowd))
-    return (tf.boolean_mask(boxes, keep), tf.boolean_mask(classes, keep),
-            tf.boolean_mask(is_crowd, keep))
+    return (
+        tf.boolean_mask(boxes, keep),
+        tf.boolean_mask(classes, keep),
+        tf.boolean_mask(is_crowd, keep),
+    )
 
 
 def normalize_image(image, pixel_norm="caffe"):
@@ -268,8 +275,10 @@ def padded_size(image_size, size_divisor=32, pad_to=None):
     if pad_to is not None:
         target = tf.constant(pad_to, tf.int32)
         check = tf.debugging.assert_less_equal(
-            image_size, target,
-            message="image larger than `pad_to`: lower the resize sizes or raise `pad_to`")
+            image_size,
+            target,
+            message="image larger than `pad_to`: lower the resize sizes or raise `pad_to`",
+        )
         with tf.control_dependencies([check]):
             return tf.identity(target)
     return (image_size + size_divisor - 1) // size_divisor * size_divisor
@@ -311,5 +320,8 @@ def pad_boxes(boxes, classes, is_crowd, max_boxes):
     boxes = tf.pad(boxes, [[0, pad], [0, 0]])
     classes = tf.pad(classes, [[0, pad]], constant_values=-1)
     is_crowd = tf.pad(is_crowd, [[0, pad]], constant_values=False)
-    return (tf.ensure_shape(boxes, [max_boxes, 4]), tf.ensure_shape(classes, [max_boxes]),
-            tf.ensure_shape(is_crowd, [max_boxes]))
+    return (
+        tf.ensure_shape(boxes, [max_boxes, 4]),
+        tf.ensure_shape(classes, [max_boxes]),
+        tf.ensure_shape(is_crowd, [max_boxes]),
+    )

@@ -13,7 +13,6 @@ From the command line, one training batch as PNG files::
     python -m fcos_tf.data.visualize --annotations ann.json --images imgs/ --output /tmp/t
 """
 
-
 import os
 
 import numpy as np
@@ -23,10 +22,26 @@ from fcos_tf import locations as loc
 from fcos_tf.data import transforms
 
 # One colour per level P3..P7 (and more if there are more levels).
-LEVEL_COLOURS = ((255, 60, 60), (255, 200, 0), (60, 220, 60), (0, 180, 255), (200, 80, 255),
-                 (255, 255, 255))
-_BOX_COLOURS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-                (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 190))
+LEVEL_COLOURS = (
+    (255, 60, 60),
+    (255, 200, 0),
+    (60, 220, 60),
+    (0, 180, 255),
+    (200, 80, 255),
+    (255, 255, 255),
+)
+_BOX_COLOURS = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 190),
+)
 
 
 def _class_colour(cls):
@@ -42,8 +57,9 @@ def _as_uint8_rgb(image):
     return image
 
 
-def draw_detections(image, boxes, classes, scores=None, names=None, *, score_threshold=0.0,
-                    width=2):
+def draw_detections(
+    image, boxes, classes, scores=None, names=None, *, score_threshold=0.0, width=2
+):
     """Draws boxes with ``name score`` captions.
 
     Args:
@@ -81,9 +97,17 @@ def draw_detections(image, boxes, classes, scores=None, names=None, *, score_thr
     return np.asarray(picture)
 
 
-def render_targets(image, labels, index=0, *, pixel_norm="caffe", names=None,
-                   strides=loc.STRIDES, location_offset=loc.DEFAULT_LOCATION_OFFSET,
-                   location_grid=loc.DEFAULT_LOCATION_GRID):
+def render_targets(
+    image,
+    labels,
+    index=0,
+    *,
+    pixel_norm="caffe",
+    names=None,
+    strides=loc.STRIDES,
+    location_offset=loc.DEFAULT_LOCATION_OFFSET,
+    location_grid=loc.DEFAULT_LOCATION_GRID,
+):
     """Draws the ground truth and the positive locations of one example of a batch.
 
     Args:
@@ -113,16 +137,18 @@ def render_targets(image, labels, index=0, *, pixel_norm="caffe", names=None,
     for box in boxes[crowd & (classes >= 0)]:
         draw.rectangle([float(v) for v in box], outline=(160, 160, 160), width=1)
 
-    points, point_strides = loc.compute_locations((height, width), strides, location_offset,
-                                                  location_grid=location_grid)
+    points, point_strides = loc.compute_locations(
+        (height, width), strides, location_offset, location_grid=location_grid
+    )
     points, point_strides = points.numpy(), point_strides.numpy()
     positive = np.asarray(labels["class_targets"][index]) >= 0
     for level, stride in enumerate(strides):
         colour = LEVEL_COLOURS[level % len(LEVEL_COLOURS)]
         radius = 2 + level
         for x, y in points[positive & (point_strides == stride)]:
-            draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour,
-                         outline=(0, 0, 0))
+            draw.ellipse(
+                [x - radius, y - radius, x + radius, y + radius], fill=colour, outline=(0, 0, 0)
+            )
     for level, stride in enumerate(strides):  # legend
         colour = LEVEL_COLOURS[level % len(LEVEL_COLOURS)]
         count = int(np.sum(positive & (point_strides == stride)))
@@ -131,9 +157,17 @@ def render_targets(image, labels, index=0, *, pixel_norm="caffe", names=None,
     return np.asarray(canvas)
 
 
-def save_batch(images, labels, output_dir, *, pixel_norm="caffe", names=None,
-               strides=loc.STRIDES, location_offset=loc.DEFAULT_LOCATION_OFFSET,
-               location_grid=loc.DEFAULT_LOCATION_GRID):
+def save_batch(
+    images,
+    labels,
+    output_dir,
+    *,
+    pixel_norm="caffe",
+    names=None,
+    strides=loc.STRIDES,
+    location_offset=loc.DEFAULT_LOCATION_OFFSET,
+    location_grid=loc.DEFAULT_LOCATION_GRID,
+):
     """Renders every example of a pipeline batch with :func:`render_targets` to PNG files.
 
     Args:
@@ -149,9 +183,16 @@ def save_batch(images, labels, output_dir, *, pixel_norm="caffe", names=None,
     paths = []
     image_ids = np.asarray(labels["image_id"]) if "image_id" in labels else None
     for i in range(int(np.shape(images)[0])):
-        picture = render_targets(images[i], labels, i, pixel_norm=pixel_norm, names=names,
-                                 strides=strides, location_offset=location_offset,
-                                 location_grid=location_grid)
+        picture = render_targets(
+            images[i],
+            labels,
+            i,
+            pixel_norm=pixel_norm,
+            names=names,
+            strides=strides,
+            location_offset=location_offset,
+            location_grid=location_grid,
+        )
         name = f"{int(image_ids[i])}.png" if image_ids is not None else f"{i}.png"
         path = os.path.join(output_dir, name)
         Image.fromarray(picture).save(path)
@@ -160,44 +201,57 @@ def save_batch(images, labels, output_dir, *, pixel_norm="caffe", names=None,
 
 
 def _define_flags(flag_values):
-    from absl import flags  # pylint: disable=import-outside-toplevel
+    from absl import flags
 
-    flags.DEFINE_string("output", None, "Folder receiving <image_id>.png.",
-                        flag_values=flag_values)
-    flags.DEFINE_string("annotations", None, "COCO JSON (default: the synthetic dataset).",
-                        flag_values=flag_values)
-    flags.DEFINE_string("images", None, "Image folder of --annotations.",
-                        flag_values=flag_values)
-    flags.DEFINE_integer("batch_size", 4, "Images rendered.", lower_bound=1,
-                         flag_values=flag_values)
-    flags.DEFINE_list("short_side", ["320", "320"], "Training short-side range MIN,MAX.",
-                      flag_values=flag_values)
+    flags.DEFINE_string("output", None, "Folder receiving <image_id>.png.", flag_values=flag_values)
+    flags.DEFINE_string(
+        "annotations", None, "COCO JSON (default: the synthetic dataset).", flag_values=flag_values
+    )
+    flags.DEFINE_string("images", None, "Image folder of --annotations.", flag_values=flag_values)
+    flags.DEFINE_integer(
+        "batch_size", 4, "Images rendered.", lower_bound=1, flag_values=flag_values
+    )
+    flags.DEFINE_list(
+        "short_side", ["320", "320"], "Training short-side range MIN,MAX.", flag_values=flag_values
+    )
     flags.DEFINE_integer("max_size", 533, "Long side at most.", flag_values=flag_values)
-    flags.DEFINE_integer("synthetic_size", 256, "Side of the synthetic images.",
-                         flag_values=flag_values)
-    flags.DEFINE_integer("seed", 0, "Seed of the data and the augmentation.",
-                         flag_values=flag_values)
+    flags.DEFINE_integer(
+        "synthetic_size", 256, "Side of the synthetic images.", flag_values=flag_values
+    )
+    flags.DEFINE_integer(
+        "seed", 0, "Seed of the data and the augmentation.", flag_values=flag_values
+    )
     flags.mark_flag_as_required("output", flag_values=flag_values)
     flags.register_multi_flags_validator(
-        ["annotations", "images"], lambda f: not f["annotations"] or bool(f["images"]),
-        "--images is required with --annotations", flag_values=flag_values)
+        ["annotations", "images"],
+        lambda f: not f["annotations"] or bool(f["images"]),
+        "--images is required with --annotations",
+        flag_values=flag_values,
+    )
 
 
 def main(argv=None):
     """Renders the first training batch of a dataset (synthetic, or COCO JSON) to PNG files."""
-    from fcos_tf import cli  # pylint: disable=import-outside-toplevel
-    from fcos_tf.data import coco, pipeline, synthetic  # pylint: disable=import-outside-toplevel
+    from fcos_tf import cli
+    from fcos_tf.data import coco, pipeline, synthetic
 
     args = cli.parse_flags(_define_flags, argv, "python -m fcos_tf.data.visualize")
     if args.annotations:
         read = coco.read_coco(args.annotations, args.images, decode=False)
     else:
-        read = synthetic.synthetic_dataset(args.batch_size, image_size=args.synthetic_size,
-                                           seed=args.seed)
+        read = synthetic.synthetic_dataset(
+            args.batch_size, image_size=args.synthetic_size, seed=args.seed
+        )
     dataset = pipeline.make_pipeline(
-        read.dataset, training=True, batch_size=args.batch_size,
-        train_short_side=tuple(int(v) for v in args.short_side), max_size=args.max_size, seed=args.seed,
-        deterministic=True, repeat=False)
+        read.dataset,
+        training=True,
+        batch_size=args.batch_size,
+        train_short_side=tuple(int(v) for v in args.short_side),
+        max_size=args.max_size,
+        seed=args.seed,
+        deterministic=True,
+        repeat=False,
+    )
     images, labels = next(iter(dataset))
     for path in save_batch(images, labels, args.output, names=read.label_map.names):
         print(path)
