@@ -346,7 +346,7 @@ class SmallBackbone(keras.Model):
         return cls(**config)
 
 
-def build_backbone(name, **kwargs):
+def build_backbone(name: str, **kwargs) -> keras.Model:
     """Builds a backbone by name.
 
     Args:

@@ -18,12 +18,15 @@ import contextlib
 import io
 import json
 import logging
+from collections.abc import Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from fcos_tf.data.label_map import LabelMap
 from fcos_tf.serving import detections_to_outputs
 
 # The 12 numbers of COCOeval.summarize(), in its order.
@@ -93,7 +96,11 @@ def to_original_xywh(boxes, image_size, original_size):
     )
 
 
-def outputs_to_coco(outputs, image_ids, original_sizes):
+def outputs_to_coco(
+    outputs: dict,
+    image_ids: Sequence[int] | np.ndarray,
+    original_sizes: Sequence[Sequence[int]] | np.ndarray,
+) -> list[dict]:
     """COCO result dicts from the exported outputs (a SavedModel's response, or evaluation's).
 
     Args:
@@ -184,7 +191,13 @@ def ground_truth_from_labels(labels):
     return images, annotations
 
 
-def coco_evaluate(ground_truth, results, label_map, image_ids=None, verbose=True):
+def coco_evaluate(
+    ground_truth: COCO,
+    results: list[dict],
+    label_map: LabelMap,
+    image_ids: Sequence[int] | None = None,
+    verbose: bool = True,
+) -> dict:
     """Runs ``COCOeval`` (bbox) and returns the 12 numbers and the per-class AP.
 
     Args:
@@ -294,8 +307,15 @@ def predict_dataset(model, dataset, label_map, num_images=0):
 
 
 def evaluate(
-    model, dataset, label_map, *, ground_truth=None, num_images=0, verbose=True, keep_batches=0
-):
+    model: keras.Model,
+    dataset: tf.data.Dataset,
+    label_map: LabelMap,
+    *,
+    ground_truth: COCO | None = None,
+    num_images: int = 0,
+    verbose: bool = True,
+    keep_batches: int = 0,
+) -> tuple[dict, list]:
     """COCO AP of ``model`` on a validation dataset, scored on the export's outputs.
 
     Args:

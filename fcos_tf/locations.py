@@ -11,6 +11,7 @@ The values here are defined once and imported everywhere else. Two grid rules ex
 """
 
 import math
+from collections.abc import Sequence
 
 import tensorflow as tf
 
@@ -97,11 +98,11 @@ def _at_least_one(value):
 
 
 def compute_locations(
-    image_size,
-    strides=STRIDES,
-    location_offset=DEFAULT_LOCATION_OFFSET,
-    location_grid=DEFAULT_LOCATION_GRID,
-):
+    image_size: Sequence[int] | tf.Tensor,
+    strides: Sequence[int] = STRIDES,
+    location_offset: float = DEFAULT_LOCATION_OFFSET,
+    location_grid: str = DEFAULT_LOCATION_GRID,
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Centres of the receptive fields of every feature cell, flattened over levels.
 
     The cell ``(i, j)`` of a level sits at

@@ -23,6 +23,8 @@ overlap and runs the single-class NMS-V5 op per image (a TFLite builtin op, for 
 Neither NMS op has an XLA kernel: never call this inside an XLA-compiled function.
 """
 
+from collections.abc import Sequence
+
 import tensorflow as tf
 
 from fcos_tf import boxes as box_ops
@@ -40,20 +42,20 @@ NMS_KINDS = ("combined", "class_offset")
 
 
 def postprocess(
-    outputs,
-    image_size,
+    outputs: dict[str, tf.Tensor],
+    image_size: Sequence[int] | tf.Tensor,
     *,
-    strides=STRIDES,
-    location_offset=DEFAULT_LOCATION_OFFSET,
-    location_grid=DEFAULT_LOCATION_GRID,
-    score_threshold=0.05,
-    score_threshold_on="class",
-    pre_nms_top_k=1000,
-    nms_iou_threshold=0.6,
-    max_detections=100,
-    valid_size=None,
-    nms="combined",
-):
+    strides: Sequence[int] = STRIDES,
+    location_offset: float = DEFAULT_LOCATION_OFFSET,
+    location_grid: str = DEFAULT_LOCATION_GRID,
+    score_threshold: float = 0.05,
+    score_threshold_on: str = "class",
+    pre_nms_top_k: int = 1000,
+    nms_iou_threshold: float = 0.6,
+    max_detections: int = 100,
+    valid_size: tf.Tensor | None = None,
+    nms: str = "combined",
+) -> dict[str, tf.Tensor]:
     """Turns ``FCOS.call`` outputs into at most ``max_detections`` boxes per image.
 
     Args:

@@ -264,7 +264,14 @@ def error_reason(error: tf.errors.OpError) -> str:
     return type(error).__name__
 
 
-def predict(model_path, inputs, output_dir, *, score_threshold=0.3, checkpoint=None):
+def predict(
+    model_path: str,
+    inputs: Sequence[str],
+    output_dir: str,
+    *,
+    score_threshold: float = 0.3,
+    checkpoint: str | None = None,
+) -> dict:
     """Detects objects in every image of ``inputs``; writes pictures and JSON files.
 
     A file that is not a readable image (empty, truncated, corrupt, another format) is

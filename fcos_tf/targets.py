@@ -8,6 +8,7 @@ image size and a dynamic number of boxes (including none).
 """
 
 import numbers
+from collections.abc import Sequence
 
 import tensorflow as tf
 
@@ -150,16 +151,16 @@ def _per_coordinate(values, counts):
 
 
 def compute_targets(
-    boxes,
-    classes,
-    image_size,
+    boxes: tf.Tensor,
+    classes: tf.Tensor,
+    image_size: Sequence[int] | tf.Tensor,
     *,
-    strides=STRIDES,
-    size_ranges=SIZE_RANGES,
-    center_sampling_radius=1.5,
-    location_offset=DEFAULT_LOCATION_OFFSET,
-    location_grid=DEFAULT_LOCATION_GRID,
-):
+    strides: Sequence[int] = STRIDES,
+    size_ranges: Sequence[Sequence[float]] = SIZE_RANGES,
+    center_sampling_radius: float = 1.5,
+    location_offset: float = DEFAULT_LOCATION_OFFSET,
+    location_grid: str = DEFAULT_LOCATION_GRID,
+) -> dict[str, tf.Tensor]:
     """Assigns every location of every pyramid level to one ground-truth box or background.
 
     A location ``(x, y)`` of the level with stride ``s`` is a positive for box ``(x0, y0, x1,

@@ -233,8 +233,14 @@ def _validate_annotations(dataset, label_map, annotation_file, images):
 
 
 def read_coco(
-    annotation_file, image_dir, *, label_map=None, decode=True, check_images=True, skip_empty=False
-):
+    annotation_file: str,
+    image_dir: str,
+    *,
+    label_map: LabelMap | None = None,
+    decode: bool = True,
+    check_images: bool | str = True,
+    skip_empty: bool = False,
+) -> ReadResult:
     """Reads a COCO annotation file and its images into a dataset of examples.
 
     Args:

@@ -280,7 +280,9 @@ def _to_model_inputs(batch, config):
     return images, labels
 
 
-def make_pipeline(examples, *, training, config=None, **overrides):
+def make_pipeline(
+    examples: tf.data.Dataset, *, training: bool, config: PipelineConfig | None = None, **overrides
+) -> tf.data.Dataset:
     """Builds the batched input pipeline of ``model.fit`` / ``model.evaluate``.
 
     Args:

@@ -18,6 +18,7 @@ Every shape touches all four sides of its ground-truth box, so the boxes are tig
 import json
 import math
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -250,7 +251,9 @@ def generate_example(
     }
 
 
-def synthetic_dataset(num_images, *, image_size=256, seed=0, **kwargs):
+def synthetic_dataset(
+    num_images: int, *, image_size: int | Sequence[int] = 256, seed: int = 0, **kwargs
+) -> ReadResult:
     """The synthetic dataset as reader examples.
 
     Args:

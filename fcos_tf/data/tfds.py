@@ -78,14 +78,14 @@ def tfds_example(features, *, boxes_key="bbox", label_key="label"):
 
 
 def read_tfds(
-    name="coco/2017",
-    split="train",
+    name: str = "coco/2017",
+    split: str = "train",
     *,
-    data_dir=None,
-    download=False,
-    shuffle_files=False,
+    data_dir: str | None = None,
+    download: bool = False,
+    shuffle_files: bool = False,
     read_config=None,
-):
+) -> ReadResult:
     """Loads a TFDS detection dataset as reader examples.
 
     Args:

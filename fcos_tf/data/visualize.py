@@ -14,8 +14,10 @@ From the command line, one training batch as PNG files::
 """
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
+import tensorflow as tf
 from PIL import Image, ImageDraw
 
 from fcos_tf import locations as loc
@@ -58,8 +60,15 @@ def _as_uint8_rgb(image):
 
 
 def draw_detections(
-    image, boxes, classes, scores=None, names=None, *, score_threshold=0.0, width=2
-):
+    image: np.ndarray,
+    boxes: np.ndarray,
+    classes: np.ndarray,
+    scores: np.ndarray | None = None,
+    names: Sequence[str] | None = None,
+    *,
+    score_threshold: float = 0.0,
+    width: int = 2,
+) -> np.ndarray:
     """Draws boxes with ``name score`` captions.
 
     Args:
@@ -98,16 +107,16 @@ def draw_detections(
 
 
 def render_targets(
-    image,
-    labels,
-    index=0,
+    image: np.ndarray | tf.Tensor,
+    labels: dict,
+    index: int = 0,
     *,
-    pixel_norm="caffe",
-    names=None,
-    strides=loc.STRIDES,
-    location_offset=loc.DEFAULT_LOCATION_OFFSET,
-    location_grid=loc.DEFAULT_LOCATION_GRID,
-):
+    pixel_norm: str = "caffe",
+    names: Sequence[str] | None = None,
+    strides: Sequence[int] = loc.STRIDES,
+    location_offset: float = loc.DEFAULT_LOCATION_OFFSET,
+    location_grid: str = loc.DEFAULT_LOCATION_GRID,
+) -> np.ndarray:
     """Draws the ground truth and the positive locations of one example of a batch.
 
     Args:
@@ -158,16 +167,16 @@ def render_targets(
 
 
 def save_batch(
-    images,
-    labels,
-    output_dir,
+    images: np.ndarray | tf.Tensor,
+    labels: dict,
+    output_dir: str,
     *,
-    pixel_norm="caffe",
-    names=None,
-    strides=loc.STRIDES,
-    location_offset=loc.DEFAULT_LOCATION_OFFSET,
-    location_grid=loc.DEFAULT_LOCATION_GRID,
-):
+    pixel_norm: str = "caffe",
+    names: Sequence[str] | None = None,
+    strides: Sequence[int] = loc.STRIDES,
+    location_offset: float = loc.DEFAULT_LOCATION_OFFSET,
+    location_grid: str = loc.DEFAULT_LOCATION_GRID,
+) -> list[str]:
     """Renders every example of a pipeline batch with :func:`render_targets` to PNG files.
 
     Args:
