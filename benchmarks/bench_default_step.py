@@ -136,7 +136,16 @@ def main():
     rows, total = table(totals, categorise, args.steps)
     print(f"By op category (op time summed over threads: {total:.1f} ms per step):\n")
     common.print_table(["category", "ms / step", "%"], rows)
-    rows, _ = table(totals, part, args.steps)
+    # Keras numbers the head's calls (one per level, P3 first) in steps it chooses: rank them.
+    calls = sorted(
+        {
+            int(m.group(1))
+            for m in map(re.compile(r"head, call (\d+)").match, map(part, totals))
+            if m
+        }
+    )
+    levels = {f"head, call {c}": f"head on P{3 + i}" for i, c in enumerate(calls)}
+    rows, _ = table(totals, lambda name: levels.get(part(name), part(name)), args.steps)
     print("\nBy part of the model:\n")
     common.print_table(["part", "ms / step", "%"], rows)
 
