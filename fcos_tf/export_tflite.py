@@ -19,7 +19,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fcos_tf import postprocess as postprocess_lib
 from fcos_tf.data import transforms
 from fcos_tf.data.label_map import LabelMap
 from fcos_tf.serving import IMAGES_INPUT, detections_to_outputs
@@ -68,18 +67,8 @@ def tflite_detection_function(
         inputs = transforms.normalize_image(images, pixel_norm)
         outputs = model(inputs, training=False)
         # Class-offset NMS: NON_MAX_SUPPRESSION_V5, a TFLite builtin (combined NMS is not).
-        detections = postprocess_lib.postprocess(
-            outputs,
-            (height, width),
-            strides=model.strides,
-            location_offset=model.location_offset,
-            location_grid=model.location_grid,
-            score_threshold=model.score_threshold,
-            score_threshold_on=model.score_threshold_on,
-            pre_nms_top_k=model.pre_nms_top_k,
-            nms_iou_threshold=model.nms_iou_threshold,
-            max_detections=max_detections,
-            nms="class_offset",
+        detections = model.postprocess(
+            outputs, (height, width), nms="class_offset", max_detections=max_detections
         )
         frame = tf.constant([[height, width]], tf.int32)
         outputs = detections_to_outputs(detections, label_map, valid_size=frame, frame_size=frame)

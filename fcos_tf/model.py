@@ -266,13 +266,21 @@ class FCOS(keras.Model):
         outputs = self(images, training=False)
         return self._update_trackers(self.compute_losses(outputs, labels), images)
 
-    def postprocess(self, outputs, image_size, valid_size=None):
+    def postprocess(
+        self, outputs, image_size, valid_size=None, *, nms="combined", max_detections=None
+    ):
         """Detections from ``call()`` outputs with this model's inference settings.
+
+        Every path that decodes (``predict_step``, the serving graph, the TFLite graph) comes
+        through here, so the decoding settings are read from the model in one place.
 
         Args:
             outputs: dict from :meth:`call`.
             image_size: ``(H, W)`` of the network input (ints or int32 ``[2]``).
             valid_size: optional int32 ``[B, 2]`` valid region per image for clipping.
+            nms: ``"combined"`` or ``"class_offset"`` (TFLite builtins), see
+                :func:`fcos_tf.postprocess.postprocess`.
+            max_detections: D (default: the model's ``max_detections``).
 
         Returns:
             dict ``boxes`` float32 ``[B, D, 4]`` xyxy input pixels, ``scores`` float32
@@ -288,8 +296,9 @@ class FCOS(keras.Model):
             score_threshold_on=self.score_threshold_on,
             pre_nms_top_k=self.pre_nms_top_k,
             nms_iou_threshold=self.nms_iou_threshold,
-            max_detections=self.max_detections,
+            max_detections=max_detections or self.max_detections,
             valid_size=valid_size,
+            nms=nms,
         )
 
     def predict_step(self, data):
