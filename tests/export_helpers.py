@@ -114,3 +114,28 @@ def run_python(code, *args, timeout=600):
     if result.returncode != 0:
         raise AssertionError(f"subprocess failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return result.stdout
+
+
+def tiny_train_flags(workdir, **train):
+    """``train.py`` flags of a seconds-long synthetic run (64-pixel images, a thin head).
+
+    Args:
+        workdir: the run directory.
+        **train: more ``--config.train.<key>=<value>`` overrides (e.g. ``lr_steps="(1,)"``).
+    """
+    return [
+        f"--workdir={workdir}",
+        "--mode=train",
+        "--config.data.synthetic.num_train=16",
+        "--config.data.synthetic.image_size=(64, 64)",
+        "--config.pipeline.train_short_side=(64, 64)",
+        "--config.pipeline.max_size=64",
+        "--config.pipeline.eval_short_side=64",
+        "--config.pipeline.shuffle_buffer=16",
+        "--config.model.fpn_channels=16",
+        "--config.model.head_num_convs=1",
+        "--config.model.head_num_groups=8",
+        "--config.train.batch_size=4",
+        "--config.train.warmup_steps=1",
+        *(f"--config.train.{key}={value}" for key, value in train.items()),
+    ]

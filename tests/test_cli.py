@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import export_helpers as helpers
 import pytest
 import tensorflow as tf
 
@@ -23,25 +24,13 @@ TIMEOUT_S = 300
 
 def _tiny_flags(workdir, total_steps=2, steps_per_epoch=2, checkpoint_every=2):
     """Overrides of a seconds-long synthetic run (64-pixel images, a thin head)."""
-    return [
-        f"--workdir={workdir}",
-        "--mode=train",
-        "--config.data.synthetic.num_train=16",
-        "--config.data.synthetic.image_size=(64, 64)",
-        "--config.pipeline.train_short_side=(64, 64)",
-        "--config.pipeline.max_size=64",
-        "--config.pipeline.eval_short_side=64",
-        "--config.pipeline.shuffle_buffer=16",
-        "--config.model.fpn_channels=16",
-        "--config.model.head_num_convs=1",
-        "--config.model.head_num_groups=8",
-        "--config.train.batch_size=4",
-        "--config.train.warmup_steps=1",
-        "--config.train.lr_steps=(1,)",
-        f"--config.train.total_steps={total_steps}",
-        f"--config.train.steps_per_epoch={steps_per_epoch}",
-        f"--config.train.checkpoint_every={checkpoint_every}",
-    ]
+    return helpers.tiny_train_flags(
+        workdir,
+        lr_steps="(1,)",
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        checkpoint_every=checkpoint_every,
+    )
 
 
 def _env(**extra):

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 
+import export_helpers as helpers
 import keras
 import numpy as np
 import pytest
@@ -315,22 +316,7 @@ def _run_workers(workdir, *extra_flags):
     """Runs train.py as two local workers (TF_CONFIG on loopback); returns their outputs."""
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     flags = [
-        f"--workdir={workdir}",
-        "--mode=train",
-        "--config.data.synthetic.num_train=16",
-        "--config.data.synthetic.image_size=(64, 64)",
-        "--config.pipeline.train_short_side=(64, 64)",
-        "--config.pipeline.max_size=64",
-        "--config.pipeline.eval_short_side=64",
-        "--config.pipeline.shuffle_buffer=16",
-        "--config.model.fpn_channels=16",
-        "--config.model.head_num_convs=1",
-        "--config.model.head_num_groups=8",
-        "--config.train.batch_size=4",
-        "--config.train.warmup_steps=1",
-        "--config.train.lr_steps=(2,)",
-        "--config.train.steps_per_epoch=3",
-        "--config.train.checkpoint_every=3",
+        *helpers.tiny_train_flags(workdir, lr_steps="(2,)", steps_per_epoch=3, checkpoint_every=3),
         *extra_flags,
     ]
     processes = []
@@ -379,24 +365,9 @@ def test_two_local_workers_train_a_few_steps_and_resume(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_to_train_py_saves_and_the_same_command_resumes(tmp_path):
-    flags = [
-        f"--workdir={tmp_path}",
-        "--mode=train",
-        "--config.data.synthetic.num_train=16",
-        "--config.data.synthetic.image_size=(64, 64)",
-        "--config.pipeline.train_short_side=(64, 64)",
-        "--config.pipeline.max_size=64",
-        "--config.pipeline.eval_short_side=64",
-        "--config.pipeline.shuffle_buffer=16",
-        "--config.model.fpn_channels=16",
-        "--config.model.head_num_convs=1",
-        "--config.model.head_num_groups=8",
-        "--config.train.batch_size=4",
-        "--config.train.warmup_steps=1",
-        "--config.train.lr_steps=(3,)",
-        "--config.train.steps_per_epoch=10",
-        "--config.train.checkpoint_every=100000",
-    ]
+    flags = helpers.tiny_train_flags(
+        tmp_path, lr_steps="(3,)", steps_per_epoch=10, checkpoint_every=100000
+    )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     command = [sys.executable, "-u", os.path.join(REPO, "train.py"), *flags]
     process = subprocess.Popen(
