@@ -42,6 +42,8 @@ class FPN(keras.layers.Layer):
     then a 3x3 output conv; no norm, no activation. ``P6`` = 3x3 stride-2 conv on ``P5``
     (or on ``C5``: the paper's RetinaNet-style variant), ``P7`` = 3x3 stride-2 conv on
     ``ReLU(P6)``. Strided convs pad 1 on every side, so level ``s`` is ``ceil(H/s) x ceil(W/s)``.
+    With ``num_levels=2`` the top-down path still starts at ``C5``, but ``P5`` is not produced
+    (no ``output_p5`` conv).
 
     Layer names (for weight import): ``lateral_c3..5``, ``output_p3..5``, ``p6``, ``p7``
     (torchvision's ``inner_blocks.0..2``, ``layer_blocks.0..2``, ``extra_blocks.p6/p7``).
@@ -49,27 +51,30 @@ class FPN(keras.layers.Layer):
     Args:
         channels: channels of every output level (256 in the paper).
         p6_input: ``"p5"`` (default, the improved FCOS) or ``"c5"``.
-        num_extra_levels: 0, 1 (P6) or 2 (P6 and P7, default).
+        num_levels: output levels from P3: 2 (P3, P4), 3 (to P5), 4 (P6) or 5 (P7, default).
         **kwargs: passed to ``keras.layers.Layer``.
 
     Call args:
         inputs: list ``[C3, C4, C5]`` of ``[B, h_l, w_l, C_l]`` at strides 8, 16, 32.
 
     Returns:
-        List ``[P3, ..., P{5 + num_extra_levels}]`` of ``[B, ceil(H/s), ceil(W/s), channels]``.
+        List ``[P3, ..., P{2 + num_levels}]`` of ``[B, ceil(H/s), ceil(W/s), channels]``.
     """
 
-    def __init__(self, channels=256, p6_input="p5", num_extra_levels=2, **kwargs):
+    def __init__(self, channels=256, p6_input="p5", num_levels=5, **kwargs):
+        if "num_extra_levels" in kwargs:  # the argument of earlier versions' configs
+            num_levels = 3 + kwargs.pop("num_extra_levels")
         super().__init__(**kwargs)
         if not (isinstance(channels, int) and channels > 0):
             raise ValueError(f"`channels` must be a positive int, got {channels!r}.")
         if p6_input not in P6_INPUTS:
             raise ValueError(f"`p6_input` must be one of {P6_INPUTS}, got {p6_input!r}.")
-        if num_extra_levels not in (0, 1, 2):
-            raise ValueError(f"`num_extra_levels` must be 0, 1 or 2, got {num_extra_levels!r}.")
+        if num_levels not in (2, 3, 4, 5):
+            raise ValueError(f"`num_levels` must be 2, 3, 4 or 5, got {num_levels!r}.")
         self.channels = channels
         self.p6_input = p6_input
-        self.num_extra_levels = num_extra_levels
+        self.num_levels = num_levels
+        num_extra_levels = max(0, num_levels - 3)
 
         def conv(kernel_size, name, strides=1, padding="same"):
             return keras.layers.Conv2D(
@@ -85,7 +90,9 @@ class FPN(keras.layers.Layer):
         # Tuples, not lists: Keras 3 leaves list attributes out of tf.train.Checkpoint's
         # object graph, so their weights would silently not be saved or restored there.
         self.lateral_convs = tuple(conv(1, f"lateral_c{level}") for level in (3, 4, 5))
-        self.output_convs = tuple(conv(3, f"output_p{level}") for level in (3, 4, 5))
+        self.output_convs = tuple(
+            conv(3, f"output_p{level}") for level in (3, 4, 5)[: min(num_levels, 3)]
+        )
         self.extra_pads = tuple(
             keras.layers.ZeroPadding2D(1, name=f"p{level}_pad", dtype=self.dtype_policy)
             for level in range(6, 6 + num_extra_levels)
@@ -122,10 +129,10 @@ class FPN(keras.layers.Layer):
             lateral = lateral_conv(c)
             merged.insert(0, lateral + upsample_nearest_to(merged[0], lateral))
         outputs = [conv(x) for conv, x in zip(self.output_convs, merged)]
-        if self.num_extra_levels >= 1:
+        if self.num_levels >= 4:
             p6_source = outputs[2] if self.p6_input == "p5" else c5
             outputs.append(self.extra_convs[0](self.extra_pads[0](p6_source)))
-        if self.num_extra_levels == 2:
+        if self.num_levels == 5:
             outputs.append(self.extra_convs[1](self.extra_pads[1](ops.relu(outputs[3]))))
         return outputs
 
@@ -135,8 +142,8 @@ class FPN(keras.layers.Layer):
         def half(size):
             return None if size is None else (size + 1) // 2
 
-        shapes = [(s[0], s[1], s[2], self.channels) for s in input_shape]
-        for _ in range(self.num_extra_levels):
+        shapes = [(s[0], s[1], s[2], self.channels) for s in input_shape][: self.num_levels]
+        for _ in range(self.num_levels - 3):
             batch, height, width, _ = shapes[-1]
             shapes.append((batch, half(height), half(width), self.channels))
         return shapes
@@ -147,7 +154,7 @@ class FPN(keras.layers.Layer):
             {
                 "channels": self.channels,
                 "p6_input": self.p6_input,
-                "num_extra_levels": self.num_extra_levels,
+                "num_levels": self.num_levels,
             }
         )
         return config

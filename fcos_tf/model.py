@@ -45,8 +45,8 @@ class FCOS(keras.Model):
         centerness_on: ``"regression"``, ``"classification"`` or ``"none"``.
         norm_reg_targets: box output ``relu(s_l x) * stride`` (improved FCOS) instead of the
             paper's ``exp(s_l x)``.
-        strides: strides of the levels: ``(8, 16, 32)`` followed by up to two extra levels
-            (64, 128).
+        strides: strides of the levels: ``(8, 16)``, ``(8, 16, 32)`` or that followed by up
+            to two extra levels (64, 128).
         location_offset: fraction of the stride added to the location grid (0.5 paper, 0
             torchvision).
         location_grid: spacing of the locations, ``"paper"`` (the stride) or ``"torchvision"``
@@ -104,9 +104,9 @@ class FCOS(keras.Model):
             raise TypeError(f"`backbone` must be a keras.Model, got {type(backbone).__name__}.")
         strides = tuple(int(s) for s in strides)
         expected = (_BACKBONE_STRIDES + (64, 128))[: len(strides)]
-        if len(strides) < 3 or strides != expected:
+        if len(strides) < 2 or strides != expected:
             raise ValueError(
-                f"`strides` must be (8, 16, 32) plus up to two extra levels "
+                f"`strides` must be (8, 16), (8, 16, 32) or that plus up to two extra levels "
                 f"(64, 128), got {strides}."
             )
         if box_loss not in losses_lib.BOX_LOSSES:
@@ -145,7 +145,7 @@ class FCOS(keras.Model):
         self.fpn = FPN(
             fpn_channels,
             p6_input=p6_input,
-            num_extra_levels=len(strides) - 3,
+            num_levels=len(strides),
             name="fpn",
             dtype=self.dtype_policy,
         )

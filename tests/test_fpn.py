@@ -54,9 +54,9 @@ def test_upsample_matches_pytorch_nearest(in_size, out_size):
     np.testing.assert_array_equal(result, expected)
 
 
-def _identity_fpn(channels, num_extra_levels=2, p6_input="p5"):
+def _identity_fpn(channels, num_levels=5, p6_input="p5"):
     """An FPN whose convs copy their input (1x1 identity, 3x3 centre-tap identity), bias 0."""
-    fpn = FPN(channels=channels, num_extra_levels=num_extra_levels, p6_input=p6_input)
+    fpn = FPN(channels=channels, num_levels=num_levels, p6_input=p6_input)
     fpn.build([(None, None, None, channels)] * 3)
     eye = np.eye(channels, dtype="float32")
     centre = np.zeros((3, 3, channels, channels), "float32")
@@ -106,10 +106,32 @@ def test_p6_input_channels():
     assert fpn_c5.extra_convs[1].kernel.shape == (3, 3, 6, 6)
 
 
-@pytest.mark.parametrize("num_extra_levels", [0, 1, 2])
-def test_num_extra_levels(num_extra_levels):
-    outputs = FPN(channels=8, num_extra_levels=num_extra_levels)(_features((256, 256)))
-    assert len(outputs) == 3 + num_extra_levels
+@pytest.mark.parametrize("num_levels", [2, 3, 4, 5])
+def test_num_levels(num_levels):
+    features = _features((256, 256))
+    outputs = FPN(channels=8, num_levels=num_levels)(features)
+    assert [tuple(p.shape[1:3]) for p in outputs] == [(32, 32), (16, 16), (8, 8), (4, 4), (2, 2)][
+        :num_levels
+    ]
+
+
+def test_two_levels_merge_c5_top_down_without_p5():
+    # P3 and P4 only: C5 still feeds the top-down path, and no output_p5 conv is made.
+    c3, c4, c5 = _features((128, 160), channels=(4, 4, 4))
+    full = [np.asarray(p) for p in _identity_fpn(4)([c3, c4, c5])]
+    fpn = _identity_fpn(4, num_levels=2)
+    two = [np.asarray(p) for p in fpn([c3, c4, c5])]
+    assert len(two) == 2 and [c.name for c in fpn.output_convs] == ["output_p3", "output_p4"]
+    assert not fpn.extra_convs
+    np.testing.assert_allclose(two[0], full[0], rtol=1e-6)
+    np.testing.assert_allclose(two[1], full[1], rtol=1e-6)
+    assert np.abs(two[1] - c4).max() > 0.1  # C5 was merged in
+
+
+def test_config_of_earlier_versions_loads():
+    # Configs written before `num_levels` named the extra levels instead.
+    fpn = FPN.from_config({"channels": 8, "p6_input": "p5", "num_extra_levels": 1})
+    assert fpn.num_levels == 4 and fpn.get_config()["num_levels"] == 4
 
 
 def test_parameter_count_resnet_channels():
@@ -141,14 +163,14 @@ def test_inside_functional_model_with_dynamic_size():
 
 
 def test_config_round_trip():
-    fpn = FPN(channels=32, p6_input="c5", num_extra_levels=1, name="neck")
+    fpn = FPN(channels=32, p6_input="c5", num_levels=4, name="neck")
     features = _features((96, 160))
     expected = fpn(features)
     clone = FPN.from_config(fpn.get_config())
-    assert (clone.channels, clone.p6_input, clone.num_extra_levels, clone.name) == (
+    assert (clone.channels, clone.p6_input, clone.num_levels, clone.name) == (
         32,
         "c5",
-        1,
+        4,
         "neck",
     )
     clone.build([f.shape for f in features])
@@ -162,7 +184,8 @@ def test_config_round_trip():
     [
         ({"channels": 0}, "channels"),
         ({"p6_input": "p4"}, "p6_input"),
-        ({"num_extra_levels": 3}, "num_extra_levels"),
+        ({"num_levels": 6}, "num_levels"),
+        ({"num_levels": 1}, "num_levels"),
     ],
 )
 def test_rejects_bad_arguments(kwargs, argument):

@@ -104,12 +104,32 @@ def test_constructor_validation():
         FCOS("resnet50", 3)
 
 
-def test_fewer_levels():
-    model = _small_model(strides=(8, 16, 32))
+@pytest.mark.parametrize("strides", [(8, 16, 32), (8, 16)])
+def test_fewer_levels(strides):
+    model = _small_model(strides=strides)
     out = model(tf.zeros([1, 64, 64, 3]))
-    assert out["class_logits"].shape[1] == loc_lib.num_locations((64, 64), (8, 16, 32))
+    assert out["class_logits"].shape[1] == loc_lib.num_locations((64, 64), strides)
+    assert len(model.fpn.output_convs) == min(len(strides), 3) and not model.fpn.extra_convs
+    assert len(model.head.scales) == len(strides)
     det = model.predict_step(tf.zeros([1, 64, 64, 3]))
     assert det["boxes"].shape == (1, 100, 4)
+    # A train step with targets of these levels only: an object of each level's size range
+    # gives positives on that level, and the loss is finite.
+    inf = float("inf")
+    ranges = {
+        (8, 16, 32): ((-1.0, 64.0), (64.0, 128.0), (128.0, inf)),
+        (8, 16): ((-1.0, 64.0), (64.0, inf)),
+    }[strides]
+    boxes = tf.constant([[8.0, 8.0, 40.0, 40.0], [0.0, 0.0, 150.0, 160.0]])
+    targets = compute_targets(
+        boxes, tf.constant([1, 2]), (160, 160), strides=strides, size_ranges=ranges
+    )
+    per_level = loc_lib.split_per_level(targets["class_targets"], (160, 160), strides)
+    assert [int(tf.reduce_sum(tf.cast(t > 0, tf.int32))) > 0 for t in per_level][:2] == [True, True]
+    labels = {k: targets[k][None] for k in ("class_targets", "box_targets", "centerness_targets")}
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    logs = model.train_on_batch(tf.zeros([1, 160, 160, 3]), labels, return_dict=True)
+    assert np.isfinite(logs["loss"])
 
 
 # ---------------------------------------------------------------------- config, predict
