@@ -72,7 +72,12 @@ def main(argv):
     logging.getLogger().setLevel(logging.INFO)
     config = FLAGS.config
     started = time.time()
-    # The strategy first: multi-worker collectives must be set up before any other TF op.
+    try:
+        # The thread pools, then the strategy: both are fixed once TensorFlow has started
+        # (multi-worker collectives must be set up before any other TF op).
+        builders.apply_thread_pools(config)
+    except ValueError as error:
+        cli.fail(f"Invalid config: {error}", error)
     strategy = builders.build_strategy(config)
     try:
         config_lib.validate_config(config, strategy.num_replicas_in_sync, mode=FLAGS.mode)

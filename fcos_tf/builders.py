@@ -342,6 +342,20 @@ def build_optimizer(config: Config):
     return optimizer
 
 
+def apply_thread_pools(config: Config) -> bool:
+    """Sizes TensorFlow's CPU thread pools as ``config.train`` says (before any TF op).
+
+    Returns:
+        False when TensorFlow had started with other sizes (see
+        ``distribution.set_thread_pools``).
+    """
+    from fcos_tf import distribution
+
+    return distribution.set_thread_pools(
+        config.train.intra_op_threads, config.train.inter_op_threads
+    )
+
+
 def build_strategy(config: Config) -> tf.distribute.Strategy:
     """The distribution strategy of ``config.train`` (``strategy``, ``devices``)."""
     from fcos_tf import distribution

@@ -160,6 +160,10 @@ def base_config() -> ml_collections.ConfigDict:
     train.jit_compile = False  # XLA for the train step
     train.strategy = "auto"  # auto: mirrored on >1 GPU, multi_worker with TF_CONFIG
     train.devices = ()  # for "mirrored": e.g. ("/gpu:0", "/gpu:1"); () = all
+    # TensorFlow's CPU thread pools, set by train.py before TensorFlow starts
+    # (distribution.set_thread_pools); 0 = TensorFlow's choice (every op on all cores).
+    train.intra_op_threads = 0
+    train.inter_op_threads = 0
     # On resume: "replay" skips the batches already seen (exact continuation; replays the
     # input pipeline, fine for small datasets), "reshuffle" starts a fresh shuffle seeded by
     # the step (no replay cost; step, weights, optimizer state and schedule still exact).
@@ -279,6 +283,10 @@ def validate_config(
     for key, value in positive_ints:
         if not isinstance(value, int) or value <= 0:
             _fail(key, f"must be a positive integer, got {value!r}")
+    for key in ("intra_op_threads", "inter_op_threads"):
+        value = train[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            _fail(f"train.{key}", f"must be an integer >= 0 (0: TensorFlow's), got {value!r}")
     if train.batch_size % num_replicas:
         _fail(
             "train.batch_size",
@@ -377,11 +385,11 @@ def _validate_backbone(config):
 def _validate_locations(locations):
     strides = tuple(locations.strides)
     expected = locations_lib.STRIDES[: len(strides)]
-    if len(strides) < 3 or strides != expected:
+    if len(strides) < 2 or strides != expected:
         _fail(
             "locations.strides",
-            f"must be {locations_lib.STRIDES[:3]} followed by up to "
-            f"two extra levels {locations_lib.STRIDES[3:]}, got {strides!r}",
+            f"must be the first 2 to 5 of {locations_lib.STRIDES} (P3, P4 at least), "
+            f"got {strides!r}",
         )
     ranges = tuple(tuple(r) for r in locations.size_ranges)
     if len(ranges) != len(strides) or any(len(r) != 2 or r[0] >= r[1] for r in ranges):

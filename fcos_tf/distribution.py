@@ -7,6 +7,7 @@ one device or eight give the same update for the same global batch.
 """
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 
@@ -82,3 +83,60 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def set_thread_pools(intra_op: int = 0, inter_op: int = 0) -> bool:
+    """Sizes TensorFlow's CPU thread pools for this process; call it before any TensorFlow op.
+
+    ``intra_op`` threads share one op (a convolution split over cores), ``inter_op`` threads
+    run independent ops at once (the classification and regression towers, the head on each
+    pyramid level). Small models on few cores run faster with one thread per op and two ops at
+    once than with every op split over all cores (BENCHMARKS.md, the default CPU run). The
+    sizes also decide how oneDNN splits a convolution, so they are part of what makes a run
+    repeat bit for bit on one machine.
+
+    Args:
+        intra_op: threads per op; 0 keeps TensorFlow's choice (all cores).
+        inter_op: ops run at once; 0 keeps TensorFlow's choice.
+
+    Returns:
+        True when the pools have these sizes; False when TensorFlow had started with other
+        sizes already (they cannot change then; a warning says which sizes stay).
+
+    Raises:
+        ValueError: for a negative or non-integer size.
+    """
+    for name, value in (("intra_op", intra_op), ("inter_op", inter_op)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"`{name}` must be an int >= 0 (0: TensorFlow's), got {value!r}.")
+    threading = tf.config.threading
+    wanted = {"intra_op": intra_op, "inter_op": inter_op}
+    current = {
+        "intra_op": threading.get_intra_op_parallelism_threads(),
+        "inter_op": threading.get_inter_op_parallelism_threads(),
+    }
+    if all(not wanted[key] or wanted[key] == current[key] for key in wanted):
+        return True
+    try:
+        if intra_op:
+            threading.set_intra_op_parallelism_threads(intra_op)
+        if inter_op:
+            threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError:
+        logging.warning(
+            "TensorFlow already runs with thread pools intra_op=%d, inter_op=%d (0 = its "
+            "choice); the requested intra_op=%d, inter_op=%d apply only to a new process.",
+            current["intra_op"],
+            current["inter_op"],
+            intra_op,
+            inter_op,
+        )
+        return False
+    return True

@@ -130,7 +130,10 @@ def test_missing_backbone_weights_are_named(tmp_path):
         ("pipeline.train_short_side", (800, 640), "inclusive range"),
         ("pipeline.hflip_prob", 1.5, "probability"),
         ("locations.location_offset", 1.0, r"\[0, 1\)"),
-        ("locations.strides", (8, 16), "followed by"),
+        ("locations.strides", (8,), "first 2 to 5"),
+        ("locations.strides", (8, 32, 64), "first 2 to 5"),
+        ("train.intra_op_threads", -1, "integer >= 0"),
+        ("train.inter_op_threads", -1, "integer >= 0"),
         ("train.resume", "rewind", "not one of"),
         ("data.dataset", "voc", "not one of"),
         ("model.nms_iou_threshold", 0.0, r"\(0, 1\]"),
@@ -204,6 +207,47 @@ def test_train_py_refuses_an_impossible_value_before_training(tmp_path):
     assert result.returncode != 0
     assert "Invalid config: config.data.coco.train_images" in result.stderr
     assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_train_py_refuses_a_negative_thread_count_before_tensorflow_starts(tmp_path):
+    result = _run_train(f"--workdir={tmp_path}", "--config.train.intra_op_threads=-2")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Invalid config: `intra_op` must be an int >= 0 (0: TensorFlow's), got -2."
+    )
+    assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_thread_pools_are_set_before_tensorflow_starts_and_kept_after(tmp_path):
+    code = (
+        "import logging, sys\n"
+        "import tensorflow as tf\n"
+        "from fcos_tf import builders, config\n"
+        "recipe = config.load_recipe('synthetic_small')\n"
+        "assert recipe.train.intra_op_threads >= 1 and recipe.train.inter_op_threads == 2\n"
+        "assert builders.apply_thread_pools(recipe)\n"
+        "t = tf.config.threading\n"
+        "print(t.get_intra_op_parallelism_threads(), t.get_inter_op_parallelism_threads())\n"
+        "tf.constant(1.0) + 1.0  # TensorFlow starts\n"
+        "recipe.train.intra_op_threads += 1\n"
+        "print(builders.apply_thread_pools(recipe))\n"
+        "recipe.train.intra_op_threads -= 1\n"
+        "print(builders.apply_thread_pools(recipe))\n"
+        "print(t.get_intra_op_parallelism_threads(), t.get_inter_op_parallelism_threads())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    cores = len(os.sched_getaffinity(0))
+    intra = max(1, cores // 2)
+    assert result.stdout.split() == [str(intra), "2", "False", "True", str(intra), "2"]
+    assert "apply only to a new process" in result.stderr
 
 
 def test_train_py_says_when_tfds_data_is_not_prepared(tmp_path):
