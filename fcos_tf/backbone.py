@@ -20,6 +20,7 @@ of ``C_l`` for an input ``H x W`` is therefore ``ceil(H / s) x ceil(W / s)``.
 import keras
 from keras import ops
 
+from fcos_tf.group_norm import GroupNorm
 from fcos_tf.mobile_backbones import MOBILE_BACKBONES, MobileNetBackbone
 
 # torchvision initialises ResNet convolutions with kaiming_normal_(mode="fan_out") (ReLU gain).
@@ -262,8 +263,9 @@ class SmallBackbone(keras.Model):
     """A tiny CPU backbone: float32 ``[B, H, W, 3]`` -> ``[C3, C4, C5]`` at strides 8/16/32.
 
     Two stride-2 stem convs, then three stages of ``[3x3 stride-2 conv, 3x3 conv]``, each conv
-    followed by a norm and a ReLU. With the defaults it has ~0.3 M parameters. Output sizes
-    are ``ceil(H/s) x ceil(W/s)`` and channels ``channels``.
+    followed by a norm (GroupNorm: :class:`fcos_tf.group_norm.GroupNorm`) and a ReLU. With the
+    defaults it has ~0.3 M parameters. Output sizes are ``ceil(H/s) x ceil(W/s)`` and channels
+    ``channels``.
 
     Args:
         channels: output channels of C3, C4, C5.
@@ -306,9 +308,7 @@ class SmallBackbone(keras.Model):
                 kernel_initializer="he_normal",
             )
             if norm == "group":
-                x = keras.layers.GroupNormalization(
-                    num_groups, epsilon=1e-5, name=f"{layer_name}_norm"
-                )(x)
+                x = GroupNorm(num_groups, epsilon=1e-5, name=f"{layer_name}_norm")(x)
             elif norm == "bn":
                 x = keras.layers.BatchNormalization(
                     epsilon=1e-5, momentum=0.9, name=f"{layer_name}_norm"
