@@ -45,7 +45,11 @@ RESUME_MODES = ("replay", "reshuffle")
 # Labels the train step uses (see fcos_tf.model.FCOS.train_step).
 TRAIN_LABEL_KEYS = ("class_targets", "box_targets", "centerness_targets")
 # The arguments of config.backbone (besides name and weights) each backbone family takes.
-_BACKBONE_ARGS = {"resnet": ("layout", "freeze_at"), "mobilenet": ("alpha", "norm"), "small": ()}
+_BACKBONE_ARGS = {
+    "resnet": ("layout", "freeze_at"),
+    "mobilenet": ("alpha", "norm"),
+    "small": ("stem_channels",),
+}
 
 Config = ml_collections.ConfigDict
 
@@ -62,8 +66,8 @@ def build_backbone(backbone_config: Config, *, load_weights: bool = True):
         backbone_config: ``config.backbone``: ``name`` (one of
             :data:`fcos_tf.backbone.BACKBONES`), ``weights`` (path or ""; the MobileNets also
             take ``"imagenet"``), the ResNet arguments ``layout``, ``freeze_at`` and the
-            :class:`fcos_tf.mobile_backbones.MobileNetBackbone` arguments ``alpha``, ``norm``;
-            each family gets its own arguments only.
+            :class:`fcos_tf.mobile_backbones.MobileNetBackbone` arguments ``alpha``, ``norm``,
+            the small backbone's ``stem_channels``; each family gets its own arguments only.
         load_weights: read ``weights`` (False when a checkpoint will set every weight).
 
     Returns:
@@ -74,8 +78,8 @@ def build_backbone(backbone_config: Config, *, load_weights: bool = True):
     name = backbone_config.name
     weights = backbone_config.get("weights", "")
     # An unknown name gets no arguments and fails in backbone_lib.build_backbone.
-    family = next((f for f in _BACKBONE_ARGS if name.startswith(f)), "small")
-    options = {key: backbone_config[key] for key in _BACKBONE_ARGS[family]}
+    family = next((f for f in _BACKBONE_ARGS if name.startswith(f)), None)
+    options = {key: backbone_config[key] for key in _BACKBONE_ARGS.get(family, ())}
     if family == "mobilenet":
         # keras.applications loads its ImageNet weights ("imagenet" or its own .h5 file)
         # while it builds the trunk.

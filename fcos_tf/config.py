@@ -69,6 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
     backbone.freeze_at = 2  # ResNet: stem + stage 1 frozen
     backbone.alpha = 1.0  # MobileNet: width multiplier
     backbone.norm = "sync_bn"  # MobileNet: one of mobile_backbones.MOBILE_NORMS
+    backbone.stem_channels = 16  # small backbone: channels of its two stride-2 stem convs
     # Optional path to backbone weights (.weights.h5); MobileNets also take "imagenet"
     # (keras.applications download) or a keras.applications "*_no_top*.h5" file.
     backbone.weights = ""
@@ -370,6 +371,14 @@ def _validate_backbone(config):
         _check_choice(config, "backbone.norm", mobile_backbones.MOBILE_NORMS)
         if not isinstance(backbone.alpha, (int, float)) or not backbone.alpha > 0:
             _fail("backbone.alpha", f"must be a positive number, got {backbone.alpha!r}")
+    if backbone.name == "small":
+        stem = backbone.stem_channels
+        if isinstance(stem, bool) or not isinstance(stem, int) or stem <= 0 or stem % 8:
+            _fail(
+                "backbone.stem_channels",
+                f"must be a positive multiple of 8 (the small backbone's GroupNorm groups), "
+                f"got {stem!r}",
+            )
     if backbone.weights == "imagenet":
         if not mobile:
             _fail(

@@ -133,6 +133,7 @@ def test_missing_backbone_weights_are_named(tmp_path):
         ("locations.strides", (8,), "first 2 to 5"),
         ("locations.strides", (8, 32, 64), "first 2 to 5"),
         ("train.intra_op_threads", -1, "integer >= 0"),
+        ("backbone.stem_channels", 12, "multiple of 8"),
         ("train.inter_op_threads", -1, "integer >= 0"),
         ("train.resume", "rewind", "not one of"),
         ("data.dataset", "voc", "not one of"),
