@@ -54,11 +54,42 @@ def load_average():
         return float("nan")
 
 
+# Vector and matrix extensions that change which kernels oneDNN and XNNPACK pick.
+_ISA_FLAGS = (
+    ("avx2", "AVX2"),
+    ("avx512f", "AVX-512F"),
+    ("avx512bw", "BW"),
+    ("avx512_vnni", "VNNI"),
+    ("avx512_bf16", "BF16"),
+    ("avx512_fp16", "FP16"),
+    ("amx_tile", "AMX"),
+)
+
+
+def cpu_flags():
+    """The CPU's vector extensions that matter here, e.g. ``"AVX2, AVX-512F, BW, VNNI, AMX"``.
+
+    Read from ``/proc/cpuinfo``; ``"flags unknown"`` elsewhere. ``ONEDNN_MAX_CPU_ISA``, when
+    set, is appended: it limits oneDNN's kernels below what the CPU has.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next(line for line in f if line.startswith("flags"))
+        have = set(line.split(":", 1)[1].split())
+        text = ", ".join(name for flag, name in _ISA_FLAGS if flag in have) or "no AVX2"
+    except (OSError, StopIteration):
+        text = "flags unknown"
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        text += f"; oneDNN limited to {os.environ['ONEDNN_MAX_CPU_ISA']}"
+    return text
+
+
 def describe_machine():
     """One line naming the machine, the software and the time of the run.
 
     Returns:
-        str, e.g. ``"AMD EPYC, 2 cores, TF 2.21.0, Keras 3.15.1, 2026-11-24 20:12 UTC, load 0.4"``.
+        str, e.g. ``"AMD EPYC (AVX2), 2 cores, TF 2.21.0, Keras 3.15.1, 2026-11-24 20:12 UTC,
+        load 0.4"``.
     """
     import keras
 
@@ -72,7 +103,7 @@ def describe_machine():
         accel = ""
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
-        f"{cpu_model()}, {os.cpu_count()} cores{accel}, TF {tf.__version__}, "
+        f"{cpu_model()} ({cpu_flags()}), {os.cpu_count()} cores{accel}, TF {tf.__version__}, "
         f"Keras {keras.__version__}, {now}, load {load_average():.1f}"
     )
 
