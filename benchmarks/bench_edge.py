@@ -2,6 +2,7 @@ r"""Edge profile benchmark: mobile FCOS in LiteRT (fp32/fp16/int8), AP per varia
 
     python benchmarks/bench_edge.py --workdir=/tmp/fcos_edge
     python benchmarks/bench_edge.py --workdir=/tmp/fcos_edge --sizes=320 --skip_peer
+    python benchmarks/bench_edge.py --sizes=320 --heads=c128,c96x2 --skip_peer  # lighter heads
 
 Prints Markdown tables (with the command, the machine and the load average):
 
@@ -12,7 +13,8 @@ Prints Markdown tables (with the command, the machine and the load average):
    SyncBN folded at export), at 320x320 and 512x512, fp32/fp16/int8; size on disk. The class
    bias is set to 0 so that every location passes the 0.05 candidate threshold: the top-k
    and NMS run on full candidate sets (the worst case, as a trained model on a busy image).
-   int8 is calibrated on 8 random pictures.
+   int8 is calibrated on 8 random pictures. ``--heads`` adds lighter heads than the
+   authors' (``c96x2``: 96-channel FPN and towers of 2 convs; ``c64x2``: 64 channels).
 2. The peer: keras-cv ``YOLOV8Detector`` with the ``xs`` backbone arguments, random weights,
    converted with builtin operators only (fp32, and int8 weights and activations with float
    input): the network alone (raw box and class outputs, no decoding, no NMS), and whether
@@ -39,6 +41,8 @@ from fcos_tf.data.label_map import LabelMap  # noqa: E402
 from fcos_tf.model import FCOS  # noqa: E402
 
 _BACKBONES = (("MobileNetV2", "mobilenet_v2"), ("MobileNetV3-Large", "mobilenet_v3_large"))
+# Head names of --heads: (FPN and tower channels, convs per tower); c128 is the authors'.
+_HEADS = {"c128": (128, 4), "c96x2": (96, 2), "c64x2": (64, 2)}
 
 
 def _photo(height, width, seed=0):
@@ -62,13 +66,15 @@ def tflite_latency_ms(flatbuffer, size, *, repeats, threads):
     return 1000.0 * timing["median"]
 
 
-def edge_model(backbone_name, num_classes=80):
-    """FCOS c128 with a mobile backbone, random weights, BN folded, all locations candidates."""
+def edge_model(backbone_name, num_classes=80, head="c128"):
+    """FCOS with a mobile backbone and a ``_HEADS`` head, random weights, BN folded, all
+    locations candidates."""
+    channels, num_convs = _HEADS[head]
     model = FCOS(
         build_backbone(backbone_name, norm="sync_bn"),
         num_classes,
-        fpn_channels=128,
-        head_num_convs=4,
+        fpn_channels=channels,
+        head_num_convs=num_convs,
         head_norm="sync_bn",
     )
     model.build((None, None, None, 3))
@@ -79,8 +85,9 @@ def edge_model(backbone_name, num_classes=80):
 def latency_table(args):
     label_map = LabelMap.coco_2017()
     rows = []
-    for title, name in _BACKBONES:
-        model = edge_model(name)
+    backbones = [b for b in _BACKBONES if args.backbones is None or b[1] in args.backbones]
+    for (title, name), head in ((b, h) for b in backbones for h in args.heads):
+        model = edge_model(name, head=head)
         for size in args.sizes:
             representative = [_photo(size, size, seed)[None] for seed in range(8)]
             fp32_ms = None
@@ -98,7 +105,7 @@ def latency_table(args):
                 operators = export_tflite.tflite_operators(flatbuffer)
                 rows.append(
                     [
-                        f"FCOS {title} c128",
+                        f"FCOS {title} {head}",
                         f"{size}x{size}",
                         variant,
                         ms,
@@ -271,6 +278,8 @@ def main():
     parser.add_argument(
         "--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[320, 512]
     )
+    parser.add_argument("--heads", type=lambda s: s.split(","), default=["c128"])
+    parser.add_argument("--backbones", type=lambda s: s.split(","), default=None)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip_peer", action="store_true")
