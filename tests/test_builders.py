@@ -13,6 +13,7 @@ import tensorflow as tf
 from fcos_tf import builders, rundir
 from fcos_tf import config as config_lib
 from fcos_tf.data import pipeline as pipeline_lib
+from fcos_tf.locations import split_per_level
 from fcos_tf.targets import compute_targets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,6 +52,34 @@ def test_pipeline_targets_and_model_decoding_share_the_location_settings(path):
         config.model.box_loss,
         config.model.score_threshold,
     )
+
+
+@pytest.mark.parametrize("recipe", ["synthetic_small", "synthetic_edge"])
+def test_synthetic_recipes_train_every_level_and_every_class(recipe):
+    # A level without positive locations would only learn background: the synthetic
+    # recipes keep the levels their objects reach, and each of them gets positives.
+    config = config_lib.load_recipe(recipe)
+    config.data.synthetic.num_train = 64
+    examples = builders.read_split(config, "train")
+    _, labels = next(
+        iter(builders.build_train_dataset(config, examples.dataset)(0).unbatch().batch(64))
+    )
+    classes = labels["class_targets"].numpy()  # [64, L], class index or -1 (background)
+    image_size = tuple(config.pipeline.train_short_side[:1] * 2)
+    per_level = split_per_level(classes, image_size, tuple(config.locations.strides), axis=1)
+    positives = [int(np.sum(np.asarray(level) >= 0)) for level in per_level]
+    assert min(positives) >= 16, positives
+    assert set(np.unique(classes[classes >= 0])) == set(range(examples.label_map.num_classes))
+
+
+def test_each_backbone_family_gets_its_own_config_arguments():
+    config = config_lib.load_recipe("synthetic_small")
+    config.backbone.stem_channels = 24
+    small = builders.build_backbone(config.backbone)
+    assert small.stem_channels == 24
+    assert small.get_layer("stem1_conv").kernel.shape[-1] == 24
+    config.backbone.name = "resnet50"  # stem_channels is the small backbone's only
+    assert builders.build_backbone(config.backbone, load_weights=False).name.startswith("resnet")
 
 
 def test_torchvision_recipe_trains_against_locations_without_offset():
