@@ -25,25 +25,3 @@ def two_replicas():
     assert strategy.num_replicas_in_sync == 2
     return strategy
 
-
-# Under `pytest -n 2 --dist loadgroup` (the README's command) the tests of one group run on
-# one worker, so that the module fixtures and cached helpers they share (a converted
-# torchvision model, a trained workdir and its exports, TFLite conversions) are built once
-# instead of once per worker; the other tests are spread one by one.
-_XDIST_GROUPS = {
-    "test_convert_torchvision.py": "torchvision",
-    # export_helpers' trained workdir, its SavedModel and TFLite files
-    "test_evaluation.py": "trained-export",
-    "test_export.py": "trained-export",
-    "test_predict.py": "trained-export",
-    "test_tflite.py": "trained-export",
-    "test_tflite_metadata.py": "tflite-metadata",
-    "test_weights.py": "weights",
-}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        group = _XDIST_GROUPS.get(item.path.name)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
