@@ -24,4 +24,3 @@ def two_replicas():
     strategy = distribution.mirrored_strategy(("/CPU:0", "/CPU:1"))
     assert strategy.num_replicas_in_sync == 2
     return strategy
-
