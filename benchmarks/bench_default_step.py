@@ -114,11 +114,7 @@ def table(totals, key, steps):
 # the default run was made faster: five levels P3-P7, TensorFlow's own thread pools and a
 # 16-channel stem (the per-step part of that change; the recipe also went from 2000 to 1600
 # steps).
-_FIVE_LEVELS = (
-    "locations.strides=(8, 16, 32, 64, 128)",
-    "locations.size_ranges=((-1.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, 512.0), "
-    "(512.0, float('inf')))",
-)
+_FIVE_LEVELS = ("locations.strides=base", "locations.size_ranges=base")  # P3-P7, the paper's
 _TF_THREADS = ("train.intra_op_threads=0", "train.inter_op_threads=0")
 _STEM_16 = ("backbone.stem_channels=16",)
 VARIANTS = (
@@ -137,16 +133,20 @@ _RESULT = "variant result: "
 
 
 def recipe(overrides=()):
-    """The default recipe with ``section.key=python-literal`` overrides applied."""
+    """The default recipe with ``section.key=value`` overrides applied.
+
+    ``value`` is a Python literal, or ``base`` for the value of ``config.base_config()`` (the
+    paper's profile), e.g. ``locations.strides=base`` for the five levels P3-P7.
+    """
     config = config_lib.load_recipe("synthetic_small")
+    base = config_lib.base_config()
     for override in overrides:
         key, value = override.split("=", 1)
         *path, name = key.split(".")
-        node = config
+        node, base_node = config, base
         for part_name in path:
-            node = node[part_name]
-        value = value.replace("float('inf')", "1e30")
-        node[name] = ast.literal_eval(value)
+            node, base_node = node[part_name], base_node[part_name]
+        node[name] = base_node[name] if value == "base" else ast.literal_eval(value)
     return config
 
 
