@@ -380,10 +380,28 @@ def _image(height, width, seed):
 
 def _serving(converted):
     """The exported SavedModel's two signature functions for the converted workdir, as
-    ``export_savedmodel.py`` builds them: model, config and label map from the workdir."""
+    ``export_savedmodel.py`` builds and traces them: model, config and label map from the
+    workdir, each function a ``tf.function`` with its signature's input spec.
+
+    Returns:
+        ``signature(name, top_k)``: the traced function of that signature with ``top_k``
+        candidates per level. The count is read when the graph is traced, so each
+        ``(name, top_k)`` has its own trace, made once.
+    """
     model, config, label_map = rundir.load_trained_model(converted["workdir"])
     functions = serving.serving_functions(model, label_map, builders.build_serving_config(config))
-    return model, {name: function for name, (function, _) in functions.items()}
+    traced = {}
+
+    def signature(name, top_k):
+        if (name, top_k) not in traced:
+            function, input_signature = functions[name]
+            model.pre_nms_top_k = top_k
+            traced[name, top_k] = tf.function(
+                function, input_signature=input_signature, autograph=False
+            ).get_concrete_function()
+        return traced[name, top_k]
+
+    return signature
 
 
 def _to_pixels(outputs, index, original_size):
@@ -400,7 +418,7 @@ def _to_pixels(outputs, index, original_size):
     }
 
 
-def _detect(model, functions, image, top_ks=TOP_K):
+def _detect(signature, image, top_ks=TOP_K):
     """Detections of the exported ``serving_default`` graph (resize, normalisation, padding,
     network, decoding, NMS and mapping back as the recipe configures them).
 
@@ -410,8 +428,7 @@ def _detect(model, functions, image, top_ks=TOP_K):
     """
     result = {}
     for top_k in top_ks:
-        model.pre_nms_top_k = top_k
-        outputs = functions[serving.IMAGES_SIGNATURE](tf.constant(image[None]))
+        outputs = signature(serving.IMAGES_SIGNATURE, top_k)(tf.constant(image[None]))
         result[top_k] = _to_pixels(outputs, 0, image.shape[:2])
     return result
 
@@ -471,8 +488,7 @@ def served(converted):
 @pytest.fixture(scope="module")
 def our_detections(served, images):
     """``{size: {top_k: detections}}`` of the converted model's serving graph."""
-    model, functions = served
-    return {size: _detect(model, functions, image) for size, image in images.items()}
+    return {size: _detect(served, image) for size, image in images.items()}
 
 
 def test_resize_sizes_match_torchvision_transform(images):
@@ -570,11 +586,9 @@ def test_reference_and_ours_match_real_torchvision(
 def test_mixed_size_batch_of_image_bytes_matches_real_torchvision(served, images, torchvision_fcos):
     """One ``serving_image_bytes`` request with the four sizes against one torchvision call on
     the same list: both pad the batch to its largest resized size, which sets the grid."""
-    model, functions = served
-    model.pre_nms_top_k = 20
     torchvision_fcos.topk_candidates = 20
     encoded = [tf.io.encode_png(images[size]).numpy() for size in DETECTION_SIZES]
-    outputs = functions[serving.IMAGE_BYTES_SIGNATURE](tf.constant(encoded))
+    outputs = served(serving.IMAGE_BYTES_SIGNATURE, 20)(tf.constant(encoded))
     tensors = [
         torch.from_numpy(images[size]).permute(2, 0, 1).float() / 255.0 for size in DETECTION_SIZES
     ]
