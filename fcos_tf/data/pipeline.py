@@ -70,7 +70,9 @@ class PipelineConfig:
         repeat: repeat forever when training.
         drop_remainder: drop a last incomplete batch (default: when training).
         deterministic: keep element order and randomness independent of parallelism.
-        seed: seed of shuffling and augmentation (None: fresh randomness).
+        seed: seed of shuffling and augmentation (None: fresh randomness); the stream also
+            follows TensorFlow's global seed (``tf.random.set_seed``), which training sets
+            from ``config.train.seed``.
         num_parallel_calls: map parallelism (default AUTOTUNE).
         prefetch: batches prefetched (default AUTOTUNE).
     """
