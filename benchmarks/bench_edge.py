@@ -3,6 +3,7 @@ r"""Edge profile benchmark: mobile FCOS in LiteRT (fp32/fp16/int8), AP per varia
     python benchmarks/bench_edge.py --workdir=/tmp/fcos_edge
     python benchmarks/bench_edge.py --workdir=/tmp/fcos_edge --sizes=320 --skip_peer
     python benchmarks/bench_edge.py --sizes=320 --heads=c128,c96x2 --skip_peer  # lighter heads
+    python benchmarks/bench_edge.py --sizes=320 --backbones=mobilenet_v2 --network_only
 
 Prints Markdown tables (with the command, the machine and the load average):
 
@@ -15,6 +16,8 @@ Prints Markdown tables (with the command, the machine and the load average):
    and NMS run on full candidate sets (the worst case, as a trained model on a busy image).
    int8 is calibrated on 8 random pictures. ``--heads`` adds lighter heads than the
    authors' (``c96x2``: 96-channel FPN and towers of 2 convs; ``c64x2``: 64 channels).
+   ``--network_only`` adds the same FCOS networks timed as the peer is: float input, pixel
+   normalisation, backbone, FPN and head, no decoding, top-k or NMS.
 2. The peer: keras-cv ``YOLOV8Detector`` with the ``xs`` backbone arguments, random weights,
    converted with builtin operators only (fp32, and int8 weights and activations with float
    input): the network alone (raw box and class outputs, no decoding, no NMS), and whether
@@ -119,6 +122,63 @@ def latency_table(args):
     return rows
 
 
+def convert_network(model, fn, size, *, int8=False):
+    """``fn`` (float32 ``[1, size, size, 3]`` pixels 0..255 -> network outputs) to a TFLite
+    flatbuffer with builtin operators only; ``int8``: int8 weights and activations, float
+    input and output, calibrated on 8 pictures.
+
+    The path of :func:`fcos_tf.export_tflite.convert_tflite`: ExportArchive -> SavedModel ->
+    LiteRT converter (it freezes the Keras 3 variables into the flatbuffer).
+    """
+    spec = [tf.TensorSpec([1, size, size, 3], tf.float32, name="images")]
+    with tempfile.TemporaryDirectory() as scratch:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serving_default", fn, input_signature=spec)
+        archive.write_out(scratch, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(scratch)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if int8:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: (
+                [_photo(size, size, seed)[None].astype(np.float32)] for seed in range(8)
+            )
+        return converter.convert()
+
+
+def network_only_rows(args):
+    """FCOS as the peer is measured: the network alone (pixel normalisation, backbone, FPN,
+    head; raw per-location outputs, no decoding, no top-k, no NMS), fp32 and int8."""
+    rows = []
+    backbones = [b for b in _BACKBONES if args.backbones is None or b[1] in args.backbones]
+    for (title, name), head in ((b, h) for b in backbones for h in args.heads):
+        model = edge_model(name, head=head)
+        for size in args.sizes:
+
+            def network(images):
+                return model(images / 127.5 - 1.0, training=False)  # "inception" pixels
+
+            fp32_ms = None
+            for variant in ("fp32", "int8"):
+                flatbuffer = convert_network(model, network, size, int8=variant == "int8")
+                ms = tflite_latency_ms(flatbuffer, size, repeats=args.repeats, threads=args.threads)
+                fp32_ms = ms if variant == "fp32" else fp32_ms
+                rows.append(
+                    [
+                        f"FCOS {title} {head} (network only)",
+                        f"{size}x{size}",
+                        variant,
+                        ms,
+                        ms / fp32_ms,
+                        len(flatbuffer) / 2**20,
+                        "no (not included)",
+                        "-",
+                    ]
+                )
+                print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+    return rows
+
+
 def peer_rows(args):
     """keras-cv YOLOv8 (xs backbone arguments), random weights, through LiteRT."""
     try:
@@ -148,24 +208,9 @@ def peer_rows(args):
             num_classes=80, bounding_box_format="xyxy", backbone=backbone, fpn_depth=1
         )
         detector(np.zeros((1, size, size, 3), np.float32))
-        spec = [tf.TensorSpec([1, size, size, 3], tf.float32, name="images")]
 
         def convert(fn, int8=False):
-            # The path of fcos_tf.export_tflite.convert_tflite: ExportArchive -> SavedModel ->
-            # LiteRT converter (it freezes the Keras 3 variables into the flatbuffer).
-            with tempfile.TemporaryDirectory() as scratch:
-                archive = keras.export.ExportArchive()
-                archive.track(detector)
-                archive.add_endpoint("serving_default", fn, input_signature=spec)
-                archive.write_out(scratch, verbose=False)
-                converter = tf.lite.TFLiteConverter.from_saved_model(scratch)
-                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-                if int8:
-                    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-                    converter.representative_dataset = lambda: (
-                        [_photo(size, size, seed)[None].astype(np.float32)] for seed in range(8)
-                    )
-                return converter.convert()
+            return convert_network(detector, fn, size, int8=int8)
 
         network = convert(lambda images: detector(images, training=False))
         ms = tflite_latency_ms(network, size, repeats=args.repeats, threads=args.threads)
@@ -283,6 +328,11 @@ def main():
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip_peer", action="store_true")
+    parser.add_argument(
+        "--network_only",
+        action="store_true",
+        help="Also time the FCOS networks alone (no decoding, top-k or NMS), as the peer is.",
+    )
     args = parser.parse_args()
     tempfile.tempdir = tempfile.mkdtemp(prefix="bench_edge_")
     keras.utils.set_random_seed(0)
@@ -298,6 +348,8 @@ def main():
         "MUL ops",
     ]
     rows = latency_table(args)
+    if args.network_only:
+        rows += network_only_rows(args)
     if not args.skip_peer:
         rows += peer_rows(args)
     common.print_header(f"Edge latency, LiteRT {args.threads} threads, end to end")
