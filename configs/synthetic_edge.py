@@ -14,7 +14,7 @@ image: README "Edge")::
     python train.py --config=configs/synthetic_edge.py --workdir=/tmp/fcos_edge
     python export_edge.py --workdir=/tmp/fcos_edge --output=/tmp/fcos_edge/fcos_int8.tflite
 
-Expected: COCO AP about 0.37 (AP50 0.67) on the validation images in about 7 minutes on an
+Expected: COCO AP about 0.37 (AP50 0.67) on the validation images in 5-7 minutes on an
 idle 2-core AVX-512 CPU, training, drawing the data and the evaluation included. The folded
 int8 export keeps the AP (BENCHMARKS.md, "Edge profile").
 """
