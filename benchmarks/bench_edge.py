@@ -127,17 +127,12 @@ def convert_network(model, fn, size, *, int8=False):
     flatbuffer with builtin operators only; ``int8``: int8 weights and activations, float
     input and output, calibrated on 8 pictures.
 
-    The path of :func:`fcos_tf.export_tflite.convert_tflite`: ExportArchive -> SavedModel ->
-    LiteRT converter (it freezes the Keras 3 variables into the flatbuffer).
+    The converter of :func:`fcos_tf.export_tflite.convert_tflite`
+    (:func:`fcos_tf.export_tflite.builtin_converter`).
     """
     spec = [tf.TensorSpec([1, size, size, 3], tf.float32, name="images")]
     with tempfile.TemporaryDirectory() as scratch:
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.add_endpoint("serving_default", fn, input_signature=spec)
-        archive.write_out(scratch, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(scratch)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        converter = export_tflite.builtin_converter(model, fn, spec, scratch)
         if int8:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = lambda: (

@@ -80,6 +80,24 @@ def tflite_detection_function(
     return detect, [tf.TensorSpec([1, height, width, 3], tf.uint8, name=IMAGES_INPUT)]
 
 
+def builtin_converter(
+    model: keras.Model, fn, input_signature, scratch: str
+) -> tf.lite.TFLiteConverter:
+    """A LiteRT converter of ``fn`` restricted to builtin operators.
+
+    ``fn`` is written with ``model``'s variables as a SavedModel to the folder ``scratch``
+    (``keras.export.ExportArchive``: the path that freezes Keras 3 variables into the
+    flatbuffer), which must outlive the conversion.
+    """
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", fn, input_signature=input_signature)
+    archive.write_out(scratch, verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(scratch)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter
+
+
 def convert_tflite(
     model: keras.Model,
     label_map: LabelMap,
@@ -116,13 +134,7 @@ def convert_tflite(
         model, label_map, input_size, pixel_norm, max_detections, output_layout
     )
     with tempfile.TemporaryDirectory() as scratch:
-        # ExportArchive -> SavedModel -> converter: the path that freezes Keras 3 variables.
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.add_endpoint("serving_default", fn, input_signature=signature)
-        archive.write_out(scratch, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(scratch)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        converter = builtin_converter(model, fn, signature, scratch)
         if variant == "fp16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
