@@ -40,6 +40,7 @@ import tensorflow as tf  # noqa: E402
 
 from fcos_tf import bn_folding, builders, evaluation, export_tflite, rundir, tflite_client  # noqa: E402
 from fcos_tf.backbone import build_backbone  # noqa: E402
+from fcos_tf.data import transforms  # noqa: E402
 from fcos_tf.data.label_map import LabelMap  # noqa: E402
 from fcos_tf.model import FCOS  # noqa: E402
 
@@ -56,6 +57,17 @@ def _photo(height, width, seed=0):
         [128 + 90 * np.sin(x / (40 + 9 * c) + y / (55 - 7 * c) + seed) for c in range(3)], -1
     )
     return np.clip(image + rng.normal(0, 10, image.shape), 0, 255).astype(np.uint8)
+
+
+def _fcos_models(args):
+    """``(title, backbone name, head)`` of each FCOS model that ``--backbones`` and ``--heads``
+    select."""
+    return [
+        (title, name, head)
+        for title, name in _BACKBONES
+        if args.backbones is None or name in args.backbones
+        for head in args.heads
+    ]
 
 
 def tflite_latency_ms(flatbuffer, size, *, repeats, threads):
@@ -88,8 +100,7 @@ def edge_model(backbone_name, num_classes=80, head="c128"):
 def latency_table(args):
     label_map = LabelMap.coco_2017()
     rows = []
-    backbones = [b for b in _BACKBONES if args.backbones is None or b[1] in args.backbones]
-    for (title, name), head in ((b, h) for b in backbones for h in args.heads):
+    for title, name, head in _fcos_models(args):
         model = edge_model(name, head=head)
         for size in args.sizes:
             representative = [_photo(size, size, seed)[None] for seed in range(8)]
@@ -145,13 +156,12 @@ def network_only_rows(args):
     """FCOS as the peer is measured: the network alone (pixel normalisation, backbone, FPN,
     head; raw per-location outputs, no decoding, no top-k, no NMS), fp32 and int8."""
     rows = []
-    backbones = [b for b in _BACKBONES if args.backbones is None or b[1] in args.backbones]
-    for (title, name), head in ((b, h) for b in backbones for h in args.heads):
+    for title, name, head in _fcos_models(args):
         model = edge_model(name, head=head)
         for size in args.sizes:
 
             def network(images):
-                return model(images / 127.5 - 1.0, training=False)  # "inception" pixels
+                return model(transforms.normalize_image(images, "inception"), training=False)
 
             fp32_ms = None
             for variant in ("fp32", "int8"):
@@ -204,16 +214,18 @@ def peer_rows(args):
         )
         detector(np.zeros((1, size, size, 3), np.float32))
 
-        def convert(fn, int8=False):
-            return convert_network(detector, fn, size, int8=int8)
+        def network_fn(images):
+            return detector(images, training=False)
 
-        network = convert(lambda images: detector(images, training=False))
+        network = convert_network(detector, network_fn, size)
         ms = tflite_latency_ms(network, size, repeats=args.repeats, threads=args.threads)
-        network_int8 = convert(lambda images: detector(images, training=False), int8=True)
+        network_int8 = convert_network(detector, network_fn, size, int8=True)
         ms_int8 = tflite_latency_ms(network_int8, size, repeats=args.repeats, threads=args.threads)
         try:
-            full = convert(
-                lambda images: detector.decode_predictions(detector(images, training=False), images)
+            full = convert_network(
+                detector,
+                lambda images: detector.decode_predictions(network_fn(images), images),
+                size,
             )
             export_tflite.check_builtin_only(full)
             nms = "converts with builtins"
