@@ -1,4 +1,5 @@
-"""Test session set-up: quiet TensorFlow and two logical CPU devices for MirroredStrategy."""
+"""Test session set-up: quiet TensorFlow, two logical CPU devices for MirroredStrategy, and
+the machine's cores shared out between pytest-xdist workers."""
 
 import os
 
@@ -14,6 +15,28 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
+
+
+def _share_cores_between_workers():
+    """Under ``pytest -n N``, N worker processes run tests at once. TensorFlow and PyTorch
+    would each split every op over all the machine's cores in every worker, and the threads of
+    the workers would then wait on each other; each worker gets its share of the cores instead
+    (one op at a time per thread, two ops at once, as the small recipes run). The subprocesses
+    that tests start (train.py, exports) keep their own settings."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= 1:
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(2)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads)
+
+
+_share_cores_between_workers()
 
 
 @pytest.fixture(scope="session")
