@@ -224,6 +224,7 @@ def test_evaluate_end_to_end_on_a_dataset_of_ground_truth(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("trained_workdir")  # tests/export_helpers.py's workdir
 def test_saved_model_ap_equals_metrics_json(tmp_path):
     """metrics.json of a run and the AP of its exported SavedModel on the validation images."""
     import shutil

@@ -12,6 +12,8 @@ import tensorflow as tf
 
 from fcos_tf import predict
 
+pytestmark = pytest.mark.xdist_group("trained_workdir")
+
 
 @pytest.fixture(scope="module")
 def image_dir(tmp_path_factory):

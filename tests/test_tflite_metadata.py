@@ -13,7 +13,7 @@ from fcos_tf.data.label_map import LabelMap
 from fcos_tf.model import FCOS
 from fcos_tf.serving import ServingConfig
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mediapipe")]
 
 INPUT_SIZE = (128, 128)
 SERVING = ServingConfig(eval_short_side=128, max_size=128, pixel_norm="inception")
