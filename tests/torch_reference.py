@@ -67,7 +67,12 @@ def resnet_state_dict(depth=50, seed=0, prefix="", classifier=True):
 
 
 def _t(array):
-    return torch.from_numpy(np.ascontiguousarray(array))
+    """A tensor in PyTorch's own memory, as torchvision's parameters and activations are.
+
+    Some CPU kernels round differently with the alignment of their buffers, and a numpy
+    array's alignment changes from one process to the next; PyTorch aligns its own.
+    """
+    return torch.tensor(np.asarray(array))
 
 
 def _batch_norm(x, state, name):
