@@ -26,9 +26,10 @@ def _share_cores_between_workers():
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers <= 1:
         return
+    from fcos_tf import distribution
+
     threads = max(1, (os.cpu_count() or 1) // workers)
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(2)
+    assert distribution.set_thread_pools(threads, 2)
     try:
         import torch
     except ImportError:

@@ -1,8 +1,9 @@
 """A small trained workdir and its SavedModel, built once per pytest process.
 
-Shared by tests/test_export.py, tests/test_tflite.py and tests/test_predict.py: training a
-few steps and exporting costs about a minute on 2 cores, so it happens once and the
-results are cached in module globals.
+Shared by tests/test_export.py, tests/test_tflite.py, tests/test_predict.py and one test of
+tests/test_evaluation.py: training a few steps and exporting costs about a minute on 2 cores,
+so it happens once and the results are cached in module globals. Those tests carry
+``SAME_WORKER`` so that under ``pytest -n N`` they run in one worker, which builds it once.
 """
 
 import atexit
@@ -14,8 +15,11 @@ import sys
 import tempfile
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The mark of every test that uses the workdir (--dist loadgroup, setup.cfg).
+SAME_WORKER = pytest.mark.xdist_group("trained_workdir")
 
 
 def small_config():

@@ -2,6 +2,7 @@
 
 import json
 
+import export_helpers as helpers
 import numpy as np
 import pytest
 
@@ -224,12 +225,11 @@ def test_evaluate_end_to_end_on_a_dataset_of_ground_truth(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("trained_workdir")  # tests/export_helpers.py's workdir
+@helpers.SAME_WORKER
 def test_saved_model_ap_equals_metrics_json(tmp_path):
     """metrics.json of a run and the AP of its exported SavedModel on the validation images."""
     import shutil
 
-    import export_helpers as helpers
     import tensorflow as tf
 
     from fcos_tf import builders, export_saved_model, rundir, serving, training

@@ -16,7 +16,7 @@ from fcos_tf import builders, export_saved_model, rundir
 from fcos_tf import serving as serving_lib
 from fcos_tf.data import pipeline
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("trained_workdir")]
+pytestmark = [pytest.mark.slow, helpers.SAME_WORKER]
 
 # Runs in a fresh interpreter: loads the SavedModel the way TF Serving's Python clients and
 # tools do, records the signatures, runs both endpoints, bad requests and the warm-up file.

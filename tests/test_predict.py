@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from fcos_tf import predict
 
-pytestmark = pytest.mark.xdist_group("trained_workdir")
+pytestmark = helpers.SAME_WORKER
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import tensorflow as tf
 from fcos_tf import builders, export_tflite, tflite_client
 from fcos_tf import serving as serving_lib
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("trained_workdir")]
+pytestmark = [pytest.mark.slow, helpers.SAME_WORKER]
 
 
 @pytest.fixture(scope="module")
