@@ -286,8 +286,10 @@ def build_train_dataset(
         # afresh for every iterator: Keras iterates a dataset once more under a strategy
         # (to build the model), and a reshuffling dataset object would otherwise give that
         # second iterator another order than a single-device run or a resumed run sees.
-        dataset = tf.data.Dataset.range(1).flat_map(lambda _: pipeline(start_step))
-        return dataset.map(targets_only)
+        dataset = tf.data.Dataset.range(1).flat_map(
+            tf.autograph.experimental.do_not_convert(lambda _: pipeline(start_step))
+        )
+        return dataset.map(tf.autograph.experimental.do_not_convert(targets_only))
 
     return dataset_fn
 

@@ -291,7 +291,7 @@ def predict_dataset(model, dataset, label_map, num_images=0):
         )
         return outputs, detections
 
-    detect = tf.function(detect, reduce_retracing=True)
+    detect = tf.function(detect, reduce_retracing=True, autograph=False)
     seen = 0
     for images, labels in dataset:
         outputs, detections = detect(images, labels["image_size"], labels["original_size"])

@@ -230,7 +230,7 @@ def _class_offset_nms(boxes, scores, classes, iou_threshold, max_detections):
             tf.reshape(num, [1]),
         )
     det_boxes, det_scores, det_classes, num = tf.map_fn(
-        one_image,
+        tf.autograph.experimental.do_not_convert(one_image),
         (shifted, boxes, scores, tf.cast(classes, tf.int32)),
         fn_output_signature=(
             tf.TensorSpec([max_detections, 4], tf.float32),

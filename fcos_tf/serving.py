@@ -196,7 +196,7 @@ def preprocess_image_bytes(
         return tf.RaggedTensor.from_tensor(image, ragged_rank=1), new_size, original_size
 
     images, valid_size, original_size = tf.map_fn(
-        one,
+        tf.autograph.experimental.do_not_convert(one),
         image_bytes,
         fn_output_signature=(
             tf.RaggedTensorSpec([None, None, 3], tf.float32, ragged_rank=1),

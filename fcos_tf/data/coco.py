@@ -155,7 +155,9 @@ def _undecodable(paths, num_parallel_calls=tf.data.AUTOTUNE):
         (tf.range(len(paths), dtype=tf.int64), tf.constant(paths, tf.string))
     )
     decoded = indices.map(
-        lambda index, path: (index, tf.shape(decode_image(tf.io.read_file(path)))),
+        tf.autograph.experimental.do_not_convert(
+            lambda index, path: (index, tf.shape(decode_image(tf.io.read_file(path))))
+        ),
         num_parallel_calls=num_parallel_calls,
         deterministic=False,
     )
@@ -370,7 +372,11 @@ def read_coco(
             example["image_bytes"] = data
         return example
 
-    examples = examples.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    examples = examples.map(
+        tf.autograph.experimental.do_not_convert(load),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
     if decode:
         # A file that passed the checks but fails to decode is skipped (logged by tf.data).
         examples = examples.ignore_errors(log_warning=True)

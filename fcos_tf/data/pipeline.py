@@ -237,7 +237,11 @@ def batch_targets(boxes, classes, is_crowd, image_size, config):
         "centerness_targets": tf.TensorSpec([static_p], tf.float32),
         "matched_box_index": tf.TensorSpec([static_p], tf.int32),
     }
-    return tf.map_fn(one, (boxes, target_classes), fn_output_signature=signature)
+    return tf.map_fn(
+        tf.autograph.experimental.do_not_convert(one),
+        (boxes, target_classes),
+        fn_output_signature=signature,
+    )
 
 
 def _decode(example):
@@ -265,7 +269,9 @@ def _repeat_or_fail(examples):
             )
 
     # The repeat only ends when an epoch is empty.
-    return examples.repeat().concatenate(tf.data.Dataset.from_tensors(0).map(fail))
+    return examples.repeat().concatenate(
+        tf.data.Dataset.from_tensors(0).map(tf.autograph.experimental.do_not_convert(fail))
+    )
 
 
 def _to_model_inputs(batch, config):
@@ -314,7 +320,9 @@ def make_pipeline(
         )
     if "image_bytes" in examples.element_spec:
         examples = examples.map(
-            _decode, num_parallel_calls=parallel, deterministic=config.deterministic
+            tf.autograph.experimental.do_not_convert(_decode),
+            num_parallel_calls=parallel,
+            deterministic=config.deterministic,
         )
         # A corrupt file that passed the reader's checks fails here: skip it, with a log line.
         # Only the decoding is guarded, so errors of the later steps (e.g. an image larger
@@ -329,7 +337,11 @@ def make_pipeline(
     seeds = tf.data.Dataset.random(seed=config.seed).batch(2, drop_remainder=True)
     dataset = tf.data.Dataset.zip((examples, seeds))
     dataset = dataset.map(
-        lambda example, seed: preprocess_example(example, seed, training=training, config=config),
+        tf.autograph.experimental.do_not_convert(
+            lambda example, seed: preprocess_example(
+                example, seed, training=training, config=config
+            )
+        ),
         num_parallel_calls=parallel,
         deterministic=config.deterministic,
     )
@@ -337,7 +349,7 @@ def make_pipeline(
     # Normalised images are padded with zeros (the mean colour), boxes are already [M, 4].
     dataset = dataset.padded_batch(config.batch_size, drop_remainder=drop_remainder)
     dataset = dataset.map(
-        lambda batch: _to_model_inputs(batch, config),
+        tf.autograph.experimental.do_not_convert(lambda batch: _to_model_inputs(batch, config)),
         num_parallel_calls=parallel,
         deterministic=config.deterministic,
     )

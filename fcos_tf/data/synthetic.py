@@ -287,7 +287,9 @@ def synthetic_dataset(
         }
 
     dataset = tf.data.Dataset.range(num_images).map(
-        load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        tf.autograph.experimental.do_not_convert(load),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
     )
     return ReadResult(dataset, label_map(), num_images)
 

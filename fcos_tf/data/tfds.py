@@ -133,8 +133,16 @@ def read_tfds(
     label_map = _label_map_for(name, list(objects["label"].names))
     if "image/id" not in info.features:
         # Evaluation needs unique image ids: number the examples in reading order.
-        dataset = dataset.enumerate().map(lambda index, features: {**features, "image/id": index})
-    dataset = dataset.map(tfds_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        dataset = dataset.enumerate().map(
+            tf.autograph.experimental.do_not_convert(
+                lambda index, features: {**features, "image/id": index}
+            )
+        )
+    dataset = dataset.map(
+        tf.autograph.experimental.do_not_convert(tfds_example),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
     try:
         num_examples = info.splits[split].num_examples
     except Exception:  # e.g. mocked or sliced splits
