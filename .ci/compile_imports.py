@@ -21,8 +21,6 @@ import time
 OPTIONAL = (
     "ai_edge_litert.interpreter",
     "mediapipe",
-    "pycocotools.coco",
-    "pycocotools.cocoeval",
     "tensorflow_datasets",
     "tensorflow_serving.apis.prediction_log_pb2",
     "torch",
