@@ -1,6 +1,6 @@
 """Where the default run's train step spends its time: a TensorFlow profile by op category.
 
-The default recipe (``configs/synthetic_small.py``: small backbone, 64-channel FPN, 2-conv head,
+The default recipe (``synthetic_small``: small backbone, 64-channel FPN, 2-conv head,
 128x128 images, batch 16) is built as ``train.py`` builds it; its compiled train function runs
 on one fixed batch of the real pipeline (so the input pipeline is not in the step), first
 timed, then traced with ``tf.profiler``. The trace's op events on TensorFlow's compute threads
@@ -45,8 +45,8 @@ import tensorflow as tf  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 from fcos_tf import builders  # noqa: E402
-from fcos_tf import config as config_lib  # noqa: E402
-from fcos_tf.locations import split_per_level  # noqa: E402
+from fcos_tf.core import config as config_lib  # noqa: E402
+from fcos_tf.ops.locations import split_per_level  # noqa: E402
 
 
 def categorise(name):

@@ -23,8 +23,8 @@ Prints Markdown tables (with the command, the machine and the load average):
    input): the network alone (raw box and class outputs, no decoding, no NMS), and whether
    its full predict path (decoding + NMS) converts without Flex operators.
 3. COCO AP on the synthetic validation split of the trained ``--workdir`` (a ``train.py``
-   run of configs/synthetic_edge.py): the Keras model, and its folded fp32/fp16/int8 TFLite
-   exports through :func:`fcos_tf.tflite_client.run_tflite`.
+   run of fcos_tf/configs/synthetic_edge.py): the Keras model, and its folded fp32/fp16/int8 TFLite
+   exports through :func:`fcos_tf.serving.tflite_client.run_tflite`.
 """
 
 import argparse
@@ -38,11 +38,15 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from fcos_tf import bn_folding, builders, evaluation, export_tflite, rundir, tflite_client  # noqa: E402
-from fcos_tf.backbone import build_backbone  # noqa: E402
+from fcos_tf import tflite_client  # noqa: E402
+from fcos_tf.core import builders, rundir
 from fcos_tf.data import transforms  # noqa: E402
 from fcos_tf.data.label_map import LabelMap  # noqa: E402
-from fcos_tf.model import FCOS  # noqa: E402
+from fcos_tf.modeling.backbone import build_backbone  # noqa: E402
+from fcos_tf.modeling.fcos import FCOS  # noqa: E402
+from fcos_tf.serving import bn_folding
+from fcos_tf.serving import tflite as export_tflite
+from fcos_tf.training import evaluation
 
 _BACKBONES = (("MobileNetV2", "mobilenet_v2"), ("MobileNetV3-Large", "mobilenet_v3_large"))
 # Head names of --heads: (FPN and tower channels, convs per tower); c128 is the authors'.
@@ -138,8 +142,8 @@ def convert_network(model, fn, size, *, int8=False):
     flatbuffer with builtin operators only; ``int8``: int8 weights and activations, float
     input and output, calibrated on 8 pictures.
 
-    The converter of :func:`fcos_tf.export_tflite.convert_tflite`
-    (:func:`fcos_tf.export_tflite.builtin_converter`).
+    The converter of :func:`fcos_tf.serving.tflite.convert_tflite`
+    (:func:`fcos_tf.serving.tflite.builtin_converter`).
     """
     spec = [tf.TensorSpec([1, size, size, 3], tf.float32, name="images")]
     with tempfile.TemporaryDirectory() as scratch:
@@ -291,7 +295,7 @@ def synthetic_ap(workdir, threads):
         interpreters[variant] = tflite_client.tflite_interpreter(flatbuffer, num_threads=threads)
     images, annotations = [], []
     detections = {variant: [] for variant in interpreters}
-    from fcos_tf.evaluation import outputs_to_coco
+    from fcos_tf.training.evaluation import outputs_to_coco
 
     for example in val.dataset:
         image = example["image"].numpy()
@@ -325,7 +329,9 @@ def synthetic_ap(workdir, threads):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--workdir", default=None, help="train.py workdir of configs/synthetic_edge.py (AP table)."
+        "--workdir",
+        default=None,
+        help="train.py workdir of fcos_tf/configs/synthetic_edge.py (AP table).",
     )
     parser.add_argument(
         "--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[320, 512]

@@ -15,7 +15,7 @@ Three tables:
    ``--r50_tflite``; its int8 calibration alone takes minutes on 2 cores).
 3. COCO AP on the synthetic validation split: the Keras model (``predict_step`` through the
    evaluation pipeline), the SavedModel and the three TFLite variants of the trained
-   ``--workdir`` (a ``train.py`` run of configs/synthetic_small.py).
+   ``--workdir`` (a ``train.py`` run of fcos_tf/configs/synthetic_small.py).
 """
 
 import argparse
@@ -29,17 +29,14 @@ import common  # noqa: E402  (sets up sys.path and quiet logs)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from fcos_tf import (  # noqa: E402
-    builders,
-    evaluation,
-    export_saved_model,
-    export_tflite,
-    rundir,
-    tflite_client,  # noqa: E402
-)
-from fcos_tf import config as config_lib  # noqa: E402
-from fcos_tf import serving as serving_lib  # noqa: E402
+from fcos_tf.core import builders, rundir  # noqa: E402
+from fcos_tf.core import config as config_lib  # noqa: E402
 from fcos_tf.data.label_map import LabelMap  # noqa: E402
+from fcos_tf.serving import graph as serving_lib  # noqa: E402
+from fcos_tf.serving import saved_model as export_saved_model  # noqa: E402
+from fcos_tf.serving import tflite as export_tflite  # noqa: E402
+from fcos_tf.serving import tflite_client  # noqa: E402
+from fcos_tf.training import evaluation  # noqa: E402
 
 
 def _ms(seconds):
@@ -137,7 +134,7 @@ def synthetic_ap(config, model, label_map, serving, saved_model_path, flatbuffer
 
 
 def _coco(outputs, image_id, height, width):
-    from fcos_tf.evaluation import outputs_to_coco
+    from fcos_tf.training.evaluation import outputs_to_coco
 
     return outputs_to_coco(outputs, [image_id], [(height, width)])
 

@@ -37,8 +37,8 @@ from bench_train_vs_retinanet import NUM_CLASSES, fcos_batch, parse_size  # noqa
 def build(backbone, jit_compile):
     import keras
 
-    from fcos_tf.backbone import build_backbone
-    from fcos_tf.model import FCOS
+    from fcos_tf.modeling.backbone import build_backbone
+    from fcos_tf.modeling.fcos import FCOS
 
     model = FCOS(build_backbone(backbone), num_classes=NUM_CLASSES)
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=jit_compile)

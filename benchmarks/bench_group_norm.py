@@ -1,7 +1,7 @@
-"""Train-step cost of the head's GroupNorm (fcos_tf.head.GroupNorm) against Keras' layer.
+"""Train-step cost of the head's GroupNorm (fcos_tf.modeling.head.GroupNorm) against Keras' layer.
 
 The same FCOS is built twice, once with ``keras.layers.GroupNormalization`` in the head towers
-(the layer it replaced) and once with :class:`fcos_tf.head.GroupNorm` (shifted two-pass
+(the layer it replaced) and once with :class:`fcos_tf.modeling.head.GroupNorm` (shifted two-pass
 statistics, staged reductions), and their train steps are timed alternately in one run, so
 that the ratio holds under the machine's load. Two settings: the synthetic recipe's small
 model (64-channel head, 2 convs per tower) at 128x128, batch 16, and a 256-channel,
@@ -25,10 +25,10 @@ import common  # noqa: E402  (sets up sys.path and TF logging)
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from fcos_tf import head as head_lib  # noqa: E402
-from fcos_tf.backbone import SmallBackbone  # noqa: E402
-from fcos_tf.model import FCOS  # noqa: E402
-from fcos_tf.targets import compute_targets  # noqa: E402
+from fcos_tf.modeling import head as head_lib  # noqa: E402
+from fcos_tf.modeling.backbone import SmallBackbone  # noqa: E402
+from fcos_tf.modeling.fcos import FCOS  # noqa: E402
+from fcos_tf.ops.targets import compute_targets  # noqa: E402
 
 SETTINGS = {
     "small head 64ch x2, 128x128, batch 16": dict(
@@ -64,12 +64,14 @@ def main():
     parser.add_argument("--rounds", type=int, default=5, help="alternations of the two models")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per round")
     args = parser.parse_args()
-    common.print_header("Head GroupNorm: train step, Keras' layer vs fcos_tf.head.GroupNorm")
+    common.print_header(
+        "Head GroupNorm: train step, Keras' layer vs fcos_tf.modeling.head.GroupNorm"
+    )
     rows = []
     for name, setting in SETTINGS.items():
         runs = {
             "keras.layers.GroupNormalization": build(keras.layers.GroupNormalization, **setting),
-            "fcos_tf.head.GroupNorm": build(head_lib.GroupNorm, **setting),
+            "fcos_tf.modeling.head.GroupNorm": build(head_lib.GroupNorm, **setting),
         }
         medians = {label: [] for label in runs}
         for _ in range(args.rounds):

@@ -48,8 +48,8 @@ def export_fcos(model, directory, size):
     """
     try:
         from fcos_tf.data.label_map import LabelMap
-        from fcos_tf.export_saved_model import export_saved_model
-        from fcos_tf.serving import ServingConfig
+        from fcos_tf.serving.graph import ServingConfig
+        from fcos_tf.serving.saved_model import export_saved_model
     except ImportError:
         return None
     label_map = LabelMap.from_names([f"class{i}" for i in range(NUM_CLASSES)], first_id=1)
@@ -103,7 +103,7 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as tmp:
             path = args.savedmodel or export_fcos(model, os.path.join(tmp, "export"), (h, w))
             if path is None:
-                print("# FCOS SavedModel row skipped: fcos_tf.export_saved_model not available")
+                print("# FCOS SavedModel row skipped: fcos_tf.serving.saved_model not available")
             else:
                 loaded, fn = serving_fn(path)
                 t = common.time_call(

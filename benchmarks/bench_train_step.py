@@ -1,10 +1,10 @@
 """Train-step time of the paper's recipes at full resolution, through the real training path.
 
-Each recipe file (``configs/fcos_r50_1x_improved.py`` ...) is loaded as ``train.py`` loads it,
+Each recipe (``fcos_r50_1x_improved`` ...) is loaded as ``train.py`` loads it,
 with only the dataset swapped for the built-in synthetic one (no COCO on this machine) at a
 size that the pipeline resizes to the recipe's input (short side 800, long side <= 1333:
 600x1000 images become 800x1333, padded to 800x1344) and the global batch set by ``--batch``.
-Then ``fcos_tf.training.run`` builds the model, the optimizer and the pipeline from the
+Then ``fcos_tf.training.loop.run`` builds the model, the optimizer and the pipeline from the
 config and trains ``--steps`` steps with ``model.fit``: the numbers are what ``train.py``
 would run per step. The first step (tracing) is reported separately; "step" is the median
 of the others. Random weights (no downloads).
@@ -29,13 +29,13 @@ import common  # noqa: E402  (sets up sys.path and TF logging)
 import keras  # noqa: E402
 
 from fcos_tf import builders  # noqa: E402
-from fcos_tf.config import validate_config  # noqa: E402
+from fcos_tf.core.config import validate_config  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_recipe(name):
-    """``configs/<name>.py``'s config."""
+    """``fcos_tf/configs/<name>.py``'s config."""
     path = os.path.join(ROOT, "configs", f"{name}.py")
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)

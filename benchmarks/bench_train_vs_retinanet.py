@@ -55,12 +55,12 @@ def parse_size(text):
 
 def fcos_batch(batch, height, width, seed=0):
     """(images, labels) for FCOS: labels from the real target assignment when available."""
-    from fcos_tf import locations
+    from fcos_tf.ops import locations
 
     images = common.random_images(batch, height, width, seed)
     boxes, classes = common.random_boxes(batch, NUM_BOXES, height, width, NUM_CLASSES, seed)
     try:
-        from fcos_tf.targets import compute_targets
+        from fcos_tf.ops.targets import compute_targets
     except ImportError:  # targets not written yet: random targets of the right shapes
         p = locations.num_locations((height, width))
         rng = np.random.default_rng(seed)
@@ -87,8 +87,8 @@ def build_fcos(backbone, jit_compile):
     """FCOS with random weights, compiled like the recipe (SGD momentum 0.9)."""
     import keras
 
-    from fcos_tf.backbone import build_backbone
-    from fcos_tf.model import FCOS
+    from fcos_tf.modeling.backbone import build_backbone
+    from fcos_tf.modeling.fcos import FCOS
 
     model = FCOS(build_backbone(backbone), num_classes=NUM_CLASSES)
     model.build((None, None, None, 3))

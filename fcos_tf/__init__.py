@@ -15,7 +15,7 @@ Boxes:
     Inside the package boxes are ``xyxy``: float32 ``[x1, y1, x2, y2]`` in absolute pixels of
     the (resized, padded) network input, with ``0 <= x1 < x2 <= W``. Other formats (COCO
     ``xywh``, TFDS normalised ``yxyx``, exported normalised ``[ymin, xmin, ymax, xmax]``) are
-    converted at the edges with the functions of :mod:`fcos_tf.boxes`, named by format pair.
+    converted at the edges with the functions of :mod:`fcos_tf.ops.boxes`, named by format pair.
 
 Per-location distances are ``ltrb``: ``(l, t, r, b)`` from a location to the left, top, right
 and bottom side of a box, in pixels.
@@ -26,40 +26,42 @@ import importlib
 __version__ = "0.1.0"
 
 # Public names, each from the module that defines it; imported on first use so that
-# ``import fcos_tf`` stays cheap (TensorFlow loads with the first name that needs it). A name
-# equal to a submodule's (``postprocess``, ``export_saved_model``) stays the submodule.
+# ``import fcos_tf`` stays cheap (TensorFlow loads with the first name that needs it).
 _PUBLIC_NAMES = {
     # model
-    "FCOS": "fcos_tf.model",
-    "FCOSHead": "fcos_tf.head",
-    "FPN": "fcos_tf.fpn",
-    "GroupNorm": "fcos_tf.head",
-    "Scale": "fcos_tf.head",
-    "ResNet": "fcos_tf.backbone",
-    "SmallBackbone": "fcos_tf.backbone",
-    "FrozenBatchNorm": "fcos_tf.backbone",
-    "build_backbone": "fcos_tf.backbone",
+    "FCOS": "fcos_tf.modeling.fcos",
+    "FCOSHead": "fcos_tf.modeling.head",
+    "FPN": "fcos_tf.modeling.fpn",
+    "GroupNorm": "fcos_tf.modeling.group_norm",
+    "Scale": "fcos_tf.modeling.head",
+    "ResNet": "fcos_tf.modeling.backbone",
+    "SmallBackbone": "fcos_tf.modeling.backbone",
+    "FrozenBatchNorm": "fcos_tf.modeling.backbone",
+    "MobileNetBackbone": "fcos_tf.modeling.mobilenet",
+    "build_backbone": "fcos_tf.modeling.backbone",
     # method
-    "compute_locations": "fcos_tf.locations",
-    "compute_targets": "fcos_tf.targets",
+    "compute_locations": "fcos_tf.ops.locations",
+    "compute_targets": "fcos_tf.ops.targets",
     # data
     "LabelMap": "fcos_tf.data",
     "DatasetError": "fcos_tf.data",
     "PipelineConfig": "fcos_tf.data",
     "make_pipeline": "fcos_tf.data.pipeline",
     # config -> objects, runs
-    "load_recipe": "fcos_tf.config",
-    "validate_config": "fcos_tf.config",
-    "build_model": "fcos_tf.builders",
-    "build_train_dataset": "fcos_tf.builders",
-    "build_eval_dataset": "fcos_tf.builders",
-    "read_split": "fcos_tf.builders",
-    "run": "fcos_tf.training",
-    "evaluate": "fcos_tf.evaluation",
-    "load_trained_model": "fcos_tf.rundir",
+    "load_recipe": "fcos_tf.core.config",
+    "validate_config": "fcos_tf.core.config",
+    "build_model": "fcos_tf.core.builders",
+    "build_train_dataset": "fcos_tf.core.builders",
+    "build_eval_dataset": "fcos_tf.core.builders",
+    "read_split": "fcos_tf.core.builders",
+    "run": "fcos_tf.core.runner",
+    "evaluate": "fcos_tf.training.evaluation",
+    "load_trained_model": "fcos_tf.core.rundir",
+    "load_detector": "fcos_tf.core.rundir",
     # export
-    "ServingConfig": "fcos_tf.serving",
-    "convert_tflite": "fcos_tf.export_tflite",
+    "Detector": "fcos_tf.serving.detector",
+    "ServingConfig": "fcos_tf.serving.graph",
+    "convert_tflite": "fcos_tf.serving.tflite",
 }
 
 __all__ = sorted(_PUBLIC_NAMES)

@@ -1,25 +1,56 @@
-"""How the commands (train.py, export_savedmodel.py, ``python -m fcos_tf.predict``) fail.
+"""The one pattern of every command (``fcos-train``, ``fcos-export``, ``fcos-predict``, ...).
 
-An expected failure (bad config, bad data, missing input, a non-finite loss, ...) ends the
-command with one line on stderr and exit status 1, no traceback. ``--debug`` on the command
-line, or the environment variable ``FCOS_DEBUG=1``, prints the full traceback before that
-line. The scripts define the ``--debug`` flag themselves (library modules define no flags);
-this module only reads it.
+Each command is a module of this package with ``main(argv=None) -> int``, run by its console
+script and by ``python -m fcos_tf.<module>``. It parses its flags with :func:`parse_flags`
+(absl flags on a ``FlagValues`` of its own, so that importing a command registers nothing
+and ``main([...])`` can be called from Python), and it fails the same way as the others:
+
+=======  =====================================================================================
+status   meaning
+=======  =====================================================================================
+0        done
+1        one line on stderr: a bad flag or config key, bad data, missing input, a model that
+         does not fit its checkpoint, a non-finite loss. ``--debug`` (every command has it)
+         or ``FCOS_DEBUG=1`` prints the traceback before that line.
+128 + N  stopped by signal N after saving what can be resumed (``fcos-train``: 143 for
+         SIGTERM, 130 for Ctrl-C); an export leaves no half-written folder.
+=======  =====================================================================================
+
+Recipes (``--config``) are given by name (``--config=fcos_r50_1x_improved``, one of
+``fcos_tf/configs/``) or as the path of a recipe file; ``--config.<section>.<key>=value``
+overrides a key, and an unknown key is an error with a "did you mean".
 """
 
+import logging
 import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from absl import flags
+# Before TensorFlow is first imported (every command imports this module first): its C++
+# INFO lines (the oneDNN banner, ...) are not the command's output. Set the variable to 0 to
+# see them.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from absl import flags  # noqa: E402
+
+__all__ = [
+    "DEBUG_ENV",
+    "debug_requested",
+    "fail",
+    "parse_flags",
+    "progress_verbosity",
+    "set_up_logging",
+]
 
 DEBUG_ENV = "FCOS_DEBUG"
 DEBUG_FLAG_HELP = (
     f"Show the full traceback of the one-line errors (also: {DEBUG_ENV}=1 in the environment)."
 )
 _TRUE = ("1", "true", "yes", "on")
+# The flag naming a recipe; --config.<section>.<key> overrides its keys.
+CONFIG_FLAG = "config"
 
 
 def debug_requested(argv: Sequence[str] | None = None) -> bool:
@@ -53,32 +84,131 @@ def fail(message: str, error: BaseException | None = None) -> NoReturn:
     sys.exit(message)
 
 
+def _argv_value(arguments: Sequence[str], name: str) -> str | None:
+    """The value of ``--name=value`` or ``--name value`` (None when absent)."""
+    for index, arg in enumerate(arguments):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and index + 1 < len(arguments):
+            return arguments[index + 1]
+    return None
+
+
+def _resolve_recipe(arguments: list[str]) -> list[str]:
+    """``--config=NAME`` (a recipe of ``fcos_tf/configs/``) becomes that recipe's file path."""
+    from fcos_tf.core.config import recipe_path
+
+    resolved = []
+    for index, arg in enumerate(arguments):
+        if arg.startswith(f"--{CONFIG_FLAG}="):
+            arg = f"--{CONFIG_FLAG}={recipe_path(arg.split('=', 1)[1])}"
+        elif index and arguments[index - 1] == f"--{CONFIG_FLAG}":
+            arg = recipe_path(arg)
+        resolved.append(arg)
+    return resolved
+
+
+def _innermost_message(error: BaseException) -> str:
+    """The innermost message of a (chained) config error, without quoting."""
+    while error.args and isinstance(error.args[0], Exception):
+        error = error.args[0]
+    return str(error.args[0]) if error.args else str(error)
+
+
+def _define_config_flag(flag_values, arguments, recipe_default, workdir_default):
+    from ml_collections import config_flags
+
+    given = _argv_value(arguments, CONFIG_FLAG)
+    workdir = _argv_value(arguments, "workdir")
+    if given is None and workdir_default and workdir:
+        # The recipe a run wrote: overrides apply to it.
+        from fcos_tf.core import rundir
+
+        config_flags.DEFINE_config_dict(
+            CONFIG_FLAG,
+            rundir.read_config(workdir),
+            "The workdir's config.json.",
+            flag_values=flag_values,
+            lock_config=True,
+        )
+        return
+    default = None
+    if given is None and recipe_default:
+        from fcos_tf.core.config import recipe_path
+
+        default = recipe_path(recipe_default)
+    config_flags.DEFINE_config_file(
+        CONFIG_FLAG,
+        default=default,
+        help_string=(
+            "Recipe: a name of fcos_tf/configs/ (fcos_r50_1x_improved, ...) or a recipe file"
+            + (f"; default: {recipe_default}." if recipe_default else "")
+            + ("; default with --workdir: its config.json." if workdir_default else "")
+        ),
+        flag_values=flag_values,
+        lock_config=True,
+    )
+
+
 def parse_flags(
-    define: Callable[[flags.FlagValues], None], argv: Sequence[str] | None, program: str
-) -> flags.FlagValues:
-    """absl flags of a small command, on a ``FlagValues`` of its own.
+    define: Callable[[flags.FlagValues], None],
+    argv: Sequence[str] | None,
+    program: str,
+    *,
+    positional: str | None = None,
+    recipe_default: str | None = None,
+    workdir_config: bool = False,
+) -> tuple[flags.FlagValues, list[str]]:
+    """Parses a command's flags, the same way for every command.
 
     The flags are defined on a fresh ``flags.FlagValues`` (never the process-wide
-    ``flags.FLAGS``), so a library module whose ``main`` uses this registers nothing when
-    imported, and ``main([...])`` can be called from Python.
+    ``flags.FLAGS``); ``--debug`` is defined for every command.
 
     Args:
-        define: ``define(flag_values)`` defines the flags (``flags.DEFINE_*(...,
-            flag_values=flag_values)``).
+        define: ``define(flag_values)`` defines the command's own flags
+            (``flags.DEFINE_*(..., flag_values=flag_values)``).
         argv: the arguments without the program name (default ``sys.argv[1:]``).
         program: the program name shown in errors.
+        positional: what the positional arguments are (e.g. ``"IMAGE"``); None when the
+            command takes none, and then a positional argument is an error.
+        recipe_default: with a ``--config`` recipe flag: the recipe used when none is given.
+        workdir_config: with a ``--config`` flag whose default is ``<--workdir>/config.json``
+            (the commands that read a trained run).
 
     Returns:
-        The parsed ``FlagValues``; a bad flag ends the process with one line (status 1).
+        ``(flag_values, positional_arguments)``. A bad flag, an unknown config key or an
+        unexpected argument ends the process with one line (status 1).
     """
-    flag_values = flags.FlagValues()
-    define(flag_values)
     arguments: list[str] = list(sys.argv[1:] if argv is None else argv)
+    flag_values = flags.FlagValues()
+    flags.DEFINE_bool("debug", False, DEBUG_FLAG_HELP, flag_values=flag_values)
     try:
-        flag_values([program, *arguments])
+        if recipe_default or workdir_config:
+            arguments = _resolve_recipe(arguments)
+            _define_config_flag(flag_values, arguments, recipe_default, workdir_config)
+        define(flag_values)
+        rest = flag_values([program, *arguments])[1:]
     except flags.Error as error:
         fail(f"FATAL Flags parsing error: {error}\nPass --helpfull to see help on flags.", error)
-    return flag_values
+    except FileNotFoundError as error:  # a recipe or a workdir that does not exist
+        fail(str(error), error)
+    except (KeyError, AttributeError, TypeError, ValueError) as error:
+        # An unknown --config.<key> is refused by lock_config (with a "did you mean").
+        fail(f"Invalid --config override: {_innermost_message(error)}", error)
+    if rest and positional is None:
+        fail(f"{program}: unexpected argument(s) {rest}; it takes flags only (--help).")
+    return flag_values, rest
+
+
+def set_up_logging() -> None:
+    """The command's own INFO lines on stderr; TensorFlow's only from WARNING up."""
+    from absl import logging as absl_logging
+
+    absl_logging.use_absl_handler()
+    absl_logging.set_verbosity(absl_logging.INFO)
+    logging.getLogger().setLevel(logging.INFO)
+    # TensorFlow logs each checkpoint shard at INFO ("Sharding callback duration").
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
 
 
 def progress_verbosity(stream=None) -> int:

@@ -26,7 +26,7 @@ def _share_cores_between_workers():
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers <= 1:
         return
-    from fcos_tf import distribution
+    from fcos_tf.training import distribution
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     assert distribution.set_thread_pools(threads, 2)
@@ -43,7 +43,7 @@ _share_cores_between_workers()
 @pytest.fixture(scope="session")
 def two_replicas():
     """A MirroredStrategy over /CPU:0 and /CPU:1, shared by the tests that need one."""
-    from fcos_tf import distribution
+    from fcos_tf.training import distribution
 
     strategy = distribution.mirrored_strategy(("/CPU:0", "/CPU:1"))
     assert strategy.num_replicas_in_sync == 2

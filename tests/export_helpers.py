@@ -30,7 +30,7 @@ def small_config():
     """
     sys.path.insert(0, ROOT)
     from configs import synthetic_small
-    from fcos_tf import locations
+    from fcos_tf.ops import locations
 
     config = synthetic_small.get_config()
     # The five levels and the 16-channel stem the export tests were written with: after 3
@@ -72,7 +72,7 @@ def _scratch():
 @functools.cache
 def trained_workdir():
     """Path of a ``train.py``-layout workdir trained for 3 steps (config, label map, ckpt)."""
-    from fcos_tf import training
+    from fcos_tf.core import runner as training
 
     workdir = os.path.join(_scratch(), "workdir")
     training.run(small_config(), workdir, mode="train", verbose=0, handle_signals=False)
@@ -82,7 +82,7 @@ def trained_workdir():
 @functools.cache
 def loaded_model():
     """``(model, config, label_map)`` restored from :func:`trained_workdir`."""
-    from fcos_tf import rundir
+    from fcos_tf.core import rundir
 
     return rundir.load_trained_model(trained_workdir())
 
@@ -90,7 +90,8 @@ def loaded_model():
 @functools.cache
 def saved_model_dir():
     """Version folder of the SavedModel exported from :func:`trained_workdir`."""
-    from fcos_tf import builders, export_saved_model
+    from fcos_tf.core import builders
+    from fcos_tf.serving import saved_model as export_saved_model
 
     model, config, label_map = loaded_model()
     return export_saved_model.export_saved_model(

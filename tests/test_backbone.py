@@ -1,4 +1,4 @@
-"""Tests of fcos_tf.backbone: frozen BN, ResNet layouts and freezing, the small backbone."""
+"""Tests of fcos_tf.modeling.backbone: frozen BN, ResNet layouts and freezing, small backbone."""
 
 import math
 
@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from fcos_tf import backbone as backbone_lib
-from fcos_tf.backbone import FrozenBatchNorm, ResNet, SmallBackbone, build_backbone
+from fcos_tf.modeling import backbone as backbone_lib
+from fcos_tf.modeling.backbone import FrozenBatchNorm, ResNet, SmallBackbone, build_backbone
 
 IMAGE_SIZES = [(200, 249), (512, 512), (800, 1344)]
 

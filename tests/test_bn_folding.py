@@ -1,14 +1,14 @@
-"""Tests of fcos_tf.bn_folding and of the BatchNorm head: folding, SyncBN over replicas."""
+"""Tests of fcos_tf.serving.bn_folding and of the BatchNorm head: folding, SyncBN over replicas."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from fcos_tf import bn_folding
-from fcos_tf.backbone import SmallBackbone, build_backbone
-from fcos_tf.head import FCOSHead
-from fcos_tf.model import FCOS
+from fcos_tf.modeling.backbone import SmallBackbone, build_backbone
+from fcos_tf.modeling.fcos import FCOS
+from fcos_tf.modeling.head import FCOSHead
+from fcos_tf.serving import bn_folding
 
 
 def _randomise_batch_norms(model, seed=0):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fcos_tf import boxes as box_lib
+from fcos_tf.ops import boxes as box_lib
 
 
 def _random_xyxy(rng, n):

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fcos_tf import builders, rundir
-from fcos_tf import config as config_lib
+from fcos_tf.core import builders, rundir
+from fcos_tf.core import config as config_lib
 from fcos_tf.data import pipeline as pipeline_lib
-from fcos_tf.locations import split_per_level
-from fcos_tf.targets import compute_targets
+from fcos_tf.ops.locations import split_per_level
+from fcos_tf.ops.targets import compute_targets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
@@ -110,59 +110,82 @@ def test_torchvision_recipe_trains_against_locations_without_offset():
 
 
 def test_resume_seed_is_the_same_in_every_process():
-    code = "from fcos_tf import builders; print(builders.resume_seed(7, 1234))"
+    code = "from fcos_tf.core import builders; print(builders.resume_seed(7, 1234))"
     seeds = {int(_python(code, {"PYTHONHASHSEED": str(h)})) for h in (1, 2, 3)}
     assert seeds == {builders.resume_seed(7, 1234)}
     assert 0 <= builders.resume_seed(7, 1234) < 2**31
     assert len({builders.resume_seed(7, s) for s in range(100)}) == 100
 
 
-def test_library_modules_define_no_flags_and_export_needs_no_training():
+def test_modules_define_no_flags_and_export_needs_no_training():
     out = _python(
         "import importlib, pkgutil, sys\n"
         "from absl import flags\n"
-        "import fcos_tf, fcos_tf.data\n"
+        "import fcos_tf\n"
         "before = set(flags.FLAGS)\n"
-        "for pkg in (fcos_tf, fcos_tf.data):\n"
-        "    for info in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + '.'):\n"
-        "        if info.name != 'fcos_tf.training':\n"
-        "            importlib.import_module(info.name)\n"
+        "for info in pkgutil.walk_packages(fcos_tf.__path__, 'fcos_tf.'):\n"
+        "    if info.name.startswith(('fcos_tf.serving', 'fcos_tf.export', 'fcos_tf.predict')):\n"
+        "        importlib.import_module(info.name)\n"
+        "print('fcos_tf.training.loop' in sys.modules, 'fcos_tf.core.runner' in sys.modules)\n"
+        "for info in pkgutil.walk_packages(fcos_tf.__path__, 'fcos_tf.'):\n"
+        "    importlib.import_module(info.name)\n"
         "print(sorted(set(flags.FLAGS) - before))\n"
-        "print('fcos_tf.training' in sys.modules)\n"
     )
-    new_flags, training_imported = out.strip().splitlines()[-2:]
+    training_imported, new_flags = out.strip().splitlines()[-2:]
+    # Commands define their flags on FlagValues of their own, when they run.
     assert new_flags == "[]"
-    assert training_imported == "False"  # nothing but train.py needs the training loop
+    assert training_imported == "False False"  # exporting needs no training loop
 
 
-def test_export_script_overrides_the_workdirs_own_config(tmp_path):
+def _export_flags(module, argv):
+    """The flags of an export command (``--config`` from ``--workdir``) as it parses them."""
+    from fcos_tf import cli
+
+    return cli.parse_flags(module._define_flags, argv, module.PROGRAM, workdir_config=True)[0]
+
+
+def test_export_command_overrides_the_workdirs_own_config(tmp_path):
+    from fcos_tf import export
+
     config = config_lib.load_recipe("synthetic_small")
     rundir.write_config(config, str(tmp_path))
-    out = _python(
-        "import sys\n"
-        "import export_savedmodel as script\n"
-        f"argv = ['export_savedmodel.py', '--workdir={tmp_path}', '--output=/unused',\n"
-        "        '--config.pipeline.eval_short_side=96']\n"
-        "script.define_flags(argv)\n"
-        "script.FLAGS(argv)\n"
-        "print(script.FLAGS.config.pipeline.eval_short_side, script.FLAGS.config.backbone.name)\n"
+    args = _export_flags(
+        export,
+        [f"--workdir={tmp_path}", "--output=/unused", "--config.pipeline.eval_short_side=96"],
     )
-    assert out.split()[-2:] == ["96", "small"]
+    assert args.config.pipeline.eval_short_side == 96
+    assert args.config.backbone.name == "small"
 
 
-def test_edge_export_script_reads_the_workdirs_config_with_overrides(tmp_path):
+def test_edge_export_command_reads_the_workdirs_config_with_overrides(tmp_path):
+    from fcos_tf import export_edge
+
     config = config_lib.load_recipe("synthetic_edge")
     rundir.write_config(config, str(tmp_path))
-    out = _python(
-        "import export_edge as script\n"
-        f"argv = ['export_edge.py', '--workdir={tmp_path}', '--output=/unused.tflite',\n"
-        "        '--config.backbone.alpha=0.5', '--variant=fp32']\n"
-        "script.define_flags(argv)\n"
-        "script.FLAGS(argv)\n"
-        "c = script.FLAGS.config\n"
-        "print(c.backbone.name, c.backbone.alpha, c.backbone.norm, script.FLAGS.variant)\n"
+    args = _export_flags(
+        export_edge,
+        [
+            f"--workdir={tmp_path}",
+            "--output=/unused.tflite",
+            "--config.backbone.alpha=0.5",
+            "--variant=fp32",
+        ],
     )
-    assert out.split()[-4:] == ["mobilenet_v2", "0.5", "sync_bn", "fp32"]
+    c = args.config
+    assert (c.backbone.name, c.backbone.alpha, c.backbone.norm) == ("mobilenet_v2", 0.5, "sync_bn")
+    assert args.variant == "fp32"
+
+
+def test_recipe_by_name_or_path(tmp_path):
+    from fcos_tf import export
+
+    named = _export_flags(export, ["--config=synthetic_edge", "--output=/unused"]).config
+    by_path = _export_flags(
+        export, [f"--config={config_lib.recipe_path('synthetic_edge')}", "--output=/unused"]
+    ).config
+    assert named.to_dict() == by_path.to_dict() == config_lib.load_recipe("synthetic_edge").to_dict()
+    with pytest.raises(FileNotFoundError, match="synthetic_small"):
+        config_lib.recipe_path("no_such_recipe")
 
 
 def test_workdir_config_round_trips(tmp_path):

@@ -206,7 +206,7 @@ def test_sigkill_during_a_checkpoint_write_resumes_from_the_last_complete_one(tm
 _BLOCKING_INPUT = r"""
 import sys, time
 import tensorflow as tf
-from fcos_tf import builders
+from fcos_tf.core import builders
 
 _build = builders.build_train_dataset
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from fcos_tf import config as config_lib
+from fcos_tf.core import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
@@ -192,7 +192,7 @@ def test_train_py_refuses_a_typo_in_a_config_key(tmp_path):
     assert not os.path.exists(tmp_path / "checkpoints")
     explicit = _run_train(
         f"--workdir={tmp_path}",
-        "--config=configs/synthetic_small.py",
+        "--config=fcos_tf/configs/synthetic_small.py",
         "--config.backbone.nam=small",
     )
     assert explicit.returncode != 0 and "Traceback" not in explicit.stderr
@@ -257,7 +257,7 @@ def test_train_py_says_when_tfds_data_is_not_prepared(tmp_path):
     data_dir.mkdir()
     result = _run_train(
         f"--workdir={tmp_path / 'run'}",
-        "--config=configs/fcos_r50_1x_improved.py",
+        "--config=fcos_tf/configs/fcos_r50_1x_improved.py",
         "--config.data.dataset=tfds",
         f"--config.data.tfds.data_dir={data_dir}",
         "--config.backbone.name=small",

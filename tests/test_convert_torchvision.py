@@ -1,4 +1,4 @@
-"""Tests of fcos_tf.convert_torchvision against PyTorch functional ops (skipped without torch)."""
+"""Tests of fcos_tf.importers.torchvision against PyTorch functional ops (skipped without torch)."""
 
 import json
 import os
@@ -15,21 +15,18 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 import torch_reference  # noqa: E402
 
-from fcos_tf import (  # noqa: E402
-    builders,
-    convert_torchvision,  # noqa: E402
-    rundir,
-    serving,
-)
-from fcos_tf import config as config_lib  # noqa: E402
-from fcos_tf import weights as weights_lib  # noqa: E402
-from fcos_tf.backbone import FrozenBatchNorm, SmallBackbone  # noqa: E402
-from fcos_tf.boxes import ltrb_to_xyxy  # noqa: E402
+from fcos_tf.core import builders, rundir  # noqa: E402
+from fcos_tf.core import config as config_lib  # noqa: E402
 from fcos_tf.data import transforms  # noqa: E402
 from fcos_tf.data.label_map import COCO_2017_CATEGORIES  # noqa: E402
-from fcos_tf.fpn import upsample_nearest_to  # noqa: E402
-from fcos_tf.locations import STRIDES, compute_locations, feature_map_sizes  # noqa: E402
-from fcos_tf.model import FCOS  # noqa: E402
+from fcos_tf.importers import imagenet as weights_lib  # noqa: E402
+from fcos_tf.importers import torchvision as convert_torchvision  # noqa: E402
+from fcos_tf.modeling.backbone import FrozenBatchNorm, SmallBackbone  # noqa: E402
+from fcos_tf.modeling.fcos import FCOS  # noqa: E402
+from fcos_tf.modeling.fpn import upsample_nearest_to  # noqa: E402
+from fcos_tf.ops.boxes import ltrb_to_xyxy  # noqa: E402
+from fcos_tf.ops.locations import STRIDES, compute_locations, feature_map_sizes  # noqa: E402
+from fcos_tf.serving import graph as serving  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.xdist_group("torchvision")
@@ -89,7 +86,7 @@ def converted(state_dict, tmp_path_factory):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Wrote {workdir}" in result.stdout
-    config = config_lib.load_recipe(convert_torchvision.RECIPE)
+    config = config_lib.load_recipe(convert_command.RECIPE)
     model = builders.build_model(config, len(COCO_IDS))
     optimizer = builders.build_optimizer(config)
     model.compile(optimizer=optimizer)
@@ -314,7 +311,7 @@ def test_workdir_is_what_train_py_reads(converted):
 
 def test_refuses_existing_workdir(converted):
     with pytest.raises(ValueError, match="already holds checkpoints"):
-        convert_torchvision.convert(converted["path"], converted["workdir"])
+        convert_command.convert(converted["path"], converted["workdir"])
 
 
 # --------------------------------------------------------------------------------- errors

@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from fcos_tf import locations as loc
 from fcos_tf.data import pipeline, synthetic, visualize
-from fcos_tf.targets import compute_targets
+from fcos_tf.ops import locations as loc
+from fcos_tf.ops.targets import compute_targets
 
 TARGET_KEYS = ("class_targets", "box_targets", "centerness_targets", "matched_box_index")
 

@@ -6,8 +6,8 @@ import export_helpers as helpers
 import numpy as np
 import pytest
 
-from fcos_tf import evaluation
 from fcos_tf.data.label_map import LabelMap
+from fcos_tf.training import evaluation
 
 LABEL_MAP = LabelMap([(1, "cat"), (3, "dog"), (7, "bird")])
 
@@ -110,7 +110,7 @@ def test_evaluation_maps_through_the_exports_function():
     # COCO boxes are the export's outputs read back, in original pixels.
     import tensorflow as tf
 
-    from fcos_tf import serving
+    from fcos_tf.serving import graph as serving
 
     detections = {
         "boxes": tf.constant(
@@ -232,7 +232,10 @@ def test_saved_model_ap_equals_metrics_json(tmp_path):
 
     import tensorflow as tf
 
-    from fcos_tf import builders, export_saved_model, rundir, serving, training
+    from fcos_tf.core import builders, rundir
+    from fcos_tf.serving import graph as serving
+    from fcos_tf.serving import saved_model as export_saved_model
+    from fcos_tf.core import runner as training
 
     # The shared 3-step workdir, evaluated at short side 56: the 64x64 originals become
     # 56x56 images padded to 64x64, so clipping to each image and clipping to the padded

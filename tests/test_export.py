@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fcos_tf import builders, export_saved_model, rundir
-from fcos_tf import serving as serving_lib
+from fcos_tf.core import builders, rundir
 from fcos_tf.data import pipeline
+from fcos_tf.serving import graph as serving_lib
+from fcos_tf.serving import saved_model as export_saved_model
 
 pytestmark = [pytest.mark.slow, helpers.SAME_WORKER]
 
@@ -147,7 +148,7 @@ def test_layout_is_tf_serving_versioned(child_run):
     assert os.path.exists(os.path.join(model_dir, export_saved_model.WARMUP_FILE))
     # No temporary folder left next to the version.
     assert os.listdir(os.path.dirname(model_dir)) == ["1"]
-    assert rundir.next_version(os.path.dirname(model_dir)) == 2
+    assert export_saved_model.next_version(os.path.dirname(model_dir)) == 2
 
 
 def test_signatures_names_dtypes_shapes(child_run):

@@ -1,4 +1,4 @@
-"""Tests of fcos_tf.fpn: level sizes, top-down merge, extra levels, config."""
+"""Tests of fcos_tf.modeling.fpn: level sizes, top-down merge, extra levels, config."""
 
 import math
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fcos_tf.fpn import FPN, upsample_nearest_to
-from fcos_tf.locations import STRIDES, feature_map_sizes
+from fcos_tf.modeling.fpn import FPN, upsample_nearest_to
+from fcos_tf.ops.locations import STRIDES, feature_map_sizes
 
 
 def _features(image_size, channels=(8, 12, 16), batch=1, seed=0):

@@ -1,4 +1,4 @@
-"""Tests of fcos_tf.head, and the parameter count of a full ResNet-50 FCOS stack."""
+"""Tests of fcos_tf.modeling.head, and the parameter count of a full ResNet-50 FCOS stack."""
 
 import math
 
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fcos_tf.backbone import FrozenBatchNorm, ResNet, SmallBackbone
-from fcos_tf.fpn import FPN
-from fcos_tf.head import FCOSHead, GroupNorm, Scale
-from fcos_tf.locations import feature_map_sizes
+from fcos_tf.modeling.backbone import FrozenBatchNorm, ResNet, SmallBackbone
+from fcos_tf.modeling.fpn import FPN
+from fcos_tf.modeling.head import FCOSHead, GroupNorm, Scale
+from fcos_tf.ops.locations import feature_map_sizes
 
 
 def _levels(image_size=(200, 249), channels=32, batch=2, seed=0):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fcos_tf import locations as loc_lib
+from fcos_tf.ops import locations as loc_lib
 
 
 def test_constants():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fcos_tf import losses
+from fcos_tf.ops import losses
 
 LOG2 = math.log(2.0)
 

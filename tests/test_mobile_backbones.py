@@ -1,13 +1,13 @@
-"""Tests of fcos_tf.mobile_backbones: taps and strides, weights from a file, norms, errors."""
+"""Tests of fcos_tf.modeling.mobilenet: taps and strides, weights from a file, norms, errors."""
 
 import keras
 import numpy as np
 import pytest
 
-from fcos_tf import mobile_backbones
-from fcos_tf.backbone import SmallBackbone, build_backbone
 from fcos_tf.data import transforms
-from fcos_tf.mobile_backbones import MobileNetBackbone
+from fcos_tf.modeling import mobilenet as mobile_backbones
+from fcos_tf.modeling.backbone import SmallBackbone, build_backbone
+from fcos_tf.modeling.mobilenet import MobileNetBackbone
 
 # Channels of the taps at alpha=1 (the blocks the FCOS authors tap in MobileNetV2).
 _CHANNELS = {"mobilenet_v2": (32, 96, 320), "mobilenet_v3_large": (40, 112, 160)}
@@ -124,8 +124,8 @@ def test_config_round_trip():
 
 
 def test_edge_recipe_builds_the_mobile_model():
-    from fcos_tf import builders
-    from fcos_tf import config as config_lib
+    from fcos_tf.core import builders
+    from fcos_tf.core import config as config_lib
 
     config = config_lib.load_recipe("synthetic_edge")
     model = builders.build_model(config, 6)
@@ -137,8 +137,8 @@ def test_edge_recipe_builds_the_mobile_model():
 
 
 def test_backbone_section_feeds_alpha_and_norm_and_defers_imagenet():
-    from fcos_tf import builders
-    from fcos_tf import config as config_lib
+    from fcos_tf.core import builders
+    from fcos_tf.core import config as config_lib
 
     config = config_lib.load_recipe("fcos_mnv2_c128_320")
     assert config.backbone.weights == "imagenet"

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fcos_tf import locations as loc_lib
-from fcos_tf.backbone import build_backbone
 from fcos_tf.data import synthetic, transforms
-from fcos_tf.model import FCOS
-from fcos_tf.targets import compute_targets
+from fcos_tf.modeling.backbone import build_backbone
+from fcos_tf.modeling.fcos import FCOS
+from fcos_tf.ops import locations as loc_lib
+from fcos_tf.ops.targets import compute_targets
 
 NUM_CLASSES = 3
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fcos_tf.postprocess import postprocess
+from fcos_tf.ops.postprocess import postprocess
 
 STRIDES = (8, 16)
 SIZE = (16, 16)

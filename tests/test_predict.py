@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from fcos_tf import predict
+from fcos_tf.core import rundir
 
 pytestmark = helpers.SAME_WORKER
 
@@ -89,7 +90,7 @@ def test_predict_saved_model_and_workdir_agree(image_dir, tmp_path):
         assert a["image_id"] == b["image_id"] and a["category_id"] == b["category_id"]
         np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.05)
     # COCO tools accept the file.
-    from fcos_tf import evaluation
+    from fcos_tf.training import evaluation
 
     ground_truth = evaluation.coco_from_dicts(
         [{"id": i["id"], "height": i["height"], "width": i["width"]} for i in images], [], label_map
@@ -110,7 +111,7 @@ def test_find_images_and_ids(image_dir, tmp_path):
 
 def test_load_detector_rejects_other_folders(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a SavedModel"):
-        predict.load_detector(str(tmp_path))
+        rundir.load_detector(str(tmp_path))
 
 
 def _run_command(model, inputs, output, *extra, env_extra=None):
@@ -194,7 +195,7 @@ def test_predict_skips_unreadable_files_with_the_reason_and_a_count(tmp_path):
 
 @pytest.mark.slow
 def test_detector_refuses_floats_and_matches_the_bytes_signature():
-    detector = predict.Detector.load(helpers.trained_workdir())
+    detector = rundir.load_detector(helpers.trained_workdir())
     image = helpers.test_images()[0]
     with pytest.raises(TypeError, match="float32 in 0..1.*uint8 pixels 0..255"):
         detector(image[None].astype(np.float32) / 255.0)

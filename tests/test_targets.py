@@ -13,10 +13,10 @@ import pytest
 import tensorflow as tf
 from reference_targets import reference_targets
 
-from fcos_tf import boxes as box_lib
-from fcos_tf import locations as loc_lib
-from fcos_tf.locations import SIZE_RANGES, STRIDES
-from fcos_tf.targets import compute_targets
+from fcos_tf.ops import boxes as box_lib
+from fcos_tf.ops import locations as loc_lib
+from fcos_tf.ops.locations import SIZE_RANGES, STRIDES
+from fcos_tf.ops.targets import compute_targets
 
 INF = math.inf
 # One level of stride 8 that accepts every size: isolates the candidate and ambiguity rules.

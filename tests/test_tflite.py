@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fcos_tf import builders, export_tflite, tflite_client
-from fcos_tf import serving as serving_lib
+from fcos_tf.core import builders
+from fcos_tf.serving import graph as serving_lib
+from fcos_tf.serving import tflite as export_tflite
+from fcos_tf.serving import tflite_client
 
 pytestmark = [pytest.mark.slow, helpers.SAME_WORKER]
 

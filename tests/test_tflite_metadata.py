@@ -7,11 +7,12 @@ import keras
 import numpy as np
 import pytest
 
-from fcos_tf import bn_folding, export_tflite, tflite_client, tflite_metadata
-from fcos_tf.backbone import build_backbone
 from fcos_tf.data.label_map import LabelMap
-from fcos_tf.model import FCOS
-from fcos_tf.serving import ServingConfig
+from fcos_tf.modeling.backbone import build_backbone
+from fcos_tf.modeling.fcos import FCOS
+from fcos_tf.serving import bn_folding, tflite_client, tflite_metadata
+from fcos_tf.serving import tflite as export_tflite
+from fcos_tf.serving.graph import ServingConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mediapipe")]
 

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fcos_tf import builders, distribution, optimization, training
+from fcos_tf.core import builders
+from fcos_tf.training import distribution, optimization
+from fcos_tf.core import runner as training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,11 +1,12 @@
-"""Tests of fcos_tf.weights: keras.applications and torchvision ResNet weights."""
+"""Tests of fcos_tf.importers.imagenet: keras.applications and torchvision ResNet weights."""
 
 import keras
 import numpy as np
 import pytest
 
-from fcos_tf import weights as weights_lib
-from fcos_tf.backbone import ResNet
+from fcos_tf import weights as weights_command
+from fcos_tf.importers import imagenet as weights_lib
+from fcos_tf.modeling.backbone import ResNet
 
 KERAS_FEATURES = ("conv3_block4_out", "conv4_block6_out", "conv5_block3_out")
 
@@ -208,7 +209,7 @@ def test_command_line_converts_torchvision_file(tmp_path, capsys, torch_referenc
     source = str(tmp_path / "resnet50.pth")
     torch_reference.save_state_dict(state, source)
     output = str(tmp_path / "r50_pytorch.weights.h5")
-    weights_lib.main([f"--source={source}", f"--output={output}"])
+    weights_command.main([f"--source={source}", f"--output={output}"])
     assert "layout='pytorch'" in capsys.readouterr().out
     backbone = ResNet(depth=50, layout="pytorch")
     weights_lib.load_backbone_weights(backbone, output)

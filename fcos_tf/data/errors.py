@@ -6,5 +6,5 @@ class DatasetError(ValueError):
 
     Raised by the readers for a bad annotation file (not JSON, duplicate image ids, an
     annotation naming an unknown image or category) and for a split with no usable image.
-    ``train.py`` prints it as one line and exits with status 1.
+    ``fcos-train`` prints it as one line and exits with status 1.
     """

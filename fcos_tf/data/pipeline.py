@@ -6,7 +6,7 @@ otherwise) under a long-side cap, box clipping and filtering, pixel normalisatio
 padding to a multiple of 32 (or to a fixed ``pad_to``) and padding of the boxes to M rows.
 Per batch: images are padded to the largest in the batch, then the FCOS targets are computed
 for every image on the locations of the batch's padded size with
-:func:`fcos_tf.targets.compute_targets` (no assignment logic in the model, DESIGN.md Sec. 3).
+:func:`fcos_tf.ops.targets.compute_targets` (no assignment logic in the model, DESIGN.md Sec. 3).
 
 Output structure (contract of ``fcos_tf.data``)::
 
@@ -34,9 +34,9 @@ import dataclasses
 
 import tensorflow as tf
 
-from fcos_tf import locations as loc
 from fcos_tf.data import transforms
-from fcos_tf.targets import compute_targets
+from fcos_tf.ops import locations as loc
+from fcos_tf.ops.targets import compute_targets
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -47,7 +47,7 @@ class PipelineConfig:
 
     The field names are the keys of ``config.pipeline`` (the sizes, augmentation and
     reading options) and ``config.locations`` (target assignment), so that
-    :func:`fcos_tf.builders.build_pipeline_config` passes those sections on unchanged.
+    :func:`fcos_tf.core.builders.build_pipeline_config` passes those sections on unchanged.
 
     Attributes:
         batch_size: images per batch (global batch under a distribution strategy).

@@ -15,10 +15,10 @@ import logging
 
 import tensorflow as tf
 
-from fcos_tf import boxes as box_ops
 from fcos_tf.data.errors import DatasetError
 from fcos_tf.data.example import ReadResult
 from fcos_tf.data.label_map import COCO_2017_CATEGORIES, LabelMap
+from fcos_tf.ops import boxes as box_ops
 
 logger = logging.getLogger(__name__)
 

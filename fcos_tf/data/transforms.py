@@ -8,7 +8,7 @@ seed whatever its parallelism.
 
 import tensorflow as tf
 
-from fcos_tf import boxes as box_ops
+from fcos_tf.ops import boxes as box_ops
 
 PIXEL_NORMS = ("caffe", "torchvision", "inception")
 # How resize_size rounds the resized sides: Detectron's round-half-up or torchvision's floor.

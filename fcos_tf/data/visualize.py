@@ -7,10 +7,8 @@
 - :func:`draw_detections` draws boxes with class names and scores on any RGB image; training
   and prediction scripts reuse it for detection pictures.
 
-From the command line, one training batch as PNG files::
-
-    python -m fcos_tf.data.visualize --output /tmp/targets                 # synthetic data
-    python -m fcos_tf.data.visualize --annotations ann.json --images imgs/ --output /tmp/t
+From the command line, one training batch as PNG files: ``fcos-draw-targets``
+(:mod:`fcos_tf.draw_targets`).
 """
 
 import os
@@ -20,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw
 
-from fcos_tf import locations as loc
 from fcos_tf.data import transforms
+from fcos_tf.ops import locations as loc
 
 # One colour per level P3..P7 (and more if there are more levels).
 LEVEL_COLOURS = (
@@ -207,64 +205,3 @@ def save_batch(
         Image.fromarray(picture).save(path)
         paths.append(path)
     return paths
-
-
-def _define_flags(flag_values):
-    from absl import flags
-
-    flags.DEFINE_string("output", None, "Folder receiving <image_id>.png.", flag_values=flag_values)
-    flags.DEFINE_string(
-        "annotations", None, "COCO JSON (default: the synthetic dataset).", flag_values=flag_values
-    )
-    flags.DEFINE_string("images", None, "Image folder of --annotations.", flag_values=flag_values)
-    flags.DEFINE_integer(
-        "batch_size", 4, "Images rendered.", lower_bound=1, flag_values=flag_values
-    )
-    flags.DEFINE_list(
-        "short_side", ["320", "320"], "Training short-side range MIN,MAX.", flag_values=flag_values
-    )
-    flags.DEFINE_integer("max_size", 533, "Long side at most.", flag_values=flag_values)
-    flags.DEFINE_integer(
-        "synthetic_size", 256, "Side of the synthetic images.", flag_values=flag_values
-    )
-    flags.DEFINE_integer(
-        "seed", 0, "Seed of the data and the augmentation.", flag_values=flag_values
-    )
-    flags.mark_flag_as_required("output", flag_values=flag_values)
-    flags.register_multi_flags_validator(
-        ["annotations", "images"],
-        lambda f: not f["annotations"] or bool(f["images"]),
-        "--images is required with --annotations",
-        flag_values=flag_values,
-    )
-
-
-def main(argv=None):
-    """Renders the first training batch of a dataset (synthetic, or COCO JSON) to PNG files."""
-    from fcos_tf import cli
-    from fcos_tf.data import coco, pipeline, synthetic
-
-    args = cli.parse_flags(_define_flags, argv, "python -m fcos_tf.data.visualize")
-    if args.annotations:
-        read = coco.read_coco(args.annotations, args.images, decode=False)
-    else:
-        read = synthetic.synthetic_dataset(
-            args.batch_size, image_size=args.synthetic_size, seed=args.seed
-        )
-    dataset = pipeline.make_pipeline(
-        read.dataset,
-        training=True,
-        batch_size=args.batch_size,
-        train_short_side=tuple(int(v) for v in args.short_side),
-        max_size=args.max_size,
-        seed=args.seed,
-        deterministic=True,
-        repeat=False,
-    )
-    images, labels = next(iter(dataset))
-    for path in save_batch(images, labels, args.output, names=read.label_map.names):
-        print(path)
-
-
-if __name__ == "__main__":
-    main()

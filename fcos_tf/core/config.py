@@ -1,0 +1,446 @@
+"""Shared pieces of the recipes in ``fcos_tf/configs/``: the default profile and its validation.
+
+``base_config()`` is DESIGN.md §3 written out: the paper's "w/ improvements" ResNet-50 1x
+recipe on COCO (Table 3, last row). Each ``fcos_tf/configs/<recipe>.py`` starts from it,
+changes what its recipe changes and returns the result.
+
+Every section is named after what it feeds, and its keys are the names of that part's
+arguments, so that :mod:`fcos_tf.core.builders` (the only module that reads a config) passes a
+section on as keyword arguments without renaming anything:
+
+==================  ========================================================================
+section             becomes
+==================  ========================================================================
+``backbone``        :func:`fcos_tf.core.builders.build_backbone` (``name``, ``weights``, the
+                    ``ResNet`` arguments ``layout``, ``freeze_at`` and the
+                    ``MobileNetBackbone`` arguments ``alpha``, ``norm``)
+``model``           keyword arguments of :class:`fcos_tf.modeling.fcos.FCOS`
+``locations``       settings that target assignment (``PipelineConfig``) and decoding
+                    (``FCOS``) share: ``strides``, ``size_ranges``, ``center_sampling_radius``,
+                    ``location_offset``, ``location_grid``; read by both, never copied
+``pipeline``        fields of :class:`fcos_tf.data.pipeline.PipelineConfig` (the batch size
+                    comes from ``train``/``eval``)
+``data``            the reader: ``dataset`` picks one of the subsections ``coco``, ``tfds``,
+                    ``synthetic``
+``train``           optimizer and schedule (:func:`fcos_tf.core.builders.build_optimizer`),
+                    strategy (:func:`fcos_tf.core.builders.build_strategy`), the run's loop
+``eval``            evaluation after training
+``export``          the TFLite export (``fcos-export``)
+==================  ========================================================================
+
+``validate_config()`` runs at the start of every script so that a typo or an impossible value
+fails in the first second with a message naming the key, not an hour into a run. Unknown keys
+are already refused by ``config_flags.DEFINE_config_file(..., lock_config=True)``; the checks
+here are about values and their combinations. The allowed values of a key are defined by the
+module that uses them and imported here.
+"""
+
+import importlib.util
+import math
+import os
+
+import ml_collections
+
+from fcos_tf.core import builders
+from fcos_tf.data import transforms
+from fcos_tf.modeling import backbone as backbone_lib
+from fcos_tf.modeling import fcos as model_lib
+from fcos_tf.modeling import fpn as fpn_lib
+from fcos_tf.modeling import head as head_lib
+from fcos_tf.modeling import mobilenet as mobile_backbones
+from fcos_tf.ops import locations as locations_lib
+from fcos_tf.ops import losses, postprocess
+from fcos_tf.training import distribution, optimization
+
+# The recipe files (fcos_tf/configs/*.py) of a source checkout.
+# The recipes shipped with the package (package data of fcos_tf.configs).
+RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def recipe_names() -> list[str]:
+    """The recipes of ``fcos_tf/configs/`` by name."""
+    return sorted(
+        name[:-3]
+        for name in os.listdir(RECIPES_DIR)
+        if name.endswith(".py") and not name.startswith("_")
+    )
+
+
+def recipe_path(name_or_path: str) -> str:
+    """The file of a recipe given by name (one of :func:`recipe_names`) or by path.
+
+    Raises:
+        FileNotFoundError: naming the recipes there are, when there is no such recipe.
+    """
+    if name_or_path.endswith(".py") or os.sep in name_or_path:
+        path = name_or_path
+    else:
+        path = os.path.join(RECIPES_DIR, f"{name_or_path}.py")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"No recipe {name_or_path!r}: give one of {', '.join(recipe_names())} "
+            f"or the path of a recipe file."
+        )
+    return path
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """The default profile: FCOS R-50-FPN 1x "w/ improvements" on COCO 2017 (38.6 AP).
+
+    Returns:
+        An unlocked ``ml_collections.ConfigDict`` with the sections ``backbone``, ``model``,
+        ``locations``, ``pipeline``, ``data``, ``train``, ``eval`` and ``export``.
+    """
+    config = ml_collections.ConfigDict()
+
+    # --- backbone (DESIGN.md §3 item 1) -> builders.build_backbone ----------------------------
+    config.backbone = backbone = ml_collections.ConfigDict()
+    backbone.name = "resnet50"  # one of backbone.BACKBONES
+    backbone.layout = "caffe"  # ResNet: "caffe" (stride in 1x1, MSRA) | "pytorch"
+    backbone.freeze_at = 2  # ResNet: stem + stage 1 frozen
+    backbone.alpha = 1.0  # MobileNet: width multiplier
+    backbone.norm = "sync_bn"  # MobileNet: one of mobile_backbones.MOBILE_NORMS
+    backbone.stem_channels = 16  # small backbone: channels of its two stride-2 stem convs
+    # Optional path to backbone weights (.weights.h5); MobileNets also take "imagenet"
+    # (keras.applications download) or a keras.applications "*_no_top*.h5" file.
+    backbone.weights = ""
+
+    # --- model (items 2-6, 13-18) -> FCOS(**config.model) ------------------------------------
+    config.model = model = ml_collections.ConfigDict()
+    model.fpn_channels = 256
+    model.p6_input = "p5"  # "p5" (improved) | "c5" (paper's original)
+    model.head_num_convs = 4
+    model.head_norm = "group"  # "group" | "none" | "bn" | "sync_bn" (edge profile)
+    model.head_num_groups = 32
+    model.centerness_on = "regression"  # "regression" | "classification" | "none"
+    model.norm_reg_targets = True  # relu(s*x)*stride instead of exp(s*x)
+    model.box_loss = "giou"  # "giou" | "iou"
+    model.focal_alpha = 0.25
+    model.focal_gamma = 2.0
+    model.score_threshold = 0.05
+    model.score_threshold_on = "class"
+    model.pre_nms_top_k = 1000
+    model.nms_iou_threshold = 0.6
+    model.max_detections = 100
+
+    # --- locations (items 7-9, 18): read by the targets AND the decoding ----------------------
+    config.locations = locations = ml_collections.ConfigDict()
+    locations.strides = locations_lib.STRIDES
+    locations.size_ranges = locations_lib.SIZE_RANGES
+    locations.center_sampling_radius = 1.5  # 0 turns center sampling off
+    locations.location_offset = locations_lib.DEFAULT_LOCATION_OFFSET
+    locations.location_grid = locations_lib.DEFAULT_LOCATION_GRID  # "paper" | "torchvision"
+
+    # --- pipeline (items 10-12, 20) -> PipelineConfig(**config.pipeline) ----------------------
+    config.pipeline = pipeline = ml_collections.ConfigDict()
+    pipeline.train_short_side = (800, 800)  # inclusive range of the random short side
+    pipeline.eval_short_side = 800
+    pipeline.max_size = 1333  # long side at most
+    pipeline.size_divisibility = 32
+    pipeline.hflip_prob = 0.5
+    pipeline.pixel_norm = "caffe"  # must match the backbone weights
+    pipeline.resize_rounding = "round"  # "round" | "floor" (torchvision's resize)
+    pipeline.max_boxes = 100  # M: ground-truth rows per image after padding
+    pipeline.shuffle_buffer = 1000
+    pipeline.cache = False  # cache decoded reader examples in memory
+    pipeline.deterministic = False  # element order independent of thread timing
+    pipeline.seed = 0
+
+    # --- data: the reader; each subsection holds its reader's arguments -----------------------
+    config.data = data = ml_collections.ConfigDict()
+    data.dataset = "coco"  # one of builders.DATASETS
+    data.coco = coco = ml_collections.ConfigDict()
+    coco.root = "/data/coco"  # holds train2017/, val2017/, annotations/
+    coco.train_images = "train2017"  # relative to root unless absolute
+    coco.train_annotations = "annotations/instances_train2017.json"
+    coco.val_images = "val2017"
+    coco.val_annotations = "annotations/instances_val2017.json"
+    data.tfds = tfds = ml_collections.ConfigDict()
+    tfds.name = "coco/2017"
+    tfds.data_dir = ""  # "" = TFDS default (~/tensorflow_datasets)
+    tfds.train_split = "train"
+    tfds.val_split = "validation"
+    data.synthetic = synthetic = ml_collections.ConfigDict()
+    synthetic.num_train = 512
+    synthetic.num_val = 64
+    synthetic.seed = 0
+    synthetic.image_size = (128, 128)  # (H, W)
+    synthetic.num_objects = (1, 8)  # (min, max) objects per image
+    synthetic.min_object_size = 6  # pixels
+    synthetic.noise_std = (0.0, 12.0)
+    synthetic.max_occlusion = 0.5  # fraction of an object another may hide
+    synthetic.max_object_fraction = 0.95  # largest object side / image side
+
+    # --- train (item 19) ----------------------------------------------------------------------
+    config.train = train = ml_collections.ConfigDict()
+    train.batch_size = 16  # global batch, split over all replicas
+    train.base_lr = 0.01  # at reference_batch_size
+    train.reference_batch_size = 16  # lr = base_lr * batch_size / reference_batch_size
+    train.momentum = 0.9
+    train.weight_decay = 1e-4  # L2, not on biases and norm parameters
+    train.bias_lr_factor = 2.0
+    train.warmup_steps = 500
+    train.warmup_factor = 1.0 / 3.0
+    train.warmup_method = "constant"
+    train.total_steps = 90_000
+    train.lr_steps = (60_000, 80_000)
+    train.lr_gamma = 0.1
+    # 0 = no clipping. Keras clips before the cross-replica sum, so with several replicas
+    # each replica's share of the gradient is clipped to this norm.
+    train.clip_global_norm = 0.0
+    train.precision = "float32"
+    train.jit_compile = False  # XLA for the train step
+    train.strategy = "auto"  # auto: mirrored on >1 GPU, multi_worker with TF_CONFIG
+    train.devices = ()  # for "mirrored": e.g. ("/gpu:0", "/gpu:1"); () = all
+    # TensorFlow's CPU thread pools, set by train.py before TensorFlow starts
+    # (distribution.set_thread_pools); 0 = TensorFlow's choice (every op on all cores).
+    train.intra_op_threads = 0
+    train.inter_op_threads = 0
+    # On resume: "replay" skips the batches already seen (exact continuation; replays the
+    # input pipeline, fine for small datasets), "reshuffle" starts a fresh shuffle seeded by
+    # the step (no replay cost; step, weights, optimizer state and schedule still exact).
+    train.resume = "reshuffle"
+    train.steps_per_epoch = 1000  # progress-bar unit; also the TensorBoard interval
+    train.checkpoint_every = 5000
+    train.keep_checkpoints = 3
+    train.log_every = 20  # TensorBoard step scalars
+    train.seed = 0
+
+    # --- eval ---------------------------------------------------------------------------------
+    config.eval = evaluation = ml_collections.ConfigDict()
+    evaluation.batch_size = 8
+    evaluation.num_images = 0  # 0 = the whole validation split
+    evaluation.num_visualize = 4  # images drawn into <workdir>/detections.png
+    evaluation.visualize_score_threshold = 0.3
+
+    # --- export (read by fcos-export) -----------------------------------------------
+    config.export = export = ml_collections.ConfigDict()
+    export.input_size = (800, 1344)  # fixed (H, W) of the TFLite graph
+    export.tflite_max_detections = 100
+    export.representative_images = 100
+    return config
+
+
+def load_recipe(name_or_path: str) -> ml_collections.ConfigDict:
+    """The ``get_config()`` of a recipe file.
+
+    Args:
+        name_or_path: a recipe of ``fcos_tf/configs/`` by name (``"fcos_torchvision_r50"``) or the
+            path of a recipe file.
+
+    Raises:
+        FileNotFoundError: naming the path when there is no such file.
+    """
+    path = recipe_path(name_or_path)
+    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def _fail(key, message):
+    raise ValueError(f"config.{key}: {message}")
+
+
+def _get(config, key):
+    value = config
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def _check_choice(config, key, choices):
+    value = _get(config, key)
+    if value not in choices:
+        _fail(key, f"{value!r} is not one of {tuple(choices)}")
+
+
+def validate_config(
+    config: ml_collections.ConfigDict,
+    num_replicas: int = 1,
+    *,
+    mode: str = "train_and_eval",
+    check_paths: bool = True,
+) -> None:
+    """Fails with a clear ``ValueError`` on impossible values; returns nothing.
+
+    Args:
+        config: the ``ConfigDict`` of a recipe (after command-line overrides).
+        num_replicas: number of replicas of the distribution strategy in use; the global
+            batch must split evenly over them.
+        mode: "train_and_eval" | "train" | "eval": which dataset splits must exist.
+        check_paths: whether to check that the configured dataset files exist.
+
+    Raises:
+        ValueError: naming the offending key (``config.train.batch_size: ...``).
+    """
+    for key, choices in (
+        ("backbone.name", backbone_lib.BACKBONES),
+        ("data.dataset", builders.DATASETS),
+        ("train.strategy", distribution.STRATEGIES),
+        ("train.precision", optimization.PRECISIONS),
+        ("train.warmup_method", optimization.WARMUP_METHODS),
+        ("train.resume", builders.RESUME_MODES),
+        ("pipeline.pixel_norm", transforms.PIXEL_NORMS),
+        ("pipeline.resize_rounding", transforms.RESIZE_ROUNDINGS),
+        ("locations.location_grid", locations_lib.LOCATION_GRIDS),
+        ("model.p6_input", fpn_lib.P6_INPUTS),
+        ("model.head_norm", model_lib.HEAD_NORMS),
+        ("model.centerness_on", head_lib.CENTERNESS_ON),
+        ("model.box_loss", losses.BOX_LOSSES),
+        ("model.score_threshold_on", postprocess.SCORE_THRESHOLD_ON),
+    ):
+        _check_choice(config, key, choices)
+
+    train, pipeline, model = config.train, config.pipeline, config.model
+    positive_ints = (
+        ("train.batch_size", train.batch_size),
+        ("train.reference_batch_size", train.reference_batch_size),
+        ("train.total_steps", train.total_steps),
+        ("train.steps_per_epoch", train.steps_per_epoch),
+        ("train.checkpoint_every", train.checkpoint_every),
+        ("train.keep_checkpoints", train.keep_checkpoints),
+        ("train.log_every", train.log_every),
+        ("eval.batch_size", config.eval.batch_size),
+        ("pipeline.max_size", pipeline.max_size),
+        ("pipeline.max_boxes", pipeline.max_boxes),
+        ("pipeline.size_divisibility", pipeline.size_divisibility),
+        ("model.fpn_channels", model.fpn_channels),
+        ("model.max_detections", model.max_detections),
+    )
+    for key, value in positive_ints:
+        if not isinstance(value, int) or value <= 0:
+            _fail(key, f"must be a positive integer, got {value!r}")
+    for key in ("intra_op_threads", "inter_op_threads"):
+        value = train[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            _fail(f"train.{key}", f"must be an integer >= 0 (0: TensorFlow's), got {value!r}")
+    if train.batch_size % num_replicas:
+        _fail(
+            "train.batch_size",
+            f"the global batch {train.batch_size} does not split evenly over "
+            f"{num_replicas} replicas; use a multiple of {num_replicas}",
+        )
+    if not train.base_lr > 0 or not math.isfinite(train.base_lr):
+        _fail("train.base_lr", f"must be a positive number, got {train.base_lr!r}")
+    if train.weight_decay < 0:
+        _fail("train.weight_decay", f"must be >= 0, got {train.weight_decay!r}")
+    if not 0.0 <= train.momentum < 1.0:
+        _fail("train.momentum", f"must be in [0, 1), got {train.momentum!r}")
+    if not 0.0 < train.warmup_factor <= 1.0:
+        _fail("train.warmup_factor", f"must be in (0, 1], got {train.warmup_factor!r}")
+    if train.warmup_steps < 0:
+        _fail("train.warmup_steps", f"must be >= 0, got {train.warmup_steps!r}")
+    steps = tuple(train.lr_steps)
+    if list(steps) != sorted(steps) or any(s <= 0 for s in steps):
+        _fail("train.lr_steps", f"must be positive and increasing, got {steps!r}")
+    if steps and steps[-1] >= train.total_steps:
+        _fail(
+            "train.lr_steps",
+            f"the last decay step {steps[-1]} is not before train.total_steps={train.total_steps}",
+        )
+    if train.clip_global_norm < 0:
+        _fail("train.clip_global_norm", f"must be >= 0 (0 = off), got {train.clip_global_norm!r}")
+    sizes = tuple(pipeline.train_short_side)
+    if (
+        len(sizes) != 2
+        or any(not isinstance(s, int) or s <= 0 for s in sizes)
+        or sizes[0] > sizes[1]
+    ):
+        _fail(
+            "pipeline.train_short_side",
+            f"must be an inclusive range (low, high) of positive integers, got {sizes!r}",
+        )
+    if not isinstance(pipeline.eval_short_side, int) or pipeline.eval_short_side <= 0:
+        _fail(
+            "pipeline.eval_short_side",
+            f"must be a positive integer, got {pipeline.eval_short_side!r}",
+        )
+    if not 0.0 <= pipeline.hflip_prob <= 1.0:
+        _fail("pipeline.hflip_prob", f"must be a probability, got {pipeline.hflip_prob!r}")
+    _validate_locations(config.locations)
+    if not 0.0 <= model.score_threshold < 1.0:
+        _fail("model.score_threshold", f"must be in [0, 1), got {model.score_threshold!r}")
+    if not 0.0 < model.nms_iou_threshold <= 1.0:
+        _fail("model.nms_iou_threshold", f"must be in (0, 1], got {model.nms_iou_threshold!r}")
+    data = config.data
+    if data.dataset == "synthetic":
+        size = tuple(data.synthetic.image_size)
+        if len(size) != 2 or any(not isinstance(v, int) or v <= 0 for v in size):
+            _fail("data.synthetic.image_size", f"must be (H, W) positive ints, got {size!r}")
+        for key in ("num_train", "num_val"):
+            if not isinstance(data.synthetic[key], int) or data.synthetic[key] <= 0:
+                _fail(
+                    f"data.synthetic.{key}",
+                    f"must be a positive integer, got {data.synthetic[key]!r}",
+                )
+    if check_paths and data.dataset == "coco":
+        paths = builders.coco_paths(data.coco)
+        needed = [] if mode == "eval" else ["train_images", "train_annotations"]
+        needed += [] if mode == "train" else ["val_images", "val_annotations"]
+        for name in needed:
+            if not os.path.exists(paths[name]):
+                _fail(
+                    f"data.coco.{name}",
+                    f"{paths[name]} does not exist (set config.data."
+                    f"coco.root or config.data.coco.{name} to where COCO 2017 lies)",
+                )
+    if check_paths and data.dataset == "tfds" and data.tfds.data_dir:
+        if not os.path.isdir(data.tfds.data_dir):
+            _fail("data.tfds.data_dir", f"{data.tfds.data_dir} is not a directory")
+    _validate_backbone(config)
+
+
+def _validate_backbone(config):
+    backbone = config.backbone
+    mobile = backbone.name in mobile_backbones.MOBILE_BACKBONES
+    if mobile:
+        _check_choice(config, "backbone.norm", mobile_backbones.MOBILE_NORMS)
+        if not isinstance(backbone.alpha, (int, float)) or not backbone.alpha > 0:
+            _fail("backbone.alpha", f"must be a positive number, got {backbone.alpha!r}")
+    if backbone.name == "small":
+        stem = backbone.stem_channels
+        if isinstance(stem, bool) or not isinstance(stem, int) or stem <= 0 or stem % 8:
+            _fail(
+                "backbone.stem_channels",
+                f"must be a positive multiple of 8 (the small backbone's GroupNorm groups), "
+                f"got {stem!r}",
+            )
+    if backbone.weights == "imagenet":
+        if not mobile:
+            _fail(
+                "backbone.weights",
+                f"'imagenet' (a keras.applications download) is for "
+                f"{mobile_backbones.MOBILE_BACKBONES}; {backbone.name} takes a weights file",
+            )
+        return  # downloaded (or found in ~/.keras/models) when the backbone is built
+    if backbone.weights and not os.path.exists(backbone.weights):
+        _fail("backbone.weights", f"{backbone.weights} does not exist")
+
+
+def _validate_locations(locations):
+    strides = tuple(locations.strides)
+    expected = locations_lib.STRIDES[: len(strides)]
+    if len(strides) < 2 or strides != expected:
+        _fail(
+            "locations.strides",
+            f"must be the first 2 to 5 of {locations_lib.STRIDES} (P3, P4 at least), "
+            f"got {strides!r}",
+        )
+    ranges = tuple(tuple(r) for r in locations.size_ranges)
+    if len(ranges) != len(strides) or any(len(r) != 2 or r[0] >= r[1] for r in ranges):
+        _fail(
+            "locations.size_ranges",
+            f"must be one (low, high) pair per stride "
+            f"({len(strides)}), each low < high, got {ranges!r}",
+        )
+    if locations.center_sampling_radius < 0:
+        _fail(
+            "locations.center_sampling_radius",
+            f"must be >= 0 (0 = off), got {locations.center_sampling_radius!r}",
+        )
+    if not 0.0 <= locations.location_offset < 1.0:
+        _fail(
+            "locations.location_offset",
+            f"must be in [0, 1) (a fraction of the stride), got {locations.location_offset!r}",
+        )

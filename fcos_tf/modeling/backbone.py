@@ -1,0 +1,372 @@
+"""Backbones that turn an image into the feature maps C3, C4, C5 (strides 8, 16, 32).
+
+* :class:`ResNet`: ResNet-50/101 with frozen BatchNorm (DESIGN §3 item 1). Two layouts:
+  ``"pytorch"`` puts the stride of a downsampling block on its 3x3 conv (torchvision),
+  ``"caffe"`` on its first 1x1 conv (MSRA/Detectron ``stride_in_1x1``, and
+  ``keras.applications``). Layer names follow torchvision's parameter names with dots
+  replaced by underscores (``layer2_0_conv1``, ``layer2_0_downsample_0``, ``bn1``), so that a
+  torchvision state dict or a ``keras.applications`` model maps onto them by name
+  (:mod:`fcos_tf.importers.imagenet`).
+* :class:`SmallBackbone`: a few conv + norm + ReLU stages (~0.3 M parameters) that trains in
+  minutes on a CPU, for tests and smoke runs.
+* MobileNetV2 and MobileNetV3-Large from ``keras.applications``
+  (:class:`fcos_tf.modeling.mobilenet.MobileNetBackbone`), for the edge profile.
+
+Every strided convolution pads explicitly and symmetrically (``ZeroPadding2D`` + ``valid``)
+like PyTorch; TF's ``same`` pads more on the bottom/right for stride 2 (DESIGN §2). The size
+of ``C_l`` for an input ``H x W`` is therefore ``ceil(H / s) x ceil(W / s)``.
+"""
+
+import keras
+from keras import ops
+
+from fcos_tf.modeling.group_norm import GroupNorm
+from fcos_tf.modeling.mobilenet import MOBILE_BACKBONES, MobileNetBackbone
+
+# torchvision initialises ResNet convolutions with kaiming_normal_(mode="fan_out") (ReLU gain).
+_RESNET_KERNEL_INIT = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"},
+}
+_BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+_LAYOUTS = ("pytorch", "caffe")
+# Names build_backbone accepts.
+BACKBONES = ("small", "resnet50", "resnet101") + MOBILE_BACKBONES
+_RESNET_NORMS = ("frozen_bn", "bn")
+_SMALL_NORMS = ("group", "bn", "none")
+
+
+@keras.saving.register_keras_serializable(package="fcos_tf")
+class FrozenBatchNorm(keras.layers.Layer):
+    """BatchNorm with fixed statistics and affine parameters: ``y = x * scale + offset``.
+
+    ``scale = gamma / sqrt(moving_variance + epsilon)``, ``offset = beta - moving_mean * scale``.
+    All four weights are non-trainable and the layer computes the same thing whatever the
+    ``training`` flag, so ImageNet statistics survive fine-tuning with small per-device
+    batches (DESIGN §3 item 1). The weight names and order (gamma, beta, moving_mean,
+    moving_variance) are those of ``keras.layers.BatchNormalization``, so ``set_weights``
+    takes a Keras BN layer's ``get_weights()`` unchanged.
+
+    Args:
+        epsilon: added to the variance; 1e-5 as PyTorch (``keras.applications`` uses 1.001e-5).
+    """
+
+    def __init__(self, epsilon=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        if not epsilon >= 0:
+            raise ValueError(f"`epsilon` must be >= 0, got {epsilon}.")
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(f"FrozenBatchNorm needs a known channel dimension, got {input_shape}.")
+        # autocast=False: the statistics stay float32 under mixed precision.
+        for weight_name, init in (
+            ("gamma", "ones"),
+            ("beta", "zeros"),
+            ("moving_mean", "zeros"),
+            ("moving_variance", "ones"),
+        ):
+            setattr(
+                self,
+                weight_name,
+                self.add_weight(
+                    name=weight_name,
+                    shape=(channels,),
+                    initializer=init,
+                    trainable=False,
+                    autocast=False,
+                ),
+            )
+
+    def call(self, inputs, training=None):
+        del training  # Inference mode always.
+        scale = self.gamma * ops.rsqrt(self.moving_variance + self.epsilon)
+        offset = self.beta - self.moving_mean * scale
+        outputs = ops.cast(inputs, "float32") * scale + offset
+        return ops.cast(outputs, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"epsilon": self.epsilon})
+        return config
+
+
+def _conv(
+    x,
+    filters,
+    kernel_size,
+    stride,
+    name,
+    trainable=True,
+    use_bias=False,
+    kernel_initializer=_RESNET_KERNEL_INIT,
+):
+    """Conv with PyTorch padding ``kernel_size // 2``: explicit when strided, ``same`` otherwise.
+
+    For odd kernels and stride 1, TF's ``same`` is the symmetric ``k // 2`` padding; for
+    stride 2 it is not, hence the ``ZeroPadding2D`` (named ``<name>_pad``) + ``valid``.
+    """
+    padding = "same"
+    if stride > 1:
+        if kernel_size > 1:
+            x = keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
+        padding = "valid"
+    return keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=stride,
+        padding=padding,
+        use_bias=use_bias,
+        kernel_initializer=kernel_initializer,
+        trainable=trainable,
+        name=name,
+    )(x)
+
+
+def _resnet_norm(x, norm, epsilon, name, trainable=True):
+    if norm == "frozen_bn":
+        return FrozenBatchNorm(epsilon=epsilon, name=name)(x)
+    # A frozen stage's plain BN is set non-trainable, which also puts it in inference mode.
+    return keras.layers.BatchNormalization(
+        epsilon=epsilon, momentum=0.9, trainable=trainable, name=name
+    )(x)
+
+
+def _bottleneck(x, filters, stride, downsample, layout, norm, epsilon, name, trainable):
+    """ResNet bottleneck ``1x1 -> 3x3 -> 1x1 (x4 channels)`` plus a projection shortcut."""
+    stride_1x1, stride_3x3 = (stride, 1) if layout == "caffe" else (1, stride)
+    shortcut = x
+    if downsample:
+        shortcut = _conv(x, 4 * filters, 1, stride, f"{name}_downsample_0", trainable)
+        shortcut = _resnet_norm(shortcut, norm, epsilon, f"{name}_downsample_1", trainable)
+    y = _conv(x, filters, 1, stride_1x1, f"{name}_conv1", trainable)
+    y = _resnet_norm(y, norm, epsilon, f"{name}_bn1", trainable)
+    y = keras.layers.ReLU(name=f"{name}_relu1")(y)
+    y = _conv(y, filters, 3, stride_3x3, f"{name}_conv2", trainable)
+    y = _resnet_norm(y, norm, epsilon, f"{name}_bn2", trainable)
+    y = keras.layers.ReLU(name=f"{name}_relu2")(y)
+    y = _conv(y, 4 * filters, 1, 1, f"{name}_conv3", trainable)
+    y = _resnet_norm(y, norm, epsilon, f"{name}_bn3", trainable)
+    y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
+    return keras.layers.ReLU(name=f"{name}_out")(y)
+
+
+@keras.saving.register_keras_serializable(package="fcos_tf")
+class ResNet(keras.Model):
+    """ResNet-50/101 trunk: float32 ``[B, H, W, 3]`` -> ``[C3, C4, C5]``.
+
+    ``C3``: ``[B, ceil(H/8), ceil(W/8), 512]``, ``C4``: ``[B, ceil(H/16), ceil(W/16), 1024]``,
+    ``C5``: ``[B, ceil(H/32), ceil(W/32), 2048]``. The input is already normalised as the
+    weights expect (``fcos_tf.data.transforms.normalize_image``).
+
+    Stages are numbered as in torchvision: 0 is the stem (``conv1``, ``bn1``, max-pool),
+    1..4 are ``layer1``..``layer4`` (Detectron's res2..res5).
+
+    Args:
+        depth: 50 or 101.
+        layout: ``"pytorch"`` (stride on the 3x3 conv, torchvision weights) or ``"caffe"``
+            (stride on the first 1x1 conv, MSRA/Detectron and ``keras.applications`` weights).
+        freeze_at: the stem and the first ``freeze_at - 1`` stages get non-trainable
+            convolutions: 0 freezes nothing, 1 the stem, 2 (default, Detectron's
+            ``FREEZE_CONV_BODY_AT=2`` and torchvision's ``trainable_backbone_layers=3``) the stem
+            and ``layer1``, 5 everything. Setting ``trainable`` on the model afterwards
+            overrides it.
+        norm: ``"frozen_bn"`` (:class:`FrozenBatchNorm`, default) or ``"bn"`` (trainable
+            ``keras.layers.BatchNormalization``; batch statistics are per replica).
+        bn_epsilon: epsilon of every norm layer (1e-5 as PyTorch).
+        name: model name.
+        **kwargs: passed to ``keras.Model``.
+    """
+
+    def __init__(
+        self,
+        depth=50,
+        layout="pytorch",
+        freeze_at=2,
+        norm="frozen_bn",
+        bn_epsilon=1e-5,
+        name=None,
+        **kwargs,
+    ):
+        if depth not in _BLOCKS_PER_STAGE:
+            raise ValueError(f"`depth` must be one of {sorted(_BLOCKS_PER_STAGE)}, got {depth!r}.")
+        if layout not in _LAYOUTS:
+            raise ValueError(f"`layout` must be one of {_LAYOUTS}, got {layout!r}.")
+        if not (isinstance(freeze_at, int) and 0 <= freeze_at <= 5):
+            raise ValueError(f"`freeze_at` must be an int in [0, 5], got {freeze_at!r}.")
+        if norm not in _RESNET_NORMS:
+            raise ValueError(f"`norm` must be one of {_RESNET_NORMS}, got {norm!r}.")
+        if not bn_epsilon > 0:
+            raise ValueError(f"`bn_epsilon` must be > 0, got {bn_epsilon!r}.")
+        name = name or f"resnet{depth}"
+
+        images = keras.Input(shape=(None, None, 3), name="images")
+        stem_trainable = freeze_at < 1
+        x = _conv(images, 64, 7, 2, "conv1", stem_trainable)
+        x = _resnet_norm(x, norm, bn_epsilon, "bn1", stem_trainable)
+        x = keras.layers.ReLU(name="relu")(x)
+        # PyTorch pads the max-pool with -inf; after the ReLU every window holds a value >= 0,
+        # so zero padding gives the same maximum.
+        x = keras.layers.ZeroPadding2D(1, name="maxpool_pad")(x)
+        x = keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="maxpool")(x)
+
+        features = []
+        for stage, num_blocks in enumerate(_BLOCKS_PER_STAGE[depth], start=1):
+            filters = 64 * 2 ** (stage - 1)
+            for block in range(num_blocks):
+                stride = 2 if (block == 0 and stage > 1) else 1
+                x = _bottleneck(
+                    x,
+                    filters,
+                    stride,
+                    downsample=block == 0,
+                    layout=layout,
+                    norm=norm,
+                    epsilon=bn_epsilon,
+                    name=f"layer{stage}_{block}",
+                    trainable=freeze_at <= stage,
+                )
+            if stage >= 2:
+                features.append(x)
+
+        super().__init__(inputs=images, outputs=features, name=name, **kwargs)
+        self.depth = depth
+        self.layout = layout
+        self.freeze_at = freeze_at
+        self.norm = norm
+        self.bn_epsilon = float(bn_epsilon)
+        self.output_channels = (512, 1024, 2048)
+        self.strides = (8, 16, 32)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "depth": self.depth,
+            "layout": self.layout,
+            "freeze_at": self.freeze_at,
+            "norm": self.norm,
+            "bn_epsilon": self.bn_epsilon,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="fcos_tf")
+class SmallBackbone(keras.Model):
+    """A tiny CPU backbone: float32 ``[B, H, W, 3]`` -> ``[C3, C4, C5]`` at strides 8/16/32.
+
+    Two stride-2 stem convs, then three stages of ``[3x3 stride-2 conv, 3x3 conv]``, each conv
+    followed by a norm (GroupNorm: :class:`fcos_tf.modeling.group_norm.GroupNorm`) and a ReLU. With
+    the defaults it has ~0.3 M parameters. Output sizes are ``ceil(H/s) x ceil(W/s)`` and channels
+    ``channels``.
+
+    Args:
+        channels: output channels of C3, C4, C5.
+        stem_channels: channels of the two stem convs.
+        norm: ``"group"`` (default: per-example, so one device and several replicas compute
+            the same thing), ``"bn"`` or ``"none"``.
+        num_groups: groups of the GroupNorm; must divide every channel count.
+        name: model name.
+        **kwargs: passed to ``keras.Model``.
+    """
+
+    def __init__(
+        self,
+        channels=(32, 64, 128),
+        stem_channels=16,
+        norm="group",
+        num_groups=8,
+        name="small_backbone",
+        **kwargs,
+    ):
+        channels = tuple(int(c) for c in channels)
+        if len(channels) != 3 or min(channels) < 1:
+            raise ValueError(f"`channels` must be 3 positive ints, got {channels!r}.")
+        if norm not in _SMALL_NORMS:
+            raise ValueError(f"`norm` must be one of {_SMALL_NORMS}, got {norm!r}.")
+        if norm == "group" and any(c % num_groups for c in (stem_channels,) + channels):
+            raise ValueError(
+                f"`num_groups`={num_groups} must divide `stem_channels` and every "
+                f"entry of `channels`, got {stem_channels} and {channels}."
+            )
+
+        def conv_norm_relu(x, filters, stride, layer_name):
+            x = _conv(
+                x,
+                filters,
+                3,
+                stride,
+                f"{layer_name}_conv",
+                use_bias=norm == "none",
+                kernel_initializer="he_normal",
+            )
+            if norm == "group":
+                x = GroupNorm(num_groups, epsilon=1e-5, name=f"{layer_name}_norm")(x)
+            elif norm == "bn":
+                x = keras.layers.BatchNormalization(
+                    epsilon=1e-5, momentum=0.9, name=f"{layer_name}_norm"
+                )(x)
+            return keras.layers.ReLU(name=f"{layer_name}_relu")(x)
+
+        images = keras.Input(shape=(None, None, 3), name="images")
+        x = conv_norm_relu(images, stem_channels, 2, "stem1")
+        x = conv_norm_relu(x, stem_channels, 2, "stem2")
+        features = []
+        for level, filters in zip((3, 4, 5), channels):
+            x = conv_norm_relu(x, filters, 2, f"c{level}_down")
+            x = conv_norm_relu(x, filters, 1, f"c{level}_conv")
+            features.append(x)
+
+        super().__init__(inputs=images, outputs=features, name=name, **kwargs)
+        self.channels = channels
+        self.stem_channels = int(stem_channels)
+        self.norm = norm
+        self.num_groups = int(num_groups)
+        self.output_channels = channels
+        self.strides = (8, 16, 32)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "channels": list(self.channels),
+            "stem_channels": self.stem_channels,
+            "norm": self.norm,
+            "num_groups": self.num_groups,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def build_backbone(name: str, **kwargs) -> keras.Model:
+    """Builds a backbone by name.
+
+    Args:
+        name: ``"resnet50"``, ``"resnet101"``, ``"small"``, ``"mobilenet_v2"`` or
+            ``"mobilenet_v3_large"``.
+        **kwargs: passed to :class:`ResNet` (``layout``, ``freeze_at``, ``norm``,
+            ``bn_epsilon``), :class:`SmallBackbone` or
+            :class:`fcos_tf.modeling.mobilenet.MobileNetBackbone` (``alpha``, ``norm``,
+            ``weights``).
+
+    Returns:
+        A ``keras.Model`` mapping float32 ``[B, H, W, 3]`` to ``[C3, C4, C5]``, with
+        ``.output_channels`` and ``.strides`` attributes.
+    """
+    if name == "resnet50":
+        return ResNet(depth=50, **kwargs)
+    if name == "resnet101":
+        return ResNet(depth=101, **kwargs)
+    if name == "small":
+        return SmallBackbone(**kwargs)
+    if name in MOBILE_BACKBONES:
+        return MobileNetBackbone(variant=name, **kwargs)
+    raise ValueError(f"`name` must be one of {BACKBONES}, got {name!r}.")

@@ -1,0 +1,374 @@
+"""The FCOS detector as a ``keras.Model``: wiring, train/test/predict steps (paper Sec. 3).
+
+``call()`` always returns the same dict of raw per-location outputs, flattened over levels
+in the order of :func:`fcos_tf.ops.locations.compute_locations`; the losses live in
+:mod:`fcos_tf.ops.losses` (used by ``train_step``/``test_step``) and the decoding in
+:mod:`fcos_tf.ops.postprocess` (used by ``predict_step`` and by the export).
+"""
+
+import keras
+import tensorflow as tf
+
+from fcos_tf.modeling.fpn import FPN
+from fcos_tf.modeling.head import NORMS as _HEAD_TOWER_NORMS
+from fcos_tf.modeling.head import FCOSHead
+from fcos_tf.ops import losses as losses_lib
+from fcos_tf.ops import postprocess as postprocess_lib
+from fcos_tf.ops.locations import (
+    DEFAULT_LOCATION_GRID,
+    DEFAULT_LOCATION_OFFSET,
+    STRIDES,
+    check_location_grid,
+)
+
+_BACKBONE_STRIDES = (8, 16, 32)
+# Values of `head_norm`: the head's tower norms (the head takes None for "none").
+HEAD_NORMS = _HEAD_TOWER_NORMS
+_LOSS_NAMES = ("loss", "cls_loss", "box_loss", "ctr_loss", "num_pos")
+
+
+@keras.saving.register_keras_serializable(package="fcos_tf")
+class FCOS(keras.Model):
+    """FCOS: backbone -> FPN -> shared head, with per-location outputs.
+
+    Args:
+        backbone: a ``keras.Model`` mapping float32 ``[B, H, W, 3]`` to ``[C3, C4, C5]`` at
+            strides 8, 16, 32 (:func:`fcos_tf.modeling.backbone.build_backbone`).
+        num_classes: K, number of foreground classes.
+        fpn_channels: channels of the FPN and of the head towers.
+        p6_input: ``"p5"`` (improved FCOS) or ``"c5"`` (paper's original).
+        head_num_convs: convs per head tower.
+        head_norm: ``"group"``, ``"bn"``, ``"sync_bn"`` (BatchNorm, SyncBN under a strategy:
+            the edge profile) or ``None``/``"none"`` (paper's vanilla rows); see
+            :class:`fcos_tf.modeling.head.FCOSHead`.
+        head_num_groups: GroupNorm groups of the head; must divide ``fpn_channels``.
+        centerness_on: ``"regression"``, ``"classification"`` or ``"none"``.
+        norm_reg_targets: box output ``relu(s_l x) * stride`` (improved FCOS) instead of the
+            paper's ``exp(s_l x)``.
+        strides: strides of the levels: ``(8, 16)``, ``(8, 16, 32)`` or that followed by up
+            to two extra levels (64, 128).
+        location_offset: fraction of the stride added to the location grid (0.5 paper, 0
+            torchvision).
+        location_grid: spacing of the locations, ``"paper"`` (the stride) or ``"torchvision"``
+            (padded size // feature size per axis); see :mod:`fcos_tf.ops.locations`.
+        box_loss: ``"giou"`` or ``"iou"``.
+        focal_alpha: focal loss alpha.
+        focal_gamma: focal loss gamma.
+        score_threshold: candidate threshold at inference.
+        score_threshold_on: ``"class"`` or ``"final"`` (see
+            :func:`fcos_tf.ops.postprocess.postprocess`).
+        pre_nms_top_k: candidates kept per level before NMS.
+        nms_iou_threshold: class-aware NMS IoU threshold.
+        max_detections: D, detections per image.
+        **kwargs: passed to ``keras.Model`` (``name``, ``dtype``...).
+
+    Call args:
+        images: float32 ``[B, H, W, 3]``, normalised for the backbone, any size (padded to a
+            multiple of 32 by the pipeline so that every level aligns).
+        training: passed to the backbone.
+
+    Returns:
+        dict of float32 tensors (also under mixed precision):
+            ``"class_logits"``: ``[B, P, K]``;
+            ``"box_ltrb"``: ``[B, P, 4]`` distances in input pixels;
+            ``"centerness_logits"``: ``[B, P]`` (absent when ``centerness_on="none"``).
+    """
+
+    def __init__(
+        self,
+        backbone,
+        num_classes,
+        *,
+        fpn_channels=256,
+        p6_input="p5",
+        head_num_convs=4,
+        head_norm="group",
+        head_num_groups=32,
+        centerness_on="regression",
+        norm_reg_targets=True,
+        strides=STRIDES,
+        location_offset=DEFAULT_LOCATION_OFFSET,
+        location_grid=DEFAULT_LOCATION_GRID,
+        box_loss="giou",
+        focal_alpha=0.25,
+        focal_gamma=2.0,
+        score_threshold=0.05,
+        score_threshold_on="class",
+        pre_nms_top_k=1000,
+        nms_iou_threshold=0.6,
+        max_detections=100,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(backbone, keras.Model):
+            raise TypeError(f"`backbone` must be a keras.Model, got {type(backbone).__name__}.")
+        strides = tuple(int(s) for s in strides)
+        expected = (_BACKBONE_STRIDES + (64, 128))[: len(strides)]
+        if len(strides) < 2 or strides != expected:
+            raise ValueError(
+                f"`strides` must be (8, 16), (8, 16, 32) or that plus up to two extra levels "
+                f"(64, 128), got {strides}."
+            )
+        if box_loss not in losses_lib.BOX_LOSSES:
+            raise ValueError(
+                f"`box_loss` must be one of {losses_lib.BOX_LOSSES}, got {box_loss!r}."
+            )
+        if score_threshold_on not in postprocess_lib.SCORE_THRESHOLD_ON:
+            raise ValueError(
+                f"`score_threshold_on` must be one of "
+                f"{postprocess_lib.SCORE_THRESHOLD_ON}, got {score_threshold_on!r}."
+            )
+        check_location_grid(location_grid)
+        if head_norm == "none":
+            head_norm = None
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.fpn_channels = fpn_channels
+        self.p6_input = p6_input
+        self.head_num_convs = head_num_convs
+        self.head_norm = head_norm
+        self.head_num_groups = head_num_groups
+        self.centerness_on = centerness_on
+        self.norm_reg_targets = bool(norm_reg_targets)
+        self.strides = strides
+        self.location_offset = float(location_offset)
+        self.location_grid = location_grid
+        self.box_loss = box_loss
+        self.focal_alpha = float(focal_alpha)
+        self.focal_gamma = float(focal_gamma)
+        self.score_threshold = float(score_threshold)
+        self.score_threshold_on = score_threshold_on
+        self.pre_nms_top_k = int(pre_nms_top_k)
+        self.nms_iou_threshold = float(nms_iou_threshold)
+        self.max_detections = int(max_detections)
+
+        self.fpn = FPN(
+            fpn_channels,
+            p6_input=p6_input,
+            num_levels=len(strides),
+            name="fpn",
+            dtype=self.dtype_policy,
+        )
+        self.head = FCOSHead(
+            num_classes,
+            channels=fpn_channels,
+            num_convs=head_num_convs,
+            norm=head_norm,
+            num_groups=head_num_groups,
+            centerness_on=centerness_on,
+            num_levels=len(strides),
+            name="head",
+            dtype=self.dtype_policy,
+        )
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in _LOSS_NAMES}
+
+    def build(self, input_shape):
+        # One forward pass on a tiny input creates every sub-layer's weights (any size works:
+        # each level has ceil(32 / s) >= 1 cells).
+        self.call(tf.zeros([1, 32, 32, 3]), training=False)
+        self.built = True
+
+    def call(self, images, training=None):
+        features = self.backbone(images, training=training)
+        head = self.head(self.fpn(features))
+        batch = tf.shape(images)[0]
+
+        def flatten(per_level, depth):
+            # [B, h, w, depth] per level -> [B, P, depth], P3 first, row-major.
+            return [tf.reshape(tf.cast(x, tf.float32), [batch, -1, depth]) for x in per_level]
+
+        class_logits = tf.concat(flatten(head["class_logits"], self.num_classes), axis=1)
+        box_ltrb = []
+        for box_raw, stride in zip(flatten(head["box_raw"], 4), self.strides):
+            if self.norm_reg_targets:
+                # Improved FCOS: the head regresses distances in units of the level's stride.
+                box_ltrb.append(tf.nn.relu(box_raw) * float(stride))
+            else:
+                box_ltrb.append(tf.exp(box_raw))  # Sec. 3.2: exp(s_i x)
+        outputs = {"class_logits": class_logits, "box_ltrb": tf.concat(box_ltrb, axis=1)}
+        if "centerness_logits" in head:
+            outputs["centerness_logits"] = tf.concat(flatten(head["centerness_logits"], 1), axis=1)[
+                ..., 0
+            ]
+        return outputs
+
+    # ----------------------------------------------------------------------------- steps
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def compute_losses(self, outputs, labels):
+        """Losses of this replica's share of the batch (see :func:`fcos_tf.ops.losses.fcos_losses`).
+
+        Returns:
+            dict of float32 scalars ``loss`` (sum of the three), ``cls_loss``, ``box_loss``,
+            ``ctr_loss``, ``num_pos``.
+        """
+        result = losses_lib.fcos_losses(
+            outputs,
+            labels,
+            box_loss=self.box_loss,
+            focal_alpha=self.focal_alpha,
+            focal_gamma=self.focal_gamma,
+        )
+        result["loss"] = result["cls_loss"] + result["box_loss"] + result["ctr_loss"]
+        if self.losses:
+            # Layer regularisers (none by default: weight decay lives in the optimizer). Each
+            # replica adds its share so that the summed gradients count them once.
+            replicas = tf.distribute.get_replica_context()
+            replicas = replicas.num_replicas_in_sync if replicas is not None else 1
+            result["loss"] += tf.add_n([tf.cast(x, tf.float32) for x in self.losses]) / replicas
+        return result
+
+    def _update_trackers(self, result, images):
+        # Every replica logs the same global value: Keras' Mean trackers then aggregate
+        # total and count over replicas and report exactly that value.
+        num_images = losses_lib.global_sum(tf.cast(tf.shape(images)[0], tf.float32))
+        values = {
+            name: losses_lib.global_sum(result[name])
+            for name in ("loss", "cls_loss", "box_loss", "ctr_loss")
+        }
+        values["num_pos"] = result["num_pos"] / num_images
+        for name, tracker in self._trackers.items():
+            tracker.update_state(values[name])
+        return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+    @staticmethod
+    def _unpack(data):
+        """``images``, ``(images,)``, ``(images, labels)`` or ``((images, labels),)``."""
+        while isinstance(data, (tuple, list)) and len(data) == 1:
+            data = data[0]
+        if isinstance(data, (tuple, list)):
+            return data[0], data[1]
+        return data, None
+
+    def train_step(self, data):
+        images, labels = self._unpack(data)
+        if labels is None:
+            raise ValueError("train_step expects `data` = (images, labels dict).")
+        with tf.GradientTape() as tape:
+            outputs = self(images, training=True)
+            result = self.compute_losses(outputs, labels)
+            # Mixed precision: the loss-scale optimizer scales here and unscales in apply().
+            scaled_loss = self.optimizer.scale_loss(result["loss"])
+        variables = self.trainable_variables
+        grads = tape.gradient(scaled_loss, variables)
+        # Keras sums the replicas' gradients inside apply() (no averaging): with the global
+        # normalisers of the losses this equals the single-device gradient.
+        self.optimizer.apply(grads, variables)
+        return self._update_trackers(result, images)
+
+    def test_step(self, data):
+        images, labels = self._unpack(data)
+        if labels is None:
+            raise ValueError("test_step expects `data` = (images, labels dict).")
+        outputs = self(images, training=False)
+        return self._update_trackers(self.compute_losses(outputs, labels), images)
+
+    def postprocess(
+        self, outputs, image_size, valid_size=None, *, nms="combined", max_detections=None
+    ):
+        """Detections from ``call()`` outputs with this model's inference settings.
+
+        Every path that decodes (``predict_step``, the serving graph, the TFLite graph) comes
+        through here, so the decoding settings are read from the model in one place.
+
+        Args:
+            outputs: dict from :meth:`call`.
+            image_size: ``(H, W)`` of the network input (ints or int32 ``[2]``).
+            valid_size: optional int32 ``[B, 2]`` valid region per image for clipping.
+            nms: ``"combined"`` or ``"class_offset"`` (TFLite builtins), see
+                :func:`fcos_tf.ops.postprocess.postprocess`.
+            max_detections: D (default: the model's ``max_detections``).
+
+        Returns:
+            dict ``boxes`` float32 ``[B, D, 4]`` xyxy input pixels, ``scores`` float32
+            ``[B, D]``, ``classes`` int32 ``[B, D]`` (-1 padding), ``num_detections`` int32 ``[B]``.
+        """
+        return postprocess_lib.postprocess(
+            outputs,
+            image_size,
+            strides=self.strides,
+            location_offset=self.location_offset,
+            location_grid=self.location_grid,
+            score_threshold=self.score_threshold,
+            score_threshold_on=self.score_threshold_on,
+            pre_nms_top_k=self.pre_nms_top_k,
+            nms_iou_threshold=self.nms_iou_threshold,
+            max_detections=max_detections or self.max_detections,
+            valid_size=valid_size,
+            nms=nms,
+        )
+
+    def predict_step(self, data):
+        """Detections for ``images`` or ``(images, labels)``.
+
+        The one detection path: the exported serving graph and the COCO evaluation both call
+        it with each image's valid size, so evaluation scores what a server returns.
+
+        Args:
+            data: float ``[B, H, W, 3]`` network inputs, or ``(images, labels)`` with labels
+                holding ``"image_size"``: int32 ``[B, 2]`` ``(H, W)`` of each image's valid
+                (resized, unpadded) region. Boxes are clipped to that region before NMS;
+                without it, to the whole ``(H, W)`` input.
+
+        Returns:
+            dict of :meth:`postprocess`: boxes xyxy in network-input pixels.
+        """
+        images, labels = self._unpack(data)
+        outputs = self(images, training=False)
+        valid_size = None
+        if isinstance(labels, dict) and "image_size" in labels:
+            valid_size = labels["image_size"]
+        return self.postprocess(outputs, tf.shape(images)[1:3], valid_size=valid_size)
+
+    def make_predict_function(self, force=False):
+        # NMS has no XLA kernel: keep prediction out of XLA even when jit_compile is on for
+        # training (DESIGN §5).
+        if self.predict_function is not None and not force:
+            return self.predict_function
+        jit_compile = self.jit_compile
+        self.jit_compile = False
+        try:
+            return super().make_predict_function(force=force)
+        finally:
+            self.jit_compile = jit_compile
+
+    # ---------------------------------------------------------------------------- config
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "num_classes": self.num_classes,
+            "fpn_channels": self.fpn_channels,
+            "p6_input": self.p6_input,
+            "head_num_convs": self.head_num_convs,
+            "head_norm": self.head_norm,
+            "head_num_groups": self.head_num_groups,
+            "centerness_on": self.centerness_on,
+            "norm_reg_targets": self.norm_reg_targets,
+            "strides": list(self.strides),
+            "location_offset": self.location_offset,
+            "location_grid": self.location_grid,
+            "box_loss": self.box_loss,
+            "focal_alpha": self.focal_alpha,
+            "focal_gamma": self.focal_gamma,
+            "score_threshold": self.score_threshold,
+            "score_threshold_on": self.score_threshold_on,
+            "pre_nms_top_k": self.pre_nms_top_k,
+            "nms_iou_threshold": self.nms_iou_threshold,
+            "max_detections": self.max_detections,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        backbone = config.pop("backbone")
+        if isinstance(backbone, dict):
+            backbone = keras.saving.deserialize_keras_object(backbone)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.saving.deserialize_keras_object(config["dtype"])
+        return cls(backbone, **config)

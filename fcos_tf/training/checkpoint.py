@@ -1,0 +1,97 @@
+"""Checkpoints of a run: model weights, optimizer slots and step in ``<workdir>/checkpoints``."""
+
+import logging
+import os
+import shutil
+
+import keras
+import tensorflow as tf
+
+from fcos_tf.training.distribution import is_chief
+from fcos_tf.training.optimization import global_step
+
+__all__ = ["CHECKPOINTS_DIR", "Checkpointer", "latest_checkpoint"]
+
+CHECKPOINTS_DIR = "checkpoints"
+
+
+class Checkpointer:
+    """Saves and restores model weights, optimizer slots and the step in ``<workdir>/checkpoints``.
+
+    On a multi-worker run every worker takes part in saving (the variables are synchronised
+    collectively), but only the chief keeps its files; the others write to a scratch folder
+    that is removed afterwards, the pattern TensorFlow documents for
+    ``MultiWorkerMirroredStrategy``.
+
+    Args:
+        workdir: the run's directory.
+        model: the ``keras.Model`` (built).
+        optimizer: its optimizer (built, so that its slots exist before a restore).
+        strategy: the distribution strategy.
+        max_to_keep: number of checkpoints kept.
+    """
+
+    def __init__(
+        self,
+        workdir: str,
+        model: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        strategy: tf.distribute.Strategy,
+        max_to_keep: int = 3,
+    ):
+        self.chief = is_chief(strategy)
+        # Every worker restores from the chief's checkpoints (the workdir is shared storage
+        # on a multi-machine run).
+        self.restore_directory = os.path.join(workdir, CHECKPOINTS_DIR)
+        self.directory = self.restore_directory
+        if not self.chief:
+            task_id = strategy.cluster_resolver.task_id
+            self.directory = os.path.join(workdir, f"tmp_worker_{task_id}", CHECKPOINTS_DIR)
+        inner = getattr(optimizer, "inner_optimizer", optimizer)
+        self.optimizer = optimizer
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, self.directory, max_to_keep=max_to_keep, step_counter=inner.iterations
+        )
+        self.last_saved_step = None
+
+    def restore(self) -> int:
+        """Restores the newest checkpoint if there is one; returns the step (0 when none)."""
+        latest = tf.train.latest_checkpoint(self.restore_directory)
+        if latest is None:
+            return 0
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        step = global_step(self.optimizer)
+        self.last_saved_step = step
+        logging.info("Restored %s (step %d).", latest, step)
+        return step
+
+    def save(self) -> str | None:
+        """Writes a checkpoint for the current step (no-op if it was just written)."""
+        step = global_step(self.optimizer)
+        if step == self.last_saved_step:
+            return None
+        path = self.manager.save(checkpoint_number=step)
+        self.last_saved_step = step
+        if not self.chief:
+            shutil.rmtree(os.path.dirname(self.directory), ignore_errors=True)
+        return path
+
+
+def latest_checkpoint(path: str) -> str:
+    """The checkpoint prefix of ``path``: a prefix itself, a folder of checkpoints or a workdir.
+
+    Raises:
+        FileNotFoundError: naming ``path`` when it holds no checkpoint.
+    """
+    if tf.io.gfile.exists(path + ".index"):
+        return path
+    for folder in (os.path.join(path, CHECKPOINTS_DIR), path):
+        if tf.io.gfile.isdir(folder):
+            latest = tf.train.latest_checkpoint(folder)
+            if latest:
+                return latest
+    raise FileNotFoundError(
+        f"No checkpoint at `path`={path!r} (expected a checkpoint prefix, "
+        f"a folder of checkpoints or a train.py workdir)."
+    )
