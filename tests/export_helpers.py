@@ -29,7 +29,7 @@ def small_config():
     full set of detections (with random-like scores) to compare between runtimes.
     """
     sys.path.insert(0, ROOT)
-    from configs import synthetic_small
+    from fcos_tf.configs import synthetic_small
     from fcos_tf.ops import locations
 
     config = synthetic_small.get_config()

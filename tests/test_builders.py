@@ -17,7 +17,7 @@ from fcos_tf.ops.locations import split_per_level
 from fcos_tf.ops.targets import compute_targets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPES = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+RECIPES = sorted(glob.glob(os.path.join(REPO, "fcos_tf", "configs", "[!_]*.py")))
 
 
 def _python(code, env=None):

@@ -11,11 +11,11 @@ import pytest
 from fcos_tf.core import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "fcos_tf", "configs", "[!_]*.py")))
 
 
 def _load(name):
-    path = os.path.join(REPO, "configs", name)
+    path = os.path.join(REPO, "fcos_tf", "configs", name)
     spec = importlib.util.spec_from_file_location(name[:-3], path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

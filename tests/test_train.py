@@ -98,7 +98,7 @@ def test_optimizer_momentum_matches_hand_computation():
 def tiny_config(total_steps=3, **train_overrides):
     """The synthetic recipe shrunk to seconds: 64x64 images, batch 4, a thin head."""
     sys.path.insert(0, REPO)
-    from configs import synthetic_small
+    from fcos_tf.configs import synthetic_small
 
     config = synthetic_small.get_config()
     synthetic = config.data.synthetic
