@@ -257,6 +257,63 @@ def test_serving_config_validates():
         serving_lib.ServingConfig(eval_short_side=0)
 
 
+def _matched(reference, other, b, *, first=None, iou=0.9, score_tolerance=0.02):
+    """``(matched, total)``: how many of the ``first`` detections of image ``b`` of
+    ``reference`` (default all) ``other`` reproduces one to one."""
+    n, m = int(reference["num_detections"][b]), int(other["num_detections"][b])
+    n = min(n, first or n)
+    a, o = reference["detection_boxes"][b, :n], other["detection_boxes"][b, :m]
+    lo, hi = np.maximum(a[:, None, :2], o[None, :, :2]), np.minimum(a[:, None, 2:], o[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), -1)
+    areas = np.prod(a[:, 2:] - a[:, :2], -1)[:, None] + np.prod(o[:, 2:] - o[:, :2], -1)[None]
+    overlap = inter / np.maximum(areas - inter, 1e-12)
+    ok = (
+        (reference["detection_classes"][b, :n, None] == other["detection_classes"][b, None, :m])
+        & (
+            np.abs(reference["detection_scores"][b, :n, None] - other["detection_scores"][b, :m])
+            <= score_tolerance
+        )
+        & (overlap >= iou)
+    )
+    used, count = np.zeros([m], bool), 0
+    for i in range(n):  # in descending score order
+        free = np.flatnonzero(ok[i] & ~used)
+        if free.size:
+            used[free[np.argmax(overlap[i, free])]] = True
+            count += 1
+    return count, n
+
+
+def test_bfloat16_export_keeps_the_signatures_and_the_detections(tmp_path):
+    model, config, label_map = helpers.loaded_model()
+    serving = builders.build_serving_config(config)
+    path = export_saved_model.export_saved_model(
+        model, label_map, str(tmp_path), serving, warmup=False, precision="bfloat16"
+    )
+    bf16 = tf.saved_model.load(path)
+    fp32 = tf.saved_model.load(helpers.saved_model_dir())
+    assert set(bf16.signatures) == set(fp32.signatures)
+    for name, fn in bf16.signatures.items():
+        assert fn.structured_input_signature == fp32.signatures[name].structured_input_signature
+        assert fn.structured_outputs == fp32.signatures[name].structured_outputs
+    # The network really runs in bfloat16: its convolution kernels are stored so.
+    kernels = [v for v in bf16.variables if v.name.endswith("kernel:0")]
+    assert kernels and all(v.dtype == tf.bfloat16 for v in kernels)
+    images = tf.constant(np.stack(helpers.test_images()[:2]))
+    outputs = [
+        {k: v.numpy() for k, v in m.signatures["serving_default"](images=images).items()}
+        for m in (fp32, bf16)
+    ]
+    for b in range(2):
+        # The ten most confident float32 detections are all found again (neighbours with
+        # nearly equal scores may swap places)...
+        assert _matched(outputs[0], outputs[1], b, first=10) == (10, 10)
+        # ...and of all 100 (scores down to 0.001, so some swap places at the cut) at least
+        # 90% are found again: same class, IoU >= 0.9, score within 0.02 (95 and 97 seen).
+        hits, total = _matched(outputs[0], outputs[1], b)
+        assert total == 100 and hits >= 90, (b, hits)
+
+
 # Makes ``import tensorflow_serving`` fail, as where tensorflow-serving-api is not installed.
 _WITHOUT_SERVING_API = r"""
 import sys

@@ -106,7 +106,7 @@ def _conv_norm_pairs(functional):
     return pairs
 
 
-def fold_functional_batch_norms(model):
+def fold_functional_batch_norms(model, dtype=None):
     """A functional ``model`` with every conv -> BatchNorm pair merged into one conv.
 
     BatchNorms that do not follow a convolution directly are left in place (none in the
@@ -114,6 +114,9 @@ def fold_functional_batch_norms(model):
 
     Args:
         model: a functional ``keras.Model`` (e.g. a backbone), built.
+        dtype: Keras dtype policy name of every layer of the copy (e.g. ``"bfloat16"``: weights
+            stored and computed in bfloat16); None keeps each layer's own. The weights are
+            folded in float64 and rounded once, to the copy's variable dtype.
 
     Returns:
         A new functional ``keras.Model`` (same inputs, outputs and layer names; each folded
@@ -126,11 +129,13 @@ def fold_functional_batch_norms(model):
 
     def clone(layer):
         config = layer.get_config()
+        if dtype is not None:
+            config["dtype"] = dtype
         if layer.name in pairs:
             config["use_bias"] = True
             return layer.__class__.from_config(config)
         if layer.name in folded_norms:
-            return FoldedNorm(name=layer.name)
+            return FoldedNorm(name=layer.name, dtype=config["dtype"])
         return layer.__class__.from_config(config)
 
     folded = keras.models.clone_model(graph, clone_function=clone)
@@ -181,7 +186,7 @@ def fold_head_batch_norms(head):
     return folded
 
 
-def fold_batch_norms(model):
+def fold_batch_norms(model, dtype=None):
     """A copy of an ``FCOS`` detector with every BatchNorm folded into its convolution.
 
     The copy computes the original's inference outputs (up to float32 rounding) and holds
@@ -193,13 +198,15 @@ def fold_batch_norms(model):
     Args:
         model: a built ``fcos_tf.modeling.fcos.FCOS`` whose backbone is a functional
             ``keras.Model``.
+        dtype: Keras dtype policy name of the copy (``"bfloat16"`` for a bfloat16 network;
+            its outputs and post-processing stay float32); None: float32.
 
     Returns:
-        A built ``FCOS`` (float32) with the same post-processing settings.
+        A built ``FCOS`` with the same post-processing settings.
     """
     from fcos_tf.modeling.fcos import FCOS
 
-    backbone = fold_functional_batch_norms(model.backbone)
+    backbone = fold_functional_batch_norms(model.backbone, dtype=dtype)
     for attribute in ("output_channels", "strides", "pixel_norm"):
         if hasattr(model.backbone, attribute):
             setattr(backbone, attribute, getattr(model.backbone, attribute))
@@ -208,7 +215,7 @@ def fold_batch_norms(model):
     config.pop("dtype")
     if config["head_norm"] in ("bn", "sync_bn"):
         config["head_norm"] = None
-    folded = FCOS(backbone, **config)
+    folded = FCOS(backbone, dtype=dtype, **config)
     folded.build((None, None, None, 3))
     folded.fpn.set_weights(model.fpn.get_weights())
     head = fold_head_batch_norms(model.head)

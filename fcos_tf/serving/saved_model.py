@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from fcos_tf.data.label_map import LABEL_MAP_FILENAME, LabelMap
+from fcos_tf.serving import precision as precision_lib
 from fcos_tf.serving.graph import (
     IMAGE_BYTES_INPUT,
     IMAGE_BYTES_SIGNATURE,
@@ -101,8 +102,13 @@ def export_saved_model(
     version: int | None = None,
     model_name: str = "fcos",
     warmup: bool = True,
+    precision: str = "float32",
 ) -> str:
     """Writes the serving SavedModel into ``<export_dir>/<version>/``.
+
+    The graph runs :func:`fcos_tf.serving.precision.inference_model` of ``model``: BatchNorms
+    folded into the convolutions, the network in ``precision``; pre-processing, decoding,
+    NMS and the outputs are float32 and the signatures the same for both precisions.
 
     The version folder is written under a temporary name and renamed at the end, so a TF
     Serving instance watching ``export_dir`` never loads a half-written version; on any
@@ -117,6 +123,7 @@ def export_saved_model(
         model_name: model name in the warm-up requests.
         warmup: write the warm-up requests (needs tensorflow-serving-api; see
             :func:`warmup_available`).
+        precision: ``"float32"`` or ``"bfloat16"`` (for CPUs with AVX-512 BF16 or AMX).
 
     Returns:
         The path of the version folder.
@@ -130,6 +137,7 @@ def export_saved_model(
             f"Warm-up records need tensorflow-serving-api ({WARMUP_INSTALL}); "
             f"or export with `warmup=False`."
         )
+    precision_lib.check_precision(precision)
     serving = serving or ServingConfig()
     version = next_version(export_dir) if version is None else int(version)
     final_dir = os.path.join(export_dir, str(version))
@@ -141,6 +149,7 @@ def export_saved_model(
         tf.io.gfile.rmtree(temp_dir)
 
     try:
+        model = precision_lib.inference_model(model, precision)
         archive = keras.export.ExportArchive()
         archive.track(model)
         for name, (fn, signature) in serving_functions(model, label_map, serving).items():
