@@ -423,3 +423,139 @@ def conv_layers_channels_last(model):
         if isinstance(layer, keras.layers.Conv2D) and layer.data_format != "channels_last":
             return False
     return True
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch peer
+
+# The torchvision ops library this module defines where torchvision's own does not load.
+_TORCHVISION_OPS = None
+
+
+def _greedy_nms(boxes, scores, iou_threshold):
+    """torchvision's ``nms`` in PyTorch and numpy: indices kept, in descending score order.
+
+    ``boxes`` float ``[N, 4]`` xyxy, ``scores`` float ``[N]``; a box is dropped when its IoU
+    with a kept box of higher score exceeds ``iou_threshold`` (torchvision's rule).
+    """
+    import torch
+
+    order = torch.argsort(scores, descending=True, stable=True)
+    if order.numel() == 0:
+        return order
+    b = boxes[order].float()
+    lo = torch.maximum(b[:, None, :2], b[None, :, :2])
+    hi = torch.minimum(b[:, None, 2:], b[None, :, 2:])
+    inter = (hi - lo).clamp(min=0).prod(-1)
+    area = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1)
+    suppresses = (inter / (area[:, None] + area[None] - inter) > iou_threshold).numpy()
+    keep = np.ones([order.numel()], bool)
+    for i in range(order.numel()):
+        if keep[i]:
+            keep[i + 1 :] &= ~suppresses[i, i + 1 :]
+    return order[torch.from_numpy(keep)]
+
+
+def import_torchvision():
+    """Imports torchvision, also where its compiled ops do not load.
+
+    PyPI's torchvision wheel is built against CUDA PyTorch; next to the CPU build of
+    ``torch`` its ``_C`` library does not load (it links ``libc10_cuda.so``) and
+    ``import torchvision`` fails on ``torchvision::nms``. Detection models need only that
+    op: it is then defined here (:func:`_greedy_nms`, same rule and output as torchvision's
+    C++ kernel, on the CPU) before torchvision is imported.
+
+    Returns:
+        ``(torchvision module, note)``: ``note`` is None when torchvision's own ops loaded,
+        else one sentence saying that NMS is this module's.
+    """
+    global _TORCHVISION_OPS
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None:
+        raise ImportError("torchvision is not installed (pip install torchvision).")
+    note = None
+    if _TORCHVISION_OPS is None and not hasattr(torch.ops.torchvision, "nms"):
+        folder = spec.submodule_search_locations[0]
+        library = next(
+            (os.path.join(folder, f) for f in os.listdir(folder) if f.startswith("_C.")), None
+        )
+        try:
+            torch.ops.load_library(library)
+        except (OSError, TypeError):
+            _TORCHVISION_OPS = torch.library.Library("torchvision", "DEF")
+            _TORCHVISION_OPS.define(
+                "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
+            )
+            _TORCHVISION_OPS.define(
+                "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
+            )
+            _TORCHVISION_OPS.impl("nms", _greedy_nms, "CPU")
+    import torchvision
+    import torchvision.extension
+
+    if _TORCHVISION_OPS is not None:
+        torchvision.extension._has_ops = lambda: True
+        note = (
+            "torchvision's compiled ops do not load next to this CPU build of torch (a CUDA "
+            "wheel); its NMS is benchmarks/common.py's PyTorch/numpy greedy NMS."
+        )
+    return torchvision, note
+
+
+def torchvision_fcos(min_size, max_size, seed=0):
+    """torchvision's COCO FCOS architecture (FrozenBatchNorm2d) with random weights.
+
+    The BatchNorm statistics are measured on a random picture (one forward pass in training
+    mode with cumulative averages), then frozen: the activations keep a trained network's
+    scale instead of growing through 50 layers without normalisation.
+
+    Args:
+        min_size, max_size: torchvision's resize (short side, long side cap).
+        seed: int, of the weights and of the calibration picture.
+
+    Returns:
+        ``torchvision.models.detection.FCOS`` in eval mode, float32 NCHW.
+    """
+    import torch
+
+    torchvision, _ = import_torchvision()
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.models.detection.fcos import FCOS
+    from torchvision.ops import misc as misc_ops
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    def build(norm_layer):
+        torch.manual_seed(seed)
+        backbone = torchvision.models.resnet50(weights=None, norm_layer=norm_layer)
+        backbone = _resnet_fpn_extractor(
+            backbone, 3, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256)
+        )
+        return FCOS(backbone, 91, min_size=min_size, max_size=max_size)
+
+    calibrating = build(lambda c: torch.nn.BatchNorm2d(c, momentum=None))
+    calibrating.backbone.train()
+    with torch.no_grad():
+        pixels = torch.from_numpy(photo(512, 512, seed)).permute(2, 0, 1).float() / 255
+        calibrating.backbone(calibrating.transform([pixels])[0].tensors)
+    state = {k: v for k, v in calibrating.state_dict().items() if "num_batches" not in k}
+    model = build(misc_ops.FrozenBatchNorm2d)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def photo(height, width, seed=0):
+    """A smooth random picture (uint8 RGB) with flat rectangles."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    image = np.stack(
+        [128 + 90 * np.sin(x / (40 + 9 * c + seed) + y / (55 - 7 * c)) for c in range(3)], -1
+    )
+    for _ in range(12):
+        y0, x0 = rng.integers(0, height - 32), rng.integers(0, width - 32)
+        h, w = rng.integers(24, max(25, height // 3)), rng.integers(24, max(25, width // 3))
+        image[y0 : y0 + h, x0 : x0 + w] = rng.uniform(0, 255, 3)
+    return np.clip(image + rng.normal(0, 10, image.shape), 0, 255).astype(np.uint8)

@@ -36,20 +36,6 @@ from fcos_tf.serving.precision import PRECISIONS  # noqa: E402
 from fcos_tf.training import evaluation  # noqa: E402
 
 
-def photo(height, width, seed=0):
-    """A smooth random picture (uint8 RGB) with a few flat rectangles: edges for the boxes."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    image = np.stack(
-        [128 + 90 * np.sin(x / (40 + 9 * c + seed) + y / (55 - 7 * c)) for c in range(3)], -1
-    )
-    for _ in range(12):
-        y0, x0 = rng.integers(0, height - 64), rng.integers(0, width - 64)
-        h, w = rng.integers(48, height // 3), rng.integers(48, width // 3)
-        image[y0 : y0 + h, x0 : x0 + w] = rng.uniform(0, 255, 3)
-    return np.clip(image + rng.normal(0, 10, image.shape), 0, 255).astype(np.uint8)
-
-
 def export_both(model, label_map, serving, root):
     """``{precision: serving_default signature function}`` of fresh exports of ``model``."""
     functions = {}
@@ -151,14 +137,12 @@ def synthetic_ap(workdir, scratch):
 
 def torchvision_match(num_images, score_threshold, scratch, seed=0):
     import torch
-    import torchvision
 
     from fcos_tf.convert_torchvision import RECIPE, convert
     from fcos_tf.core import config as config_lib
     from fcos_tf.data.label_map import LabelMap
 
-    torch.manual_seed(seed)
-    peer = torchvision.models.detection.fcos_resnet50_fpn(weights=None, weights_backbone=None)
+    peer = common.torchvision_fcos(800, 1333, seed=seed)
     weights = os.path.join(scratch, "fcos_random.pth")
     torch.save(peer.state_dict(), weights)
     config = config_lib.load_recipe(RECIPE)
@@ -168,7 +152,7 @@ def torchvision_match(num_images, score_threshold, scratch, seed=0):
     functions = export_both(model, LabelMap.coco_2017(), serving, os.path.join(scratch, "tv"))
     hits, total, per_image = 0, 0, []
     for i in range(num_images):
-        image = tf.constant(photo(800, 1333, seed=i)[None])
+        image = tf.constant(common.photo(800, 1333, seed=i)[None])
         outputs = {
             p: {k: v.numpy()[0] for k, v in fn(images=image).items()} for p, fn in functions.items()
         }
@@ -180,28 +164,33 @@ def torchvision_match(num_images, score_threshold, scratch, seed=0):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workdir", required=True, help="train.py workdir (synthetic recipe).")
+    parser.add_argument(
+        "--workdir", default=None, help="train.py workdir (synthetic recipe); none: no table 1."
+    )
     parser.add_argument("--torchvision_images", type=int, default=0)
     parser.add_argument("--torchvision_score_threshold", type=float, default=0.05)
     args = parser.parse_args()
     scratch = tempfile.mkdtemp(prefix="eval_precision_")
 
-    common.print_header("bfloat16 vs float32 SavedModel: COCO AP on the synthetic validation split")
-    metrics, (hits, total), num_images = synthetic_ap(args.workdir, scratch)
-    rows = [
-        [p, metrics[p]["AP"], metrics[p]["AP50"], metrics[p]["AP75"], num_images]
-        for p in PRECISIONS
-    ]
-    rows.append(
-        [
-            "bfloat16 - float32",
-            metrics["bfloat16"]["AP"] - metrics["float32"]["AP"],
-            metrics["bfloat16"]["AP50"] - metrics["float32"]["AP50"],
-            metrics["bfloat16"]["AP75"] - metrics["float32"]["AP75"],
-            f"{hits}/{total} = {hits / max(total, 1):.1%} of float32's detections matched",
+    if args.workdir:
+        common.print_header(
+            "bfloat16 vs float32 SavedModel: COCO AP on the synthetic validation split"
+        )
+        metrics, (hits, total), num_images = synthetic_ap(args.workdir, scratch)
+        rows = [
+            [p, metrics[p]["AP"], metrics[p]["AP50"], metrics[p]["AP75"], num_images]
+            for p in PRECISIONS
         ]
-    )
-    common.print_table(["export", "AP", "AP50", "AP75", "images"], rows)
+        rows.append(
+            [
+                "bfloat16 - float32",
+                metrics["bfloat16"]["AP"] - metrics["float32"]["AP"],
+                metrics["bfloat16"]["AP50"] - metrics["float32"]["AP50"],
+                metrics["bfloat16"]["AP75"] - metrics["float32"]["AP75"],
+                f"{hits}/{total} = {hits / max(total, 1):.1%} of float32's detections matched",
+            ]
+        )
+        common.print_table(["export", "AP", "AP50", "AP75", "images"], rows)
 
     if args.torchvision_images:
         common.print_header(

@@ -1,0 +1,409 @@
+r"""fcos_tf's served SavedModel against torchvision's ``fcos_resnet50_fpn`` at its best, on the CPU.
+
+    python benchmarks/bench_vs_torchvision.py --part=inference
+    python benchmarks/bench_vs_torchvision.py --part=inference --sizes=512x512 --batch=8
+    python benchmarks/bench_vs_torchvision.py --part=train
+    ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/bench_vs_torchvision.py --part=inference \
+        --sizes=512x512 --peers=none
+
+Both detectors are the same network with the same weights: torchvision's
+``fcos_resnet50_fpn`` architecture as its COCO model ships (ResNet-50 with
+``FrozenBatchNorm2d``, GroupNorm head), with random weights (no downloads) whose BatchNorm
+statistics are those of a random picture (so that activations and scores have realistic
+ranges and both run the same, small, NMS), converted to fcos_tf by
+:func:`fcos_tf.importers.torchvision.load_torchvision_fcos_weights` (recipe
+``fcos_torchvision_r50``).
+
+``--part=inference``, per image size and batch:
+
+- fcos_tf: the SavedModel of ``fcos-export`` at each ``--precision`` (uint8 ``images`` in,
+  TF OD API outputs out, called through ``serving_default`` as TF Serving calls it), and
+  the network alone (:func:`fcos_tf.serving.precision.inference_model` in a ``tf.function``
+  on the normalised, padded input);
+- torchvision: the model as shipped (NCHW float32), with ``channels_last`` (float32), with
+  ``channels_last`` + ``torch.autocast("cpu", bfloat16)`` and its network alone (backbone
+  + FPN + head), from the same uint8 pictures converted as a user would
+  (``torch.from_numpy(x).permute(2, 0, 1).float() / 255``), under ``torch.inference_mode``.
+
+Every candidate is called in turn, ``--repeats`` rounds after one warm-up round (the first
+call of each is reported), so that the ratios hold on a loaded machine; the 4096x4096 matmul
+rate of each framework and precision is measured in the same run and the network rates
+(convolution and matmul FLOPs of the network, :func:`common.graph_flops`) are given as a
+fraction of it.
+
+``--part=train``: one train step at 512x512, batch 2 (the training pipeline's targets for
+fcos_tf; torchvision's own target assignment), SGD momentum 0.9: fcos_tf float32 and
+``mixed_bfloat16`` (``model.fit``'s compiled step) against torchvision float32 and
+``channels_last`` + ``autocast``; the first step (tracing included) separately.
+"""
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+# torch's OpenMP workers spin at barriers by default: on a shared, loaded machine they lose
+# their cores to other processes and a 2-thread step takes many times its 1-thread time (an
+# R-50 trunk at 128x192: 1.6 s against 0.09 s at load 8.6). Passive waiting keeps torch's
+# figures stable under load; on an idle machine run with OMP_WAIT_POLICY=ACTIVE.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (sets up sys.path and quiet logs)
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from fcos_tf.core import builders  # noqa: E402
+from fcos_tf.core import config as config_lib  # noqa: E402
+from fcos_tf.data.label_map import LabelMap  # noqa: E402
+from fcos_tf.importers.torchvision import load_torchvision_fcos_weights  # noqa: E402
+from fcos_tf.serving import graph as serving_lib  # noqa: E402
+from fcos_tf.serving import precision as precision_lib  # noqa: E402
+from fcos_tf.serving import saved_model as export_saved_model  # noqa: E402
+
+RECIPE = "fcos_torchvision_r50"
+
+
+def torch_matmul_gflops(torch, n=4096, dtype=None, repeats=5):
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    timing = common.time_call(lambda: torch.matmul(a, b), warmup=2, repeats=repeats)
+    return 2.0 * n**3 / timing["median"] / 1e9
+
+
+def fcos_tf_model(peer, config):
+    """The fcos_tf FCOS of ``config`` holding ``peer``'s weights (float32)."""
+    label_map = LabelMap.coco_2017()
+    model = builders.build_model(config, label_map.num_classes, load_backbone_weights=False)
+    state = {k: v.detach().numpy() for k, v in peer.state_dict().items()}
+    load_torchvision_fcos_weights(model, state, label_map.category_ids)
+    return model, label_map
+
+
+def run_rounds(candidates, repeats):
+    """Calls every candidate once per round (one warm-up round first); name -> timing."""
+    first, times = {}, {name: [] for name in candidates}
+    for name, fn in candidates.items():
+        start = time.perf_counter()
+        fn()
+        first[name] = time.perf_counter() - start
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {
+        name: {"median": statistics.median(t), "min": min(t), "first": first[name]}
+        for name, t in times.items()
+    }
+
+
+def inference(args):
+    import torch
+
+    torchvision, note = common.import_torchvision()
+    torch.set_num_threads(args.threads)
+    precisions = args.precision.split(",")
+    common.print_header(
+        f"Served SavedModel vs torchvision fcos_resnet50_fpn, batch {args.batch}, "
+        f"{args.threads} threads"
+    )
+    if note:
+        print(note + "\n")
+    print(f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} (torch).\n")
+    rates = {
+        ("tf", "float32"): common.matmul_gflops(dtype=tf.float32)[0],
+        ("tf", "bfloat16"): common.matmul_gflops(dtype=tf.bfloat16)[0],
+        ("torch", "float32"): torch_matmul_gflops(torch, dtype=torch.float32),
+        ("torch", "bfloat16"): torch_matmul_gflops(torch, dtype=torch.bfloat16),
+    }
+    print(
+        "Same-run 4096x4096 matmul GFLOP/s: "
+        + ", ".join(f"{fw} {p} {r:.0f}" for (fw, p), r in rates.items())
+        + "\n"
+    )
+    export_root = args.export_dir or tempfile.mkdtemp(prefix="bench_vs_tv_")
+    rows = []
+    for size in args.sizes.split(","):
+        height, width = (int(v) for v in size.split("x"))
+        short, long = min(height, width), max(height, width)
+        peer = common.torchvision_fcos(short, long)
+        config = config_lib.load_recipe(RECIPE)
+        model, label_map = fcos_tf_model(peer, config)
+        serving = dataclasses.replace(
+            builders.build_serving_config(config), eval_short_side=short, max_size=long
+        )
+        pixels = np.stack([common.photo(height, width, seed=i) for i in range(args.batch)])
+        padded = [-(-height // 32) * 32, -(-width // 32) * 32]
+        candidates, flops = {}, {}
+        for precision in precisions:
+            folder = os.path.join(export_root, f"{size}_{precision}")
+            version = os.path.join(folder, "1")
+            if not tf.io.gfile.exists(version):
+                started = time.perf_counter()
+                export_saved_model.export_saved_model(
+                    model, label_map, folder, serving, version=1, warmup=False, precision=precision
+                )
+                print(f"exported {size} {precision} in {time.perf_counter() - started:.0f} s")
+            served = tf.saved_model.load(version).signatures[serving_lib.IMAGES_SIGNATURE]
+            candidates[f"fcos_tf SavedModel {precision}"] = lambda f=served: common._sync(
+                f(images=tf.constant(pixels))
+            )
+            network = precision_lib.inference_model(model, precision)
+            spec = tf.TensorSpec([args.batch, *padded, 3], tf.float32)
+            call = tf.function(lambda x, m=network: m(x, training=False))
+            flops[precision] = common.graph_flops(call.get_concrete_function(spec).graph)["total"]
+            inputs = tf.random.stateless_uniform([args.batch, *padded, 3], [0, 1], -2.0, 2.0)
+            candidates[f"fcos_tf network {precision}"] = lambda c=call, x=inputs: common._sync(c(x))
+        if args.peers != "none":
+            peer_cl = common.torchvision_fcos(short, long).to(memory_format=torch.channels_last)
+
+            def user_images():
+                return [torch.from_numpy(p).permute(2, 0, 1).float() / 255 for p in pixels]
+
+            def torch_call(m, autocast, network_only=False):
+                def fn():
+                    with (
+                        torch.inference_mode(),
+                        torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast),
+                    ):
+                        if network_only:
+                            features = list(m.backbone(batch_tensor).values())
+                            return m.head(features)
+                        return m(user_images())
+
+                return fn
+
+            with torch.inference_mode():
+                batch_tensor = peer.transform(user_images())[0].tensors.contiguous(
+                    memory_format=torch.channels_last
+                )
+            if "float32" in precisions:
+                candidates["torchvision NCHW float32"] = torch_call(peer, False)
+                candidates["torchvision channels_last float32"] = torch_call(peer_cl, False)
+                candidates["torchvision network channels_last float32"] = torch_call(
+                    peer_cl, False, True
+                )
+            if "bfloat16" in precisions:
+                candidates["torchvision channels_last autocast bf16"] = torch_call(peer_cl, True)
+                candidates["torchvision network channels_last autocast bf16"] = torch_call(
+                    peer_cl, True, True
+                )
+        timings = run_rounds(candidates, args.repeats)
+        best_peer = {
+            "float32": timings.get("torchvision channels_last float32"),
+            "bfloat16": timings.get("torchvision channels_last autocast bf16"),
+        }
+        for name, timing in timings.items():
+            precision = "bfloat16" if ("bf" in name.split()[-1]) else "float32"
+            framework = "tf" if name.startswith("fcos_tf") else "torch"
+            row = [name, size, args.batch, timing["median"], timing["min"], timing["first"]]
+            if "network" in name:
+                gflops = flops[precision] / timing["median"] / 1e9
+                row += [gflops, gflops / rates[(framework, precision)]]
+            else:
+                row += [float("nan"), float("nan")]
+            peer_timing = best_peer[precision]
+            row.append(timing["median"] / peer_timing["median"] if peer_timing else float("nan"))
+            rows.append(row)
+        del peer
+    print(
+        f"Network GFLOPs (conv + matmul, batch {args.batch}): "
+        + ", ".join(f"{p} {f / 1e9:.0f}" for p, f in flops.items())
+        + f"; load after the run {common.load_average():.1f}\n"
+    )
+    common.print_table(
+        [
+            "candidate",
+            "image",
+            "batch",
+            "median s",
+            "min s",
+            "first call s",
+            "network GFLOP/s",
+            "of same-run matmul",
+            "x torchvision best same precision",
+        ],
+        rows,
+    )
+
+
+def train(args):
+    import keras
+    import torch
+
+    torchvision, note = common.import_torchvision()
+    torch.set_num_threads(args.threads)
+    size, batch = 512, 2
+    common.print_header(
+        f"Train step {size}x{size} batch {batch}, fcos_tf vs torchvision, {args.threads} threads"
+    )
+    if note:
+        print(note + "\n")
+    rows = []
+    # fcos_tf: the recipe's model and optimizer, the training pipeline's targets.
+    config = config_lib.load_recipe(RECIPE)
+    config.data.dataset = "synthetic"
+    config.data.synthetic.num_train, config.data.synthetic.num_val = 4, 1
+    config.data.synthetic.image_size = (size, size)
+    config.pipeline.train_short_side = (size,)
+    config.pipeline.max_size = size
+    config.pipeline.shuffle_buffer = 4
+    config.train.batch_size = batch
+    examples = builders.read_split(config, "train")
+    element = next(iter(builders.build_train_dataset(config, examples.dataset)(0)))
+    dataset = common.repeat_dataset(*element)
+    for policy in ("float32", "mixed_bfloat16"):
+        keras.utils.set_random_seed(0)
+        started = time.perf_counter()
+        with common.dtype_policy(policy):
+            model = builders.build_model(config, 80, load_backbone_weights=False)
+        model.compile(optimizer=builders.build_optimizer(config), jit_compile=False)
+        build_s = time.perf_counter() - started
+        timing = common.time_train_steps(model, dataset, warmup=1, repeats=args.repeats)
+        rows.append(
+            [f"fcos_tf {policy}", timing["median"], timing["min"], build_s + timing["first"]]
+        )
+        del model
+    # torchvision: its own transform and target assignment, in train mode.
+    images = [
+        torch.from_numpy(common.photo(size, size, seed=i)).permute(2, 0, 1).float() / 255
+        for i in range(batch)
+    ]
+    boxes, classes = common.random_boxes(batch, 6, size, size, 80)
+    targets = [
+        {"boxes": torch.from_numpy(boxes[i]), "labels": torch.from_numpy(classes[i]).long() + 1}
+        for i in range(batch)
+    ]
+    for name, channels_last, autocast in (
+        ("torchvision NCHW float32", False, False),
+        ("torchvision channels_last float32", True, False),
+        ("torchvision channels_last autocast bf16", True, True),
+    ):
+        started = time.perf_counter()
+        peer = common.torchvision_fcos(size, size).train()
+        if channels_last:
+            peer = peer.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(
+            [p for p in peer.parameters() if p.requires_grad], lr=0.001, momentum=0.9
+        )
+
+        def step(peer=peer, optimizer=optimizer, autocast=autocast):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                losses = peer(images, targets)
+            loss = sum(losses.values())
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            return float(loss)
+
+        step()
+        first = time.perf_counter() - started
+        timing = common.time_call(step, warmup=0, repeats=args.repeats)
+        rows.append([name, timing["median"], timing["min"], first])
+    common.print_table(["candidate", "step median s", "step min s", "build + first step s"], rows)
+    print(f"\nLoad after the run: {common.load_average():.1f}")
+
+
+def profile(args):
+    """Where the time goes: the network's parts and one head layer's ops, both frameworks."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(args.threads)
+    height, width = (int(v) for v in args.sizes.split(",")[0].split("x"))
+    short, long = min(height, width), max(height, width)
+    padded = [-(-height // 32) * 32, -(-width // 32) * 32]
+    common.print_header(
+        f"Profile, {height}x{width} (padded {padded[0]}x{padded[1]}), batch 1, "
+        f"{args.threads} threads, bfloat16 (torch: channels_last + autocast)"
+    )
+    peer = common.torchvision_fcos(short, long).to(memory_format=torch.channels_last)
+    config = config_lib.load_recipe(RECIPE)
+    model, _ = fcos_tf_model(peer, config)
+    network = precision_lib.inference_model(model, "bfloat16")
+    x_tf = tf.random.stateless_uniform([1, *padded, 3], [0, 1], -2.0, 2.0)
+    x_torch = torch.from_numpy(x_tf.numpy()).permute(0, 3, 1, 2)
+    x_torch = x_torch.contiguous(memory_format=torch.channels_last)
+
+    tf_backbone = tf.function(lambda x: network.backbone(x, training=False))
+    features = tf_backbone(x_tf)
+    tf_fpn = tf.function(lambda f: network.fpn(f))
+    pyramid = tf_fpn(features)
+    tf_head = tf.function(lambda p: network.head(p))
+    tf_net = tf.function(lambda x: network(x, training=False))
+    outputs = tf_net(x_tf)
+    tf_post = tf.function(lambda o: network.postprocess(o, tf.constant(padded)))
+    # One head layer on P3: 3x3 conv 256 -> 256, GroupNorm(32), ReLU, in bfloat16.
+    p3 = tf.cast(pyramid[0], tf.bfloat16)
+    conv = network.head.cls_tower[0]
+    norm = network.head.cls_tower[1]
+    tf_conv = tf.function(lambda t: conv(t))
+    tf_norm = tf.function(lambda t: norm(t))
+    tf_relu = tf.function(lambda t: tf.nn.relu(t))
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    body, fpn, head = peer.backbone.body, peer.backbone.fpn, peer.head
+    with torch.inference_mode(), autocast():
+        t_body = body(x_torch)
+        t_pyramid = list(fpn(t_body).values())
+        t_p3 = t_pyramid[0].to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        t_conv = head.classification_head.conv[0]
+        t_norm = head.classification_head.conv[1]
+
+    def torch_fn(fn):
+        def call():
+            with torch.inference_mode(), autocast():
+                return fn()
+
+        return call
+
+    candidates = {
+        "fcos_tf backbone": lambda: common._sync(tf_backbone(x_tf)),
+        "torch backbone": torch_fn(lambda: body(x_torch)),
+        "fcos_tf FPN": lambda: common._sync(tf_fpn(features)),
+        "torch FPN": torch_fn(lambda: fpn(t_body)),
+        "fcos_tf head": lambda: common._sync(tf_head(pyramid)),
+        "torch head": torch_fn(lambda: head(t_pyramid)),
+        "fcos_tf network": lambda: common._sync(tf_net(x_tf)),
+        "torch network": torch_fn(lambda: head(list(peer.backbone(x_torch).values()))),
+        "fcos_tf decode + NMS": lambda: common._sync(tf_post(outputs)),
+        "fcos_tf P3 conv3x3 256": lambda: common._sync(tf_conv(p3)),
+        "torch P3 conv3x3 256": torch_fn(lambda: t_conv(t_p3)),
+        "fcos_tf P3 GroupNorm": lambda: common._sync(tf_norm(p3)),
+        "torch P3 GroupNorm": torch_fn(lambda: t_norm(t_p3)),
+        "fcos_tf P3 ReLU": lambda: common._sync(tf_relu(p3)),
+        "torch P3 ReLU": torch_fn(lambda: F.relu(t_p3)),
+    }
+    timings = run_rounds(candidates, args.repeats)
+    common.print_table(
+        ["part", "median ms", "min ms"],
+        [[name, 1e3 * t["median"], 1e3 * t["min"]] for name, t in timings.items()],
+    )
+    print(f"\nLoad after the run: {common.load_average():.1f}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", choices=("inference", "train", "profile"), default="inference")
+    parser.add_argument("--sizes", default="800x1333,512x512", help="HxW of the pictures.")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--precision", default="float32,bfloat16")
+    parser.add_argument("--peers", choices=("torchvision", "none"), default="torchvision")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument(
+        "--export_dir", default=None, help="Keep (and reuse) the SavedModels in this folder."
+    )
+    args = parser.parse_args()
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    {"inference": inference, "train": train, "profile": profile}[args.part](args)
+
+
+if __name__ == "__main__":
+    main()
