@@ -114,17 +114,28 @@ def inference(args):
     if note:
         print(note + "\n")
     print(f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} (torch).\n")
-    rates = {
-        ("tf", "float32"): common.matmul_gflops(dtype=tf.float32)[0],
-        ("tf", "bfloat16"): common.matmul_gflops(dtype=tf.bfloat16)[0],
-        ("torch", "float32"): torch_matmul_gflops(torch, dtype=torch.float32),
-        ("torch", "bfloat16"): torch_matmul_gflops(torch, dtype=torch.bfloat16),
+    # The matmuls run in the same rounds as the detectors, so that their rates see the same
+    # load (a shared machine's load moves within minutes).
+    n = 4096
+    operands = {}
+    for precision, tf_dtype, torch_dtype in (
+        ("float32", tf.float32, torch.float32),
+        ("bfloat16", tf.bfloat16, torch.bfloat16),
+    ):
+        a = tf.cast(tf.random.stateless_normal([n, n], [1, 2]), tf_dtype)
+        b = tf.cast(tf.random.stateless_normal([n, n], [3, 4]), tf_dtype)
+        operands[("tf", precision)] = (tf.function(tf.matmul), a, b)
+        operands[("torch", precision)] = (
+            torch.matmul,
+            torch.randn(n, n).to(torch_dtype),
+            torch.randn(n, n).to(torch_dtype),
+        )
+    matmuls = {
+        f"{framework} matmul {n} {precision}": (
+            lambda f=fn, a=a, b=b, fw=framework: common._sync(f(a, b)) if fw == "tf" else f(a, b)
+        )
+        for (framework, precision), (fn, a, b) in operands.items()
     }
-    print(
-        "Same-run 4096x4096 matmul GFLOP/s: "
-        + ", ".join(f"{fw} {p} {r:.0f}" for (fw, p), r in rates.items())
-        + "\n"
-    )
     export_root = args.export_dir or tempfile.mkdtemp(prefix="bench_vs_tv_")
     rows = []
     for size in args.sizes.split(","):
@@ -192,7 +203,15 @@ def inference(args):
                 candidates["torchvision network channels_last autocast bf16"] = torch_call(
                     peer_cl, True, True
                 )
-        timings = run_rounds(candidates, args.repeats)
+        timings = run_rounds({**matmuls, **candidates}, args.repeats)
+        rates = {
+            key: 2.0 * n**3 / timings.pop(f"{key[0]} matmul {n} {key[1]}")["median"] / 1e9
+            for key in operands
+        }
+        print(
+            f"{size}: same-run {n}x{n} matmul GFLOP/s: "
+            + ", ".join(f"{fw} {p} {r:.0f}" for (fw, p), r in rates.items())
+        )
         best_peer = {
             "float32": timings.get("torchvision channels_last float32"),
             "bfloat16": timings.get("torchvision channels_last autocast bf16"),
@@ -249,7 +268,7 @@ def train(args):
     config.data.dataset = "synthetic"
     config.data.synthetic.num_train, config.data.synthetic.num_val = 4, 1
     config.data.synthetic.image_size = (size, size)
-    config.pipeline.train_short_side = (size,)
+    config.pipeline.train_short_side = (size, size)
     config.pipeline.max_size = size
     config.pipeline.shuffle_buffer = 4
     config.train.batch_size = batch
