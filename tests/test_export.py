@@ -420,3 +420,16 @@ def test_failure_while_writing_leaves_no_temporary_folder(tmp_path, monkeypatch,
         )
     assert written == [[".tmp-1"]]  # the failure came while the folder was there ...
     assert os.listdir(tmp_path) == []  # ... and it is gone
+
+
+def test_precision_flag_exports_bfloat16_and_refuses_other_values(tmp_path):
+    flags = (f"--workdir={helpers.trained_workdir()}", f"--output={tmp_path}")
+    result = _export_command(*flags, "--precision=float16")
+    assert result.returncode != 0 and "--precision" in result.stderr
+    assert not os.listdir(tmp_path)
+    result = _export_command(*flags, "--precision=bfloat16")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "network in bfloat16" in result.stdout
+    loaded = tf.saved_model.load(str(tmp_path / "1"))
+    kernels = [v for v in loaded.variables if v.name.endswith("kernel:0")]
+    assert kernels and all(v.dtype == tf.bfloat16 for v in kernels)
