@@ -132,3 +132,26 @@ def test_folded_float32_saved_model_matches_the_unfolded_keras_model(tmp_path):
     assert int(np.min(expected["num_detections"])) > 10
     for key in ("detection_boxes", "detection_scores", "detection_classes"):
         np.testing.assert_allclose(exported[key], expected[key], atol=1e-4, err_msg=key)
+
+
+def test_bfloat16_copy_of_a_mobilenet_v3_backbone():
+    """Its functional graph holds operations that are not layers (hard-swish): no dtype."""
+    model = FCOS(
+        build_backbone("mobilenet_v3_large", alpha=0.75, norm="sync_bn"),
+        3,
+        fpn_channels=32,
+        head_num_convs=1,
+        head_norm="sync_bn",
+    )
+    model.build((None, None, None, 3))
+    assert _randomise_norms(model, seed=6) > 20
+    copy = precision.inference_model(model, "bfloat16")
+    assert bn_folding.count_batch_norms(copy) == 0
+    kernels = [v for v in copy.weights if v.path.endswith("kernel")]
+    assert kernels and all(v.dtype == "bfloat16" for v in kernels)
+    images = np.random.default_rng(7).uniform(-1, 1, (1, 96, 64, 3)).astype(np.float32)
+    expected = model(images, training=False)["class_logits"]
+    actual = copy(images, training=False)["class_logits"]
+    assert actual.dtype == tf.float32
+    scale = float(np.abs(expected).max())
+    assert float(np.abs(actual - expected).max()) < 0.05 * scale

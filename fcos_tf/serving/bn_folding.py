@@ -129,13 +129,13 @@ def fold_functional_batch_norms(model, dtype=None):
 
     def clone(layer):
         config = layer.get_config()
-        if dtype is not None:
-            config["dtype"] = dtype
+        if dtype is not None and isinstance(layer, keras.layers.Layer):
+            config["dtype"] = dtype  # (graph operations such as hard-swish's have none)
         if layer.name in pairs:
             config["use_bias"] = True
             return layer.__class__.from_config(config)
         if layer.name in folded_norms:
-            return FoldedNorm(name=layer.name, dtype=config["dtype"])
+            return FoldedNorm(name=layer.name, dtype=config.get("dtype"))
         return layer.__class__.from_config(config)
 
     folded = keras.models.clone_model(graph, clone_function=clone)
