@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
-from fcos_tf import builders  # noqa: E402
+from fcos_tf.core import builders  # noqa: E402
 from fcos_tf.core import config as config_lib  # noqa: E402
 from fcos_tf.ops.locations import split_per_level  # noqa: E402
 

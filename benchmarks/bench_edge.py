@@ -38,13 +38,15 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from fcos_tf import tflite_client  # noqa: E402
 from fcos_tf.core import builders, rundir
 from fcos_tf.data import transforms  # noqa: E402
 from fcos_tf.data.label_map import LabelMap  # noqa: E402
 from fcos_tf.modeling.backbone import build_backbone  # noqa: E402
 from fcos_tf.modeling.fcos import FCOS  # noqa: E402
-from fcos_tf.serving import bn_folding
+from fcos_tf.serving import (
+    bn_folding,
+    tflite_client,  # noqa: E402
+)
 from fcos_tf.serving import tflite as export_tflite
 from fcos_tf.training import evaluation
 

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (sets up sys.path and TF logging)
 import keras  # noqa: E402
 
-from fcos_tf import builders  # noqa: E402
+from fcos_tf.core import builders  # noqa: E402
 from fcos_tf.core.config import validate_config  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -30,6 +30,7 @@ from fcos_tf.core import config as config_lib
 from fcos_tf.data.label_map import LabelMap
 from fcos_tf.importers import imagenet as weights_lib
 from fcos_tf.importers.torchvision import load_torchvision_fcos_weights
+from fcos_tf.training.checkpoint import CHECKPOINTS_DIR, Checkpointer
 
 PROGRAM = "fcos-convert-torchvision"
 # The recipe of torchvision's settings, in fcos_tf/configs/.
@@ -52,7 +53,7 @@ def convert(
     """
     config = config or config_lib.load_recipe(RECIPE)
     state_dict = weights_lib.read_torch_state_dict(weights_path)
-    if tf.train.latest_checkpoint(os.path.join(workdir, rundir.CHECKPOINTS_DIR)) is not None:
+    if tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINTS_DIR)) is not None:
         raise ValueError(f"`workdir`={workdir!r} already holds checkpoints; use a new directory.")
     label_map = LabelMap.coco_2017()
     # The same objects as training.run() builds, so that its Checkpointer restores them.
@@ -63,7 +64,7 @@ def convert(
     load_torchvision_fcos_weights(model, state_dict, label_map.category_ids)
 
     tf.io.gfile.makedirs(workdir)
-    checkpointer = rundir.Checkpointer(
+    checkpointer = Checkpointer(
         workdir, model, optimizer, tf.distribute.get_strategy(), config.train.keep_checkpoints
     )
     checkpointer.save()

@@ -39,7 +39,7 @@ def test_every_recipe_validates_and_documents_its_command(path):
         assert section in config
     with open(path) as f:
         source = f.read()
-    assert "python train.py" in source and "Expected" in source
+    assert "fcos-train" in source and "Expected" in source
 
 
 def test_improved_recipe_is_the_papers_default_profile():
@@ -223,7 +223,7 @@ def test_thread_pools_are_set_before_tensorflow_starts_and_kept_after(tmp_path):
     code = (
         "import logging, sys\n"
         "import tensorflow as tf\n"
-        "from fcos_tf import builders, config\n"
+        "from fcos_tf.core import builders, config\n"
         "recipe = config.load_recipe('synthetic_small')\n"
         "assert recipe.train.intra_op_threads >= 1 and recipe.train.inter_op_threads == 2\n"
         "assert builders.apply_thread_pools(recipe)\n"

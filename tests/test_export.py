@@ -310,7 +310,7 @@ def test_export_without_serving_api_writes_no_warmup_and_says_how(tmp_path):
     assert not os.path.exists(output / "1" / "assets.extra")
     # The library function refuses an explicit request before writing anything.
     code = (
-        _WITHOUT_SERVING_API + "\nfrom fcos_tf import export_saved_model\n"
+        _WITHOUT_SERVING_API + "\nfrom fcos_tf.serving import saved_model as export_saved_model\n"
         "assert not export_saved_model.warmup_available()\nprint('blocked')\n"
     )
     assert helpers.run_python(code).strip() == "blocked"

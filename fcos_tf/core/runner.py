@@ -19,6 +19,7 @@ import ml_collections
 import tensorflow as tf
 
 from fcos_tf.core import builders, rundir
+from fcos_tf.training.checkpoint import Checkpointer
 from fcos_tf.training.distribution import is_chief
 from fcos_tf.training.loop import NonFiniteLossError, fit
 
@@ -146,9 +147,7 @@ def _run(config, workdir, mode, strategy, chief, verbose, handle_signals, callba
         optimizer = builders.build_optimizer(config)
         model.compile(optimizer=optimizer, jit_compile=bool(config.train.jit_compile))
         optimizer.build(model.trainable_variables)
-    checkpointer = rundir.Checkpointer(
-        workdir, model, optimizer, strategy, config.train.keep_checkpoints
-    )
+    checkpointer = Checkpointer(workdir, model, optimizer, strategy, config.train.keep_checkpoints)
     writer = None
     if chief:
         writer = create_summary_writer(os.path.join(workdir, rundir.TENSORBOARD_DIR))
