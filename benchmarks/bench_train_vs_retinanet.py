@@ -7,7 +7,7 @@ FCOS / RetinaNet. Both use SGD with momentum and the same batch of random images
 with a few random boxes, under the same dtype policy (``--precision``, several for a same-run
 before/after).
 
-What each step contains: FCOS's targets are computed in the input pipeline (DESIGN.md §3), so
+What each step contains: FCOS's targets are computed in the input pipeline (docs/design.md §3), so
 its step is backbone + FPN + head, forward and backward, and the losses. keras-cv's RetinaNet
 encodes its anchor targets inside ``compute_loss`` (IoU of every anchor with every box), so
 its step contains that too; with a few boxes per image it is small next to the convolutions.

@@ -1,6 +1,6 @@
 """Shared pieces of the recipes in ``fcos_tf/configs/``: the default profile and its validation.
 
-``base_config()`` is DESIGN.md §3 written out: the paper's "w/ improvements" ResNet-50 1x
+``base_config()`` is docs/design.md §3 written out: the paper's "w/ improvements" ResNet-50 1x
 recipe on COCO (Table 3, last row). Each ``fcos_tf/configs/<recipe>.py`` starts from it,
 changes what its recipe changes and returns the result.
 
@@ -93,7 +93,7 @@ def base_config() -> ml_collections.ConfigDict:
     """
     config = ml_collections.ConfigDict()
 
-    # --- backbone (DESIGN.md §3 item 1) -> builders.build_backbone ----------------------------
+    # --- backbone (docs/design.md §3 item 1) -> builders.build_backbone --------------------
     config.backbone = backbone = ml_collections.ConfigDict()
     backbone.name = "resnet50"  # one of backbone.BACKBONES
     backbone.layout = "caffe"  # ResNet: "caffe" (stride in 1x1, MSRA) | "pytorch"

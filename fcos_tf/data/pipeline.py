@@ -6,7 +6,7 @@ otherwise) under a long-side cap, box clipping and filtering, pixel normalisatio
 padding to a multiple of 32 (or to a fixed ``pad_to``) and padding of the boxes to M rows.
 Per batch: images are padded to the largest in the batch, then the FCOS targets are computed
 for every image on the locations of the batch's padded size with
-:func:`fcos_tf.ops.targets.compute_targets` (no assignment logic in the model, DESIGN.md Sec. 3).
+:func:`fcos_tf.ops.targets.compute_targets` (no assignment logic in the model, docs/design.md §3).
 
 Output structure (contract of ``fcos_tf.data``)::
 
@@ -43,7 +43,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
-    """Options of :func:`make_pipeline`; the defaults are the paper's (DESIGN.md Sec. 3).
+    """Options of :func:`make_pipeline`; the defaults are the paper's (docs/design.md §3).
 
     The field names are the keys of ``config.pipeline`` (the sizes, augmentation and
     reading options) and ``config.locations`` (target assignment), so that

@@ -13,7 +13,7 @@ from fcos_tf.ops import boxes as box_ops
 PIXEL_NORMS = ("caffe", "torchvision", "inception")
 # How resize_size rounds the resized sides: Detectron's round-half-up or torchvision's floor.
 RESIZE_ROUNDINGS = ("round", "floor")
-# DESIGN.md Sec. 3 item 20. caffe/MSRA weights: BGR, mean subtracted, 0..255 range.
+# docs/design.md §3 item 20. caffe/MSRA weights: BGR, mean subtracted, 0..255 range.
 CAFFE_BGR_MEAN = (102.98, 115.95, 122.77)
 # torchvision weights: RGB in [0, 1], ImageNet mean and std.
 TORCHVISION_RGB_MEAN = (0.485, 0.456, 0.406)
@@ -204,7 +204,7 @@ def clip_and_filter_boxes(boxes, classes, is_crowd, image_size, drop_crowd):
 
 
 def normalize_image(image, pixel_norm="caffe"):
-    """Pixel normalisation matching the backbone weights (DESIGN.md Sec. 3 item 20).
+    """Pixel normalisation matching the backbone weights (docs/design.md §3 item 20).
 
     Args:
         image: uint8 or float ``[..., 3]`` RGB in 0..255.

@@ -1,6 +1,6 @@
 """Backbones that turn an image into the feature maps C3, C4, C5 (strides 8, 16, 32).
 
-* :class:`ResNet`: ResNet-50/101 with frozen BatchNorm (DESIGN §3 item 1). Two layouts:
+* :class:`ResNet`: ResNet-50/101 with frozen BatchNorm (docs/design.md §3 item 1). Two layouts:
   ``"pytorch"`` puts the stride of a downsampling block on its 3x3 conv (torchvision),
   ``"caffe"`` on its first 1x1 conv (MSRA/Detectron ``stride_in_1x1``, and
   ``keras.applications``). Layer names follow torchvision's parameter names with dots
@@ -13,7 +13,7 @@
   (:class:`fcos_tf.modeling.mobilenet.MobileNetBackbone`), for the edge profile.
 
 Every strided convolution pads explicitly and symmetrically (``ZeroPadding2D`` + ``valid``)
-like PyTorch; TF's ``same`` pads more on the bottom/right for stride 2 (DESIGN §2). The size
+like PyTorch; TF's ``same`` pads more on the bottom/right for stride 2 (docs/design.md §2). The size
 of ``C_l`` for an input ``H x W`` is therefore ``ceil(H / s) x ceil(W / s)``.
 """
 
@@ -43,7 +43,7 @@ class FrozenBatchNorm(keras.layers.Layer):
     ``scale = gamma / sqrt(moving_variance + epsilon)``, ``offset = beta - moving_mean * scale``.
     All four weights are non-trainable and the layer computes the same thing whatever the
     ``training`` flag, so ImageNet statistics survive fine-tuning with small per-device
-    batches (DESIGN §3 item 1). The weight names and order (gamma, beta, moving_mean,
+    batches (docs/design.md §3 item 1). The weight names and order (gamma, beta, moving_mean,
     moving_variance) are those of ``keras.layers.BatchNormalization``, so ``set_weights``
     takes a Keras BN layer's ``get_weights()`` unchanged.
 

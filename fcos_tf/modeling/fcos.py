@@ -325,7 +325,7 @@ class FCOS(keras.Model):
 
     def make_predict_function(self, force=False):
         # NMS has no XLA kernel: keep prediction out of XLA even when jit_compile is on for
-        # training (DESIGN §5).
+        # training (docs/design.md §5).
         if self.predict_function is not None and not force:
             return self.predict_function
         jit_compile = self.jit_compile

@@ -1,4 +1,4 @@
-"""Feature pyramid: ``[C3, C4, C5]`` -> ``[P3, ..., P7]`` (paper Sec. 3.2, DESIGN §3 item 2)."""
+"""Feature pyramid: C3-C5 -> P3-P7 (paper Sec. 3.2, docs/design.md §3 item 2)."""
 
 import keras
 from keras import ops

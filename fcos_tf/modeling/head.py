@@ -1,4 +1,4 @@
-"""The FCOS head shared by all pyramid levels (paper Sec. 3.1-3.3, DESIGN §3 items 3-6)."""
+"""The FCOS head shared by all pyramid levels (paper Sec. 3.1-3.3, docs/design.md §3 items 3-6)."""
 
 import math
 

@@ -1,6 +1,6 @@
 """Inference post-processing: raw head outputs -> padded per-image detections (Sec. 3, 4.1).
 
-Steps (DESIGN §3 items 17-18), all batched and shape-polymorphic in the image size:
+Steps (docs/design.md §3 items 17-18), all batched and shape-polymorphic in the image size:
 
 1. score each (location, class) pair: ``sqrt(sigmoid(cls) * sigmoid(ctr))`` (``sigmoid(cls)``
    without a centerness branch); candidates have ``sigmoid(cls) > score_threshold`` (or,

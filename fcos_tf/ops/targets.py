@@ -1,4 +1,4 @@
-"""FCOS training targets for one image (paper Sec. 3.1-3.3, DESIGN.md Sec. 3 items 7-12).
+"""FCOS training targets for one image (paper Sec. 3.1-3.3, docs/design.md §3 items 7-12).
 
 Targets are computed in the input pipeline, never in the model: :func:`compute_targets` is
 pure TensorFlow, vectorised over locations x boxes (no loop over boxes; per level the tests
@@ -169,7 +169,7 @@ def compute_targets(
     """Assigns every location of every pyramid level to one ground-truth box or background.
 
     A location ``(x, y)`` of the level with stride ``s`` is a positive for box ``(x0, y0, x1,
-    y1)`` when all of the following hold (DESIGN.md Sec. 3 items 7-10):
+    y1)`` when all of the following hold (docs/design.md §3 items 7-10):
 
     * candidate: strictly inside the box, ``min(l, t, r, b) > 0`` with
       ``(l, t, r, b) = (x - x0, y - y0, x1 - x, y1 - y)``; with center sampling

@@ -1,6 +1,6 @@
 r"""The serving graph: in-graph preprocessing, the model and the mapping to the outputs.
 
-What the exported SavedModel computes (DESIGN.md §4), in the TF Model Garden's split the
+What the exported SavedModel computes (docs/design.md §4), in the TF Model Garden's split the
 counterpart of ``official/vision/serving/detection.py``; writing it to disk is
 :mod:`fcos_tf.serving.saved_model`, the edge graph :mod:`fcos_tf.serving.tflite`. Two
 signatures share the weights:
