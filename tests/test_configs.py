@@ -139,6 +139,12 @@ def test_missing_backbone_weights_are_named(tmp_path):
         ("data.dataset", "voc", "not one of"),
         ("model.nms_iou_threshold", 0.0, r"\(0, 1\]"),
         ("train.precision", "float16", "not one of"),
+        # Checked by the constructor the section feeds (PipelineConfig, FCOS), named as keys.
+        ("pipeline.pixel_norm", "bgr", "must be one of"),
+        ("pipeline.max_boxes", 0, "positive integer"),
+        ("model.head_norm", "layer", "must be one of"),
+        ("model.fpn_channels", 0, "positive integer"),
+        ("locations.size_ranges", ((0, 1),), "one \\(low, high\\) pair per stride"),
     ],
 )
 def test_impossible_values_fail_with_the_key(key, value, message):
@@ -267,3 +273,24 @@ def test_train_py_says_when_tfds_data_is_not_prepared(tmp_path):
     assert "Input not found: Could not load TFDS dataset 'coco/2017'" in result.stderr
     assert "tfds build coco/2017" in result.stderr
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_each_constructor_checks_its_own_arguments():
+    """The checks validate_config relies on hold for the objects built without a config."""
+    from fcos_tf.data.pipeline import PipelineConfig
+    from fcos_tf.modeling.backbone import SmallBackbone
+    from fcos_tf.modeling.fcos import FCOS
+    from fcos_tf.serving.graph import ServingConfig
+
+    with pytest.raises(ValueError, match="`pixel_norm` must be one of"):
+        PipelineConfig(pixel_norm="bgr")
+    with pytest.raises(ValueError, match="`pixel_norm` must be one of"):
+        ServingConfig(pixel_norm="bgr")
+    with pytest.raises(ValueError, match="`hflip_prob` must be a probability"):
+        PipelineConfig(hflip_prob=2.0)
+    with pytest.raises(ValueError, match="`strides` must be the first 2 to 5"):
+        PipelineConfig(strides=(8, 32), size_ranges=((-1, 64), (64, 1e8)))
+    with pytest.raises(ValueError, match="`head_norm` must be one of"):
+        FCOS(SmallBackbone(), 3, head_norm="layer")
+    with pytest.raises(ValueError, match="`location_offset` must be in"):
+        FCOS(SmallBackbone(), 3, location_offset=1.5)

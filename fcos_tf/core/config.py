@@ -35,21 +35,19 @@ here are about values and their combinations. The allowed values of a key are de
 module that uses them and imported here.
 """
 
+import contextlib
 import importlib.util
 import math
 import os
+import re
 
 import ml_collections
 
 from fcos_tf.core import builders
-from fcos_tf.data import transforms
 from fcos_tf.modeling import backbone as backbone_lib
 from fcos_tf.modeling import fcos as model_lib
-from fcos_tf.modeling import fpn as fpn_lib
-from fcos_tf.modeling import head as head_lib
 from fcos_tf.modeling import mobilenet as mobile_backbones
 from fcos_tf.ops import locations as locations_lib
-from fcos_tf.ops import losses, postprocess
 from fcos_tf.training import distribution, optimization
 
 # The recipe files (fcos_tf/configs/*.py) of a source checkout.
@@ -249,6 +247,21 @@ def _get(config, key):
     return value
 
 
+@contextlib.contextmanager
+def _keys_of(config, sections):
+    """Turns a constructor's ```name` must be ...`` into ``config.<section>.name: must be ...``,
+    the section being the first of ``sections`` that holds the key."""
+    try:
+        yield
+    except ValueError as error:
+        match = re.match(r"`(\w+)` (.*)", str(error), re.DOTALL)
+        if match is None:
+            raise
+        name, message = match.groups()
+        section = next((s for s in sections if name in config[s]), sections[0])
+        _fail(f"{section}.{name}", message.rstrip("."))
+
+
 def _check_choice(config, key, choices):
     value = _get(config, key)
     if value not in choices:
@@ -281,18 +294,10 @@ def validate_config(
         ("train.precision", optimization.PRECISIONS),
         ("train.warmup_method", optimization.WARMUP_METHODS),
         ("train.resume", builders.RESUME_MODES),
-        ("pipeline.pixel_norm", transforms.PIXEL_NORMS),
-        ("pipeline.resize_rounding", transforms.RESIZE_ROUNDINGS),
-        ("locations.location_grid", locations_lib.LOCATION_GRIDS),
-        ("model.p6_input", fpn_lib.P6_INPUTS),
-        ("model.head_norm", model_lib.HEAD_NORMS),
-        ("model.centerness_on", head_lib.CENTERNESS_ON),
-        ("model.box_loss", losses.BOX_LOSSES),
-        ("model.score_threshold_on", postprocess.SCORE_THRESHOLD_ON),
     ):
         _check_choice(config, key, choices)
 
-    train, pipeline, model = config.train, config.pipeline, config.model
+    train, model = config.train, config.model
     positive_ints = (
         ("train.batch_size", train.batch_size),
         ("train.reference_batch_size", train.reference_batch_size),
@@ -302,11 +307,6 @@ def validate_config(
         ("train.keep_checkpoints", train.keep_checkpoints),
         ("train.log_every", train.log_every),
         ("eval.batch_size", config.eval.batch_size),
-        ("pipeline.max_size", pipeline.max_size),
-        ("pipeline.max_boxes", pipeline.max_boxes),
-        ("pipeline.size_divisibility", pipeline.size_divisibility),
-        ("model.fpn_channels", model.fpn_channels),
-        ("model.max_detections", model.max_detections),
     )
     for key, value in positive_ints:
         if not isinstance(value, int) or value <= 0:
@@ -341,28 +341,12 @@ def validate_config(
         )
     if train.clip_global_norm < 0:
         _fail("train.clip_global_norm", f"must be >= 0 (0 = off), got {train.clip_global_norm!r}")
-    sizes = tuple(pipeline.train_short_side)
-    if (
-        len(sizes) != 2
-        or any(not isinstance(s, int) or s <= 0 for s in sizes)
-        or sizes[0] > sizes[1]
-    ):
-        _fail(
-            "pipeline.train_short_side",
-            f"must be an inclusive range (low, high) of positive integers, got {sizes!r}",
-        )
-    if not isinstance(pipeline.eval_short_side, int) or pipeline.eval_short_side <= 0:
-        _fail(
-            "pipeline.eval_short_side",
-            f"must be a positive integer, got {pipeline.eval_short_side!r}",
-        )
-    if not 0.0 <= pipeline.hflip_prob <= 1.0:
-        _fail("pipeline.hflip_prob", f"must be a probability, got {pipeline.hflip_prob!r}")
-    _validate_locations(config.locations)
-    if not 0.0 <= model.score_threshold < 1.0:
-        _fail("model.score_threshold", f"must be in [0, 1), got {model.score_threshold!r}")
-    if not 0.0 < model.nms_iou_threshold <= 1.0:
-        _fail("model.nms_iou_threshold", f"must be in (0, 1], got {model.nms_iou_threshold!r}")
+    # The sections that feed one constructor are checked by it (PipelineConfig, FCOS), with
+    # its argument named as the key it comes from.
+    with _keys_of(config, ("pipeline", "locations")):
+        builders.build_pipeline_config(config, train.batch_size)
+    with _keys_of(config, ("model", "locations")):
+        model_lib.check_arguments(**model, **config.locations)
     data = config.data
     if data.dataset == "synthetic":
         size = tuple(data.synthetic.image_size)
@@ -416,31 +400,3 @@ def _validate_backbone(config):
         return  # downloaded (or found in ~/.keras/models) when the backbone is built
     if backbone.weights and not os.path.exists(backbone.weights):
         _fail("backbone.weights", f"{backbone.weights} does not exist")
-
-
-def _validate_locations(locations):
-    strides = tuple(locations.strides)
-    expected = locations_lib.STRIDES[: len(strides)]
-    if len(strides) < 2 or strides != expected:
-        _fail(
-            "locations.strides",
-            f"must be the first 2 to 5 of {locations_lib.STRIDES} (P3, P4 at least), "
-            f"got {strides!r}",
-        )
-    ranges = tuple(tuple(r) for r in locations.size_ranges)
-    if len(ranges) != len(strides) or any(len(r) != 2 or r[0] >= r[1] for r in ranges):
-        _fail(
-            "locations.size_ranges",
-            f"must be one (low, high) pair per stride "
-            f"({len(strides)}), each low < high, got {ranges!r}",
-        )
-    if locations.center_sampling_radius < 0:
-        _fail(
-            "locations.center_sampling_radius",
-            f"must be >= 0 (0 = off), got {locations.center_sampling_radius!r}",
-        )
-    if not 0.0 <= locations.location_offset < 1.0:
-        _fail(
-            "locations.location_offset",
-            f"must be in [0, 1) (a fraction of the stride), got {locations.location_offset!r}",
-        )

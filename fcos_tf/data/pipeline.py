@@ -101,37 +101,40 @@ class PipelineConfig:
     num_parallel_calls: int | None = None
     prefetch: int | None = None
 
+    def __post_init__(self):
+        def positive_int(value):
+            return not isinstance(value, bool) and isinstance(value, int) and value > 0
 
-def _check_config(config):
-    if config.batch_size < 1:
-        raise ValueError(f"`batch_size` must be >= 1, got {config.batch_size}.")
-    if len(config.train_short_side) != 2 or not (
-        1 <= config.train_short_side[0] <= config.train_short_side[1]
-    ):
-        raise ValueError(
-            f"`train_short_side` must be a range (low, high) with 1 <= low <= high, "
-            f"got {config.train_short_side}."
+        if not positive_int(self.batch_size):
+            raise ValueError(f"`batch_size` must be a positive integer, got {self.batch_size!r}")
+        sizes = tuple(self.train_short_side)
+        if len(sizes) != 2 or not all(map(positive_int, sizes)) or sizes[0] > sizes[1]:
+            raise ValueError(
+                f"`train_short_side` must be an inclusive range (low, high) of positive "
+                f"integers, got {sizes!r}"
+            )
+        transforms.check_preprocessing(
+            eval_short_side=self.eval_short_side,
+            max_size=self.max_size,
+            size_divisibility=self.size_divisibility,
+            pixel_norm=self.pixel_norm,
+            resize_rounding=self.resize_rounding,
         )
-    if config.eval_short_side < 1:
-        raise ValueError(f"`eval_short_side` must be >= 1, got {config.eval_short_side}.")
-    if config.pixel_norm not in transforms.PIXEL_NORMS:
-        raise ValueError(
-            f"`pixel_norm` must be one of {transforms.PIXEL_NORMS}, got {config.pixel_norm!r}."
+        if not 0.0 <= self.hflip_prob <= 1.0:
+            raise ValueError(f"`hflip_prob` must be a probability, got {self.hflip_prob!r}")
+        if self.pad_to is not None and (
+            len(self.pad_to) != 2 or not all(map(positive_int, self.pad_to))
+        ):
+            raise ValueError(f"`pad_to` must be a pair (H, W) of positive ints, got {self.pad_to}")
+        if not positive_int(self.max_boxes):
+            raise ValueError(f"`max_boxes` must be a positive integer, got {self.max_boxes!r}")
+        loc.check_location_settings(
+            strides=self.strides,
+            size_ranges=self.size_ranges,
+            center_sampling_radius=self.center_sampling_radius,
+            location_offset=self.location_offset,
+            location_grid=self.location_grid,
         )
-    if config.resize_rounding not in transforms.RESIZE_ROUNDINGS:
-        raise ValueError(
-            f"`resize_rounding` must be one of {transforms.RESIZE_ROUNDINGS}, got "
-            f"{config.resize_rounding!r}."
-        )
-    loc.check_location_grid(config.location_grid)
-    if config.size_divisibility < 1:
-        raise ValueError(f"`size_divisibility` must be >= 1, got {config.size_divisibility}.")
-    if config.pad_to is not None and (len(config.pad_to) != 2 or min(config.pad_to) < 1):
-        raise ValueError(f"`pad_to` must be a pair (H, W) of positive ints, got {config.pad_to}.")
-    if config.max_boxes < 1:
-        raise ValueError(f"`max_boxes` must be >= 1, got {config.max_boxes}.")
-    if not 0.0 <= config.hflip_prob <= 1.0:
-        raise ValueError(f"`hflip_prob` must be in [0, 1], got {config.hflip_prob}.")
 
 
 def preprocess_example(example, seed, *, training, config):
@@ -306,7 +309,6 @@ def make_pipeline(
         no example, rather than skipping forever.
     """
     config = dataclasses.replace(config or PipelineConfig(), **overrides)
-    _check_config(config)
     parallel = config.num_parallel_calls or AUTOTUNE
     options = tf.data.Options()
     options.deterministic = config.deterministic

@@ -39,6 +39,34 @@ def decode_image(image_bytes):
     return image
 
 
+def check_preprocessing(
+    *, eval_short_side, max_size, size_divisibility, pixel_norm, resize_rounding
+) -> None:
+    """Checks the resize, padding and normalisation settings that the input pipeline and
+    the serving graph share (:class:`fcos_tf.data.pipeline.PipelineConfig`,
+    :class:`fcos_tf.serving.graph.ServingConfig`).
+
+    Raises:
+        ValueError: naming the argument: ```pixel_norm` must be ...``.
+    """
+    for name, value in (
+        ("eval_short_side", eval_short_side),
+        ("size_divisibility", size_divisibility),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+    if max_size is not None and (
+        isinstance(max_size, bool) or not isinstance(max_size, int) or max_size <= 0
+    ):
+        raise ValueError(f"`max_size` must be a positive integer or None, got {max_size!r}")
+    if pixel_norm not in PIXEL_NORMS:
+        raise ValueError(f"`pixel_norm` must be one of {PIXEL_NORMS}, got {pixel_norm!r}")
+    if resize_rounding not in RESIZE_ROUNDINGS:
+        raise ValueError(
+            f"`resize_rounding` must be one of {RESIZE_ROUNDINGS}, got {resize_rounding!r}"
+        )
+
+
 def resize_size(original_size, short_side, max_size, rounding="round"):
     """Scale and output size of a short-side resize with a long-side cap.
 

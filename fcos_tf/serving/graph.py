@@ -72,20 +72,13 @@ class ServingConfig:
     resize_rounding: str = "round"
 
     def __post_init__(self):
-        if self.eval_short_side < 1 or self.size_divisibility < 1:
-            raise ValueError(
-                f"`eval_short_side` and `size_divisibility` must be >= 1, got "
-                f"{self.eval_short_side} and {self.size_divisibility}."
-            )
-        if self.pixel_norm not in transforms.PIXEL_NORMS:
-            raise ValueError(
-                f"`pixel_norm` must be one of {transforms.PIXEL_NORMS}, got {self.pixel_norm!r}."
-            )
-        if self.resize_rounding not in transforms.RESIZE_ROUNDINGS:
-            raise ValueError(
-                f"`resize_rounding` must be one of {transforms.RESIZE_ROUNDINGS}, "
-                f"got {self.resize_rounding!r}."
-            )
+        transforms.check_preprocessing(
+            eval_short_side=self.eval_short_side,
+            max_size=self.max_size,
+            size_divisibility=self.size_divisibility,
+            pixel_norm=self.pixel_norm,
+            resize_rounding=self.resize_rounding,
+        )
 
 
 # --------------------------------------------------------------------------------------------
