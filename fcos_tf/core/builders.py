@@ -170,11 +170,7 @@ def coco_paths(coco_config: Config) -> dict[str, str]:
 
 
 def read_split(config: Config, split: str) -> ReadResult:
-    """Reader examples of ``split`` ("train" | "val") of ``config.data`` as a ``ReadResult``.
-
-    For COCO the result also carries the annotation file (``ground_truth_file`` attribute) so
-    that evaluation uses the official areas and crowd flags.
-    """
+    """Reader examples of ``split`` ("train" | "val") of ``config.data`` as a ``ReadResult``."""
     if split not in ("train", "val"):
         raise ValueError(f"`split` must be 'train' or 'val', got {split!r}.")
     data = config.data
@@ -187,25 +183,18 @@ def read_split(config: Config, split: str) -> ReadResult:
         if split == "val":
             # The validation images are another seed's: never seen in training.
             options["seed"] += 1_000_003
-        result = synthetic.synthetic_dataset(num_train if split == "train" else num_val, **options)
-        result.ground_truth_file = None
-        return result
+        return synthetic.synthetic_dataset(num_train if split == "train" else num_val, **options)
     if data.dataset == "coco":
         from fcos_tf.data.coco import read_coco
 
         paths = coco_paths(data.coco)
-        annotations = paths[f"{split}_annotations"]
-        result = read_coco(annotations, paths[f"{split}_images"], decode=False)
-        result.ground_truth_file = annotations if split == "val" else None
-        return result
+        return read_coco(paths[f"{split}_annotations"], paths[f"{split}_images"], decode=False)
     if data.dataset == "tfds":
         from fcos_tf.data import tfds as tfds_reader
 
-        result = tfds_reader.read_tfds(
+        return tfds_reader.read_tfds(
             data.tfds.name, split=data.tfds[f"{split}_split"], data_dir=data.tfds.data_dir or None
         )
-        result.ground_truth_file = None
-        return result
     raise ValueError(f"config.data.dataset: {data.dataset!r} is not one of {DATASETS}")
 
 

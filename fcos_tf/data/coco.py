@@ -380,4 +380,4 @@ def read_coco(
     if decode:
         # A file that passed the checks but fails to decode is skipped (logged by tf.data).
         examples = examples.ignore_errors(log_warning=True)
-    return ReadResult(examples, label_map, len(paths), skipped)
+    return ReadResult(examples, label_map, len(paths), skipped, annotation_file)
