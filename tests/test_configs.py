@@ -132,7 +132,7 @@ def test_missing_backbone_weights_are_named(tmp_path):
         ("locations.location_offset", 1.0, r"\[0, 1\)"),
         ("locations.strides", (8,), "first 2 to 5"),
         ("locations.strides", (8, 32, 64), "first 2 to 5"),
-        ("train.intra_op_threads", -1, "integer >= 0"),
+        ("train.intra_op_threads", -2, "integer >= -1"),
         ("backbone.stem_channels", 12, "multiple of 8"),
         ("train.inter_op_threads", -1, "integer >= 0"),
         ("train.resume", "rewind", "not one of"),
@@ -231,14 +231,14 @@ def test_thread_pools_are_set_before_tensorflow_starts_and_kept_after(tmp_path):
         "import tensorflow as tf\n"
         "from fcos_tf.core import builders, config\n"
         "recipe = config.load_recipe('synthetic_small')\n"
-        "assert recipe.train.intra_op_threads >= 1 and recipe.train.inter_op_threads == 2\n"
+        "assert (recipe.train.intra_op_threads, recipe.train.inter_op_threads) == (-1, 2)\n"
         "assert builders.apply_thread_pools(recipe)\n"
         "t = tf.config.threading\n"
         "print(t.get_intra_op_parallelism_threads(), t.get_inter_op_parallelism_threads())\n"
         "tf.constant(1.0) + 1.0  # TensorFlow starts\n"
-        "recipe.train.intra_op_threads += 1\n"
+        "recipe.train.intra_op_threads = t.get_intra_op_parallelism_threads() + 1\n"
         "print(builders.apply_thread_pools(recipe))\n"
-        "recipe.train.intra_op_threads -= 1\n"
+        "recipe.train.intra_op_threads = -1\n"
         "print(builders.apply_thread_pools(recipe))\n"
         "print(t.get_intra_op_parallelism_threads(), t.get_inter_op_parallelism_threads())\n"
     )

@@ -341,15 +341,20 @@ def build_optimizer(config: Config):
 def apply_thread_pools(config: Config) -> bool:
     """Sizes TensorFlow's CPU thread pools as ``config.train`` says (before any TF op).
 
+    ``intra_op_threads = -1`` shares the cores this process may use among the inter-op
+    threads (``cores // inter_op_threads``, at least 1), so that a recipe says how to use a
+    machine without naming its core count.
+
     Returns:
         False when TensorFlow had started with other sizes (see
         ``distribution.set_thread_pools``).
     """
     from fcos_tf.training import distribution
 
-    return distribution.set_thread_pools(
-        config.train.intra_op_threads, config.train.inter_op_threads
-    )
+    intra_op, inter_op = config.train.intra_op_threads, config.train.inter_op_threads
+    if intra_op == -1:
+        intra_op = max(1, distribution.available_cores() // max(1, inter_op))
+    return distribution.set_thread_pools(intra_op, inter_op)
 
 
 def build_strategy(config: Config) -> tf.distribute.Strategy:

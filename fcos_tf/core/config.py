@@ -190,8 +190,9 @@ def base_config() -> ml_collections.ConfigDict:
     train.jit_compile = False  # XLA for the train step
     train.strategy = "auto"  # auto: mirrored on >1 GPU, multi_worker with TF_CONFIG
     train.devices = ()  # for "mirrored": e.g. ("/gpu:0", "/gpu:1"); () = all
-    # TensorFlow's CPU thread pools, set by train.py before TensorFlow starts
-    # (distribution.set_thread_pools); 0 = TensorFlow's choice (every op on all cores).
+    # TensorFlow's CPU thread pools, set by fcos-train before TensorFlow starts
+    # (builders.apply_thread_pools); 0 = TensorFlow's choice (every op on all cores);
+    # intra_op_threads = -1: the cores of the machine shared among the inter-op threads.
     train.intra_op_threads = 0
     train.inter_op_threads = 0
     # On resume: "replay" skips the batches already seen (exact continuation; replays the
@@ -313,8 +314,14 @@ def validate_config(
             _fail(key, f"must be a positive integer, got {value!r}")
     for key in ("intra_op_threads", "inter_op_threads"):
         value = train[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            _fail(f"train.{key}", f"must be an integer >= 0 (0: TensorFlow's), got {value!r}")
+        lowest = -1 if key == "intra_op_threads" else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+            _fail(
+                f"train.{key}",
+                f"must be an integer >= {lowest} (0: TensorFlow's"
+                + ("; -1: the cores shared among the inter-op threads" if lowest else "")
+                + f"), got {value!r}",
+            )
     if train.batch_size % num_replicas:
         _fail(
             "train.batch_size",
