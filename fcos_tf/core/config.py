@@ -37,6 +37,7 @@ module that uses them and imported here.
 
 import contextlib
 import importlib.util
+import logging
 import math
 import os
 import re
@@ -341,10 +342,14 @@ def validate_config(
     steps = tuple(train.lr_steps)
     if list(steps) != sorted(steps) or any(s <= 0 for s in steps):
         _fail("train.lr_steps", f"must be positive and increasing, got {steps!r}")
-    if steps and steps[-1] >= train.total_steps:
-        _fail(
-            "train.lr_steps",
-            f"the last decay step {steps[-1]} is not before train.total_steps={train.total_steps}",
+    late = [s for s in steps if s >= train.total_steps]
+    if late:
+        # A shortened run (e.g. --config.train.total_steps=40 to try a recipe) is allowed.
+        logging.warning(
+            "config.train.lr_steps: the decay step(s) %s come at or after "
+            "train.total_steps=%d and have no effect.",
+            ", ".join(map(str, late)),
+            train.total_steps,
         )
     if train.clip_global_norm < 0:
         _fail("train.clip_global_norm", f"must be >= 0 (0 = off), got {train.clip_global_norm!r}")
