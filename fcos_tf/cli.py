@@ -122,6 +122,29 @@ def import_tensorflow() -> None:
             sys.stderr.flush()
 
 
+# Every command imports this module before anything else: TensorFlow loads here, quietly.
+import_tensorflow()
+
+_HELP = ("--help", "-help", "-h", "--helpfull", "--helpshort", "-?")
+
+
+def _print_help(flag_values, program: str, positional: str | None) -> NoReturn:
+    """Usage and the command's flags on stdout; exit status 0."""
+    from fcos_tf import __version__
+
+    usage = f"usage: {program} [flags]"
+    if positional:
+        usage += f" {positional} [{positional} ...]"
+    own = [name for name in flag_values.flags_by_module_dict() if not name.startswith("absl.")]
+    print(usage)
+    print(f"fcos_tf {__version__}; exit status 0 when done, 1 on bad input (one line; --debug).")
+    for module in own:
+        text = flag_values.module_help(module)
+        if text:
+            print(text.split("\n", 1)[1] if text.startswith(module) else text)
+    sys.exit(0)
+
+
 def _argv_value(arguments: Sequence[str], name: str) -> str | None:
     """The value of ``--name=value`` or ``--name value`` (None when absent)."""
     for index, arg in enumerate(arguments):
@@ -230,9 +253,11 @@ def parse_flags(
             arguments = _resolve_recipe(arguments)
             _define_config_flag(flag_values, program, arguments, recipe_default, workdir_config)
         define(flag_values)
+        if any(arg.split("=", 1)[0] in _HELP for arg in arguments):
+            _print_help(flag_values, program, positional)
         rest = flag_values([program, *arguments])[1:]
     except flags.Error as error:
-        fail(f"FATAL Flags parsing error: {error}\nPass --helpfull to see help on flags.", error)
+        fail(f"FATAL Flags parsing error: {error}\nPass --help to see the flags.", error)
     except FileNotFoundError as error:  # a recipe or a workdir that does not exist
         fail(str(error), error)
     except (KeyError, AttributeError, TypeError, ValueError) as error:
