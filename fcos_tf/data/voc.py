@@ -124,6 +124,22 @@ def parse_annotation(xml_file: str) -> tuple[str | None, list[dict]]:
     return filename, objects
 
 
+def split_label_map(root: str, split: str, class_names: Sequence[str] = ()) -> LabelMap:
+    """The :class:`LabelMap` that :func:`read_voc` gives ``split`` (reads the XML files only)."""
+    if class_names:
+        return LabelMap.from_names(class_names, first_id=1)
+    ids = read_split_ids(os.path.join(root, "ImageSets", "Main", f"{split}.txt"))
+    objects = [parse_annotation(os.path.join(root, "Annotations", f"{i}.xml"))[1] for i in ids]
+    return _label_map_of_names(root, {o["name"] for found in objects for o in found})
+
+
+def _label_map_of_names(root, found):
+    names = list(VOC_CLASSES) if found <= set(VOC_CLASSES) else sorted(found)
+    if names != list(VOC_CLASSES):
+        logger.info("Classes of %s (the names found, sorted): %s", root, names)
+    return LabelMap.from_names(names, first_id=1)
+
+
 def read_voc(
     root: str,
     split: str = "train",
@@ -157,15 +173,10 @@ def read_voc(
     for image_id in ids:
         xml_file = os.path.join(root, "Annotations", f"{image_id}.xml")
         parsed.append((xml_file, *parse_annotation(xml_file)))
-    if label_map is None:
-        if class_names:
-            names = list(class_names)
-        else:
-            found = {o["name"] for _, _, objects in parsed for o in objects}
-            names = list(VOC_CLASSES) if found <= set(VOC_CLASSES) else sorted(found)
-            if names != list(VOC_CLASSES):
-                logger.info("Classes of %s (the names found, sorted): %s", root, names)
-        label_map = LabelMap.from_names(names, first_id=1)
+    if label_map is None and class_names:
+        label_map = LabelMap.from_names(class_names, first_id=1)
+    elif label_map is None:
+        label_map = _label_map_of_names(root, {o["name"] for _, _, found in parsed for o in found})
     index_of_name = {name: i for i, name in enumerate(label_map.names)}
 
     records = []
