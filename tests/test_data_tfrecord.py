@@ -175,9 +175,7 @@ def test_bad_records_are_errors_naming_file_and_record(written, tmp_path):
     bad.write_bytes(data[: len(data) - 100])
     with pytest.raises(DatasetError, match=r"00001\.tfrecord' is not a complete TFRecord file"):
         tfrecord.read_tfrecord(str(bad), label_map=labels)
-    with pytest.raises(
-        DatasetError, match=r"does not exist; pass `class_names`"
-    ):
+    with pytest.raises(DatasetError, match=r"does not exist; pass `class_names`"):
         tfrecord.read_tfrecord(str(bad))
     with pytest.raises(FileNotFoundError, match="No TFRecord file matches"):
         tfrecord.read_tfrecord(str(tmp_path / "none-*"))
