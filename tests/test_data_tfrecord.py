@@ -288,3 +288,31 @@ def test_two_local_workers_read_their_own_files(written, tmp_path):
         line = next(line for line in output.splitlines() if line.startswith("IDS "))
         seen.append(sorted(json.loads(line[4:])))
     assert seen == [[0, 4, 5, 6], [1, 2, 3, 7]]
+
+
+def test_batches_of_the_pipeline_shard_by_element(written):
+    from tensorflow.python.distribute import input_ops
+
+    read = tfrecord.read_tfrecord(_pattern(written["tfrecord"]), decode=False)
+    # The reader's own dataset shards by file: 3 files over 2 workers.
+    ids = [
+        sorted(int(e["image_id"]) for e in input_ops.auto_shard_dataset(read.dataset, 2, w))
+        for w in range(2)
+    ]
+    assert ids == [[0, 2, 3], [1, 4]]  # files 0 and 2 | file 1
+    batches = pipeline.make_pipeline(
+        read.dataset,
+        training=False,
+        batch_size=1,
+        repeat=False,
+        eval_short_side=64,
+        max_size=80,
+        deterministic=True,
+    )
+    policy = batches.options().experimental_distribute.auto_shard_policy
+    assert policy == tf.data.experimental.AutoShardPolicy.DATA
+    ids = [
+        [int(labels["image_id"][0]) for _, labels in input_ops.auto_shard_dataset(batches, 2, w)]
+        for w in range(2)
+    ]
+    assert ids == [[0, 2, 4], [1, 3]]

@@ -20,8 +20,12 @@ The writer (:func:`write_tfrecords`, the ``fcos-convert-dataset`` command) deals
 round-robin over ``<output>-00000-of-0000N.tfrecord`` ... and writes ``label_map.json`` next to
 them. The reader interleaves the files in that order (so it returns the examples in the order
 they were written) and sets ``AutoShardPolicy.FILE``: under ``MultiWorkerMirroredStrategy``
-each worker then reads its own files (use at least as many shards as workers). Every path goes
-through ``tf.io.gfile``, so object storage paths (``gs://...``) work.
+each worker then reads its own files (use at least as many shards as workers) when it
+distributes this dataset or maps and batches of it. tf.data cannot follow the files through
+``ignore_errors`` or a ``zip``, which :func:`fcos_tf.data.pipeline.make_pipeline` uses, so the
+pipeline's batches are sharded by element (each worker reads every file and keeps its share),
+as for the other readers. Every path goes through ``tf.io.gfile``, so object storage paths
+(``gs://...``) work.
 
 Bad data: ``check_records=True`` (the default) reads every record once at load time (no image
 decoding) and raises a :class:`DatasetError` naming the file and record for a truncated file, a
