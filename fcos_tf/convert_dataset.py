@@ -102,7 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DatasetError, FileNotFoundError, ValueError) as error:
         cli.fail(f"Bad data: {error}", error)
     items = result.dataset.as_numpy_iterator()
-    paths, count = write_tfrecords(items, args.output, args.num_shards, result.label_map)
+    try:
+        paths, count = write_tfrecords(items, args.output, args.num_shards, result.label_map)
+    except DatasetError as error:
+        cli.fail(f"Bad data: {error}", error)
     print(
         f"Wrote {count} images ({len(result.skipped)} skipped) of "
         f"{result.label_map.num_classes} classes into {len(paths)} files: {paths[0]} ... "

@@ -73,6 +73,26 @@ def test_skipped_images_are_counted_and_bad_data_is_one_line(written, tmp_path, 
     assert "--from=coco needs --annotations and --images" in str(exit_info.value)
 
 
+def test_a_second_split_must_share_the_folders_label_map(written, tmp_path, capsys):
+    output = tmp_path / "records"
+    yolo = ["--from=yolo", f"--root={written['yolo']}"]
+    assert convert_dataset.main([*yolo, f"--output={output / 'train'}"]) == 0
+    # VOC numbers the same names from 1, YOLO from 0: the val files would not fit train's map.
+    voc = ["--from=voc", f"--root={written['voc']}", "--split=train"]
+    voc.append(f"--class_names={','.join(synthetic.CLASS_NAMES)}")
+    with pytest.raises(SystemExit, match="holds another label map than this data's"):
+        convert_dataset.main([*voc, f"--output={output / 'val'}"])
+    assert not list(output.glob("val-*"))
+    label_map = output / "label_map.json"
+    assert (
+        convert_dataset.main([*voc, f"--output={output / 'val'}", f"--label_map={label_map}"]) == 0
+    )
+    train = _examples(tfrecord.read_tfrecord(str(output / "train-*")))
+    val = _examples(tfrecord.read_tfrecord(str(output / "val-*")))
+    for a, b in zip(train, val, strict=True):
+        np.testing.assert_array_equal(a["classes"], b["classes"])
+
+
 def _config(dataset, section):
     config = config_lib.load_recipe("synthetic_small")
     config.data.dataset = dataset

@@ -145,11 +145,24 @@ def write_tfrecords(
 
     Returns:
         ``(paths, count)``: the shard files and the number of examples written.
+
+    Raises:
+        DatasetError: the folder's ``label_map.json`` (another split's) differs from
+            ``label_map``; nothing is written then.
     """
     from PIL import Image
 
     paths = shard_paths(output, num_shards)
     folder = os.path.dirname(output)
+    label_map_file = os.path.join(folder, LABEL_MAP_FILENAME)
+    if tf.io.gfile.exists(label_map_file) and LabelMap.load(label_map_file) != label_map:
+        # Another split in the folder: its files' class labels are the ids of that label map.
+        raise DatasetError(
+            f"{label_map_file!r} holds another label map than this data's "
+            f"({LabelMap.load(label_map_file).to_list()} vs {label_map.to_list()}); convert "
+            f"with that label map (fcos-convert-dataset --label_map={label_map_file}) or into "
+            f"another folder."
+        )
     if folder:
         tf.io.gfile.makedirs(folder)
     writers = [tf.io.TFRecordWriter(path) for path in paths]
@@ -177,7 +190,7 @@ def write_tfrecords(
     finally:
         for writer in writers:
             writer.close()
-    label_map.save(os.path.join(folder, LABEL_MAP_FILENAME) if folder else LABEL_MAP_FILENAME)
+    label_map.save(label_map_file)
     return paths, count
 
 
