@@ -135,7 +135,7 @@ def test_missing_backbone_weights_are_named(tmp_path):
         ("backbone.stem_channels", 12, "multiple of 8"),
         ("train.inter_op_threads", -1, "integer >= 0"),
         ("train.resume", "rewind", "not one of"),
-        ("data.dataset", "voc", "not one of"),
+        ("data.dataset", "kitti", "not one of"),
         ("model.nms_iou_threshold", 0.0, r"\(0, 1\]"),
         ("train.precision", "float16", "not one of"),
         # Checked by the constructor the section feeds (PipelineConfig, FCOS), named as keys.

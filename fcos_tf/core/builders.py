@@ -40,7 +40,7 @@ from fcos_tf.data.example import ReadResult
 from fcos_tf.data.label_map import LabelMap
 
 # Values of config.data.dataset: the readers read_split knows.
-DATASETS = ("synthetic", "coco", "tfds")
+DATASETS = ("synthetic", "coco", "tfds", "voc", "yolo", "tfrecord")
 # Values of config.train.resume (see build_train_dataset).
 RESUME_MODES = ("replay", "reshuffle")
 # Labels the train step uses (see fcos_tf.modeling.fcos.FCOS.train_step).
@@ -195,7 +195,48 @@ def read_split(config: Config, split: str) -> ReadResult:
         return tfds_reader.read_tfds(
             data.tfds.name, split=data.tfds[f"{split}_split"], data_dir=data.tfds.data_dir or None
         )
+    if data.dataset in ("voc", "yolo", "tfrecord"):
+        return _read_files_dataset(data, split)
     raise ValueError(f"config.data.dataset: {data.dataset!r} is not one of {DATASETS}")
+
+
+def _read_files_dataset(data: Config, split: str) -> ReadResult:
+    """``read_split`` of ``config.data.voc``, ``.yolo`` or ``.tfrecord``.
+
+    Both splits get the same label map: the one the section fixes (``class_names``, the YOLO
+    folder's names, the TFRecords' label map) or, for VOC without ``class_names``, the one of
+    the training split's XML files.
+    """
+    section = data[data.dataset]
+    class_names = tuple(section.class_names)
+    if data.dataset == "tfrecord":
+        from fcos_tf.data.tfrecord import read_tfrecord
+
+        return read_tfrecord(
+            section[f"{split}_file_pattern"],
+            class_names=class_names,
+            label_map_file=section.label_map_file,
+            decode=False,
+            check_records=section.check_records,
+        )
+    if data.dataset == "yolo":
+        from fcos_tf.data.yolo import read_yolo
+
+        return read_yolo(
+            section.root, section[f"{split}_split"], class_names=class_names, decode=False
+        )
+    from fcos_tf.data import voc
+
+    label_map = None
+    if split == "val" and not class_names:
+        label_map = voc.split_label_map(section.root, section.train_split)
+    return voc.read_voc(
+        section.root,
+        section[f"{split}_split"],
+        class_names=class_names,
+        label_map=label_map,
+        decode=False,
+    )
 
 
 def dataset_label_map(data_config: Config) -> LabelMap:
@@ -208,6 +249,15 @@ def dataset_label_map(data_config: Config) -> LabelMap:
         from fcos_tf.data import synthetic
 
         return synthetic.label_map()
+    if data_config.dataset in ("voc", "yolo", "tfrecord"):
+        class_names = tuple(data_config[data_config.dataset].class_names)
+        if class_names:
+            # The readers' category ids: YOLO's class numbers, 1..K for VOC and TFRecord.
+            return LabelMap.from_names(class_names, first_id=int(data_config.dataset != "yolo"))
+        if data_config.dataset == "yolo":
+            from fcos_tf.data.yolo import class_names_of
+
+            return LabelMap.from_names(class_names_of(data_config.yolo.root))
     if data_config.dataset == "coco" or (
         data_config.dataset == "tfds" and data_config.tfds.name.startswith("coco/2017")
     ):

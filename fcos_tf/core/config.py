@@ -21,7 +21,7 @@ section             becomes
 ``pipeline``        fields of :class:`fcos_tf.data.pipeline.PipelineConfig` (the batch size
                     comes from ``train``/``eval``)
 ``data``            the reader: ``dataset`` picks one of the subsections ``coco``, ``tfds``,
-                    ``synthetic``
+                    ``synthetic``, ``voc``, ``yolo``, ``tfrecord``
 ``train``           optimizer and schedule (:func:`fcos_tf.core.builders.build_optimizer`),
                     strategy (:func:`fcos_tf.core.builders.build_strategy`), the run's loop
 ``eval``            evaluation after training
@@ -43,6 +43,7 @@ import os
 import re
 
 import ml_collections
+import tensorflow as tf
 
 from fcos_tf.core import builders
 from fcos_tf.modeling import backbone as backbone_lib
@@ -159,6 +160,25 @@ def base_config() -> ml_collections.ConfigDict:
     tfds.data_dir = ""  # "" = TFDS default (~/tensorflow_datasets)
     tfds.train_split = "train"
     tfds.val_split = "validation"
+    # Pascal VOC (fcos_tf.data.voc.read_voc): Annotations/, JPEGImages/, ImageSets/Main/.
+    data.voc = voc = ml_collections.ConfigDict()
+    voc.root = "/data/VOCdevkit/VOC2012"
+    voc.train_split = "train"  # ImageSets/Main/<split>.txt
+    voc.val_split = "val"
+    voc.class_names = ()  # () = the 20 VOC classes (or the names found when others)
+    # YOLO txt (fcos_tf.data.yolo.read_yolo): images/<split>/, labels/<split>/.
+    data.yolo = yolo = ml_collections.ConfigDict()
+    yolo.root = "/data/yolo"
+    yolo.train_split = "train"
+    yolo.val_split = "val"
+    yolo.class_names = ()  # () = from <root>/data.yaml or <root>/classes.txt
+    # Sharded TFRecords (fcos_tf.data.tfrecord.read_tfrecord), e.g. fcos-convert-dataset's.
+    data.tfrecord = tfrecord = ml_collections.ConfigDict()
+    tfrecord.train_file_pattern = ""  # e.g. /data/records/train-*-of-*.tfrecord or gs://...
+    tfrecord.val_file_pattern = ""
+    tfrecord.class_names = ()  # () = label_map_file
+    tfrecord.label_map_file = ""  # "" = label_map.json beside the files
+    tfrecord.check_records = True  # read every record once at start (checks, counts)
     data.synthetic = synthetic = ml_collections.ConfigDict()
     synthetic.num_train = 512
     synthetic.num_val = 64
@@ -381,10 +401,49 @@ def validate_config(
                     f"{paths[name]} does not exist (set config.data."
                     f"coco.root or config.data.coco.{name} to where COCO 2017 lies)",
                 )
+    if data.dataset in ("voc", "yolo", "tfrecord"):
+        _validate_files_dataset(data, mode, check_paths)
     if check_paths and data.dataset == "tfds" and data.tfds.data_dir:
         if not os.path.isdir(data.tfds.data_dir):
             _fail("data.tfds.data_dir", f"{data.tfds.data_dir} is not a directory")
     _validate_backbone(config)
+
+
+def _validate_files_dataset(data, mode, check_paths):
+    """The keys of config.data.voc, .yolo or .tfrecord (the files of the splits ``mode`` needs)."""
+    name = data.dataset
+    section = data[name]
+    names = tuple(section.class_names)
+    if any(not isinstance(n, str) or not n for n in names) or len(set(names)) != len(names):
+        _fail(f"data.{name}.class_names", f"must be distinct non-empty strings, got {names!r}")
+    splits = [] if mode == "eval" else ["train"]
+    splits += [] if mode == "train" else ["val"]
+    if name == "tfrecord":
+        for split in splits:
+            key = f"{split}_file_pattern"
+            pattern = section[key]
+            if not pattern:
+                _fail(f"data.tfrecord.{key}", "is empty: set the TFRecord files of the split")
+            if check_paths and not tf.io.gfile.glob(pattern):
+                _fail(f"data.tfrecord.{key}", f"no file matches {pattern!r}")
+        label_map_file = section.label_map_file
+        if check_paths and label_map_file and not tf.io.gfile.exists(label_map_file):
+            _fail("data.tfrecord.label_map_file", f"{label_map_file} does not exist")
+        return
+    if not check_paths:
+        return
+    if not tf.io.gfile.isdir(section.root):
+        _fail(f"data.{name}.root", f"{section.root} is not a directory")
+    for split in splits:
+        value = section[f"{split}_split"]
+        if name == "voc":
+            path = os.path.join(section.root, "ImageSets", "Main", f"{value}.txt")
+            exists = tf.io.gfile.exists(path)
+        else:
+            path = os.path.join(section.root, "images", value)
+            exists = tf.io.gfile.isdir(path)
+        if not exists:
+            _fail(f"data.{name}.{split}_split", f"{path} does not exist")
 
 
 def _validate_backbone(config):

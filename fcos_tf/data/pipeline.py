@@ -291,6 +291,10 @@ def _to_model_inputs(batch, config):
     return images, labels
 
 
+_FILE_SHARDING = tf.data.experimental.AutoShardPolicy.FILE
+_DATA_SHARDING = tf.data.experimental.AutoShardPolicy.DATA
+
+
 def make_pipeline(
     examples: tf.data.Dataset, *, training: bool, config: PipelineConfig | None = None, **overrides
 ) -> tf.data.Dataset:
@@ -355,4 +359,13 @@ def make_pipeline(
         num_parallel_calls=parallel,
         deterministic=config.deterministic,
     )
-    return dataset.prefetch(config.prefetch or AUTOTUNE)
+    dataset = dataset.prefetch(config.prefetch or AUTOTUNE)
+    if examples.options().experimental_distribute.auto_shard_policy == _FILE_SHARDING:
+        # A reader that shards by file (fcos_tf.data.tfrecord) asks for FILE, but tf.data
+        # cannot find the files through the skipping of undecodable images and the zip with
+        # the seeds, and distributing the batches would fail; shard them by element instead,
+        # as AUTO does for the other readers.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = _DATA_SHARDING
+        dataset = dataset.with_options(options)
+    return dataset
