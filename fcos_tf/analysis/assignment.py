@@ -257,6 +257,7 @@ def image_statistics(
     mask = tf.concat(masks, axis=0)  # [P, M]
     count = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)  # [P]
     class_row = tf.cast(classes, tf.int32)[None, :]
+
     # One extra column keeps the reductions defined when M = 0.
     def extra(value):
         return tf.fill([tf.shape(mask)[0], 1], value)
