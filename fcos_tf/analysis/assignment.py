@@ -149,8 +149,9 @@ def anchor_recall(boxes, image_size):
     anchors = retinanet_anchors(image_size)
     iou = pairwise_iou(anchors, boxes)  # [A, M]
     # With M = 0 the reductions over boxes are empty: -1 means "no box".
-    anchor_best = tf.reduce_max(tf.concat([iou, -tf.ones_like(iou[:, :1])], axis=1), axis=1)
-    anchor_box = tf.cast(tf.argmax(tf.concat([iou, -tf.ones_like(iou[:, :1])], 1), 1), tf.int32)
+    padded = tf.concat([iou, tf.fill([tf.shape(iou)[0], 1], -1.0)], axis=1)  # [A, M + 1]
+    anchor_best = tf.reduce_max(padded, axis=1)
+    anchor_box = tf.cast(tf.argmax(padded, axis=1), tf.int32)
     box_best = tf.reduce_max(tf.concat([iou, -tf.ones_like(iou[:1])], axis=0), axis=0)[:num_boxes]
     is_box_best = tf.equal(iou, box_best[None, :])  # [A, M]
     rows = []
