@@ -68,7 +68,7 @@ def _coco_sizes(config, split):
     return {int(image["id"]): (int(image["height"]), int(image["width"])) for image in images}
 
 
-def analyze_dataset(config, split, *, max_images=0, anchors=True, examples=None):
+def analyze_dataset(config, split, *, max_images=0, anchors=True, read=None):
     """Runs the analysis over a split; returns ``(summary dict, ReadResult)``.
 
     Args:
@@ -76,7 +76,8 @@ def analyze_dataset(config, split, *, max_images=0, anchors=True, examples=None)
         split: "train" | "val".
         max_images: analyse the first N images only (0: all).
         anchors: also compute RetinaNet's anchor recall.
-        examples: reader examples to analyse instead of ``read_split(config, split)``.
+        read: a ``ReadResult`` to analyse instead of ``read_split(config, split)``; its
+            examples may carry ``"original_size"`` int32 ``[2]`` instead of the image.
     """
     import numpy as np
     import tensorflow as tf
@@ -84,8 +85,10 @@ def analyze_dataset(config, split, *, max_images=0, anchors=True, examples=None)
     from fcos_tf.analysis import assignment, report
     from fcos_tf.core import builders
 
-    read = builders.read_split(config, split)
-    dataset = read.dataset if examples is None else examples
+    from_config = read is None
+    if from_config:
+        read = builders.read_split(config, split)
+    dataset = read.dataset
     if max_images:
         dataset = dataset.take(max_images)
     locations, pipeline = config.locations, config.pipeline
@@ -97,7 +100,7 @@ def analyze_dataset(config, split, *, max_images=0, anchors=True, examples=None)
         location_grid=locations.location_grid,
     )
     size_table = None
-    if config.data.dataset == "coco" and examples is None:
+    if config.data.dataset == "coco" and from_config:
         sizes = _coco_sizes(config, split)
         ids = np.array(list(sizes), np.int64)
         values = np.array([h * 100_000 + w for h, w in sizes.values()], np.int64)
@@ -106,6 +109,8 @@ def analyze_dataset(config, split, *, max_images=0, anchors=True, examples=None)
         )
 
     def original_size(example):
+        if "original_size" in example:
+            return tf.cast(example["original_size"], tf.int32)
         if "image" in example:
             return tf.shape(example["image"])[:2]
         if size_table is not None:

@@ -16,9 +16,9 @@ the recipe's resize, as TensorFlow ops that run inside ``tf.data.Dataset.map``:
 * RetinaNet's anchor assignment for comparison (Table 1): 9 anchors per location (scales
   ``2^0, 2^(1/3), 2^(2/3)`` x aspect ratios 0.5, 1, 2) of sizes 32 to 512 on P3-P7, centred on
   the FCOS locations; a box is recalled when it is the highest-IoU box of an anchor with IoU
-  >= 0.5, or with Detectron's low-quality matches: every anchor whose IoU with some box equals
-  that box's best IoU is positive too (for its own highest-IoU box), counted when that best IoU
-  is >= 0.4 (``"low_quality_0.4"``) or > 0 (``"low_quality_all"``).
+  >= 0.5 (``"iou_0.5"``), or with low-quality matches: also when its best anchor has IoU
+  >= 0.4 (``"low_quality_0.4"``, Detectron's RetinaNet) or any overlap
+  (``"low_quality_all"``).
 """
 
 import math
@@ -106,62 +106,83 @@ def _any_level(masks):
     return tf.add_n([tf.reduce_sum(tf.cast(mask, tf.int32), axis=0) for mask in masks])
 
 
-def retinanet_anchors(image_size, strides=ANCHOR_STRIDES, location_offset=0.5):
-    """RetinaNet's anchors, ``A = 9 x locations``, as float32 ``[A, 4]`` xyxy pixels.
-
-    Sizes ``4 x stride`` times the scales, aspect ratios ``h / w`` of :data:`ANCHOR_RATIOS`
-    with the area kept, centred on :func:`fcos_tf.ops.locations.compute_locations`.
-    """
-    locations, location_strides = loc_lib.compute_locations(image_size, strides, location_offset)
+def _anchor_half_sizes():
+    """float32 ``[9, 2]``: ``(w / 2, h / 2)`` of the 9 anchor shapes per unit stride."""
     half_sizes = []
     for scale in ANCHOR_SCALES:
         for ratio in ANCHOR_RATIOS:
-            half_sizes.append((0.5 * scale / math.sqrt(ratio), 0.5 * scale * math.sqrt(ratio)))
-    half = tf.constant(half_sizes, tf.float32) * 4.0  # [9, 2] (w/2, h/2) per unit stride
-    half = location_strides[:, None, None] * half[None]  # [P, 9, 2]
-    centres = locations[:, None, :]  # [P, 1, 2]
-    anchors = tf.concat([centres - half, centres + half], axis=-1)  # [P, 9, 4]
-    return tf.reshape(anchors, [-1, 4])
+            # Area (4 * stride * scale)^2, h / w = ratio.
+            half_sizes.append((2.0 * scale / math.sqrt(ratio), 2.0 * scale * math.sqrt(ratio)))
+    return tf.constant(half_sizes, tf.float32)
 
 
-def pairwise_iou(boxes_a, boxes_b):
-    """float32 ``[A, M]`` IoU of xyxy ``[A, 4]`` and ``[M, 4]`` (0 where the union is 0)."""
-    ax0, ay0, ax1, ay1 = tf.unstack(boxes_a[:, None, :], axis=-1)
-    bx0, by0, bx1, by1 = tf.unstack(boxes_b[None, :, :], axis=-1)
-    inter = tf.maximum(tf.minimum(ax1, bx1) - tf.maximum(ax0, bx0), 0.0) * tf.maximum(
-        tf.minimum(ay1, by1) - tf.maximum(ay0, by0), 0.0
+def _axis_overlap(centres, half, lo, hi):
+    """float32 ``[n, 9, M]``: overlap along one axis of anchors centred at ``centres [n]``
+    with half-sides ``half [9]`` and the boxes' sides ``lo, hi [M]``."""
+    centres = centres[:, None, None]
+    half = half[None, :, None]
+    return tf.nn.relu(
+        tf.minimum(centres + half, hi[None, None, :])
+        - tf.maximum(centres - half, lo[None, None, :])
     )
-    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
-    return tf.math.divide_no_nan(inter, union)
 
 
 def anchor_recall(boxes, image_size):
     """Which boxes RetinaNet's anchor assignment recalls under each of :data:`ANCHOR_RULES`.
 
+    Anchors of one shape lie on a grid, so their intersection with a box is the product of an
+    x overlap and a y overlap: the best IoU of a box over a level's anchors of one shape comes
+    from the largest x overlap times the largest y overlap, without forming all anchors.
+    IoU >= 0.5 needs anchor and box areas within a factor 2, so the ``[h, w, 9, M']`` IoU of a
+    level (for each anchor's highest-IoU box) is formed for those boxes only. A box's
+    low-quality match is its own best anchor (Detectron hands an anchor that is the best of
+    two boxes to its higher-IoU box; here it counts for both).
+
     Args:
         boxes: float32 ``[M, 4]`` xyxy pixels of the network input (valid boxes only).
-        image_size: int32 ``[2]`` padded input size the anchors are laid on.
+        image_size: int32 ``[2]`` (or python ints) padded input size the anchors are laid on.
 
     Returns:
         bool ``[3, M]``, rows in the order of :data:`ANCHOR_RULES`.
     """
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
     num_boxes = tf.shape(boxes)[0]
-    anchors = retinanet_anchors(image_size)
-    iou = pairwise_iou(anchors, boxes)  # [A, M]
-    # With M = 0 the reductions over boxes are empty: -1 means "no box".
-    padded = tf.concat([iou, tf.fill([tf.shape(iou)[0], 1], -1.0)], axis=1)  # [A, M + 1]
-    anchor_best = tf.reduce_max(padded, axis=1)
-    anchor_box = tf.cast(tf.argmax(padded, axis=1), tf.int32)
-    box_best = tf.reduce_max(tf.concat([iou, -tf.ones_like(iou[:1])], axis=0), axis=0)[:num_boxes]
-    is_box_best = tf.equal(iou, box_best[None, :])  # [A, M]
-    rows = []
-    for rule in ANCHOR_RULES:
-        positive = anchor_best >= 0.5
-        if rule != "iou_0.5":
-            floor_ok = box_best >= 0.4 if rule == "low_quality_0.4" else box_best > 0.0
-            positive |= tf.reduce_any(is_box_best & floor_ok[None, :], axis=1)
-        rows.append(_count_per_box(tf.where(positive, anchor_box, -1), num_boxes) > 0)
-    return tf.stack(rows)
+    x0, y0, x1, y1 = tf.unstack(boxes, axis=1)
+    box_area = (x1 - x0) * (y1 - y0)  # [M]
+    half_unit = _anchor_half_sizes()
+    best = tf.fill([num_boxes], -1.0)
+    matched = tf.zeros([num_boxes], tf.bool)
+    locations, _ = loc_lib.compute_locations(image_size, ANCHOR_STRIDES)
+    grids = loc_lib.split_per_level(locations, image_size, ANCHOR_STRIDES)
+    sizes = loc_lib.feature_map_sizes(image_size, ANCHOR_STRIDES)
+    for stride, grid, (_, width) in zip(ANCHOR_STRIDES, grids, sizes):
+        xs, ys = grid[:width, 0], grid[::width, 1]  # [w], [h]
+        half = half_unit * float(stride)  # [9, 2]
+        anchor_area = 4.0 * half[:, 0] * half[:, 1]  # [9]
+        ox = _axis_overlap(xs, half[:, 0], x0, x1)  # [w, 9, M]
+        oy = _axis_overlap(ys, half[:, 1], y0, y1)  # [h, 9, M]
+        # Two extra rows keep the maxima defined on an empty grid.
+        largest = tf.reduce_max(tf.concat([ox, tf.zeros_like(ox[:1])], 0), 0) * tf.reduce_max(
+            tf.concat([oy, tf.zeros_like(oy[:1])], 0), 0
+        )  # [9, M]
+        level_best = largest / (anchor_area[:, None] + box_area[None, :] - largest)
+        best = tf.maximum(best, tf.reduce_max(level_best, axis=0))
+
+        band = (box_area >= 0.5 * tf.reduce_min(anchor_area)) & (
+            box_area <= 2.0 * tf.reduce_max(anchor_area)
+        )
+        rows = tf.cast(tf.where(band)[:, 0], tf.int32)  # [M']
+        ox_band, oy_band = tf.gather(ox, rows, axis=2), tf.gather(oy, rows, axis=2)
+        inter = oy_band[:, None] * ox_band[None]  # [h, w, 9, M']
+        iou = inter / (anchor_area[:, None] + tf.gather(box_area, rows)[None, :] - inter)
+        iou = tf.reshape(iou, [-1, tf.shape(rows)[0]])  # [A_l, M']
+        padded = tf.concat([iou, tf.fill([tf.shape(iou)[0], 1], -1.0)], axis=1)
+        anchor_box = tf.gather(
+            tf.concat([rows, [-1]], 0), tf.cast(tf.argmax(padded, axis=1), tf.int32)
+        )
+        positive = tf.reduce_max(padded, axis=1) >= 0.5
+        matched |= _count_per_box(tf.where(positive, anchor_box, -1), num_boxes) > 0
+    return tf.stack([matched, matched | (best >= 0.4), matched | (best > 0.0)])
 
 
 def image_statistics(
@@ -194,7 +215,8 @@ def image_statistics(
           (:func:`compute_targets`);
         * ``"candidates"``, ``"candidates_no_center"``, ``"inside"`` int32 ``[M]``: candidate
           locations over all levels with the recipe's rules, without center sampling, and
-          without center sampling and size ranges;
+          without center sampling and size ranges (the last two for the boxes without
+          positives only, 0 for the others);
         * ``"reason"`` int32 ``[M]``: index into :data:`REASONS` for boxes without positives,
           -1 for the others;
         * ``"ambiguity"`` int32 ``[3]``: locations that are candidates for at least one box,
@@ -223,28 +245,21 @@ def image_statistics(
         **settings,
     )
     candidates = _any_level(masks)
-    no_center = _any_level(
-        target_lib.candidate_masks(
-            boxes,
-            classes,
-            padded_size,
-            size_ranges=size_ranges,
-            center_sampling_radius=0.0,
-            **settings,
-        )
-    )
-    relaxed = [(-1.0, math.inf)] * len(strides)
-    inside = _any_level(
-        target_lib.candidate_masks(
-            boxes,
-            classes,
-            padded_size,
-            size_ranges=relaxed,
-            center_sampling_radius=0.0,
-            **settings,
-        )
-    )
     recalled = tf.reduce_sum(positives, axis=0) > 0
+    # The relaxed rules only matter for the boxes without positives (few): run them on those.
+    missed = tf.cast(tf.where(~recalled)[:, 0], tf.int32)
+    missed_boxes, missed_classes = tf.gather(boxes, missed), tf.gather(classes, missed)
+
+    def relaxed_count(**relaxed):
+        masks = target_lib.candidate_masks(
+            missed_boxes, missed_classes, padded_size, **{**settings, **relaxed}
+        )
+        return tf.scatter_nd(missed[:, None], _any_level(masks), [num_boxes])
+
+    no_center = relaxed_count(size_ranges=size_ranges, center_sampling_radius=0.0)
+    inside = relaxed_count(
+        size_ranges=[(-1.0, math.inf)] * len(strides), center_sampling_radius=0.0
+    )
     reason = tf.where(
         recalled,
         -1,
