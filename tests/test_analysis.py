@@ -199,7 +199,7 @@ def test_empty_image():
     assert stats["anchor_recalled"].shape == (3, 0)
 
 
-def test_command_names_the_levels_without_positives(tmp_path, capsys, monkeypatch):
+def test_command_names_the_levels_without_positives(tmp_path, capsys):
     """The synthetic recipe with P5-P7 added back: no synthetic object reaches them."""
     argv = [
         f"--output={tmp_path}",
@@ -210,8 +210,6 @@ def test_command_names_the_levels_without_positives(tmp_path, capsys, monkeypatc
         "--config.locations.strides=(8,16,32,64,128)",
         "--config.locations.size_ranges=((-1,64),(64,128),(128,256),(256,512),(512,1e8))",
     ]
-    # ml_collections finds the --config.<key> overrides in sys.argv.
-    monkeypatch.setattr(sys, "argv", ["fcos-analyze", *argv])
     assert analyze.main(argv) == 0
     out = capsys.readouterr().out
     summary = json.load(open(tmp_path / "analysis.json"))
