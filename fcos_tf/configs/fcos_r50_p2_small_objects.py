@@ -24,8 +24,8 @@ Command (8 GPUs on one machine; MirroredStrategy is picked automatically)::
         --config.backbone.weights=/weights/resnet50_caffe.weights.h5
 
 Expected: there is no published figure for this layout and the training time was not
-measured here; it is longer than ``fcos_r50_1x_improved``'s by the head's 4x locations. The ImageNet weights load unchanged (C2
-is a layer the ResNet already has).
+measured here; it is longer than ``fcos_r50_1x_improved``'s by the head's 4x locations.
+The ImageNet weights load unchanged (C2 is a layer the ResNet already has).
 """
 
 import math
