@@ -250,3 +250,33 @@ def test_fcos_analyze_subprocess(tmp_path):
     assert "Every level gets positive locations." in result.stdout
     assert set(summary["anchor_bpr"]) == set(assignment.ANCHOR_RULES)
     assert len(os.listdir(tmp_path / "examples")) == 2
+
+
+def test_coco_sizes_come_from_the_json_and_match_the_decoded_images(tmp_path, monkeypatch):
+    """The synthetic images written as COCO: same figures as the synthetic reader, no decode."""
+    from fcos_tf.core import config as config_lib
+    from fcos_tf.data import synthetic
+
+    config = config_lib.load_recipe("synthetic_small")
+    config.data.synthetic.num_train = 6
+    config.data.synthetic.image_size = (96, 128)
+    options = {
+        key: tuple(value) if isinstance(value, (list, tuple)) else value
+        for key, value in config.data.synthetic.items()
+        if key not in ("num_train", "num_val")
+    }
+    annotations, images = synthetic.write_coco(str(tmp_path / "coco"), 6, **options)
+    from_synthetic, _ = analyze.analyze_dataset(config, "train")
+    config.data.dataset = "coco"
+    config.data.coco.root = str(tmp_path / "coco")
+    config.data.coco.train_images = images
+    config.data.coco.train_annotations = annotations
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("an image was decoded")
+
+    monkeypatch.setattr(tf.image, "decode_image", no_decoding)
+    from_coco, _ = analyze.analyze_dataset(config, "train")
+    for key in ("num_images", "num_boxes", "bpr", "positives_per_level", "ambiguity"):
+        assert from_coco[key] == from_synthetic[key], key
+    assert from_coco["num_boxes"] > 6
