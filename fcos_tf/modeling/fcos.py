@@ -84,7 +84,8 @@ class FCOS(keras.Model):
 
     Args:
         backbone: a ``keras.Model`` mapping float32 ``[B, H, W, 3]`` to ``[C3, C4, C5]`` at
-            strides 8, 16, 32 (:func:`fcos_tf.modeling.backbone.build_backbone`).
+            strides 8, 16, 32 (:func:`fcos_tf.modeling.backbone.build_backbone`), or to
+            ``[C2, ..., C5]`` (``min_level=2``) when ``strides`` start at 4.
         num_classes: K, number of foreground classes.
         fpn_channels: channels of the FPN and of the head towers.
         p6_input: ``"p5"`` (improved FCOS) or ``"c5"`` (paper's original).
