@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from fcos_tf.modeling import backbone as backbone_lib
 from fcos_tf.modeling.backbone import FrozenBatchNorm, ResNet, SmallBackbone, build_backbone
@@ -276,6 +277,7 @@ def test_resnet_config_round_trip():
         "freeze_at": 3,
         "norm": "frozen_bn",
         "bn_epsilon": 1.001e-5,
+        "min_level": 3,
     }
     clone = ResNet.from_config(config)
     assert clone.get_layer("layer2_0_conv1").strides == (2, 2)
@@ -407,3 +409,18 @@ def test_every_custom_layer_has_get_config():
         if not arguments(cls.__init__) <= arguments(owner.__init__):
             missing.append(f"{cls.__module__}.{cls.__name__}")
     assert not missing, missing
+
+
+@pytest.mark.parametrize("name", ["resnet50", "small"])
+def test_min_level_2_returns_c2(name):
+    kwargs = {"stem_channels": 8, "num_groups": 8} if name == "small" else {}
+    backbone = build_backbone(name, min_level=2, **kwargs)
+    features = backbone(tf.zeros([1, 64, 96, 3]))
+    assert [tuple(f.shape[1:3]) for f in features] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+    assert backbone.strides == (4, 8, 16, 32)
+    assert [int(f.shape[-1]) for f in features] == list(backbone.output_channels)
+    # The same layers as the min_level=3 backbone: its weights load unchanged.
+    plain = build_backbone(name, **kwargs)
+    assert [w.shape for w in plain.weights] == [w.shape for w in backbone.weights]
+    with pytest.raises(ValueError, match="min_level"):
+        build_backbone(name, min_level=4, **kwargs)

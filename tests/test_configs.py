@@ -301,3 +301,17 @@ def test_decay_steps_after_the_end_are_named_not_refused(caplog):
     with caplog.at_level("WARNING"):
         config_lib.validate_config(config, check_paths=False)
     assert "decay step(s) 1300, 1500 come at or after train.total_steps=40" in caplog.text
+
+
+def test_p2_strides():
+    config = config_lib.load_recipe("fcos_r50_p2_small_objects")
+    assert tuple(config.locations.strides) == (4, 8, 16, 32, 64)
+    config_lib.validate_config(config, check_paths=False)
+    config.locations.strides = (4, 16, 32, 64, 128)
+    with pytest.raises(ValueError, match="or 4 \\(a P2 level\\)"):
+        config_lib.validate_config(config, check_paths=False)
+    config = config_lib.load_recipe("fcos_r50_p2_small_objects")
+    config.backbone.name = "mobilenet_v2"
+    config.backbone.norm = "bn"
+    with pytest.raises(ValueError, match="config.locations.strides: a P2 level"):
+        config_lib.validate_config(config, check_paths=False)

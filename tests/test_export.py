@@ -363,3 +363,19 @@ def test_failure_while_writing_leaves_no_temporary_folder(tmp_path, monkeypatch,
         )
     assert written == [[".tmp-1"]]  # the failure came while the folder was there ...
     assert os.listdir(tmp_path) == []  # ... and it is gone
+
+
+def test_p2_saved_model_matches_keras():
+    """A model with a P2 level (strides 4-32): the SavedModel's detections are Keras'."""
+    model, config, label_map = helpers.loaded_p2_model()
+    assert model.strides == (4, 8, 16, 32) and model.backbone.strides[0] == 4
+    serving = builders.build_serving_config(config)
+    loaded = tf.saved_model.load(helpers.p2_saved_model_dir())
+    images = helpers.test_images()[:2]
+    exported = {
+        k: v.numpy()
+        for k, v in loaded.signatures["serving_default"](
+            images=tf.constant(np.stack(images))
+        ).items()
+    }
+    _check_same(exported, _reference(model, images, serving), label_map)

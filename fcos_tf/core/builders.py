@@ -60,7 +60,7 @@ Config = ml_collections.ConfigDict
 # --------------------------------------------------------------------------------------------
 
 
-def build_backbone(backbone_config: Config, *, load_weights: bool = True):
+def build_backbone(backbone_config: Config, *, load_weights: bool = True, min_level: int = 3):
     """The backbone of ``config.backbone``, with its weights file loaded when one is set.
 
     Args:
@@ -70,9 +70,12 @@ def build_backbone(backbone_config: Config, *, load_weights: bool = True):
             :class:`fcos_tf.modeling.mobilenet.MobileNetBackbone` arguments ``alpha``, ``norm``,
             the small backbone's ``stem_channels``; each family gets its own arguments only.
         load_weights: read ``weights`` (False when a checkpoint will set every weight).
+        min_level: 2 also returns C2 (ResNet and the small backbone; for ``config.locations``
+            strides from 4), 3 (default) does not.
 
     Returns:
-        A ``keras.Model`` mapping float32 ``[B, H, W, 3]`` to ``[C3, C4, C5]``.
+        A ``keras.Model`` mapping float32 ``[B, H, W, 3]`` to ``[C3, C4, C5]`` (``[C2, ...]``
+        with ``min_level=2``).
     """
     from fcos_tf.modeling import backbone as backbone_lib
 
@@ -87,6 +90,8 @@ def build_backbone(backbone_config: Config, *, load_weights: bool = True):
         return backbone_lib.build_backbone(
             name, **options, weights=(weights or None) if load_weights else None
         )
+    if min_level != 3:
+        options["min_level"] = min_level
     backbone = backbone_lib.build_backbone(name, **options)
     if weights and load_weights:
         backbone.load_weights(weights)
@@ -108,7 +113,11 @@ def build_model(config: Config, num_classes: int, *, load_backbone_weights: bool
     """
     from fcos_tf.modeling.fcos import FCOS
 
-    backbone = build_backbone(config.backbone, load_weights=load_backbone_weights)
+    backbone = build_backbone(
+        config.backbone,
+        load_weights=load_backbone_weights,
+        min_level=2 if config.locations.strides[0] == 4 else 3,
+    )
     model = FCOS(
         backbone,
         num_classes,

@@ -449,6 +449,12 @@ def _validate_files_dataset(data, mode, check_paths):
 def _validate_backbone(config):
     backbone = config.backbone
     mobile = backbone.name in mobile_backbones.MOBILE_BACKBONES
+    if mobile and tuple(config.locations.strides)[0] == 4:
+        _fail(
+            "locations.strides",
+            f"a P2 level (stride 4) needs C2, which {backbone.name} does not return; use a "
+            "ResNet or the small backbone",
+        )
     if mobile:
         _check_choice(config, "backbone.norm", mobile_backbones.MOBILE_NORMS)
         if not isinstance(backbone.alpha, (int, float)) or not backbone.alpha > 0:

@@ -206,7 +206,8 @@ def render_targets(
         colour = LEVEL_COLOURS[level % len(LEVEL_COLOURS)]
         count = int(np.sum(positive & (point_strides == stride)))
         draw.rectangle([2, 2 + 11 * level, 70, 12 + 11 * level], fill=(0, 0, 0))
-        draw.text((4, 1 + 11 * level), f"P{level + 3}: {count}", fill=colour)
+        name = f"P{int(stride).bit_length() - 1}"  # stride 2^l -> P_l
+        draw.text((4, 1 + 11 * level), f"{name}: {count}", fill=colour)
     return np.asarray(canvas)
 
 

@@ -179,6 +179,8 @@ class ResNet(keras.Model):
         norm: ``"frozen_bn"`` (:class:`FrozenBatchNorm`, default) or ``"bn"`` (trainable
             ``keras.layers.BatchNormalization``; batch statistics are per replica).
         bn_epsilon: epsilon of every norm layer (1e-5 as PyTorch).
+        min_level: 3 (default): ``[C3, C4, C5]``; 2: ``[C2, C3, C4, C5]`` with ``C2`` the
+            output of ``layer1``, ``[B, ceil(H/4), ceil(W/4), 256]`` (for a P2 pyramid level).
         name: model name.
         **kwargs: passed to ``keras.Model``.
     """
@@ -190,6 +192,7 @@ class ResNet(keras.Model):
         freeze_at=2,
         norm="frozen_bn",
         bn_epsilon=1e-5,
+        min_level=3,
         name=None,
         **kwargs,
     ):
@@ -203,6 +206,7 @@ class ResNet(keras.Model):
             raise ValueError(f"`norm` must be one of {_RESNET_NORMS}, got {norm!r}.")
         if not bn_epsilon > 0:
             raise ValueError(f"`bn_epsilon` must be > 0, got {bn_epsilon!r}.")
+        _check_min_level(min_level)
         name = name or f"resnet{depth}"
 
         images = keras.Input(shape=(None, None, 3), name="images")
@@ -231,7 +235,7 @@ class ResNet(keras.Model):
                     name=f"layer{stage}_{block}",
                     trainable=freeze_at <= stage,
                 )
-            if stage >= 2:
+            if stage + 1 >= min_level:
                 features.append(x)
 
         super().__init__(inputs=images, outputs=features, name=name, **kwargs)
@@ -240,8 +244,9 @@ class ResNet(keras.Model):
         self.freeze_at = freeze_at
         self.norm = norm
         self.bn_epsilon = float(bn_epsilon)
-        self.output_channels = (512, 1024, 2048)
-        self.strides = (8, 16, 32)
+        self.min_level = int(min_level)
+        self.output_channels = (256, 512, 1024, 2048)[min_level - 2 :]
+        self.strides = (4, 8, 16, 32)[min_level - 2 :]
 
     def get_config(self):
         return {
@@ -251,6 +256,7 @@ class ResNet(keras.Model):
             "freeze_at": self.freeze_at,
             "norm": self.norm,
             "bn_epsilon": self.bn_epsilon,
+            "min_level": self.min_level,
         }
 
     @classmethod
@@ -273,6 +279,8 @@ class SmallBackbone(keras.Model):
         norm: ``"group"`` (default: per-example, so one device and several replicas compute
             the same thing), ``"bn"`` or ``"none"``.
         num_groups: groups of the GroupNorm; must divide every channel count.
+        min_level: 3 (default): ``[C3, C4, C5]``; 2: ``[C2, C3, C4, C5]`` with ``C2`` the
+            stem's output (stride 4, ``stem_channels``).
         name: model name.
         **kwargs: passed to ``keras.Model``.
     """
@@ -283,9 +291,11 @@ class SmallBackbone(keras.Model):
         stem_channels=16,
         norm="group",
         num_groups=8,
+        min_level=3,
         name="small_backbone",
         **kwargs,
     ):
+        _check_min_level(min_level)
         channels = tuple(int(c) for c in channels)
         if len(channels) != 3 or min(channels) < 1:
             raise ValueError(f"`channels` must be 3 positive ints, got {channels!r}.")
@@ -318,7 +328,7 @@ class SmallBackbone(keras.Model):
         images = keras.Input(shape=(None, None, 3), name="images")
         x = conv_norm_relu(images, stem_channels, 2, "stem1")
         x = conv_norm_relu(x, stem_channels, 2, "stem2")
-        features = []
+        features = [x] if min_level == 2 else []
         for level, filters in zip((3, 4, 5), channels):
             x = conv_norm_relu(x, filters, 2, f"c{level}_down")
             x = conv_norm_relu(x, filters, 1, f"c{level}_conv")
@@ -329,8 +339,9 @@ class SmallBackbone(keras.Model):
         self.stem_channels = int(stem_channels)
         self.norm = norm
         self.num_groups = int(num_groups)
-        self.output_channels = channels
-        self.strides = (8, 16, 32)
+        self.min_level = int(min_level)
+        self.output_channels = ((int(stem_channels),) if min_level == 2 else ()) + channels
+        self.strides = (4, 8, 16, 32)[min_level - 2 :]
 
     def get_config(self):
         return {
@@ -339,11 +350,21 @@ class SmallBackbone(keras.Model):
             "stem_channels": self.stem_channels,
             "norm": self.norm,
             "num_groups": self.num_groups,
+            "min_level": self.min_level,
         }
 
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+# Lowest backbone level a backbone family can return (C2 needs min_level=2).
+MIN_LEVELS = (2, 3)
+
+
+def _check_min_level(min_level):
+    if min_level not in MIN_LEVELS:
+        raise ValueError(f"`min_level` must be one of {MIN_LEVELS}, got {min_level!r}.")
 
 
 def build_backbone(name: str, **kwargs) -> keras.Model:
@@ -353,12 +374,13 @@ def build_backbone(name: str, **kwargs) -> keras.Model:
         name: ``"resnet50"``, ``"resnet101"``, ``"small"``, ``"mobilenet_v2"`` or
             ``"mobilenet_v3_large"``.
         **kwargs: passed to :class:`ResNet` (``layout``, ``freeze_at``, ``norm``,
-            ``bn_epsilon``), :class:`SmallBackbone` or
+            ``bn_epsilon``, ``min_level``), :class:`SmallBackbone` (``min_level`` too) or
             :class:`fcos_tf.modeling.mobilenet.MobileNetBackbone` (``alpha``, ``norm``,
             ``weights``).
 
     Returns:
-        A ``keras.Model`` mapping float32 ``[B, H, W, 3]`` to ``[C3, C4, C5]``, with
+        A ``keras.Model`` mapping float32 ``[B, H, W, 3]`` to ``[C3, C4, C5]`` (``[C2, ...,
+        C5]`` with ``min_level=2``), with
         ``.output_channels`` and ``.strides`` attributes.
     """
     if name == "resnet50":

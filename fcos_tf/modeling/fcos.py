@@ -84,7 +84,8 @@ class FCOS(keras.Model):
 
     Args:
         backbone: a ``keras.Model`` mapping float32 ``[B, H, W, 3]`` to ``[C3, C4, C5]`` at
-            strides 8, 16, 32 (:func:`fcos_tf.modeling.backbone.build_backbone`).
+            strides 8, 16, 32 (:func:`fcos_tf.modeling.backbone.build_backbone`), or to
+            ``[C2, ..., C5]`` (``min_level=2``) when ``strides`` start at 4.
         num_classes: K, number of foreground classes.
         fpn_channels: channels of the FPN and of the head towers.
         p6_input: ``"p5"`` (improved FCOS) or ``"c5"`` (paper's original).
@@ -97,7 +98,8 @@ class FCOS(keras.Model):
         norm_reg_targets: box output ``relu(s_l x) * stride`` (improved FCOS) instead of the
             paper's ``exp(s_l x)``.
         strides: strides of the levels: ``(8, 16)``, ``(8, 16, 32)`` or that followed by up
-            to two extra levels (64, 128).
+            to two extra levels (64, 128); or the same from 4 (a P2 level from C2, for small
+            objects: the backbone must return ``[C2, ..., C5]``).
         location_offset: fraction of the stride added to the location grid (0.5 paper, 0
             torchvision).
         location_grid: spacing of the locations, ``"paper"`` (the stride) or ``"torchvision"``
@@ -169,6 +171,12 @@ class FCOS(keras.Model):
             max_detections=max_detections,
         )
         strides = tuple(int(s) for s in strides)
+        backbone_strides = tuple(getattr(backbone, "strides", (8, 16, 32)))
+        if strides[0] == 4 and backbone_strides[:1] != (4,):
+            raise ValueError(
+                "`strides` from 4 (P2) need a backbone that returns C2 (ResNet or "
+                f"SmallBackbone with min_level=2); this one has strides {backbone_strides}."
+            )
         if head_norm == "none":
             head_norm = None
         self.backbone = backbone
@@ -196,6 +204,7 @@ class FCOS(keras.Model):
             fpn_channels,
             p6_input=p6_input,
             num_levels=len(strides),
+            min_level=2 if strides[0] == 4 else 3,
             name="fpn",
             dtype=self.dtype_policy,
         )

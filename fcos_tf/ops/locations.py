@@ -71,9 +71,11 @@ def check_location_settings(
         ValueError: naming the argument: ```strides` must be ...``.
     """
     strides = tuple(strides)
-    if len(strides) < 2 or strides != STRIDES[: len(strides)]:
+    with_p2 = (4,) + STRIDES[: len(strides) - 1]  # a P2 level (stride 4) for small objects
+    if len(strides) < 2 or strides not in (STRIDES[: len(strides)], with_p2):
         raise ValueError(
-            f"`strides` must be the first 2 to 5 of {STRIDES} (P3, P4 at least), got {strides!r}"
+            f"`strides` must be the first 2 to 5 of {STRIDES} (P3, P4 at least), or 4 (a P2 "
+            f"level) followed by 1 to 4 of them, got {strides!r}"
         )
     if size_ranges is not None:
         ranges = tuple(tuple(r) for r in size_ranges)
