@@ -45,6 +45,7 @@ _IMPORT_NOISE = (
 __all__ = [
     "DEBUG_ENV",
     "debug_requested",
+    "define_model_flags",
     "fail",
     "import_tensorflow",
     "parse_flags",
@@ -280,6 +281,23 @@ def set_up_logging() -> None:
     # ("Sharding callback duration").
     for name in ("tensorflow", "absl"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def define_model_flags(flag_values) -> None:
+    """The flags naming a trained model, shared by the commands that read one: ``--workdir``
+    and ``--checkpoint`` (``--config`` comes from ``parse_flags(workdir_config=True)``)."""
+    flags.DEFINE_string(
+        "workdir",
+        None,
+        "fcos-train run directory (config, label map, checkpoints).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "checkpoint",
+        None,
+        "Checkpoint prefix or folder; default: the newest of --workdir.",
+        flag_values=flag_values,
+    )
 
 
 def progress_verbosity(stream=None) -> int:

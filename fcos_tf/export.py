@@ -33,31 +33,12 @@ from fcos_tf import cli
 PROGRAM = "fcos-export"
 
 
-def define_model_flags(flag_values) -> None:
-    """The flags naming a trained model, shared by the commands that read one: ``--workdir``
-    and ``--checkpoint`` (``--config`` comes from ``cli.parse_flags(workdir_config=True)``)."""
-    from absl import flags
-
-    flags.DEFINE_string(
-        "workdir",
-        None,
-        "fcos-train run directory (config, label map, checkpoints).",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_string(
-        "checkpoint",
-        None,
-        "Checkpoint prefix or folder; default: the newest of --workdir.",
-        flag_values=flag_values,
-    )
-
-
 def _define_flags(flag_values):
     from absl import flags
 
     from fcos_tf.serving.tflite import TFLITE_VARIANTS
 
-    define_model_flags(flag_values)
+    cli.define_model_flags(flag_values)
     flags.DEFINE_string(
         "output",
         None,
