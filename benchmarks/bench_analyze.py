@@ -8,24 +8,22 @@ assignment, in alternating runs so that the ratio holds under load.
 
 Usage (from the repository root):
 
-    python benchmarks/bench_analyze.py              # 2000 images per run
-    python benchmarks/bench_analyze.py --smoke      # seconds
+    python -m benchmarks.bench_analyze              # 2000 images per run
+    python -m benchmarks.bench_analyze --smoke      # seconds
 """
 
 import argparse
-import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402  (sets sys.path and TF logging)
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from fcos_tf import analyze  # noqa: E402
-from fcos_tf.core import config as config_lib  # noqa: E402
-from fcos_tf.data.example import ReadResult  # noqa: E402
-from fcos_tf.data.label_map import LabelMap  # noqa: E402
+from benchmarks import common
+from fcos_tf import analyze
+from fcos_tf.core import config as config_lib
+from fcos_tf.data.example import ReadResult
+from fcos_tf.data.label_map import LabelMap
 
 COCO_TRAIN_BOXES = 860_001
 COCO_TRAIN_IMAGES = 118_287
