@@ -33,6 +33,21 @@ def _static_image_size(image_size):
     return None
 
 
+def _check_settings(strides, size_ranges, center_sampling_radius, location_grid):
+    """The assignment settings as python tuples, checked; raises ValueError naming one."""
+    strides = tuple(int(s) for s in strides)
+    size_ranges = tuple((float(lo), float(hi)) for lo, hi in size_ranges)
+    if len(strides) != len(size_ranges):
+        raise ValueError(
+            f"`size_ranges` needs one (lo, hi) per level: {len(strides)} strides, "
+            f"{len(size_ranges)} ranges."
+        )
+    if not center_sampling_radius >= 0:
+        raise ValueError(f"`center_sampling_radius` must be >= 0, got {center_sampling_radius}.")
+    loc_lib.check_location_grid(location_grid)
+    return strides, size_ranges
+
+
 def _check_inputs(boxes, classes, image_size):
     """Validates and converts the inputs; returns them with run-time assertions attached."""
     boxes = tf.convert_to_tensor(boxes)
@@ -220,16 +235,9 @@ def compute_targets(
             ``location_grid``. Shapes only known at
             run time are checked by ``tf.debugging`` assertions that name the argument.
     """
-    strides = tuple(int(s) for s in strides)
-    size_ranges = tuple((float(lo), float(hi)) for lo, hi in size_ranges)
-    if len(strides) != len(size_ranges):
-        raise ValueError(
-            f"`size_ranges` needs one (lo, hi) per level: {len(strides)} strides, "
-            f"{len(size_ranges)} ranges."
-        )
-    if not center_sampling_radius >= 0:
-        raise ValueError(f"`center_sampling_radius` must be >= 0, got {center_sampling_radius}.")
-    loc_lib.check_location_grid(location_grid)
+    strides, size_ranges = _check_settings(
+        strides, size_ranges, center_sampling_radius, location_grid
+    )
     boxes, classes, image_size = _check_inputs(boxes, classes, image_size)
 
     # Priority order of the boxes: smaller area first, equal areas in input order (a stable
@@ -342,16 +350,9 @@ def candidate_masks(
         A list over levels of bool ``[h_l * w_l, M]`` (row-major locations, boxes in input
         order); columns of padding (class < 0) and degenerate boxes are all False.
     """
-    strides = tuple(int(s) for s in strides)
-    size_ranges = tuple((float(lo), float(hi)) for lo, hi in size_ranges)
-    if len(strides) != len(size_ranges):
-        raise ValueError(
-            f"`size_ranges` needs one (lo, hi) per level: {len(strides)} strides, "
-            f"{len(size_ranges)} ranges."
-        )
-    if not center_sampling_radius >= 0:
-        raise ValueError(f"`center_sampling_radius` must be >= 0, got {center_sampling_radius}.")
-    loc_lib.check_location_grid(location_grid)
+    strides, size_ranges = _check_settings(
+        strides, size_ranges, center_sampling_radius, location_grid
+    )
     boxes, classes, image_size = _check_inputs(boxes, classes, image_size)
     x0, y0, x1, y1 = tf.unstack(boxes, axis=1)  # [M] each
     box_valid = (classes >= 0) & (x1 > x0) & (y1 > y0)  # [M]
