@@ -183,7 +183,9 @@ def test_recipe_by_name_or_path(tmp_path):
     by_path = _export_flags(
         export, [f"--config={config_lib.recipe_path('synthetic_edge')}", "--output=/unused"]
     ).config
-    assert named.to_dict() == by_path.to_dict() == config_lib.load_recipe("synthetic_edge").to_dict()
+    assert (
+        named.to_dict() == by_path.to_dict() == config_lib.load_recipe("synthetic_edge").to_dict()
+    )
     with pytest.raises(FileNotFoundError, match="synthetic_small"):
         config_lib.recipe_path("no_such_recipe")
 

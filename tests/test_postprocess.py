@@ -100,6 +100,27 @@ def test_nms_iou_threshold_is_respected():
     )
 
 
+@pytest.mark.parametrize("nms", ["combined", "class_offset"])
+def test_box_plus_one_convention(nms):
+    # loc 0's [0, 0, 8, 8] and P4's [1, 1, 9, 9]: IoU 49/79 = .620 with continuous widths,
+    # 8*8 / (81 + 81 - 64) = .653 with the "+1" pixel widths. At a threshold of .64 only the
+    # "+1" convention suppresses; it also clips loc 3's box to the last pixel, 15.
+    result = _run(nms_iou_threshold=0.64, nms=nms)
+    _check(
+        result,
+        [[0, 0, 8, 8], [0, 0, 8, 8], [1, 1, 9, 9], [10, 10, 16, 16]],
+        [0.8, math.sqrt(0.6), math.sqrt(0.3), 0.5],
+        [0, 1, 0, 2],
+    )
+    result = _run(nms_iou_threshold=0.64, nms=nms, box_plus_one=True)
+    _check(
+        result,
+        [[0, 0, 8, 8], [0, 0, 8, 8], [10, 10, 15, 15]],
+        [0.8, math.sqrt(0.6), 0.5],
+        [0, 1, 2],
+    )
+
+
 def test_per_level_top_k():
     # P3 keeps only its two best (location, class) pairs, both at loc 0; loc 3 is dropped.
     result = _run(pre_nms_top_k=2)

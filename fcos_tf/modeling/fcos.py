@@ -60,6 +60,8 @@ class FCOS(keras.Model):
         pre_nms_top_k: candidates kept per level before NMS.
         nms_iou_threshold: class-aware NMS IoU threshold.
         max_detections: D, detections per image.
+        box_plus_one: maskrcnn-benchmark's pixel-index boxes at inference (clip to
+            ``size - 1``, NMS widths ``x2 - x1 + 1``); see :mod:`fcos_tf.ops.postprocess`.
         **kwargs: passed to ``keras.Model`` (``name``, ``dtype``...).
 
     Call args:
@@ -97,6 +99,7 @@ class FCOS(keras.Model):
         pre_nms_top_k=1000,
         nms_iou_threshold=0.6,
         max_detections=100,
+        box_plus_one=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -141,6 +144,7 @@ class FCOS(keras.Model):
         self.pre_nms_top_k = int(pre_nms_top_k)
         self.nms_iou_threshold = float(nms_iou_threshold)
         self.max_detections = int(max_detections)
+        self.box_plus_one = bool(box_plus_one)
 
         self.fpn = FPN(
             fpn_channels,
@@ -299,6 +303,7 @@ class FCOS(keras.Model):
             max_detections=max_detections or self.max_detections,
             valid_size=valid_size,
             nms=nms,
+            box_plus_one=self.box_plus_one,
         )
 
     def predict_step(self, data):
@@ -361,6 +366,7 @@ class FCOS(keras.Model):
             "pre_nms_top_k": self.pre_nms_top_k,
             "nms_iou_threshold": self.nms_iou_threshold,
             "max_detections": self.max_detections,
+            "box_plus_one": self.box_plus_one,
         }
 
     @classmethod

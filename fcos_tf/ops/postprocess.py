@@ -21,6 +21,12 @@ box tensor by K (80 x 5000 boxes per image) for nothing. The alternative ``nms="
 shifts each box by ``class * (max coordinate + 1)`` so that boxes of different classes never
 overlap and runs the single-class NMS-V5 op per image (a TFLite builtin op, for edge export).
 Neither NMS op has an XLA kernel: never call this inside an XLA-compiled function.
+
+``box_plus_one=True`` runs maskrcnn-benchmark's pixel-index box convention (the
+tianzhi0549/FCOS checkpoints): boxes are clipped to ``[0, W - 1] x [0, H - 1]`` and NMS measures
+widths as ``x2 - x1 + 1``. The second is exact with the ordinary IoU of the NMS ops on boxes
+whose ``x2``, ``y2`` are moved by +1 (intersection ``min(x2 + 1) - max(x1)`` and area
+``x2 + 1 - x1``), moved back after NMS.
 """
 
 from collections.abc import Sequence
@@ -55,6 +61,7 @@ def postprocess(
     max_detections: int = 100,
     valid_size: tf.Tensor | None = None,
     nms: str = "combined",
+    box_plus_one: bool = False,
 ) -> dict[str, tf.Tensor]:
     """Turns ``FCOS.call`` outputs into at most ``max_detections`` boxes per image.
 
@@ -79,6 +86,8 @@ def postprocess(
             region; boxes are clipped to it instead of to ``image_size``.
         nms: ``"combined"`` (default, batched combined NMS) or ``"class_offset"`` (NMS-V5 per
             image with per-class coordinate offsets; same result).
+        box_plus_one: clip to ``size - 1`` and measure NMS overlaps with the ``+ 1`` pixel
+            convention (see the module docstring); default False (continuous coordinates).
 
     Returns:
         dict:
@@ -131,11 +140,14 @@ def postprocess(
 
     locations, _ = compute_locations(image_size, strides, location_offset, location_grid)  # [P, 2]
     boxes = box_ops.ltrb_to_xyxy(locations[None], box_ltrb)  # [B, P, 4]
+    # Clip to the last pixel index instead of the image edge with box_plus_one.
+    last = 1.0 if box_plus_one else 0.0
     if valid_size is not None:
         valid_size = tf.cast(valid_size, tf.float32)
-        boxes = box_ops.clip_xyxy(boxes, (valid_size[:, 0:1], valid_size[:, 1:2]))
+        boxes = box_ops.clip_xyxy(boxes, (valid_size[:, 0:1] - last, valid_size[:, 1:2] - last))
     else:
-        boxes = box_ops.clip_xyxy(boxes, image_size)
+        image_size_f = tf.cast(image_size, tf.float32)
+        boxes = box_ops.clip_xyxy(boxes, (image_size_f[0] - last, image_size_f[1] - last))
 
     sel_boxes, sel_scores, sel_classes = [], [], []
     for lvl_ranking, lvl_scores, lvl_boxes, size in zip(
@@ -154,6 +166,8 @@ def postprocess(
     sel_boxes = tf.concat(sel_boxes, axis=1)  # [B, N, 4]
     sel_scores = tf.concat(sel_scores, axis=1)  # [B, N]
     sel_classes = tf.concat(sel_classes, axis=1)  # [B, N]
+    plus_one = tf.constant([0.0, 0.0, last, last])
+    sel_boxes = sel_boxes + plus_one
 
     if nms == "combined":
         det_boxes, det_scores, det_classes, num = _combined_nms(
@@ -165,7 +179,7 @@ def postprocess(
         )
     valid = tf.range(max_detections)[None, :] < num[:, None]  # [B, D]
     return {
-        "boxes": tf.where(valid[..., None], det_boxes, 0.0),
+        "boxes": tf.where(valid[..., None], det_boxes - plus_one, 0.0),
         "scores": tf.where(valid, det_scores, 0.0),
         "classes": tf.where(valid, det_classes, -1),
         "num_detections": num,
