@@ -223,8 +223,8 @@ def normalize_image(image, pixel_norm="caffe"):
             weights), ``"detectron2"`` / ``"maskrcnn_benchmark"`` (the same with
             ``DETECTRON2_BGR_MEAN`` / ``MASKRCNN_BENCHMARK_BGR_MEAN``: the FCOS authors' AdelaiDet
             and tianzhi0549/FCOS checkpoints), ``"torchvision"`` (RGB / 255, minus
-            ``TORCHVISION_RGB_MEAN``, divided by ``TORCHVISION_RGB_STD``) or ``"inception"`` (RGB / 127.5 - 1, i.e. [-1, 1]:
-            ``keras.applications`` MobileNetV2/V3 weights).
+            ``TORCHVISION_RGB_MEAN``, divided by ``TORCHVISION_RGB_STD``) or ``"inception"``
+            (RGB / 127.5 - 1, i.e. [-1, 1]: ``keras.applications`` MobileNetV2/V3 weights).
 
     Returns:
         float32 ``[..., 3]``.
