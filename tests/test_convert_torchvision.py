@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 import torch_reference  # noqa: E402
 
+from fcos_tf import convert_torchvision as convert_command  # noqa: E402
 from fcos_tf.core import builders, rundir  # noqa: E402
 from fcos_tf.core import config as config_lib  # noqa: E402
 from fcos_tf.data import transforms  # noqa: E402
