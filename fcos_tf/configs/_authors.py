@@ -38,6 +38,7 @@ def adelaidet_config(depth=50, real_time=False, per_level_bn_head=False):
     model.nms_iou_threshold = 0.6
     model.max_detections = 100
     model.box_plus_one = False  # torchvision batched_nms
+    model.clip_after_nms = True  # detector_postprocess clips after NMS, drops empty boxes
     locations = config.locations
     locations.location_offset = 0.5  # x = j * s + s // 2
     locations.location_grid = "paper"

@@ -125,6 +125,7 @@ def base_config() -> ml_collections.ConfigDict:
     model.nms_iou_threshold = 0.6
     model.max_detections = 100
     model.box_plus_one = False  # maskrcnn-benchmark boxes: clip to size - 1, NMS "+1" widths
+    model.clip_after_nms = False  # detectron2: NMS unclipped, then clip and drop empty boxes
 
     # --- locations (items 7-9, 18): read by the targets AND the decoding ----------------------
     config.locations = locations = ml_collections.ConfigDict()
