@@ -6,7 +6,7 @@ the authors) once, then evaluate or export::
     fcos-import FCOS_MS_R_101_2x.pth --workdir=/tmp/fcos_adelaidet_r101
     fcos-train --config=fcos_adelaidet_r101 --workdir=/tmp/fcos_adelaidet_r101 \
         --mode=eval --config.data.coco.root=/data/coco
-    fcos-export --workdir=/tmp/fcos_adelaidet_r101
+    fcos-export --workdir=/tmp/fcos_adelaidet_r101 --output=/tmp/fcos_serving
 
 Test size (short / long side) 800 / 1333. Expected: 43.1 (43.5 for ``_iou``) box AP on COCO
 val2017 (AdelaiDet's table); the import is exact layer by layer

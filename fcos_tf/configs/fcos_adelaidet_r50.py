@@ -7,7 +7,7 @@ the authors) once, then evaluate or export::
     fcos-import FCOS_MS_R_50_2x.pth --workdir=/tmp/fcos_adelaidet_r50
     fcos-train --config=fcos_adelaidet_r50 --workdir=/tmp/fcos_adelaidet_r50 \
         --mode=eval --config.data.coco.root=/data/coco
-    fcos-export --workdir=/tmp/fcos_adelaidet_r50
+    fcos-export --workdir=/tmp/fcos_adelaidet_r50 --output=/tmp/fcos_serving
 
 Test size (short / long side) 800 / 1333. Expected: 38.7 to 41.5 box AP on COCO val2017,
 depending on the checkpoint (AdelaiDet's table); the import is exact layer by layer

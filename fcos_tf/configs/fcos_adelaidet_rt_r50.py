@@ -6,7 +6,7 @@ the authors) once, then evaluate or export::
     fcos-import FCOS_RT_MS_R_50_4x_syncbn.pth --workdir=/tmp/fcos_adelaidet_rt_r50
     fcos-train --config=fcos_adelaidet_rt_r50 --workdir=/tmp/fcos_adelaidet_rt_r50 \
         --mode=eval --config.data.coco.root=/data/coco
-    fcos-export --workdir=/tmp/fcos_adelaidet_rt_r50
+    fcos-export --workdir=/tmp/fcos_adelaidet_rt_r50 --output=/tmp/fcos_serving
 
 Test size (short / long side) 512 / 736. Expected: 40.2 box AP on COCO val2017 (AdelaiDet's
 table); the import is exact layer by layer (tests/test_import_adelaidet.py). The training

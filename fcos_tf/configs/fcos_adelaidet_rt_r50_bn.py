@@ -7,7 +7,7 @@ the authors) once, then evaluate or export::
     fcos-import FCOS_RT_MS_R_50_4x_syncbn_bn_head.pth --workdir=/tmp/fcos_adelaidet_rt_r50_bn
     fcos-train --config=fcos_adelaidet_rt_r50_bn --workdir=/tmp/fcos_adelaidet_rt_r50_bn \
         --mode=eval --config.data.coco.root=/data/coco
-    fcos-export --workdir=/tmp/fcos_adelaidet_rt_r50_bn
+    fcos-export --workdir=/tmp/fcos_adelaidet_rt_r50_bn --output=/tmp/fcos_serving
 
 Test size (short / long side) 512 / 736. Expected: 39.3 box AP on COCO val2017 (AdelaiDet's
 table); the import is exact layer by layer (tests/test_import_adelaidet.py). The training

@@ -7,7 +7,9 @@ the authors) once, then evaluate or export::
     fcos-import FCOS_syncbn_bs32_MNV2_FPN_1x.pth --workdir=/tmp/fcos_tianzhi_mnv2
     fcos-train --config=fcos_tianzhi_mnv2 --workdir=/tmp/fcos_tianzhi_mnv2 \
         --mode=eval --config.data.coco.root=/data/coco
-    fcos-export --workdir=/tmp/fcos_tianzhi_mnv2
+    fcos-export --workdir=/tmp/fcos_tianzhi_mnv2 --output=/tmp/fcos_serving
+    fcos-export-edge --workdir=/tmp/fcos_tianzhi_mnv2 --output=/tmp/fcos_int8.tflite \
+        --config.data.coco.root=/data/coco   # calibration images
 
 Test size (short / long side) 800 / 1333. Expected: 33.1 (31.0 for the bn_bs16 file) box AP on
 COCO minival (the authors' table); the import is exact layer by layer

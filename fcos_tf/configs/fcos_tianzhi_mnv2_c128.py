@@ -7,7 +7,9 @@ the authors) once, then evaluate or export::
     fcos-import FCOS_syncbn_bs32_c128_MNV2_FPN_1x.pth --workdir=/tmp/fcos_tianzhi_mnv2_c128
     fcos-train --config=fcos_tianzhi_mnv2_c128 --workdir=/tmp/fcos_tianzhi_mnv2_c128 \
         --mode=eval --config.data.coco.root=/data/coco
-    fcos-export --workdir=/tmp/fcos_tianzhi_mnv2_c128
+    fcos-export --workdir=/tmp/fcos_tianzhi_mnv2_c128 --output=/tmp/fcos_serving
+    fcos-export-edge --workdir=/tmp/fcos_tianzhi_mnv2_c128 --output=/tmp/fcos_int8.tflite \
+        --config.data.coco.root=/data/coco   # calibration images
 
 Test size (short / long side) 800 / 1333. Expected: 30.9 box AP on COCO minival (the authors'
 table); the import is exact layer by layer (tests/test_import_tianzhi.py). The training section
