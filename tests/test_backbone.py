@@ -289,6 +289,14 @@ def test_resnet_config_round_trip():
     assert isinstance(restored, ResNet) and restored.layout == "caffe"
 
 
+def test_resnet_frozen_bn_epsilon_zero():
+    # maskrcnn-benchmark's FrozenBatchNorm2d has no epsilon: every norm layer gets 0.
+    model = ResNet(depth=50, layout="caffe", bn_epsilon=0.0)
+    norms = [layer for layer in model.layers if isinstance(layer, FrozenBatchNorm)]
+    assert len(norms) == 53 and all(layer.epsilon == 0.0 for layer in norms)
+    assert ResNet.from_config(model.get_config()).bn_epsilon == 0.0
+
+
 @pytest.mark.parametrize(
     "kwargs, argument",
     [
@@ -296,7 +304,8 @@ def test_resnet_config_round_trip():
         ({"layout": "tf"}, "layout"),
         ({"freeze_at": 6}, "freeze_at"),
         ({"norm": "group"}, "norm"),
-        ({"bn_epsilon": 0.0}, "bn_epsilon"),
+        ({"norm": "bn", "bn_epsilon": 0.0}, "bn_epsilon"),
+        ({"bn_epsilon": -1e-5}, "bn_epsilon"),
     ],
 )
 def test_resnet_rejects_bad_arguments(kwargs, argument):

@@ -47,7 +47,7 @@ RESUME_MODES = ("replay", "reshuffle")
 TRAIN_LABEL_KEYS = ("class_targets", "box_targets", "centerness_targets")
 # The arguments of config.backbone (besides name and weights) each backbone family takes.
 _BACKBONE_ARGS = {
-    "resnet": ("layout", "freeze_at"),
+    "resnet": ("layout", "freeze_at", "bn_epsilon"),
     "mobilenet": ("alpha", "norm"),
     "small": ("stem_channels",),
 }
@@ -66,7 +66,8 @@ def build_backbone(backbone_config: Config, *, load_weights: bool = True, min_le
     Args:
         backbone_config: ``config.backbone``: ``name`` (one of
             :data:`fcos_tf.modeling.backbone.BACKBONES`), ``weights`` (path or ""; the MobileNets
-            also take ``"imagenet"``), the ResNet arguments ``layout``, ``freeze_at`` and the
+            also take ``"imagenet"``), the ResNet arguments ``layout``, ``freeze_at``,
+            ``bn_epsilon`` and the
             :class:`fcos_tf.modeling.mobilenet.MobileNetBackbone` arguments ``alpha``, ``norm``,
             the small backbone's ``stem_channels``; each family gets its own arguments only.
         load_weights: read ``weights`` (False when a checkpoint will set every weight).

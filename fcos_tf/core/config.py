@@ -12,7 +12,7 @@ section on as keyword arguments without renaming anything:
 section             becomes
 ==================  ========================================================================
 ``backbone``        :func:`fcos_tf.core.builders.build_backbone` (``name``, ``weights``, the
-                    ``ResNet`` arguments ``layout``, ``freeze_at`` and the
+                    ``ResNet`` arguments ``layout``, ``freeze_at``, ``bn_epsilon`` and the
                     ``MobileNetBackbone`` arguments ``alpha``, ``norm``)
 ``model``           keyword arguments of :class:`fcos_tf.modeling.fcos.FCOS`
 ``locations``       settings that target assignment (``PipelineConfig``) and decoding
@@ -49,6 +49,7 @@ from fcos_tf.core import builders
 from fcos_tf.modeling import backbone as backbone_lib
 from fcos_tf.modeling import fcos as model_lib
 from fcos_tf.modeling import mobilenet as mobile_backbones
+from fcos_tf.modeling import mobilenet_fcos
 from fcos_tf.ops import locations as locations_lib
 from fcos_tf.training import distribution, optimization
 
@@ -98,6 +99,7 @@ def base_config() -> ml_collections.ConfigDict:
     backbone.name = "resnet50"  # one of backbone.BACKBONES
     backbone.layout = "caffe"  # ResNet: "caffe" (stride in 1x1, MSRA) | "pytorch"
     backbone.freeze_at = 2  # ResNet: stem + stage 1 frozen
+    backbone.bn_epsilon = 1e-5  # ResNet: norm epsilon (0: maskrcnn-benchmark's FrozenBN)
     backbone.alpha = 1.0  # MobileNet: width multiplier
     backbone.norm = "sync_bn"  # MobileNet: one of mobile_backbones.MOBILE_NORMS
     backbone.stem_channels = 16  # small backbone: channels of its two stride-2 stem convs
@@ -122,6 +124,8 @@ def base_config() -> ml_collections.ConfigDict:
     model.pre_nms_top_k = 1000
     model.nms_iou_threshold = 0.6
     model.max_detections = 100
+    model.box_plus_one = False  # maskrcnn-benchmark boxes: clip to size - 1, NMS "+1" widths
+    model.clip_after_nms = False  # detectron2: NMS unclipped, then clip and drop empty boxes
 
     # --- locations (items 7-9, 18): read by the targets AND the decoding ----------------------
     config.locations = locations = ml_collections.ConfigDict()
@@ -455,7 +459,7 @@ def _validate_backbone(config):
             f"a P2 level (stride 4) needs C2, which {backbone.name} does not return; use a "
             "ResNet or the small backbone",
         )
-    if mobile:
+    if mobile or backbone.name == mobilenet_fcos.MOBILENET_V2_FCOS:
         _check_choice(config, "backbone.norm", mobile_backbones.MOBILE_NORMS)
         if not isinstance(backbone.alpha, (int, float)) or not backbone.alpha > 0:
             _fail("backbone.alpha", f"must be a positive number, got {backbone.alpha!r}")

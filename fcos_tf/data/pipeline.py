@@ -56,7 +56,7 @@ class PipelineConfig:
         eval_short_side: short side at evaluation.
         max_size: cap on the long side after resizing (None: no cap).
         hflip_prob: probability of a horizontal flip when training.
-        pixel_norm: ``"caffe"`` or ``"torchvision"`` (see ``transforms.normalize_image``).
+        pixel_norm: one of ``transforms.PIXEL_NORMS`` (see ``transforms.normalize_image``).
         resize_rounding: ``"round"`` or ``"floor"`` (torchvision's), see
             ``transforms.resize_size``.
         size_divisibility: padded sides are multiples of it.

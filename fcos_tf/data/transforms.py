@@ -10,11 +10,22 @@ import tensorflow as tf
 
 from fcos_tf.ops import boxes as box_ops
 
-PIXEL_NORMS = ("caffe", "torchvision", "inception")
+PIXEL_NORMS = ("caffe", "torchvision", "inception", "detectron2", "maskrcnn_benchmark")
 # How resize_size rounds the resized sides: Detectron's round-half-up or torchvision's floor.
 RESIZE_ROUNDINGS = ("round", "floor")
 # docs/design.md §3 item 20. caffe/MSRA weights: BGR, mean subtracted, 0..255 range.
 CAFFE_BGR_MEAN = (102.98, 115.95, 122.77)
+# The same BGR, 0..255, mean-only normalisation with the exact means of the FCOS authors'
+# released checkpoints: detectron2's PIXEL_MEAN (AdelaiDet models) and maskrcnn-benchmark's
+# (tianzhi0549/FCOS models, whose fcos_core keeps maskrcnn-benchmark's defaults).
+DETECTRON2_BGR_MEAN = (103.530, 116.280, 123.675)
+MASKRCNN_BENCHMARK_BGR_MEAN = (102.9801, 115.9465, 122.7717)
+# pixel_norm -> BGR mean of the norms that are "BGR minus a mean, std 1".
+BGR_MEANS = {
+    "caffe": CAFFE_BGR_MEAN,
+    "detectron2": DETECTRON2_BGR_MEAN,
+    "maskrcnn_benchmark": MASKRCNN_BENCHMARK_BGR_MEAN,
+}
 # torchvision weights: RGB in [0, 1], ImageNet mean and std.
 TORCHVISION_RGB_MEAN = (0.485, 0.456, 0.406)
 TORCHVISION_RGB_STD = (0.229, 0.224, 0.225)
@@ -237,9 +248,11 @@ def normalize_image(image, pixel_norm="caffe"):
     Args:
         image: uint8 or float ``[..., 3]`` RGB in 0..255.
         pixel_norm: ``"caffe"`` (BGR order, minus ``CAFFE_BGR_MEAN``, 0..255 range, MSRA/Detectron
-            weights) or ``"torchvision"`` (RGB / 255, minus ``TORCHVISION_RGB_MEAN``, divided by
-            ``TORCHVISION_RGB_STD``) or ``"inception"`` (RGB / 127.5 - 1, i.e. [-1, 1]:
-            ``keras.applications`` MobileNetV2/V3 weights).
+            weights), ``"detectron2"`` / ``"maskrcnn_benchmark"`` (the same with
+            ``DETECTRON2_BGR_MEAN`` / ``MASKRCNN_BENCHMARK_BGR_MEAN``: the FCOS authors' AdelaiDet
+            and tianzhi0549/FCOS checkpoints), ``"torchvision"`` (RGB / 255, minus
+            ``TORCHVISION_RGB_MEAN``, divided by ``TORCHVISION_RGB_STD``) or ``"inception"``
+            (RGB / 127.5 - 1, i.e. [-1, 1]: ``keras.applications`` MobileNetV2/V3 weights).
 
     Returns:
         float32 ``[..., 3]``.
@@ -258,9 +271,9 @@ def normalize_image(image, pixel_norm="caffe"):
 
 def _normalization_affine(pixel_norm):
     """``(kernel [3, 3], bias [3])`` with ``normalize_image(x) = x @ kernel + bias``."""
-    if pixel_norm == "caffe":
+    if pixel_norm in BGR_MEANS:
         reverse = [[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]  # RGB -> BGR
-        return tf.constant(reverse), -tf.constant(CAFFE_BGR_MEAN, tf.float32)
+        return tf.constant(reverse), -tf.constant(BGR_MEANS[pixel_norm], tf.float32)
     if pixel_norm == "torchvision":
         std = tf.constant(TORCHVISION_RGB_STD, tf.float32)
         mean = tf.constant(TORCHVISION_RGB_MEAN, tf.float32)
@@ -275,8 +288,8 @@ def _normalization_affine(pixel_norm):
 def denormalize_image(image, pixel_norm="caffe"):
     """Inverse of :func:`normalize_image`: float32 ``[..., 3]`` -> uint8 RGB (for pictures)."""
     image = tf.convert_to_tensor(image, tf.float32)
-    if pixel_norm == "caffe":
-        image = tf.reverse(image + tf.constant(CAFFE_BGR_MEAN, tf.float32), axis=[-1])
+    if pixel_norm in BGR_MEANS:
+        image = tf.reverse(image + tf.constant(BGR_MEANS[pixel_norm], tf.float32), axis=[-1])
     elif pixel_norm == "torchvision":
         std = tf.constant(TORCHVISION_RGB_STD, tf.float32)
         mean = tf.constant(TORCHVISION_RGB_MEAN, tf.float32)

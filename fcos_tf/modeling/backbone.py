@@ -11,6 +11,8 @@
   minutes on a CPU, for tests and smoke runs.
 * MobileNetV2 and MobileNetV3-Large from ``keras.applications``
   (:class:`fcos_tf.modeling.mobilenet.MobileNetBackbone`), for the edge profile.
+* The FCOS authors' MobileNetV2 (``"mobilenet_v2_fcos"``,
+  :class:`fcos_tf.modeling.mobilenet_fcos.FCOSMobileNetV2`), for their released MNV2 models.
 
 Every strided convolution pads explicitly and symmetrically (``ZeroPadding2D`` + ``valid``)
 like PyTorch; TF's ``same`` pads more on the bottom/right for stride 2 (docs/design.md §2). The size
@@ -22,6 +24,7 @@ from keras import ops
 
 from fcos_tf.modeling.group_norm import GroupNorm
 from fcos_tf.modeling.mobilenet import MOBILE_BACKBONES, MobileNetBackbone
+from fcos_tf.modeling.mobilenet_fcos import MOBILENET_V2_FCOS, FCOSMobileNetV2
 
 # torchvision initialises ResNet convolutions with kaiming_normal_(mode="fan_out") (ReLU gain).
 _RESNET_KERNEL_INIT = {
@@ -31,7 +34,7 @@ _RESNET_KERNEL_INIT = {
 _BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 _LAYOUTS = ("pytorch", "caffe")
 # Names build_backbone accepts.
-BACKBONES = ("small", "resnet50", "resnet101") + MOBILE_BACKBONES
+BACKBONES = ("small", "resnet50", "resnet101") + MOBILE_BACKBONES + (MOBILENET_V2_FCOS,)
 _RESNET_NORMS = ("frozen_bn", "bn")
 _SMALL_NORMS = ("group", "bn", "none")
 
@@ -178,7 +181,8 @@ class ResNet(keras.Model):
             overrides it.
         norm: ``"frozen_bn"`` (:class:`FrozenBatchNorm`, default) or ``"bn"`` (trainable
             ``keras.layers.BatchNormalization``; batch statistics are per replica).
-        bn_epsilon: epsilon of every norm layer (1e-5 as PyTorch).
+        bn_epsilon: epsilon of every norm layer (1e-5 as PyTorch; 0, allowed with
+            ``norm="frozen_bn"`` only, as maskrcnn-benchmark's ``FrozenBatchNorm2d``).
         min_level: 3 (default): ``[C3, C4, C5]``; 2: ``[C2, C3, C4, C5]`` with ``C2`` the
             output of ``layer1``, ``[B, ceil(H/4), ceil(W/4), 256]`` (for a P2 pyramid level).
         name: model name.
@@ -204,8 +208,12 @@ class ResNet(keras.Model):
             raise ValueError(f"`freeze_at` must be an int in [0, 5], got {freeze_at!r}.")
         if norm not in _RESNET_NORMS:
             raise ValueError(f"`norm` must be one of {_RESNET_NORMS}, got {norm!r}.")
-        if not bn_epsilon > 0:
-            raise ValueError(f"`bn_epsilon` must be > 0, got {bn_epsilon!r}.")
+        # maskrcnn-benchmark's FrozenBatchNorm2d (the tianzhi0549/FCOS ResNets) has no
+        # epsilon at all: 0 is allowed for frozen statistics, whose variances are stored.
+        if not (bn_epsilon > 0 or (bn_epsilon == 0 and norm == "frozen_bn")):
+            raise ValueError(
+                f"`bn_epsilon` must be > 0 (or 0 with norm='frozen_bn'), got {bn_epsilon!r}."
+            )
         _check_min_level(min_level)
         name = name or f"resnet{depth}"
 
@@ -371,11 +379,12 @@ def build_backbone(name: str, **kwargs) -> keras.Model:
     """Builds a backbone by name.
 
     Args:
-        name: ``"resnet50"``, ``"resnet101"``, ``"small"``, ``"mobilenet_v2"`` or
-            ``"mobilenet_v3_large"``.
+        name: ``"resnet50"``, ``"resnet101"``, ``"small"``, ``"mobilenet_v2"``,
+            ``"mobilenet_v3_large"`` or ``"mobilenet_v2_fcos"``.
         **kwargs: passed to :class:`ResNet` (``layout``, ``freeze_at``, ``norm``,
             ``bn_epsilon``, ``min_level``), :class:`SmallBackbone` (``min_level`` too) or
-            :class:`fcos_tf.modeling.mobilenet.MobileNetBackbone` (``alpha``, ``norm``,
+            :class:`fcos_tf.modeling.mobilenet.MobileNetBackbone` /
+            :class:`fcos_tf.modeling.mobilenet_fcos.FCOSMobileNetV2` (``alpha``, ``norm``,
             ``weights``).
 
     Returns:
@@ -391,4 +400,6 @@ def build_backbone(name: str, **kwargs) -> keras.Model:
         return SmallBackbone(**kwargs)
     if name in MOBILE_BACKBONES:
         return MobileNetBackbone(variant=name, **kwargs)
+    if name == MOBILENET_V2_FCOS:
+        return FCOSMobileNetV2(**kwargs)
     raise ValueError(f"`name` must be one of {BACKBONES}, got {name!r}.")

@@ -113,6 +113,10 @@ class FCOS(keras.Model):
         pre_nms_top_k: candidates kept per level before NMS.
         nms_iou_threshold: class-aware NMS IoU threshold.
         max_detections: D, detections per image.
+        box_plus_one: maskrcnn-benchmark's pixel-index boxes at inference (clip to
+            ``size - 1``, NMS widths ``x2 - x1 + 1``); see :mod:`fcos_tf.ops.postprocess`.
+        clip_after_nms: detectron2's order at inference: NMS on unclipped boxes, then clip
+            and drop empty boxes (the AdelaiDet checkpoints).
         **kwargs: passed to ``keras.Model`` (``name``, ``dtype``...).
 
     Call args:
@@ -150,6 +154,8 @@ class FCOS(keras.Model):
         pre_nms_top_k=1000,
         nms_iou_threshold=0.6,
         max_detections=100,
+        box_plus_one=False,
+        clip_after_nms=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -199,6 +205,8 @@ class FCOS(keras.Model):
         self.pre_nms_top_k = int(pre_nms_top_k)
         self.nms_iou_threshold = float(nms_iou_threshold)
         self.max_detections = int(max_detections)
+        self.box_plus_one = bool(box_plus_one)
+        self.clip_after_nms = bool(clip_after_nms)
 
         self.fpn = FPN(
             fpn_channels,
@@ -358,6 +366,8 @@ class FCOS(keras.Model):
             max_detections=max_detections or self.max_detections,
             valid_size=valid_size,
             nms=nms,
+            box_plus_one=self.box_plus_one,
+            clip_after_nms=self.clip_after_nms,
         )
 
     def predict_step(self, data):
@@ -420,6 +430,8 @@ class FCOS(keras.Model):
             "pre_nms_top_k": self.pre_nms_top_k,
             "nms_iou_threshold": self.nms_iou_threshold,
             "max_detections": self.max_detections,
+            "box_plus_one": self.box_plus_one,
+            "clip_after_nms": self.clip_after_nms,
         }
 
     @classmethod
