@@ -16,21 +16,18 @@ models alternate, so that a load change on a shared machine hits all of them ali
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402,F401  (sets up sys.path and quiet logs)
-import numpy as np  # noqa: E402
+import numpy as np
 
-from fcos_tf.core import builders  # noqa: E402
-from fcos_tf.core import config as config_lib  # noqa: E402
-from fcos_tf.data.label_map import LabelMap  # noqa: E402
-from fcos_tf.serving import tflite_client, tflite_metadata  # noqa: E402
-from fcos_tf.serving.bn_folding import fold_batch_norms  # noqa: E402
-from fcos_tf.serving.detector import Detector  # noqa: E402
-from fcos_tf.serving.saved_model import export_saved_model  # noqa: E402
+from benchmarks import common
+from fcos_tf.core import builders
+from fcos_tf.core import config as config_lib
+from fcos_tf.data.label_map import LabelMap
+from fcos_tf.serving import tflite_client, tflite_metadata
+from fcos_tf.serving.detector import Detector
+from fcos_tf.serving.saved_model import export_saved_model
 
 RECIPES = (
     "fcos_adelaidet_r50",
@@ -54,6 +51,7 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip_tflite", action="store_true")
     args = parser.parse_args()
+    common.print_header("Model zoo: SavedModel latency (batch 1, 480x640 uint8 in) and int8 TFLite")
     label_map = LabelMap.coco_2017()
     image = np.random.default_rng(1).integers(0, 256, (1, 480, 640, 3), np.uint8)
     detectors, rows = {}, {}
@@ -69,10 +67,9 @@ def main():
             detectors[recipe](image)  # warm-up
             rows[recipe] = {"params": model.count_params(), "times": []}
             if recipe.startswith("fcos_tianzhi_mnv2") and not args.skip_tflite:
-                folded = fold_batch_norms(model)
                 for size in ((800, 1344), (320, 320)):
                     flatbuffer = tflite_metadata.convert_tflite_for_mediapipe(
-                        folded, label_map, input_size=size, pixel_norm="maskrcnn_benchmark",
+                        model, label_map, input_size=size, pixel_norm="maskrcnn_benchmark",
                         variant="int8", representative_images=_synthetic_images(8, size),
                     )  # fmt: skip
                     interpreter = tflite_client.tflite_interpreter(flatbuffer, num_threads=2)
