@@ -31,6 +31,7 @@ produce targets.
 """
 
 import dataclasses
+import warnings
 
 import tensorflow as tf
 
@@ -135,6 +136,18 @@ class PipelineConfig:
             location_offset=self.location_offset,
             location_grid=self.location_grid,
         )
+
+
+def _shard_policy(dataset: tf.data.Dataset):
+    """The auto-shard policy a reader set on ``dataset``.
+
+    Inside a traced function (the training input is built in one, per resume step)
+    TensorFlow warns that options are read at graph construction: that is when they are
+    set here, by the reader, so the value read is the reader's and the warning is dropped.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data")
+        return dataset.options().experimental_distribute.auto_shard_policy
 
 
 def preprocess_example(example, seed, *, training, config):
@@ -360,7 +373,7 @@ def make_pipeline(
         deterministic=config.deterministic,
     )
     dataset = dataset.prefetch(config.prefetch or AUTOTUNE)
-    if examples.options().experimental_distribute.auto_shard_policy == _FILE_SHARDING:
+    if _shard_policy(examples) == _FILE_SHARDING:
         # A reader that shards by file (fcos_tf.data.tfrecord) asks for FILE, but tf.data
         # cannot find the files through the skipping of undecodable images and the zip with
         # the seeds, and distributing the batches would fail; shard them by element instead,
