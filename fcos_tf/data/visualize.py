@@ -58,7 +58,7 @@ def _as_uint8_rgb(image):
 
 
 # Two detections whose boxes overlap this much are taken for one object in a picture.
-SAME_OBJECT_IOU = 0.7
+SAME_OBJECT_IOU = 0.5
 
 
 def best_class_per_box(
