@@ -15,9 +15,9 @@ step of ``model.fit`` on the real input pipeline, side by side in one table.
 
 Usage (from the repository root):
 
-    python benchmarks/bench_default_step.py            # profile, about a minute on 2 cores
-    python benchmarks/bench_default_step.py --compare  # before/after table, about 4 minutes
-    ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/bench_default_step.py   # oneDNN limited to AVX2
+    python -m benchmarks.bench_default_step            # profile, about a minute on 2 cores
+    python -m benchmarks.bench_default_step --compare  # before/after table, about 4 minutes
+    ONEDNN_MAX_CPU_ISA=AVX2 python -m benchmarks.bench_default_step   # oneDNN limited to AVX2
 
 Op times are summed over threads (with several threads they add up to more than the wall
 time).
@@ -36,17 +36,15 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-import common  # noqa: E402  (sets up sys.path and TF logging)
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
-
-from fcos_tf import builders  # noqa: E402
-from fcos_tf.core import config as config_lib  # noqa: E402
-from fcos_tf.ops.locations import split_per_level  # noqa: E402
+from benchmarks import common
+from fcos_tf.core import builders
+from fcos_tf.core import config as config_lib
+from fcos_tf.ops.locations import split_per_level
 
 
 def categorise(name):

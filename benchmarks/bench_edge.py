@@ -1,9 +1,9 @@
 r"""Edge profile benchmark: mobile FCOS in LiteRT (fp32/fp16/int8), AP per variant, a peer.
 
-    python benchmarks/bench_edge.py --workdir=/tmp/fcos_edge
-    python benchmarks/bench_edge.py --workdir=/tmp/fcos_edge --sizes=320 --skip_peer
-    python benchmarks/bench_edge.py --sizes=320 --heads=c128,c96x2 --skip_peer  # lighter heads
-    python benchmarks/bench_edge.py --sizes=320 --backbones=mobilenet_v2 --network_only
+    python -m benchmarks.bench_edge --workdir=/tmp/fcos_edge
+    python -m benchmarks.bench_edge --workdir=/tmp/fcos_edge --sizes=320 --skip_peer
+    python -m benchmarks.bench_edge --sizes=320 --heads=c128,c96x2 --skip_peer  # lighter heads
+    python -m benchmarks.bench_edge --sizes=320 --backbones=mobilenet_v2 --network_only
 
 Prints Markdown tables (with the command, the machine and the load average):
 
@@ -28,23 +28,23 @@ Prints Markdown tables (with the command, the machine and the load average):
 """
 
 import argparse
-import os
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402  (sets up sys.path and quiet logs)
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from fcos_tf import tflite_client  # noqa: E402
+from benchmarks import common
 from fcos_tf.core import builders, rundir
-from fcos_tf.data import transforms  # noqa: E402
-from fcos_tf.data.label_map import LabelMap  # noqa: E402
-from fcos_tf.modeling.backbone import build_backbone  # noqa: E402
-from fcos_tf.modeling.fcos import FCOS  # noqa: E402
-from fcos_tf.serving import bn_folding
+from fcos_tf.data import transforms
+from fcos_tf.data.label_map import LabelMap
+from fcos_tf.modeling.backbone import build_backbone
+from fcos_tf.modeling.fcos import FCOS
+from fcos_tf.serving import (
+    bn_folding,
+    tflite_client,
+)
 from fcos_tf.serving import tflite as export_tflite
 from fcos_tf.training import evaluation
 

@@ -1,8 +1,8 @@
 r"""Serving and edge benchmarks: SavedModel and TFLite latency, fp32/fp16/int8 AP.
 
-    python benchmarks/bench_export.py --workdir=/tmp/fcos_synthetic
-    python benchmarks/bench_export.py --workdir=/tmp/fcos_synthetic --skip_r50
-    python benchmarks/bench_export.py --workdir=/tmp/fcos_synthetic --r50_tflite
+    python -m benchmarks.bench_export --workdir=/tmp/fcos_synthetic
+    python -m benchmarks.bench_export --workdir=/tmp/fcos_synthetic --skip_r50
+    python -m benchmarks.bench_export --workdir=/tmp/fcos_synthetic --r50_tflite
 
 Three tables:
 
@@ -20,23 +20,21 @@ Three tables:
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402  (sets up sys.path and quiet logs)
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from fcos_tf.core import builders, rundir  # noqa: E402
-from fcos_tf.core import config as config_lib  # noqa: E402
-from fcos_tf.data.label_map import LabelMap  # noqa: E402
-from fcos_tf.serving import graph as serving_lib  # noqa: E402
-from fcos_tf.serving import saved_model as export_saved_model  # noqa: E402
-from fcos_tf.serving import tflite as export_tflite  # noqa: E402
-from fcos_tf.serving import tflite_client  # noqa: E402
-from fcos_tf.training import evaluation  # noqa: E402
+from benchmarks import common
+from fcos_tf.core import builders, rundir
+from fcos_tf.core import config as config_lib
+from fcos_tf.data.label_map import LabelMap
+from fcos_tf.serving import graph as serving_lib
+from fcos_tf.serving import saved_model as export_saved_model
+from fcos_tf.serving import tflite as export_tflite
+from fcos_tf.serving import tflite_client
+from fcos_tf.training import evaluation
 
 
 def _ms(seconds):

@@ -25,23 +25,20 @@ Rows:
 
 Usage (from the repository root):
 
-    python benchmarks/bench_flops.py                  # FCOS R-50, 800x1216 inference and train
-    python benchmarks/bench_flops.py --peers --xla=both
-    python benchmarks/bench_flops.py --precision=mixed_bfloat16 --bf16
-    python benchmarks/bench_flops.py --smoke          # seconds: small backbone, 128x128
+    python -m benchmarks.bench_flops                  # FCOS R-50, 800x1216 inference and train
+    python -m benchmarks.bench_flops --peers --xla=both
+    python -m benchmarks.bench_flops --precision=mixed_bfloat16 --bf16
+    python -m benchmarks.bench_flops --smoke          # seconds: small backbone, 128x128
 """
 
 import argparse
 import gc
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
+import tensorflow as tf
 
-import common  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from bench_train_vs_retinanet import (  # noqa: E402
+from benchmarks import common
+from benchmarks.common import (
     NUM_CLASSES,
     build_fcos,
     fcos_batch,

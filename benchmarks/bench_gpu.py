@@ -17,21 +17,18 @@ decode + NMS in a separate non-XLA function (``--xla-forward``).
 
 Usage:
 
-    python benchmarks/bench_gpu.py                        # on a GPU machine
-    python benchmarks/bench_gpu.py --batch=16 --precision=mixed_bfloat16
-    python benchmarks/bench_gpu.py --smoke                # CPU check: small backbone, 128x128
+    python -m benchmarks.bench_gpu                        # on a GPU machine
+    python -m benchmarks.bench_gpu --batch=16 --precision=mixed_bfloat16
+    python -m benchmarks.bench_gpu --smoke                # CPU check: small backbone, 128x128
 """
 
 import argparse
 import gc
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tensorflow as tf
 
-import common  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from bench_train_vs_retinanet import NUM_CLASSES, fcos_batch, parse_size  # noqa: E402
+from benchmarks import common
+from benchmarks.common import NUM_CLASSES, fcos_batch, parse_size
 
 
 def build(backbone, jit_compile):

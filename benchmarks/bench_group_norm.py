@@ -10,25 +10,21 @@ targets (no downloads).
 
 Usage (from the repository root):
 
-    python benchmarks/bench_group_norm.py
-    python benchmarks/bench_group_norm.py --rounds=3 --repeats=3
+    python -m benchmarks.bench_group_norm
+    python -m benchmarks.bench_group_norm --rounds=3 --repeats=3
 """
 
 import argparse
-import os
 import statistics
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import keras
+import tensorflow as tf
 
-import common  # noqa: E402  (sets up sys.path and TF logging)
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from fcos_tf.modeling import head as head_lib  # noqa: E402
-from fcos_tf.modeling.backbone import SmallBackbone  # noqa: E402
-from fcos_tf.modeling.fcos import FCOS  # noqa: E402
-from fcos_tf.ops.targets import compute_targets  # noqa: E402
+from benchmarks import common
+from fcos_tf.modeling import head as head_lib
+from fcos_tf.modeling.backbone import SmallBackbone
+from fcos_tf.modeling.fcos import FCOS
+from fcos_tf.ops.targets import compute_targets
 
 SETTINGS = {
     "small head 64ch x2, 128x128, batch 16": dict(

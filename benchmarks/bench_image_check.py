@@ -8,8 +8,8 @@ files were just written, so they come from the page cache: the disk is not measu
 
 Usage (from the repository root):
 
-    python benchmarks/bench_image_check.py
-    python benchmarks/bench_image_check.py --smoke   # seconds
+    python -m benchmarks.bench_image_check
+    python -m benchmarks.bench_image_check --smoke   # seconds
 """
 
 import argparse
@@ -18,10 +18,8 @@ import resource
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402  (sets sys.path and TF logging)
-
-from fcos_tf.data import coco, synthetic  # noqa: E402
+from benchmarks import common
+from fcos_tf.data import coco, synthetic
 
 COCO_TRAIN_IMAGES = 118_287
 

@@ -17,23 +17,21 @@ The ratio is FCOS / RetinaNet for the exported model and for the in-process step
 
 Usage (from the repository root; ``pip install -e .[bench]``):
 
-    python benchmarks/bench_inference_vs_retinanet.py                  # 800x1333, batch 1
-    python benchmarks/bench_inference_vs_retinanet.py --savedmodel=/tmp/fcos_export/1
-    python benchmarks/bench_inference_vs_retinanet.py --smoke
+    python -m benchmarks.bench_inference_vs_retinanet                  # 800x1333, batch 1
+    python -m benchmarks.bench_inference_vs_retinanet --savedmodel=/tmp/fcos_export/1
+    python -m benchmarks.bench_inference_vs_retinanet --smoke
 """
 
 import argparse
 import gc
 import os
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
+import tensorflow as tf
 
-import common  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from bench_train_vs_retinanet import NUM_CLASSES, build_fcos, parse_size  # noqa: E402
+from benchmarks import common
+from benchmarks.common import NUM_CLASSES, build_fcos, parse_size
 
 
 def padded(size, multiple=32):

@@ -9,9 +9,9 @@ measured; decoding is.
 
 Usage (from the repository root):
 
-    python benchmarks/bench_pipeline.py                        # 1333x800 JPEGs (~1 Mpixel)
-    python benchmarks/bench_pipeline.py --source-size 480,640  # COCO-like sources, upscaled
-    python benchmarks/bench_pipeline.py --smoke                # seconds
+    python -m benchmarks.bench_pipeline                        # 1333x800 JPEGs (~1 Mpixel)
+    python -m benchmarks.bench_pipeline --source-size 480,640  # COCO-like sources, upscaled
+    python -m benchmarks.bench_pipeline --smoke                # seconds
 """
 
 import argparse
@@ -20,11 +20,10 @@ import resource
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402  (sets sys.path and TF logging)
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-from fcos_tf.data import coco, pipeline, synthetic  # noqa: E402
+from benchmarks import common
+from fcos_tf.data import coco, pipeline, synthetic
 
 
 def _args(argv):

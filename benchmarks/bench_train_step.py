@@ -11,25 +11,22 @@ of the others. Random weights (no downloads).
 
 Usage (from the repository root):
 
-    python benchmarks/bench_train_step.py                                   # all recipes
-    python benchmarks/bench_train_step.py --recipes=fcos_r50_1x_improved --batch=2
-    python benchmarks/bench_train_step.py --smoke                           # 96x160, a minute
+    python -m benchmarks.bench_train_step                                   # all recipes
+    python -m benchmarks.bench_train_step --recipes=fcos_r50_1x_improved --batch=2
+    python -m benchmarks.bench_train_step --smoke                           # 96x160, a minute
 """
 
 import argparse
 import importlib.util
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import keras
 
-import common  # noqa: E402  (sets up sys.path and TF logging)
-import keras  # noqa: E402
-
-from fcos_tf import builders  # noqa: E402
-from fcos_tf.core.config import validate_config  # noqa: E402
+from benchmarks import common
+from fcos_tf.core import builders
+from fcos_tf.core.config import validate_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

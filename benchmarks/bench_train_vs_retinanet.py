@@ -7,7 +7,7 @@ FCOS / RetinaNet. Both use SGD with momentum and the same batch of random images
 with a few random boxes, under the same dtype policy (``--precision``, several for a same-run
 before/after).
 
-What each step contains: FCOS's targets are computed in the input pipeline (DESIGN.md §3), so
+What each step contains: FCOS's targets are computed in the input pipeline (docs/design.md §3), so
 its step is backbone + FPN + head, forward and backward, and the losses. keras-cv's RetinaNet
 encodes its anchor targets inside ``compute_loss`` (IoU of every anchor with every box), so
 its step contains that too; with a few boxes per image it is small next to the convolutions.
@@ -15,12 +15,12 @@ The FCOS targets are computed once outside the timed step, exactly as the pipeli
 
 Usage (from the repository root; needs the ``bench`` extra, ``pip install -e .[bench]``):
 
-    python benchmarks/bench_train_vs_retinanet.py                       # 512x512 and 800x1344
-    python benchmarks/bench_train_vs_retinanet.py --sizes=512x512 --batch=2 --repeats=5
-    python benchmarks/bench_train_vs_retinanet.py --xla=both            # graph vs XLA
-    python benchmarks/bench_train_vs_retinanet.py --precision float32 mixed_bfloat16
-    python benchmarks/bench_train_vs_retinanet.py --smoke               # tiny, seconds
-    python benchmarks/bench_train_vs_retinanet.py --shapes --xla=both --backbone=small \
+    python -m benchmarks.bench_train_vs_retinanet                       # 512x512 and 800x1344
+    python -m benchmarks.bench_train_vs_retinanet --sizes=512x512 --batch=2 --repeats=5
+    python -m benchmarks.bench_train_vs_retinanet --xla=both            # graph vs XLA
+    python -m benchmarks.bench_train_vs_retinanet --precision float32 mixed_bfloat16
+    python -m benchmarks.bench_train_vs_retinanet --smoke               # tiny, seconds
+    python -m benchmarks.bench_train_vs_retinanet --shapes --xla=both --backbone=small \
         --sizes 256x352 352x256 256x320 320x384                           # retracing cost
 
 ``--xla=both`` times every model twice, without and with ``jit_compile=True``, in the same run:
@@ -31,69 +31,12 @@ that is the before/after of the XLA train step. 800x1333 is padded to 800x1344 (
 import argparse
 import gc
 import itertools
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
+import tensorflow as tf
 
-import common  # noqa: E402  (sets up sys.path and TF logging)
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-NUM_CLASSES = 80
-NUM_BOXES = 8
-
-
-def parse_size(text):
-    """ "HxW" -> (H, W) ints."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"size must look like 512x512, got {text!r}") from e
-    return h, w
-
-
-def fcos_batch(batch, height, width, seed=0):
-    """(images, labels) for FCOS: labels from the real target assignment when available."""
-    from fcos_tf.ops import locations
-
-    images = common.random_images(batch, height, width, seed)
-    boxes, classes = common.random_boxes(batch, NUM_BOXES, height, width, NUM_CLASSES, seed)
-    try:
-        from fcos_tf.ops.targets import compute_targets
-    except ImportError:  # targets not written yet: random targets of the right shapes
-        p = locations.num_locations((height, width))
-        rng = np.random.default_rng(seed)
-        cls = np.where(
-            rng.uniform(size=(batch, p)) < 0.01, rng.integers(0, NUM_CLASSES, (batch, p)), -1
-        ).astype(np.int32)
-        return images, {
-            "class_targets": cls,
-            "box_targets": rng.uniform(1, 64, (batch, p, 4)).astype(np.float32),
-            "centerness_targets": np.where(cls >= 0, 0.5, 0.0).astype(np.float32),
-        }
-    per_image = [
-        compute_targets(tf.constant(b), tf.constant(c), (height, width))
-        for b, c in zip(boxes, classes)
-    ]
-    labels = {
-        k: tf.stack([t[k] for t in per_image]).numpy()
-        for k in ("class_targets", "box_targets", "centerness_targets")
-    }
-    return images, labels
-
-
-def build_fcos(backbone, jit_compile):
-    """FCOS with random weights, compiled like the recipe (SGD momentum 0.9)."""
-    import keras
-
-    from fcos_tf.modeling.backbone import build_backbone
-    from fcos_tf.modeling.fcos import FCOS
-
-    model = FCOS(build_backbone(backbone), num_classes=NUM_CLASSES)
-    model.build((None, None, None, 3))
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=jit_compile)
-    return model
+from benchmarks import common
+from benchmarks.common import NUM_BOXES, NUM_CLASSES, build_fcos, fcos_batch, parse_size
 
 
 def retinanet_dataset(batch, height, width, seed=0):

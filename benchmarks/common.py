@@ -10,6 +10,7 @@ multiply-add is 2 FLOPs, as in ``tf.compat.v1.profiler``; only convolutions and 
 products are counted, element-wise ops (norms, activations, losses) are not.
 """
 
+import argparse
 import contextlib
 import datetime
 import math
@@ -19,11 +20,6 @@ import statistics
 import subprocess
 import sys
 import time
-
-# Importable as ``benchmarks.common`` (from the repository root) and as ``common`` (scripts).
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -423,6 +419,52 @@ def conv_layers_channels_last(model):
         if isinstance(layer, keras.layers.Conv2D) and layer.data_format != "channels_last":
             return False
     return True
+
+
+# ---------------------------------------------------------------------------------------------
+# FCOS inputs and models shared by the peer comparisons
+
+NUM_CLASSES = 80
+NUM_BOXES = 8
+
+
+def parse_size(text):
+    """ "HxW" -> (H, W) ints."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"size must look like 512x512, got {text!r}") from e
+    return h, w
+
+
+def fcos_batch(batch, height, width, seed=0):
+    """(images, labels) of random boxes for FCOS, labels from the real target assignment."""
+    from fcos_tf.ops.targets import compute_targets
+
+    images = random_images(batch, height, width, seed)
+    boxes, classes = random_boxes(batch, NUM_BOXES, height, width, NUM_CLASSES, seed)
+    per_image = [
+        compute_targets(tf.constant(b), tf.constant(c), (height, width))
+        for b, c in zip(boxes, classes)
+    ]
+    labels = {
+        k: tf.stack([t[k] for t in per_image]).numpy()
+        for k in ("class_targets", "box_targets", "centerness_targets")
+    }
+    return images, labels
+
+
+def build_fcos(backbone, jit_compile):
+    """FCOS with random weights, compiled like the recipe (SGD momentum 0.9)."""
+    import keras
+
+    from fcos_tf.modeling.backbone import build_backbone
+    from fcos_tf.modeling.fcos import FCOS
+
+    model = FCOS(build_backbone(backbone), num_classes=NUM_CLASSES)
+    model.build((None, None, None, 3))
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=jit_compile)
+    return model
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,16 +29,25 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 # Before TensorFlow is first imported (every command imports this module first): its C++
-# INFO lines (the oneDNN banner, ...) are not the command's output. Set the variable to 0 to
-# see them.
+# INFO lines are not the command's output. Set the variable to 0 to see them.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import flags  # noqa: E402
 
+# What TensorFlow's native libraries print to stderr when they load, before any log level
+# applies (TF_CPP_MIN_LOG_LEVEL does not reach these lines): the oneDNN notice, once per
+# library, and absl's note that logging is not initialised yet.
+_IMPORT_NOISE = (
+    "oneDNN custom operations are on",
+    "All log messages before absl::InitializeLog() is called",
+)
+
 __all__ = [
     "DEBUG_ENV",
     "debug_requested",
+    "define_model_flags",
     "fail",
+    "import_tensorflow",
     "parse_flags",
     "progress_verbosity",
     "set_up_logging",
@@ -84,6 +93,59 @@ def fail(message: str, error: BaseException | None = None) -> NoReturn:
     sys.exit(message)
 
 
+def import_tensorflow() -> None:
+    """Imports TensorFlow with its load-time notices left out of the command's stderr.
+
+    Everything else TensorFlow prints while it loads (a missing library, an instruction-set
+    warning) is passed on; with ``TF_CPP_MIN_LOG_LEVEL=0`` nothing is left out.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        import tensorflow  # noqa: F401
+
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not any(noise in line for noise in _IMPORT_NOISE):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+# Every command imports this module before anything else: TensorFlow loads here, quietly.
+import_tensorflow()
+
+_HELP = ("--help", "-help", "-h", "--helpfull", "--helpshort", "-?")
+
+
+def _print_help(flag_values, program: str, positional: str | None) -> NoReturn:
+    """Usage and the command's flags on stdout; exit status 0."""
+    from fcos_tf import __version__
+
+    usage = f"usage: {program} [flags]"
+    if positional:
+        usage += f" {positional} [{positional} ...]"
+    own = [name for name in flag_values.flags_by_module_dict() if not name.startswith("absl.")]
+    print(usage)
+    print(f"fcos_tf {__version__}; exit status 0 when done, 1 on bad input (one line; --debug).")
+    for module in own:
+        text = flag_values.module_help(module)
+        if text:
+            print(text.split("\n", 1)[1] if text.startswith(module) else text)
+    sys.exit(0)
+
+
 def _argv_value(arguments: Sequence[str], name: str) -> str | None:
     """The value of ``--name=value`` or ``--name value`` (None when absent)."""
     for index, arg in enumerate(arguments):
@@ -115,9 +177,11 @@ def _innermost_message(error: BaseException) -> str:
     return str(error.args[0]) if error.args else str(error)
 
 
-def _define_config_flag(flag_values, arguments, recipe_default, workdir_default):
+def _define_config_flag(flag_values, program, arguments, recipe_default, workdir_default):
     from ml_collections import config_flags
 
+    # The --config.<key> override flags are defined from the arguments, at definition time.
+    sys_argv = [program, *arguments]
     given = _argv_value(arguments, CONFIG_FLAG)
     workdir = _argv_value(arguments, "workdir")
     if given is None and workdir_default and workdir:
@@ -130,6 +194,7 @@ def _define_config_flag(flag_values, arguments, recipe_default, workdir_default)
             "The workdir's config.json.",
             flag_values=flag_values,
             lock_config=True,
+            sys_argv=sys_argv,
         )
         return
     default = None
@@ -147,6 +212,7 @@ def _define_config_flag(flag_values, arguments, recipe_default, workdir_default)
         ),
         flag_values=flag_values,
         lock_config=True,
+        sys_argv=sys_argv,
     )
 
 
@@ -180,16 +246,19 @@ def parse_flags(
         unexpected argument ends the process with one line (status 1).
     """
     arguments: list[str] = list(sys.argv[1:] if argv is None else argv)
+    import_tensorflow()
     flag_values = flags.FlagValues()
     flags.DEFINE_bool("debug", False, DEBUG_FLAG_HELP, flag_values=flag_values)
     try:
         if recipe_default or workdir_config:
             arguments = _resolve_recipe(arguments)
-            _define_config_flag(flag_values, arguments, recipe_default, workdir_config)
+            _define_config_flag(flag_values, program, arguments, recipe_default, workdir_config)
         define(flag_values)
+        if any(arg.split("=", 1)[0] in _HELP for arg in arguments):
+            _print_help(flag_values, program, positional)
         rest = flag_values([program, *arguments])[1:]
     except flags.Error as error:
-        fail(f"FATAL Flags parsing error: {error}\nPass --helpfull to see help on flags.", error)
+        fail(f"FATAL Flags parsing error: {error}\nPass --help to see the flags.", error)
     except FileNotFoundError as error:  # a recipe or a workdir that does not exist
         fail(str(error), error)
     except (KeyError, AttributeError, TypeError, ValueError) as error:
@@ -201,14 +270,34 @@ def parse_flags(
 
 
 def set_up_logging() -> None:
-    """The command's own INFO lines on stderr; TensorFlow's only from WARNING up."""
-    from absl import logging as absl_logging
+    """The command's own INFO lines on stderr; TensorFlow's Python logging from WARNING up."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(levelname).1s%(asctime)s %(filename)s:%(lineno)d] %(message)s",
+        datefmt="%m%d %H:%M:%S",
+        force=True,
+    )
+    # TensorFlow logs through both loggers, e.g. every checkpoint shard at INFO
+    # ("Sharding callback duration").
+    for name in ("tensorflow", "absl"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
-    absl_logging.use_absl_handler()
-    absl_logging.set_verbosity(absl_logging.INFO)
-    logging.getLogger().setLevel(logging.INFO)
-    # TensorFlow logs each checkpoint shard at INFO ("Sharding callback duration").
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+
+def define_model_flags(flag_values) -> None:
+    """The flags naming a trained model, shared by the commands that read one: ``--workdir``
+    and ``--checkpoint`` (``--config`` comes from ``parse_flags(workdir_config=True)``)."""
+    flags.DEFINE_string(
+        "workdir",
+        None,
+        "fcos-train run directory (config, label map, checkpoints).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "checkpoint",
+        None,
+        "Checkpoint prefix or folder; default: the newest of --workdir.",
+        flag_values=flag_values,
+    )
 
 
 def progress_verbosity(stream=None) -> int:

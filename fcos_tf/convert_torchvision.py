@@ -16,21 +16,18 @@ a workdir that holds checkpoints already, or a state dict that does not fit (the
 named).
 """
 
-import os
 import sys
 from collections.abc import Sequence
 
 import keras
 import ml_collections
-import tensorflow as tf
 
 from fcos_tf import cli
-from fcos_tf.core import builders, rundir
 from fcos_tf.core import config as config_lib
+from fcos_tf.core import rundir
 from fcos_tf.data.label_map import LabelMap
 from fcos_tf.importers import imagenet as weights_lib
 from fcos_tf.importers.torchvision import load_torchvision_fcos_weights
-from fcos_tf.training.checkpoint import CHECKPOINTS_DIR, Checkpointer
 
 PROGRAM = "fcos-convert-torchvision"
 # The recipe of torchvision's settings, in fcos_tf/configs/.
@@ -53,24 +50,13 @@ def convert(
     """
     config = config or config_lib.load_recipe(RECIPE)
     state_dict = weights_lib.read_torch_state_dict(weights_path)
-    if tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINTS_DIR)) is not None:
-        raise ValueError(f"`workdir`={workdir!r} already holds checkpoints; use a new directory.")
     label_map = LabelMap.coco_2017()
-    # The same objects as training.run() builds, so that its Checkpointer restores them.
-    model = builders.build_model(config, label_map.num_classes)
-    optimizer = builders.build_optimizer(config)
-    model.compile(optimizer=optimizer, jit_compile=bool(config.train.jit_compile))
-    optimizer.build(model.trainable_variables)
-    load_torchvision_fcos_weights(model, state_dict, label_map.category_ids)
-
-    tf.io.gfile.makedirs(workdir)
-    checkpointer = Checkpointer(
-        workdir, model, optimizer, tf.distribute.get_strategy(), config.train.keep_checkpoints
+    return rundir.write_imported_run(
+        workdir,
+        config,
+        label_map,
+        lambda model: load_torchvision_fcos_weights(model, state_dict, label_map.category_ids),
     )
-    checkpointer.save()
-    rundir.write_config(config, workdir)
-    rundir.write_label_map(label_map, workdir)
-    return model
 
 
 def _define_flags(flag_values):

@@ -12,7 +12,7 @@ unless ``--version`` is given) holding the SavedModel with the ``serving_default
 ``images``) and ``serving_image_bytes`` (string ``image_bytes``) signatures, the label map
 in ``assets/`` and warm-up requests in ``assets.extra/``. The network runs with its
 BatchNorms folded into the convolutions, in ``--precision`` (``float32``, or ``bfloat16`` for
-CPUs with AVX-512 BF16 or AMX, about twice as fast there; see the README); the signatures
+CPUs with AVX-512 BF16 or AMX, 4-5x faster there; see the README); the signatures
 and float32 outputs are the same. With ``--tflite`` it also writes
 ``<output>/fcos_<variant>.tflite`` at the fixed ``config.export.input_size``; the int8
 variant is calibrated on ``config.export.representative_images`` training images.
@@ -37,32 +37,13 @@ from fcos_tf import cli
 PROGRAM = "fcos-export"
 
 
-def define_model_flags(flag_values) -> None:
-    """The flags naming a trained model, shared by the commands that read one: ``--workdir``
-    and ``--checkpoint`` (``--config`` comes from ``cli.parse_flags(workdir_config=True)``)."""
-    from absl import flags
-
-    flags.DEFINE_string(
-        "workdir",
-        None,
-        "fcos-train run directory (config, label map, checkpoints).",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_string(
-        "checkpoint",
-        None,
-        "Checkpoint prefix or folder; default: the newest of --workdir.",
-        flag_values=flag_values,
-    )
-
-
 def _define_flags(flag_values):
     from absl import flags
 
     from fcos_tf.serving.precision import PRECISIONS
     from fcos_tf.serving.tflite import TFLITE_VARIANTS
 
-    define_model_flags(flag_values)
+    cli.define_model_flags(flag_values)
     flags.DEFINE_string(
         "output",
         None,

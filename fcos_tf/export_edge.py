@@ -24,7 +24,6 @@ import sys
 from collections.abc import Sequence
 
 from fcos_tf import cli
-from fcos_tf.export import define_model_flags
 
 PROGRAM = "fcos-export-edge"
 
@@ -32,7 +31,7 @@ PROGRAM = "fcos-export-edge"
 def _define_flags(flag_values):
     from absl import flags
 
-    define_model_flags(flag_values)
+    cli.define_model_flags(flag_values)
     flags.DEFINE_string(
         "output", None, "Path of the .tflite file to write.", flag_values=flag_values
     )

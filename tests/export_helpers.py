@@ -150,3 +150,39 @@ def tiny_train_flags(workdir, **train):
         "--config.train.warmup_steps=1",
         *(f"--config.train.{key}={value}" for key, value in train.items()),
     ]
+
+
+def small_p2_config():
+    """:func:`small_config` with a P2 level: strides 4 to 32 (P2-P5), ranges from 32 pixels."""
+    import math
+
+    config = small_config()
+    config.locations.strides = (4, 8, 16, 32)
+    config.locations.size_ranges = ((-1.0, 32.0), (32.0, 64.0), (64.0, 128.0), (128.0, math.inf))
+    return config
+
+
+@functools.cache
+def loaded_p2_model():
+    """``(model, config, label_map)`` of a 3-step run of :func:`small_p2_config`."""
+    from fcos_tf.core import rundir
+    from fcos_tf.core import runner as training
+
+    workdir = os.path.join(_scratch(), "workdir_p2")
+    training.run(small_p2_config(), workdir, mode="train", verbose=0, handle_signals=False)
+    return rundir.load_trained_model(workdir)
+
+
+@functools.cache
+def p2_saved_model_dir():
+    """Version folder of the SavedModel exported from :func:`loaded_p2_model`."""
+    from fcos_tf.core import builders
+    from fcos_tf.serving import saved_model as export_saved_model
+
+    model, config, label_map = loaded_p2_model()
+    return export_saved_model.export_saved_model(
+        model,
+        label_map,
+        os.path.join(_scratch(), "export_p2"),
+        builders.build_serving_config(config),
+    )

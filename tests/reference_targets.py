@@ -1,4 +1,4 @@
-"""Plain-Python FCOS target assignment, written from DESIGN.md Sec. 2-3 for the tests.
+"""Plain-Python FCOS target assignment, written from docs/design.md §2-3 for the tests.
 
 Deliberately the obvious way: one location at a time, one box at a time, in float64. It
 shares no code with :mod:`fcos_tf.ops.targets` (not even the location grid), so agreement between

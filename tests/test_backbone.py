@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from fcos_tf.modeling import backbone as backbone_lib
 from fcos_tf.modeling.backbone import FrozenBatchNorm, ResNet, SmallBackbone, build_backbone
@@ -276,6 +277,7 @@ def test_resnet_config_round_trip():
         "freeze_at": 3,
         "norm": "frozen_bn",
         "bn_epsilon": 1.001e-5,
+        "min_level": 3,
     }
     clone = ResNet.from_config(config)
     assert clone.get_layer("layer2_0_conv1").strides == (2, 2)
@@ -287,6 +289,14 @@ def test_resnet_config_round_trip():
     assert isinstance(restored, ResNet) and restored.layout == "caffe"
 
 
+def test_resnet_frozen_bn_epsilon_zero():
+    # maskrcnn-benchmark's FrozenBatchNorm2d has no epsilon: every norm layer gets 0.
+    model = ResNet(depth=50, layout="caffe", bn_epsilon=0.0)
+    norms = [layer for layer in model.layers if isinstance(layer, FrozenBatchNorm)]
+    assert len(norms) == 53 and all(layer.epsilon == 0.0 for layer in norms)
+    assert ResNet.from_config(model.get_config()).bn_epsilon == 0.0
+
+
 @pytest.mark.parametrize(
     "kwargs, argument",
     [
@@ -294,7 +304,8 @@ def test_resnet_config_round_trip():
         ({"layout": "tf"}, "layout"),
         ({"freeze_at": 6}, "freeze_at"),
         ({"norm": "group"}, "norm"),
-        ({"bn_epsilon": 0.0}, "bn_epsilon"),
+        ({"norm": "bn", "bn_epsilon": 0.0}, "bn_epsilon"),
+        ({"bn_epsilon": -1e-5}, "bn_epsilon"),
     ],
 )
 def test_resnet_rejects_bad_arguments(kwargs, argument):
@@ -370,5 +381,55 @@ def test_build_backbone():
 
 
 def test_every_custom_layer_has_get_config():
-    for cls in (backbone_lib.FrozenBatchNorm, backbone_lib.ResNet, backbone_lib.SmallBackbone):
-        assert "get_config" in cls.__dict__
+    """Every Keras layer or model class of the package that takes constructor arguments
+    stores them in its own ``get_config`` (so ``from_config`` and saving round-trip)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import fcos_tf
+
+    classes = set()
+    for info in pkgutil.walk_packages(fcos_tf.__path__, "fcos_tf."):
+        module = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == module.__name__ and issubclass(cls, keras.layers.Layer):
+                classes.add(cls)
+    assert {
+        backbone_lib.FrozenBatchNorm,
+        backbone_lib.ResNet,
+        backbone_lib.SmallBackbone,
+    } <= classes
+    assert len(classes) >= 8, sorted(c.__name__ for c in classes)
+
+    def arguments(init):
+        return {
+            name
+            for name, p in inspect.signature(init).parameters.items()
+            if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        }
+
+    missing = []
+    for cls in classes:
+        if "__init__" not in cls.__dict__ or "get_config" in cls.__dict__:
+            continue
+        # Without a get_config of its own, the inherited one must store every argument.
+        owner = next(base for base in cls.__mro__[1:] if "get_config" in base.__dict__)
+        if not arguments(cls.__init__) <= arguments(owner.__init__):
+            missing.append(f"{cls.__module__}.{cls.__name__}")
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("name", ["resnet50", "small"])
+def test_min_level_2_returns_c2(name):
+    kwargs = {"stem_channels": 8, "num_groups": 8} if name == "small" else {}
+    backbone = build_backbone(name, min_level=2, **kwargs)
+    features = backbone(tf.zeros([1, 64, 96, 3]))
+    assert [tuple(f.shape[1:3]) for f in features] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+    assert backbone.strides == (4, 8, 16, 32)
+    assert [int(f.shape[-1]) for f in features] == list(backbone.output_channels)
+    # The same layers as the min_level=3 backbone: its weights load unchanged.
+    plain = build_backbone(name, **kwargs)
+    assert [w.shape for w in plain.weights] == [w.shape for w in backbone.weights]
+    with pytest.raises(ValueError, match="min_level"):
+        build_backbone(name, min_level=4, **kwargs)

@@ -121,8 +121,8 @@ def test_modules_define_no_flags_and_export_needs_no_training():
     out = _python(
         "import importlib, pkgutil, sys\n"
         "from absl import flags\n"
-        "import fcos_tf\n"
-        "before = set(flags.FLAGS)\n"
+        "import fcos_tf, tensorflow\n"
+        "before = set(flags.FLAGS)  # TensorFlow's own are defined at its import\n"
         "for info in pkgutil.walk_packages(fcos_tf.__path__, 'fcos_tf.'):\n"
         "    if info.name.startswith(('fcos_tf.serving', 'fcos_tf.export', 'fcos_tf.predict')):\n"
         "        importlib.import_module(info.name)\n"
@@ -183,7 +183,8 @@ def test_recipe_by_name_or_path(tmp_path):
     by_path = _export_flags(
         export, [f"--config={config_lib.recipe_path('synthetic_edge')}", "--output=/unused"]
     ).config
-    assert named.to_dict() == by_path.to_dict() == config_lib.load_recipe("synthetic_edge").to_dict()
+    recipe = config_lib.load_recipe("synthetic_edge")
+    assert named.to_dict() == by_path.to_dict() == recipe.to_dict()
     with pytest.raises(FileNotFoundError, match="synthetic_small"):
         config_lib.recipe_path("no_such_recipe")
 

@@ -39,7 +39,7 @@ def test_every_recipe_validates_and_documents_its_command(path):
         assert section in config
     with open(path) as f:
         source = f.read()
-    assert "python train.py" in source and "Expected" in source
+    assert "fcos-train" in source and "Expected" in source
 
 
 def test_improved_recipe_is_the_papers_default_profile():
@@ -122,7 +122,6 @@ def test_missing_backbone_weights_are_named(tmp_path):
     "key, value, message",
     [
         ("train.lr_steps", (700, 500), "increasing"),
-        ("train.lr_steps", (100, 2000), "not before"),
         ("train.base_lr", -0.1, "positive"),
         ("train.batch_size", 0, "positive integer"),
         ("train.strategy", "tpu", "not one of"),
@@ -132,13 +131,19 @@ def test_missing_backbone_weights_are_named(tmp_path):
         ("locations.location_offset", 1.0, r"\[0, 1\)"),
         ("locations.strides", (8,), "first 2 to 5"),
         ("locations.strides", (8, 32, 64), "first 2 to 5"),
-        ("train.intra_op_threads", -1, "integer >= 0"),
+        ("train.intra_op_threads", -2, "integer >= -1"),
         ("backbone.stem_channels", 12, "multiple of 8"),
         ("train.inter_op_threads", -1, "integer >= 0"),
         ("train.resume", "rewind", "not one of"),
-        ("data.dataset", "voc", "not one of"),
+        ("data.dataset", "kitti", "not one of"),
         ("model.nms_iou_threshold", 0.0, r"\(0, 1\]"),
         ("train.precision", "float16", "not one of"),
+        # Checked by the constructor the section feeds (PipelineConfig, FCOS), named as keys.
+        ("pipeline.pixel_norm", "bgr", "must be one of"),
+        ("pipeline.max_boxes", 0, "positive integer"),
+        ("model.head_norm", "layer", "must be one of"),
+        ("model.fpn_channels", 0, "positive integer"),
+        ("locations.size_ranges", ((0, 1),), "one \\(low, high\\) pair per stride"),
     ],
 )
 def test_impossible_values_fail_with_the_key(key, value, message):
@@ -223,16 +228,16 @@ def test_thread_pools_are_set_before_tensorflow_starts_and_kept_after(tmp_path):
     code = (
         "import logging, sys\n"
         "import tensorflow as tf\n"
-        "from fcos_tf import builders, config\n"
+        "from fcos_tf.core import builders, config\n"
         "recipe = config.load_recipe('synthetic_small')\n"
-        "assert recipe.train.intra_op_threads >= 1 and recipe.train.inter_op_threads == 2\n"
+        "assert (recipe.train.intra_op_threads, recipe.train.inter_op_threads) == (-1, 2)\n"
         "assert builders.apply_thread_pools(recipe)\n"
         "t = tf.config.threading\n"
         "print(t.get_intra_op_parallelism_threads(), t.get_inter_op_parallelism_threads())\n"
         "tf.constant(1.0) + 1.0  # TensorFlow starts\n"
-        "recipe.train.intra_op_threads += 1\n"
+        "recipe.train.intra_op_threads = t.get_intra_op_parallelism_threads() + 1\n"
         "print(builders.apply_thread_pools(recipe))\n"
-        "recipe.train.intra_op_threads -= 1\n"
+        "recipe.train.intra_op_threads = -1\n"
         "print(builders.apply_thread_pools(recipe))\n"
         "print(t.get_intra_op_parallelism_threads(), t.get_inter_op_parallelism_threads())\n"
     )
@@ -267,3 +272,46 @@ def test_train_py_says_when_tfds_data_is_not_prepared(tmp_path):
     assert "Input not found: Could not load TFDS dataset 'coco/2017'" in result.stderr
     assert "tfds build coco/2017" in result.stderr
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_each_constructor_checks_its_own_arguments():
+    """The checks validate_config relies on hold for the objects built without a config."""
+    from fcos_tf.data.pipeline import PipelineConfig
+    from fcos_tf.modeling.backbone import SmallBackbone
+    from fcos_tf.modeling.fcos import FCOS
+    from fcos_tf.serving.graph import ServingConfig
+
+    with pytest.raises(ValueError, match="`pixel_norm` must be one of"):
+        PipelineConfig(pixel_norm="bgr")
+    with pytest.raises(ValueError, match="`pixel_norm` must be one of"):
+        ServingConfig(pixel_norm="bgr")
+    with pytest.raises(ValueError, match="`hflip_prob` must be a probability"):
+        PipelineConfig(hflip_prob=2.0)
+    with pytest.raises(ValueError, match="`strides` must be the first 2 to 5"):
+        PipelineConfig(strides=(8, 32), size_ranges=((-1, 64), (64, 1e8)))
+    with pytest.raises(ValueError, match="`head_norm` must be one of"):
+        FCOS(SmallBackbone(), 3, head_norm="layer")
+    with pytest.raises(ValueError, match="`location_offset` must be in"):
+        FCOS(SmallBackbone(), 3, location_offset=1.5)
+
+
+def test_decay_steps_after_the_end_are_named_not_refused(caplog):
+    config = _synthetic()
+    config.train.total_steps = 40  # a shortened run of the recipe
+    with caplog.at_level("WARNING"):
+        config_lib.validate_config(config, check_paths=False)
+    assert "decay step(s) 1300, 1500 come at or after train.total_steps=40" in caplog.text
+
+
+def test_p2_strides():
+    config = config_lib.load_recipe("fcos_r50_p2_small_objects")
+    assert tuple(config.locations.strides) == (4, 8, 16, 32, 64)
+    config_lib.validate_config(config, check_paths=False)
+    config.locations.strides = (4, 16, 32, 64, 128)
+    with pytest.raises(ValueError, match="or 4 \\(a P2 level\\)"):
+        config_lib.validate_config(config, check_paths=False)
+    config = config_lib.load_recipe("fcos_r50_p2_small_objects")
+    config.backbone.name = "mobilenet_v2"
+    config.backbone.norm = "bn"
+    with pytest.raises(ValueError, match="config.locations.strides: a P2 level"):
+        config_lib.validate_config(config, check_paths=False)

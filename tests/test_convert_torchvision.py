@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 import torch_reference  # noqa: E402
 
+from fcos_tf import convert_torchvision as convert_command  # noqa: E402
 from fcos_tf.core import builders, rundir  # noqa: E402
 from fcos_tf.core import config as config_lib  # noqa: E402
 from fcos_tf.data import transforms  # noqa: E402
@@ -27,6 +28,7 @@ from fcos_tf.modeling.fpn import upsample_nearest_to  # noqa: E402
 from fcos_tf.ops.boxes import ltrb_to_xyxy  # noqa: E402
 from fcos_tf.ops.locations import STRIDES, compute_locations, feature_map_sizes  # noqa: E402
 from fcos_tf.serving import graph as serving  # noqa: E402
+from fcos_tf.training.checkpoint import Checkpointer  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.xdist_group("torchvision")
@@ -91,7 +93,7 @@ def converted(state_dict, tmp_path_factory):
     optimizer = builders.build_optimizer(config)
     model.compile(optimizer=optimizer)
     optimizer.build(model.trainable_variables)
-    checkpointer = rundir.Checkpointer(workdir, model, optimizer, tf.distribute.get_strategy())
+    checkpointer = Checkpointer(workdir, model, optimizer, tf.distribute.get_strategy())
     step = checkpointer.restore()
     return {
         "model": model,

@@ -129,6 +129,11 @@ def test_normalize_caffe_and_torchvision():
     torch = T.normalize_image(pixel, "torchvision").numpy()[0, 0]
     expected = [(10 / 255 - 0.485) / 0.229, (20 / 255 - 0.456) / 0.224, (30 / 255 - 0.406) / 0.225]
     np.testing.assert_allclose(torch, expected, atol=1e-5)
+    # The FCOS authors' exact means, BGR order, std 1.
+    detectron2 = T.normalize_image(pixel, "detectron2").numpy()[0, 0]
+    np.testing.assert_allclose(detectron2, [30 - 103.530, 20 - 116.280, 10 - 123.675], atol=1e-4)
+    mrcn = T.normalize_image(pixel, "maskrcnn_benchmark").numpy()[0, 0]
+    np.testing.assert_allclose(mrcn, [30 - 102.9801, 20 - 115.9465, 10 - 122.7717], atol=1e-4)
     batch = tf.constant(np.random.default_rng(0).integers(0, 256, (2, 3, 5, 3)), tf.uint8)
     for norm in T.PIXEL_NORMS:
         out = T.normalize_image(batch, norm)

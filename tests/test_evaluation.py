@@ -233,9 +233,9 @@ def test_saved_model_ap_equals_metrics_json(tmp_path):
     import tensorflow as tf
 
     from fcos_tf.core import builders, rundir
+    from fcos_tf.core import runner as training
     from fcos_tf.serving import graph as serving
     from fcos_tf.serving import saved_model as export_saved_model
-    from fcos_tf.core import runner as training
 
     # The shared 3-step workdir, evaluated at short side 56: the 64x64 originals become
     # 56x56 images padded to 64x64, so clipping to each image and clipping to the padded

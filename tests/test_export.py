@@ -367,7 +367,7 @@ def test_export_without_serving_api_writes_no_warmup_and_says_how(tmp_path):
     assert not os.path.exists(output / "1" / "assets.extra")
     # The library function refuses an explicit request before writing anything.
     code = (
-        _WITHOUT_SERVING_API + "\nfrom fcos_tf import export_saved_model\n"
+        _WITHOUT_SERVING_API + "\nfrom fcos_tf.serving import saved_model as export_saved_model\n"
         "assert not export_saved_model.warmup_available()\nprint('blocked')\n"
     )
     assert helpers.run_python(code).strip() == "blocked"
@@ -433,3 +433,19 @@ def test_precision_flag_exports_bfloat16_and_refuses_other_values(tmp_path):
     loaded = tf.saved_model.load(str(tmp_path / "1"))
     kernels = [v for v in loaded.variables if v.name.endswith("kernel:0")]
     assert kernels and all(v.dtype == tf.bfloat16 for v in kernels)
+
+
+def test_p2_saved_model_matches_keras():
+    """A model with a P2 level (strides 4-32): the SavedModel's detections are Keras'."""
+    model, config, label_map = helpers.loaded_p2_model()
+    assert model.strides == (4, 8, 16, 32) and model.backbone.strides[0] == 4
+    serving = builders.build_serving_config(config)
+    loaded = tf.saved_model.load(helpers.p2_saved_model_dir())
+    images = helpers.test_images()[:2]
+    exported = {
+        k: v.numpy()
+        for k, v in loaded.signatures["serving_default"](
+            images=tf.constant(np.stack(images))
+        ).items()
+    }
+    _check_same(exported, _reference(model, images, serving), label_map)

@@ -210,3 +210,45 @@ def test_tf_checkpoint_round_trip(tmp_path):
     assert len(clone.weights) == 16
     for a, b in zip(fpn.weights, clone.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_p2_level_from_c2():
+    """min_level=2: P2 from C2 at stride 4; P3 and above are the min_level=3 pyramid's."""
+    rng = np.random.default_rng(3)
+    shapes = [(1, 16, 24, 8), (1, 8, 12, 16), (1, 4, 6, 24), (1, 2, 3, 32)]
+    c2, c3, c4, c5 = (tf.constant(rng.normal(size=s), tf.float32) for s in shapes)
+    with_p2 = FPN(channels=8, num_levels=5, min_level=2)
+    outputs = with_p2([c2, c3, c4, c5])
+    assert [tuple(o.shape) for o in outputs] == [
+        (1, 16, 24, 8),
+        (1, 8, 12, 8),
+        (1, 4, 6, 8),
+        (1, 2, 3, 8),
+        (1, 1, 2, 8),
+    ]
+    assert with_p2.compute_output_shape([s for s in shapes]) == [tuple(o.shape) for o in outputs]
+    plain = FPN(channels=8, num_levels=4)
+    plain([c3, c4, c5])
+    for name in (
+        "lateral_c3",
+        "lateral_c4",
+        "lateral_c5",
+        "output_p3",
+        "output_p4",
+        "output_p5",
+        "p6",
+    ):
+        source = next(layer for layer in with_p2._flatten_layers() if layer.name == name)
+        target = next(layer for layer in plain._flatten_layers() if layer.name == name)
+        target.set_weights(source.get_weights())
+    for got, want in zip(outputs[1:], plain([c3, c4, c5])):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+    # P2 = output_p2(lateral_c2(C2) + nearest-upsampled merged P3 map).
+    merged3 = with_p2.lateral_convs[1](c3) + upsample_nearest_to(
+        with_p2.lateral_convs[2](c4) + upsample_nearest_to(with_p2.lateral_convs[3](c5), c4), c3
+    )
+    p2 = with_p2.output_convs[0](with_p2.lateral_convs[0](c2) + upsample_nearest_to(merged3, c2))
+    np.testing.assert_allclose(outputs[0].numpy(), p2.numpy(), rtol=1e-5, atol=1e-5)
+    assert FPN.from_config(with_p2.get_config()).min_level == 2
+    with pytest.raises(ValueError, match="C2, C3, C4, C5"):
+        FPN(channels=8, min_level=2)([c3, c4, c5])

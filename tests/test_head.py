@@ -339,3 +339,64 @@ def test_group_norm_converts_to_tflite_builtins():
     interpreter.invoke()
     out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     np.testing.assert_allclose(out, layer(x), atol=1e-5)
+
+
+# ------------------------------------------------------------------------ per-level BatchNorm
+
+
+def _numpy_head_tower_level(head, x, level):
+    """float64 numpy of the classification tower of a per-level BN head on one level."""
+    y = x.astype(np.float64)
+    for layer in head.cls_tower:
+        if isinstance(layer, tuple):
+            norm = layer[level]
+            gamma, beta, mean, var = (np.asarray(w, np.float64) for w in norm.get_weights())
+            y = (y - mean) / np.sqrt(var + norm.epsilon) * gamma + beta
+        elif isinstance(layer, keras.layers.Conv2D):
+            y = np.asarray(layer(y.astype("float32")), np.float64)
+        else:
+            y = np.maximum(y, 0.0)
+    return y
+
+
+@pytest.mark.parametrize("norm", ["bn_per_level", "sync_bn_per_level"])
+def test_per_level_batch_norm_head(norm, tmp_path):
+    """One BatchNorm per level at each tower position; convs shared; checkpointed."""
+    levels = _levels((64, 96), batch=1)
+    head = _small_head(norm=norm, num_levels=5)
+    head(levels)
+    # 2 towers x 2 positions x 5 levels BNs of 4 variables; convs 2 x 2 x 2; predictors; scales.
+    assert len(head.weights) == 2 * 2 * 5 * 4 + 2 * 2 * 2 + 3 * 2 + 5
+    rng = np.random.default_rng(3)
+    for layer in head.cls_tower + head.box_tower:
+        for bn in layer if isinstance(layer, tuple) else ():
+            bn.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, 32),
+                    rng.normal(0, 0.1, 32),
+                    rng.normal(0, 0.1, 32),
+                    rng.uniform(0.5, 2.0, 32),
+                ]
+            )
+    assert head.cls_tower[1][0].name == "cls_tower_norm0_p3"
+    assert head.box_tower[4][4].name == "box_tower_norm1_p7"
+    outputs = head(levels, training=False)
+    for level, x in enumerate(levels):
+        expected = _numpy_head_tower_level(head, x, level)
+        logits = np.asarray(head.cls_logits(expected.astype("float32")))
+        np.testing.assert_allclose(outputs["class_logits"][level], logits, atol=1e-4)
+    # Another level's statistics give other outputs: the levels do not share their norm.
+    wrong = _numpy_head_tower_level(head, levels[0], 1)
+    assert (
+        np.abs(
+            np.asarray(head.cls_logits(wrong.astype("float32")))
+            - np.asarray(outputs["class_logits"][0])
+        ).max()
+        > 1e-2
+    )
+    path = tf.train.Checkpoint(layer=head).write(str(tmp_path / "ckpt"))
+    clone = FCOSHead.from_config(head.get_config())
+    clone(levels)
+    tf.train.Checkpoint(layer=clone).read(path).assert_consumed()
+    for a, b in zip(head.weights, clone.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

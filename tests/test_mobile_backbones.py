@@ -156,3 +156,46 @@ def test_backbone_section_feeds_alpha_and_norm_and_defers_imagenet():
     small = config_lib.load_recipe("synthetic_small").backbone
     assert small.norm == "sync_bn"
     assert isinstance(builders.build_backbone(small), SmallBackbone)
+
+
+# ------------------------------------------------------------ the FCOS authors' MobileNetV2
+
+
+def test_fcos_mobilenet_v2_is_keras_trunk_without_conv_1():
+    """Same layers, names and weight shapes as keras.applications' trunk up to block_16;
+    symmetric padding, BN eps 1e-5, ceil sizes at any input size."""
+    from fcos_tf.modeling.mobilenet_fcos import FCOSMobileNetV2
+
+    backbone = build_backbone("mobilenet_v2_fcos", norm="frozen_bn")
+    assert isinstance(backbone, FCOSMobileNetV2) and backbone.pixel_norm == "maskrcnn_benchmark"
+    application = mobile_backbones.build_keras_application("mobilenet_v2")
+    ours = {w.path: tuple(w.shape) for w in backbone.weights}
+    theirs = {
+        w.path: tuple(w.shape) for w in application.weights if not w.path.startswith("Conv_1")
+    }
+    assert ours == theirs and len(ours) == 51 * 5  # 51 convs, each with a BN
+    assert backbone.count_params() == application.count_params() - (320 * 1280 + 4 * 1280)
+    norms = [
+        layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert len(norms) == 51 and all(n.epsilon == 1e-5 and not n.trainable for n in norms)
+    pads = [
+        layer.name for layer in backbone.layers if isinstance(layer, keras.layers.ZeroPadding2D)
+    ]
+    assert pads == [
+        f"{name}_pad"
+        for name in (
+            "Conv1",
+            "block_1_depthwise",
+            "block_3_depthwise",
+            "block_6_depthwise",
+            "block_13_depthwise",
+        )
+    ]
+    features = backbone(np.zeros((1, 100, 140, 3), np.float32))
+    assert [tuple(f.shape) for f in features] == [(1, 13, 18, 32), (1, 7, 9, 96), (1, 4, 5, 320)]
+    assert FCOSMobileNetV2.from_config(backbone.get_config()).norm == "frozen_bn"
+    with pytest.raises(ValueError, match="alpha"):
+        build_backbone("mobilenet_v2_fcos", alpha=0.5)
+    with pytest.raises(FileNotFoundError, match="fcos-import"):
+        build_backbone("mobilenet_v2_fcos", weights="imagenet")

@@ -374,3 +374,17 @@ def test_overfits_a_few_synthetic_images():
     model.fit(images, labels, batch_size=6, epochs=80, verbose=0)
     det = model.predict(images, verbose=0)
     assert _ap50(det, boxes, classes, synthetic.NUM_CLASSES) >= 0.9
+
+
+def test_p2_level():
+    """Strides from 4: P2 from the backbone's C2; one output row per location of every level."""
+    backbone = build_backbone("small", stem_channels=8, min_level=2)
+    model = FCOS(
+        backbone, 3, fpn_channels=16, head_num_convs=1, head_num_groups=8, strides=(4, 8, 16)
+    )
+    model.build((None, None, None, 3))
+    outputs = model(tf.zeros([2, 40, 72, 3]))
+    assert outputs["class_logits"].shape[1] == loc_lib.num_locations((40, 72), (4, 8, 16))
+    assert model.fpn.min_level == 2
+    with pytest.raises(ValueError, match="need a backbone that returns C2"):
+        FCOS(build_backbone("small", stem_channels=8), 3, fpn_channels=16, strides=(4, 8, 16))

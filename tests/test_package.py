@@ -13,6 +13,12 @@ def test_every_public_name_resolves_to_its_defining_module():
         value = getattr(fcos_tf, name)
         module = importlib.import_module(fcos_tf._PUBLIC_NAMES[name])
         assert getattr(module, name) is value, name
+        # The module it is mapped to is the one that defines it, not one that imports it.
+        defined_in = getattr(value, "__module__", None)
+        if defined_in is not None and defined_in.startswith("fcos_tf"):
+            assert defined_in == module.__name__ or (
+                module.__name__ == "fcos_tf.data" and defined_in.startswith("fcos_tf.data.")
+            ), (name, defined_in, module.__name__)
 
 
 def test_unknown_name_is_an_attribute_error():
@@ -40,3 +46,31 @@ def test_no_public_name_shadows_a_submodule():
 
     submodules = {info.name for info in pkgutil.iter_modules(fcos_tf.__path__)}
     assert not submodules & set(fcos_tf.__all__)
+
+
+def test_no_module_names_a_document_the_repository_does_not_hold():
+    """Every ``*.md`` a module or doc points to (``docs/design.md``, ``BENCHMARKS.md``...)
+    exists in the repository."""
+    import os
+    import re
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cited = set()
+    for folder in ("fcos_tf", "benchmarks", "docs", "tests"):
+        for dirpath, _, files in os.walk(os.path.join(root, folder)):
+            for name in files:
+                if name.endswith((".py", ".md")):
+                    with open(os.path.join(dirpath, name), encoding="utf-8") as f:
+                        cited |= set(re.findall(r"\b([\w./-]*[A-Za-z_]\.md)\b", f.read()))
+    for name in ("README.md", "CHANGELOG.md", "BENCHMARKS.md"):
+        with open(os.path.join(root, name), encoding="utf-8") as f:
+            cited |= set(re.findall(r"\b([\w./-]*[A-Za-z_]\.md)\b", f.read()))
+    missing = sorted(
+        path
+        for path in cited
+        if not any(
+            os.path.exists(os.path.join(base, path.lstrip("./")))
+            for base in (root, os.path.join(root, "docs"), os.path.join(root, "benchmarks"))
+        )
+    )
+    assert not missing, missing

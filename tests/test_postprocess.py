@@ -100,6 +100,55 @@ def test_nms_iou_threshold_is_respected():
     )
 
 
+@pytest.mark.parametrize("nms", ["combined", "class_offset"])
+def test_box_plus_one_convention(nms):
+    # loc 0's [0, 0, 8, 8] and P4's [1, 1, 9, 9]: IoU 49/79 = .620 with continuous widths,
+    # 8*8 / (81 + 81 - 64) = .653 with the "+1" pixel widths. At a threshold of .64 only the
+    # "+1" convention suppresses; it also clips loc 3's box to the last pixel, 15.
+    result = _run(nms_iou_threshold=0.64, nms=nms)
+    _check(
+        result,
+        [[0, 0, 8, 8], [0, 0, 8, 8], [1, 1, 9, 9], [10, 10, 16, 16]],
+        [0.8, math.sqrt(0.6), math.sqrt(0.3), 0.5],
+        [0, 1, 0, 2],
+    )
+    result = _run(nms_iou_threshold=0.64, nms=nms, box_plus_one=True)
+    _check(
+        result,
+        [[0, 0, 8, 8], [0, 0, 8, 8], [10, 10, 15, 15]],
+        [0.8, math.sqrt(0.6), 0.5],
+        [0, 1, 2],
+    )
+
+
+@pytest.mark.parametrize("nms", ["combined", "class_offset"])
+def test_clip_after_nms_drops_empty_boxes(nms):
+    # loc 1 (12, 4): class 1 p=.9 with a zero-size box. Kept (last, score sqrt(.9 * s(-10)))
+    # when clipping before NMS; dropped by detectron2's order. Loc 3's box is clipped after NMS.
+    outputs = _outputs()
+    cls = outputs["class_logits"].numpy()
+    cls[0, 1, 1] = _logit(0.9)
+    ltrb = outputs["box_ltrb"].numpy()
+    ltrb[0, 1] = 0.0
+    outputs.update(class_logits=tf.constant(cls), box_ltrb=tf.constant(ltrb))
+    tiny = math.sqrt(0.9 / (1 + math.exp(10)))
+    kept = [[0, 0, 8, 8], [0, 0, 8, 8], [10, 10, 16, 16]]
+    _check(
+        _run(outputs, nms=nms),
+        kept + [[12, 4, 12, 4]],
+        [0.8, math.sqrt(0.6), 0.5, tiny],
+        [0, 1, 2, 1],
+    )
+    _check(_run(outputs, nms=nms, clip_after_nms=True), kept, [0.8, math.sqrt(0.6), 0.5], [0, 1, 2])
+    valid = tf.constant([[16, 16]], tf.int32)
+    _check(
+        _run(outputs, nms=nms, clip_after_nms=True, valid_size=valid),
+        kept,
+        [0.8, math.sqrt(0.6), 0.5],
+        [0, 1, 2],
+    )
+
+
 def test_per_level_top_k():
     # P3 keeps only its two best (location, class) pairs, both at loc 0; loc 3 is dropped.
     result = _run(pre_nms_top_k=2)

@@ -611,3 +611,39 @@ def test_shapes_known_only_at_run_time_are_checked_in_graph():
         fn(tf.zeros([2, 4]), tf.constant([1]), tf.constant([32, 32]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="image_size"):
         fn(tf.zeros([1, 4]), tf.constant([1]), tf.constant([32, 32, 3]))
+
+
+# --------------------------------------------------------------------------------------------
+# A P2 level (stride 4): same rules, locations at 2, 6, 10, ...
+
+P2_STRIDES = (4, 8, 16, 32, 64)
+P2_SIZE_RANGES = ((-1.0, 32.0), (32.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, INF))
+
+
+def test_p2_hand_worked():
+    # A 6 x 6 box (13, 13, 19, 19): no P3 location (4, 12, 20, ...) lies strictly inside, but
+    # the P2 locations x, y in {14, 18} (2 + 4k) do, with max(l, t, r, b) = 5 <= 32: four
+    # positives on P2. Along each axis (l, r) is (1, 5) or (5, 1): centerness
+    # sqrt(1/5 * 1/5) = 0.2 at all four.
+    out = _targets(
+        [[13, 13, 19, 19]], [3], (32, 32), strides=P2_STRIDES, size_ranges=P2_SIZE_RANGES
+    )
+    # P2 is 8 x 8: x = 14 is column 3, x = 18 column 4; rows the same.
+    assert _positives(out) == [3 * 8 + 3, 3 * 8 + 4, 4 * 8 + 3, 4 * 8 + 4]
+    np.testing.assert_allclose(out["centerness_targets"][_positives(out)], 0.2, rtol=1e-6)
+    np.testing.assert_array_equal(out["box_targets"][3 * 8 + 3], [1, 1, 5, 5])
+    # Without P2 the box gets nothing: the reason a P2 level recalls small objects.
+    assert _positives(_targets([[13, 13, 19, 19]], [3], (32, 32))) == []
+
+
+def test_p2_matches_reference():
+    rng = np.random.default_rng(42)
+    total = 0
+    for k in range(6):
+        boxes, classes, size = _random_case(rng, big=(k < 2))
+        expected = reference_targets(boxes, classes, size, P2_STRIDES, P2_SIZE_RANGES, 1.5, 0.5)
+        out = _targets(boxes, classes, size, strides=P2_STRIDES, size_ranges=P2_SIZE_RANGES)
+        _assert_matches(out, expected, f"P2 case {k} size={size}")
+        p2 = loc_lib.split_per_level(tf.constant(out["class_targets"]), size, P2_STRIDES)[0]
+        total += int(tf.reduce_sum(tf.cast(p2 >= 0, tf.int32)))
+    assert total > 10  # the P2 level is exercised

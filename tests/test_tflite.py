@@ -183,3 +183,34 @@ def test_convert_tflite_validates_arguments(setup):
         export_tflite.convert_tflite(
             model, label_map, input_size=input_size, pixel_norm=serving.pixel_norm, variant="int8"
         )
+
+
+def test_p2_fp32_matches_keras():
+    """A model with a P2 level: the fp32 TFLite detections are the Keras model's."""
+    model, config, label_map = helpers.loaded_p2_model()
+    serving = builders.build_serving_config(config)
+    input_size = tuple(config.export.input_size)
+    flatbuffer = export_tflite.convert_tflite(
+        model, label_map, input_size=input_size, pixel_norm=serving.pixel_norm, variant="fp32"
+    )
+    image = _square_image()
+    loaded = tf.saved_model.load(helpers.p2_saved_model_dir())  # checked against Keras
+    reference = {
+        k: v.numpy()
+        for k, v in loaded.signatures["serving_default"](images=tf.constant(image[None])).items()
+    }
+    outputs = tflite_client.run_tflite(
+        tflite_client.tflite_interpreter(flatbuffer), image, input_size, serving
+    )
+    n_ref = int(reference["num_detections"][0])
+    n = int(outputs["num_detections"][0])
+    assert n_ref > 10 and abs(n - n_ref) <= 2
+    top = min(n_ref, 50)
+    iou = _iou(reference["detection_boxes"][0, :top], outputs["detection_boxes"][0, :n])
+    same_class = (
+        reference["detection_classes"][0, :top, None] == outputs["detection_classes"][0, None, :n]
+    )
+    assert np.where(same_class, iou, 0.0).max(axis=1).min() >= 0.99
+    np.testing.assert_allclose(
+        outputs["detection_scores"][0, :top], reference["detection_scores"][0, :top], atol=1e-3
+    )

@@ -15,8 +15,8 @@ import pytest
 import tensorflow as tf
 
 from fcos_tf.core import builders
-from fcos_tf.training import distribution, optimization
 from fcos_tf.core import runner as training
+from fcos_tf.training import distribution, optimization
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,4 @@
-r"""FCOS R-50-FPN 1x "w/ improvements" on COCO 2017: the default profile of DESIGN.md §3.
+r"""FCOS R-50-FPN 1x "w/ improvements" on COCO 2017: the default profile of docs/design.md §3.
 
 Paper Table 3, last row: 38.6 AP on minival (the authors' repo reports 38.7 for
 ``fcos_imprv_R_50_FPN_1x``). All improvements on: centerness on the regression branch,
@@ -22,5 +22,5 @@ from fcos_tf.core.config import base_config
 
 
 def get_config():
-    """Returns the improved R-50 1x recipe (DESIGN.md §3 defaults)."""
+    """Returns the improved R-50 1x recipe (docs/design.md §3 defaults)."""
     return base_config()

@@ -29,7 +29,7 @@ from fcos_tf.core.config import base_config
 def get_config():
     """Returns torchvision's FCOS settings on COCO 2017 (see the module docstring).
 
-    The model and input settings of torchvision's FCOS (DESIGN.md §3, "Known differences");
+    The model and input settings of torchvision's FCOS (docs/design.md §3, after item 20);
     the training section stays the 1x recipe, for fine-tuning.
     """
     config = base_config()

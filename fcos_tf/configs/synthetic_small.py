@@ -24,7 +24,6 @@ hold the result.
 import math
 
 from fcos_tf.core.config import base_config
-from fcos_tf.training.distribution import available_cores
 
 
 def get_config():
@@ -77,9 +76,9 @@ def get_config():
     train.steps_per_epoch = 200
     train.checkpoint_every = 400
     train.log_every = 25
-    # A model this small runs faster with one op per core and two ops at once (the towers,
-    # the levels) than with every op split over all cores.
-    train.intra_op_threads = max(1, available_cores() // 2)
+    # A model this small runs faster with two ops at once (the towers, the levels), each on
+    # half of the cores, than with every op split over all cores.
+    train.intra_op_threads = -1  # the cores shared among the inter-op threads
     train.inter_op_threads = 2
 
     config.eval.batch_size = 16

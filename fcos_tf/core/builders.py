@@ -40,14 +40,14 @@ from fcos_tf.data.example import ReadResult
 from fcos_tf.data.label_map import LabelMap
 
 # Values of config.data.dataset: the readers read_split knows.
-DATASETS = ("synthetic", "coco", "tfds")
+DATASETS = ("synthetic", "coco", "tfds", "voc", "yolo", "tfrecord")
 # Values of config.train.resume (see build_train_dataset).
 RESUME_MODES = ("replay", "reshuffle")
 # Labels the train step uses (see fcos_tf.modeling.fcos.FCOS.train_step).
 TRAIN_LABEL_KEYS = ("class_targets", "box_targets", "centerness_targets")
 # The arguments of config.backbone (besides name and weights) each backbone family takes.
 _BACKBONE_ARGS = {
-    "resnet": ("layout", "freeze_at"),
+    "resnet": ("layout", "freeze_at", "bn_epsilon"),
     "mobilenet": ("alpha", "norm"),
     "small": ("stem_channels",),
 }
@@ -60,19 +60,23 @@ Config = ml_collections.ConfigDict
 # --------------------------------------------------------------------------------------------
 
 
-def build_backbone(backbone_config: Config, *, load_weights: bool = True):
+def build_backbone(backbone_config: Config, *, load_weights: bool = True, min_level: int = 3):
     """The backbone of ``config.backbone``, with its weights file loaded when one is set.
 
     Args:
         backbone_config: ``config.backbone``: ``name`` (one of
             :data:`fcos_tf.modeling.backbone.BACKBONES`), ``weights`` (path or ""; the MobileNets
-            also take ``"imagenet"``), the ResNet arguments ``layout``, ``freeze_at`` and the
+            also take ``"imagenet"``), the ResNet arguments ``layout``, ``freeze_at``,
+            ``bn_epsilon`` and the
             :class:`fcos_tf.modeling.mobilenet.MobileNetBackbone` arguments ``alpha``, ``norm``,
             the small backbone's ``stem_channels``; each family gets its own arguments only.
         load_weights: read ``weights`` (False when a checkpoint will set every weight).
+        min_level: 2 also returns C2 (ResNet and the small backbone; for ``config.locations``
+            strides from 4), 3 (default) does not.
 
     Returns:
-        A ``keras.Model`` mapping float32 ``[B, H, W, 3]`` to ``[C3, C4, C5]``.
+        A ``keras.Model`` mapping float32 ``[B, H, W, 3]`` to ``[C3, C4, C5]`` (``[C2, ...]``
+        with ``min_level=2``).
     """
     from fcos_tf.modeling import backbone as backbone_lib
 
@@ -87,6 +91,8 @@ def build_backbone(backbone_config: Config, *, load_weights: bool = True):
         return backbone_lib.build_backbone(
             name, **options, weights=(weights or None) if load_weights else None
         )
+    if min_level != 3:
+        options["min_level"] = min_level
     backbone = backbone_lib.build_backbone(name, **options)
     if weights and load_weights:
         backbone.load_weights(weights)
@@ -108,7 +114,11 @@ def build_model(config: Config, num_classes: int, *, load_backbone_weights: bool
     """
     from fcos_tf.modeling.fcos import FCOS
 
-    backbone = build_backbone(config.backbone, load_weights=load_backbone_weights)
+    backbone = build_backbone(
+        config.backbone,
+        load_weights=load_backbone_weights,
+        min_level=2 if config.locations.strides[0] == 4 else 3,
+    )
     model = FCOS(
         backbone,
         num_classes,
@@ -170,11 +180,7 @@ def coco_paths(coco_config: Config) -> dict[str, str]:
 
 
 def read_split(config: Config, split: str) -> ReadResult:
-    """Reader examples of ``split`` ("train" | "val") of ``config.data`` as a ``ReadResult``.
-
-    For COCO the result also carries the annotation file (``ground_truth_file`` attribute) so
-    that evaluation uses the official areas and crowd flags.
-    """
+    """Reader examples of ``split`` ("train" | "val") of ``config.data`` as a ``ReadResult``."""
     if split not in ("train", "val"):
         raise ValueError(f"`split` must be 'train' or 'val', got {split!r}.")
     data = config.data
@@ -187,26 +193,60 @@ def read_split(config: Config, split: str) -> ReadResult:
         if split == "val":
             # The validation images are another seed's: never seen in training.
             options["seed"] += 1_000_003
-        result = synthetic.synthetic_dataset(num_train if split == "train" else num_val, **options)
-        result.ground_truth_file = None
-        return result
+        return synthetic.synthetic_dataset(num_train if split == "train" else num_val, **options)
     if data.dataset == "coco":
         from fcos_tf.data.coco import read_coco
 
         paths = coco_paths(data.coco)
-        annotations = paths[f"{split}_annotations"]
-        result = read_coco(annotations, paths[f"{split}_images"], decode=False)
-        result.ground_truth_file = annotations if split == "val" else None
-        return result
+        return read_coco(paths[f"{split}_annotations"], paths[f"{split}_images"], decode=False)
     if data.dataset == "tfds":
         from fcos_tf.data import tfds as tfds_reader
 
-        result = tfds_reader.read_tfds(
+        return tfds_reader.read_tfds(
             data.tfds.name, split=data.tfds[f"{split}_split"], data_dir=data.tfds.data_dir or None
         )
-        result.ground_truth_file = None
-        return result
+    if data.dataset in ("voc", "yolo", "tfrecord"):
+        return _read_files_dataset(data, split)
     raise ValueError(f"config.data.dataset: {data.dataset!r} is not one of {DATASETS}")
+
+
+def _read_files_dataset(data: Config, split: str) -> ReadResult:
+    """``read_split`` of ``config.data.voc``, ``.yolo`` or ``.tfrecord``.
+
+    Both splits get the same label map: the one the section fixes (``class_names``, the YOLO
+    folder's names, the TFRecords' label map) or, for VOC without ``class_names``, the one of
+    the training split's XML files.
+    """
+    section = data[data.dataset]
+    class_names = tuple(section.class_names)
+    if data.dataset == "tfrecord":
+        from fcos_tf.data.tfrecord import read_tfrecord
+
+        return read_tfrecord(
+            section[f"{split}_file_pattern"],
+            class_names=class_names,
+            label_map_file=section.label_map_file,
+            decode=False,
+            check_records=section.check_records,
+        )
+    if data.dataset == "yolo":
+        from fcos_tf.data.yolo import read_yolo
+
+        return read_yolo(
+            section.root, section[f"{split}_split"], class_names=class_names, decode=False
+        )
+    from fcos_tf.data import voc
+
+    label_map = None
+    if split == "val" and not class_names:
+        label_map = voc.split_label_map(section.root, section.train_split)
+    return voc.read_voc(
+        section.root,
+        section[f"{split}_split"],
+        class_names=class_names,
+        label_map=label_map,
+        decode=False,
+    )
 
 
 def dataset_label_map(data_config: Config) -> LabelMap:
@@ -219,6 +259,15 @@ def dataset_label_map(data_config: Config) -> LabelMap:
         from fcos_tf.data import synthetic
 
         return synthetic.label_map()
+    if data_config.dataset in ("voc", "yolo", "tfrecord"):
+        class_names = tuple(data_config[data_config.dataset].class_names)
+        if class_names:
+            # The readers' category ids: YOLO's class numbers, 1..K for VOC and TFRecord.
+            return LabelMap.from_names(class_names, first_id=int(data_config.dataset != "yolo"))
+        if data_config.dataset == "yolo":
+            from fcos_tf.data.yolo import class_names_of
+
+            return LabelMap.from_names(class_names_of(data_config.yolo.root))
     if data_config.dataset == "coco" or (
         data_config.dataset == "tfds" and data_config.tfds.name.startswith("coco/2017")
     ):
@@ -352,15 +401,20 @@ def build_optimizer(config: Config):
 def apply_thread_pools(config: Config) -> bool:
     """Sizes TensorFlow's CPU thread pools as ``config.train`` says (before any TF op).
 
+    ``intra_op_threads = -1`` shares the cores this process may use among the inter-op
+    threads (``cores // inter_op_threads``, at least 1), so that a recipe says how to use a
+    machine without naming its core count.
+
     Returns:
         False when TensorFlow had started with other sizes (see
         ``distribution.set_thread_pools``).
     """
     from fcos_tf.training import distribution
 
-    return distribution.set_thread_pools(
-        config.train.intra_op_threads, config.train.inter_op_threads
-    )
+    intra_op, inter_op = config.train.intra_op_threads, config.train.inter_op_threads
+    if intra_op == -1:
+        intra_op = max(1, distribution.available_cores() // max(1, inter_op))
+    return distribution.set_thread_pools(intra_op, inter_op)
 
 
 def build_strategy(config: Config) -> tf.distribute.Strategy:

@@ -1,6 +1,6 @@
 """Shared pieces of the recipes in ``fcos_tf/configs/``: the default profile and its validation.
 
-``base_config()`` is DESIGN.md §3 written out: the paper's "w/ improvements" ResNet-50 1x
+``base_config()`` is docs/design.md §3 written out: the paper's "w/ improvements" ResNet-50 1x
 recipe on COCO (Table 3, last row). Each ``fcos_tf/configs/<recipe>.py`` starts from it,
 changes what its recipe changes and returns the result.
 
@@ -12,7 +12,7 @@ section on as keyword arguments without renaming anything:
 section             becomes
 ==================  ========================================================================
 ``backbone``        :func:`fcos_tf.core.builders.build_backbone` (``name``, ``weights``, the
-                    ``ResNet`` arguments ``layout``, ``freeze_at`` and the
+                    ``ResNet`` arguments ``layout``, ``freeze_at``, ``bn_epsilon`` and the
                     ``MobileNetBackbone`` arguments ``alpha``, ``norm``)
 ``model``           keyword arguments of :class:`fcos_tf.modeling.fcos.FCOS`
 ``locations``       settings that target assignment (``PipelineConfig``) and decoding
@@ -21,7 +21,7 @@ section             becomes
 ``pipeline``        fields of :class:`fcos_tf.data.pipeline.PipelineConfig` (the batch size
                     comes from ``train``/``eval``)
 ``data``            the reader: ``dataset`` picks one of the subsections ``coco``, ``tfds``,
-                    ``synthetic``
+                    ``synthetic``, ``voc``, ``yolo``, ``tfrecord``
 ``train``           optimizer and schedule (:func:`fcos_tf.core.builders.build_optimizer`),
                     strategy (:func:`fcos_tf.core.builders.build_strategy`), the run's loop
 ``eval``            evaluation after training
@@ -35,21 +35,22 @@ here are about values and their combinations. The allowed values of a key are de
 module that uses them and imported here.
 """
 
+import contextlib
 import importlib.util
+import logging
 import math
 import os
+import re
 
 import ml_collections
+import tensorflow as tf
 
 from fcos_tf.core import builders
-from fcos_tf.data import transforms
 from fcos_tf.modeling import backbone as backbone_lib
 from fcos_tf.modeling import fcos as model_lib
-from fcos_tf.modeling import fpn as fpn_lib
-from fcos_tf.modeling import head as head_lib
 from fcos_tf.modeling import mobilenet as mobile_backbones
+from fcos_tf.modeling import mobilenet_fcos
 from fcos_tf.ops import locations as locations_lib
-from fcos_tf.ops import losses, postprocess
 from fcos_tf.training import distribution, optimization
 
 # The recipe files (fcos_tf/configs/*.py) of a source checkout.
@@ -93,11 +94,12 @@ def base_config() -> ml_collections.ConfigDict:
     """
     config = ml_collections.ConfigDict()
 
-    # --- backbone (DESIGN.md §3 item 1) -> builders.build_backbone ----------------------------
+    # --- backbone (docs/design.md §3 item 1) -> builders.build_backbone --------------------
     config.backbone = backbone = ml_collections.ConfigDict()
     backbone.name = "resnet50"  # one of backbone.BACKBONES
     backbone.layout = "caffe"  # ResNet: "caffe" (stride in 1x1, MSRA) | "pytorch"
     backbone.freeze_at = 2  # ResNet: stem + stage 1 frozen
+    backbone.bn_epsilon = 1e-5  # ResNet: norm epsilon (0: maskrcnn-benchmark's FrozenBN)
     backbone.alpha = 1.0  # MobileNet: width multiplier
     backbone.norm = "sync_bn"  # MobileNet: one of mobile_backbones.MOBILE_NORMS
     backbone.stem_channels = 16  # small backbone: channels of its two stride-2 stem convs
@@ -122,6 +124,8 @@ def base_config() -> ml_collections.ConfigDict:
     model.pre_nms_top_k = 1000
     model.nms_iou_threshold = 0.6
     model.max_detections = 100
+    model.box_plus_one = False  # maskrcnn-benchmark boxes: clip to size - 1, NMS "+1" widths
+    model.clip_after_nms = False  # detectron2: NMS unclipped, then clip and drop empty boxes
 
     # --- locations (items 7-9, 18): read by the targets AND the decoding ----------------------
     config.locations = locations = ml_collections.ConfigDict()
@@ -160,6 +164,25 @@ def base_config() -> ml_collections.ConfigDict:
     tfds.data_dir = ""  # "" = TFDS default (~/tensorflow_datasets)
     tfds.train_split = "train"
     tfds.val_split = "validation"
+    # Pascal VOC (fcos_tf.data.voc.read_voc): Annotations/, JPEGImages/, ImageSets/Main/.
+    data.voc = voc = ml_collections.ConfigDict()
+    voc.root = "/data/VOCdevkit/VOC2012"
+    voc.train_split = "train"  # ImageSets/Main/<split>.txt
+    voc.val_split = "val"
+    voc.class_names = ()  # () = the 20 VOC classes (or the names found when others)
+    # YOLO txt (fcos_tf.data.yolo.read_yolo): images/<split>/, labels/<split>/.
+    data.yolo = yolo = ml_collections.ConfigDict()
+    yolo.root = "/data/yolo"
+    yolo.train_split = "train"
+    yolo.val_split = "val"
+    yolo.class_names = ()  # () = from <root>/data.yaml or <root>/classes.txt
+    # Sharded TFRecords (fcos_tf.data.tfrecord.read_tfrecord), e.g. fcos-convert-dataset's.
+    data.tfrecord = tfrecord = ml_collections.ConfigDict()
+    tfrecord.train_file_pattern = ""  # e.g. /data/records/train-*-of-*.tfrecord or gs://...
+    tfrecord.val_file_pattern = ""
+    tfrecord.class_names = ()  # () = label_map_file
+    tfrecord.label_map_file = ""  # "" = label_map.json beside the files
+    tfrecord.check_records = True  # read every record once at start (checks, counts)
     data.synthetic = synthetic = ml_collections.ConfigDict()
     synthetic.num_train = 512
     synthetic.num_val = 64
@@ -192,8 +215,9 @@ def base_config() -> ml_collections.ConfigDict:
     train.jit_compile = False  # XLA for the train step
     train.strategy = "auto"  # auto: mirrored on >1 GPU, multi_worker with TF_CONFIG
     train.devices = ()  # for "mirrored": e.g. ("/gpu:0", "/gpu:1"); () = all
-    # TensorFlow's CPU thread pools, set by train.py before TensorFlow starts
-    # (distribution.set_thread_pools); 0 = TensorFlow's choice (every op on all cores).
+    # TensorFlow's CPU thread pools, set by fcos-train before TensorFlow starts
+    # (builders.apply_thread_pools); 0 = TensorFlow's choice (every op on all cores);
+    # intra_op_threads = -1: the cores of the machine shared among the inter-op threads.
     train.intra_op_threads = 0
     train.inter_op_threads = 0
     # On resume: "replay" skips the batches already seen (exact continuation; replays the
@@ -249,6 +273,21 @@ def _get(config, key):
     return value
 
 
+@contextlib.contextmanager
+def _keys_of(config, sections):
+    """Turns a constructor's ```name` must be ...`` into ``config.<section>.name: must be ...``,
+    the section being the first of ``sections`` that holds the key."""
+    try:
+        yield
+    except ValueError as error:
+        match = re.match(r"`(\w+)` (.*)", str(error), re.DOTALL)
+        if match is None:
+            raise
+        name, message = match.groups()
+        section = next((s for s in sections if name in config[s]), sections[0])
+        _fail(f"{section}.{name}", message.rstrip("."))
+
+
 def _check_choice(config, key, choices):
     value = _get(config, key)
     if value not in choices:
@@ -281,18 +320,10 @@ def validate_config(
         ("train.precision", optimization.PRECISIONS),
         ("train.warmup_method", optimization.WARMUP_METHODS),
         ("train.resume", builders.RESUME_MODES),
-        ("pipeline.pixel_norm", transforms.PIXEL_NORMS),
-        ("pipeline.resize_rounding", transforms.RESIZE_ROUNDINGS),
-        ("locations.location_grid", locations_lib.LOCATION_GRIDS),
-        ("model.p6_input", fpn_lib.P6_INPUTS),
-        ("model.head_norm", model_lib.HEAD_NORMS),
-        ("model.centerness_on", head_lib.CENTERNESS_ON),
-        ("model.box_loss", losses.BOX_LOSSES),
-        ("model.score_threshold_on", postprocess.SCORE_THRESHOLD_ON),
     ):
         _check_choice(config, key, choices)
 
-    train, pipeline, model = config.train, config.pipeline, config.model
+    train, model = config.train, config.model
     positive_ints = (
         ("train.batch_size", train.batch_size),
         ("train.reference_batch_size", train.reference_batch_size),
@@ -302,19 +333,20 @@ def validate_config(
         ("train.keep_checkpoints", train.keep_checkpoints),
         ("train.log_every", train.log_every),
         ("eval.batch_size", config.eval.batch_size),
-        ("pipeline.max_size", pipeline.max_size),
-        ("pipeline.max_boxes", pipeline.max_boxes),
-        ("pipeline.size_divisibility", pipeline.size_divisibility),
-        ("model.fpn_channels", model.fpn_channels),
-        ("model.max_detections", model.max_detections),
     )
     for key, value in positive_ints:
         if not isinstance(value, int) or value <= 0:
             _fail(key, f"must be a positive integer, got {value!r}")
     for key in ("intra_op_threads", "inter_op_threads"):
         value = train[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            _fail(f"train.{key}", f"must be an integer >= 0 (0: TensorFlow's), got {value!r}")
+        lowest = -1 if key == "intra_op_threads" else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+            _fail(
+                f"train.{key}",
+                f"must be an integer >= {lowest} (0: TensorFlow's"
+                + ("; -1: the cores shared among the inter-op threads" if lowest else "")
+                + f"), got {value!r}",
+            )
     if train.batch_size % num_replicas:
         _fail(
             "train.batch_size",
@@ -334,35 +366,23 @@ def validate_config(
     steps = tuple(train.lr_steps)
     if list(steps) != sorted(steps) or any(s <= 0 for s in steps):
         _fail("train.lr_steps", f"must be positive and increasing, got {steps!r}")
-    if steps and steps[-1] >= train.total_steps:
-        _fail(
-            "train.lr_steps",
-            f"the last decay step {steps[-1]} is not before train.total_steps={train.total_steps}",
+    late = [s for s in steps if s >= train.total_steps]
+    if late:
+        # A shortened run (e.g. --config.train.total_steps=40 to try a recipe) is allowed.
+        logging.warning(
+            "config.train.lr_steps: the decay step(s) %s come at or after "
+            "train.total_steps=%d and have no effect.",
+            ", ".join(map(str, late)),
+            train.total_steps,
         )
     if train.clip_global_norm < 0:
         _fail("train.clip_global_norm", f"must be >= 0 (0 = off), got {train.clip_global_norm!r}")
-    sizes = tuple(pipeline.train_short_side)
-    if (
-        len(sizes) != 2
-        or any(not isinstance(s, int) or s <= 0 for s in sizes)
-        or sizes[0] > sizes[1]
-    ):
-        _fail(
-            "pipeline.train_short_side",
-            f"must be an inclusive range (low, high) of positive integers, got {sizes!r}",
-        )
-    if not isinstance(pipeline.eval_short_side, int) or pipeline.eval_short_side <= 0:
-        _fail(
-            "pipeline.eval_short_side",
-            f"must be a positive integer, got {pipeline.eval_short_side!r}",
-        )
-    if not 0.0 <= pipeline.hflip_prob <= 1.0:
-        _fail("pipeline.hflip_prob", f"must be a probability, got {pipeline.hflip_prob!r}")
-    _validate_locations(config.locations)
-    if not 0.0 <= model.score_threshold < 1.0:
-        _fail("model.score_threshold", f"must be in [0, 1), got {model.score_threshold!r}")
-    if not 0.0 < model.nms_iou_threshold <= 1.0:
-        _fail("model.nms_iou_threshold", f"must be in (0, 1], got {model.nms_iou_threshold!r}")
+    # The sections that feed one constructor are checked by it (PipelineConfig, FCOS), with
+    # its argument named as the key it comes from.
+    with _keys_of(config, ("pipeline", "locations")):
+        builders.build_pipeline_config(config, train.batch_size)
+    with _keys_of(config, ("model", "locations")):
+        model_lib.check_arguments(**model, **config.locations)
     data = config.data
     if data.dataset == "synthetic":
         size = tuple(data.synthetic.image_size)
@@ -385,16 +405,61 @@ def validate_config(
                     f"{paths[name]} does not exist (set config.data."
                     f"coco.root or config.data.coco.{name} to where COCO 2017 lies)",
                 )
+    if data.dataset in ("voc", "yolo", "tfrecord"):
+        _validate_files_dataset(data, mode, check_paths)
     if check_paths and data.dataset == "tfds" and data.tfds.data_dir:
         if not os.path.isdir(data.tfds.data_dir):
             _fail("data.tfds.data_dir", f"{data.tfds.data_dir} is not a directory")
     _validate_backbone(config)
 
 
+def _validate_files_dataset(data, mode, check_paths):
+    """The keys of config.data.voc, .yolo or .tfrecord (the files of the splits ``mode`` needs)."""
+    name = data.dataset
+    section = data[name]
+    names = tuple(section.class_names)
+    if any(not isinstance(n, str) or not n for n in names) or len(set(names)) != len(names):
+        _fail(f"data.{name}.class_names", f"must be distinct non-empty strings, got {names!r}")
+    splits = [] if mode == "eval" else ["train"]
+    splits += [] if mode == "train" else ["val"]
+    if name == "tfrecord":
+        for split in splits:
+            key = f"{split}_file_pattern"
+            pattern = section[key]
+            if not pattern:
+                _fail(f"data.tfrecord.{key}", "is empty: set the TFRecord files of the split")
+            if check_paths and not tf.io.gfile.glob(pattern):
+                _fail(f"data.tfrecord.{key}", f"no file matches {pattern!r}")
+        label_map_file = section.label_map_file
+        if check_paths and label_map_file and not tf.io.gfile.exists(label_map_file):
+            _fail("data.tfrecord.label_map_file", f"{label_map_file} does not exist")
+        return
+    if not check_paths:
+        return
+    if not tf.io.gfile.isdir(section.root):
+        _fail(f"data.{name}.root", f"{section.root} is not a directory")
+    for split in splits:
+        value = section[f"{split}_split"]
+        if name == "voc":
+            path = os.path.join(section.root, "ImageSets", "Main", f"{value}.txt")
+            exists = tf.io.gfile.exists(path)
+        else:
+            path = os.path.join(section.root, "images", value)
+            exists = tf.io.gfile.isdir(path)
+        if not exists:
+            _fail(f"data.{name}.{split}_split", f"{path} does not exist")
+
+
 def _validate_backbone(config):
     backbone = config.backbone
     mobile = backbone.name in mobile_backbones.MOBILE_BACKBONES
-    if mobile:
+    if mobile and tuple(config.locations.strides)[0] == 4:
+        _fail(
+            "locations.strides",
+            f"a P2 level (stride 4) needs C2, which {backbone.name} does not return; use a "
+            "ResNet or the small backbone",
+        )
+    if mobile or backbone.name == mobilenet_fcos.MOBILENET_V2_FCOS:
         _check_choice(config, "backbone.norm", mobile_backbones.MOBILE_NORMS)
         if not isinstance(backbone.alpha, (int, float)) or not backbone.alpha > 0:
             _fail("backbone.alpha", f"must be a positive number, got {backbone.alpha!r}")
@@ -416,31 +481,3 @@ def _validate_backbone(config):
         return  # downloaded (or found in ~/.keras/models) when the backbone is built
     if backbone.weights and not os.path.exists(backbone.weights):
         _fail("backbone.weights", f"{backbone.weights} does not exist")
-
-
-def _validate_locations(locations):
-    strides = tuple(locations.strides)
-    expected = locations_lib.STRIDES[: len(strides)]
-    if len(strides) < 2 or strides != expected:
-        _fail(
-            "locations.strides",
-            f"must be the first 2 to 5 of {locations_lib.STRIDES} (P3, P4 at least), "
-            f"got {strides!r}",
-        )
-    ranges = tuple(tuple(r) for r in locations.size_ranges)
-    if len(ranges) != len(strides) or any(len(r) != 2 or r[0] >= r[1] for r in ranges):
-        _fail(
-            "locations.size_ranges",
-            f"must be one (low, high) pair per stride "
-            f"({len(strides)}), each low < high, got {ranges!r}",
-        )
-    if locations.center_sampling_radius < 0:
-        _fail(
-            "locations.center_sampling_radius",
-            f"must be >= 0 (0 = off), got {locations.center_sampling_radius!r}",
-        )
-    if not 0.0 <= locations.location_offset < 1.0:
-        _fail(
-            "locations.location_offset",
-            f"must be in [0, 1) (a fraction of the stride), got {locations.location_offset!r}",
-        )

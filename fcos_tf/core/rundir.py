@@ -17,6 +17,7 @@ folder holds numbered versions ``<export_dir>/<version>/`` (TF Serving's layout,
 
 import json
 import os
+from collections.abc import Callable
 
 import keras
 import ml_collections
@@ -25,7 +26,7 @@ import tensorflow as tf
 from fcos_tf.core import builders
 from fcos_tf.data.label_map import LABEL_MAP_FILENAME, LabelMap
 from fcos_tf.serving.detector import Detector, saved_model_version
-from fcos_tf.training.checkpoint import latest_checkpoint
+from fcos_tf.training.checkpoint import CHECKPOINTS_DIR, Checkpointer, latest_checkpoint
 
 CONFIG_FILE = "config.json"
 TENSORBOARD_DIR = "tensorboard"
@@ -149,6 +150,48 @@ def load_trained_model(
             f"{str(error)[:400]}..."
         ) from None
     return model, config, label_map
+
+
+def write_imported_run(
+    workdir: str,
+    config: ml_collections.ConfigDict,
+    label_map: LabelMap,
+    set_weights: Callable[[keras.Model], None],
+) -> keras.Model:
+    """Writes a run directory holding imported weights, as ``fcos-train`` would at step 0.
+
+    The model and optimizer are the objects a training run builds from ``config`` (so that
+    its checkpointer restores them), ``set_weights`` fills the model, and the workdir gets
+    ``checkpoints/ckpt-0``, ``config.json`` and ``label_map.json``: evaluation, export,
+    ``predict`` and fine-tuning then read it as any run.
+
+    Args:
+        workdir: directory to create; must not hold checkpoints already.
+        config: the recipe of the imported model.
+        label_map: its classes.
+        set_weights: sets every weight of the built model (raises on a mismatch).
+
+    Returns:
+        The built model, with the imported weights.
+
+    Raises:
+        ValueError: ``workdir`` holds checkpoints already, or from ``set_weights``.
+    """
+    if tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINTS_DIR)) is not None:
+        raise ValueError(f"`workdir`={workdir!r} already holds checkpoints; use a new directory.")
+    model = builders.build_model(config, label_map.num_classes, load_backbone_weights=False)
+    optimizer = builders.build_optimizer(config)
+    model.compile(optimizer=optimizer, jit_compile=bool(config.train.jit_compile))
+    optimizer.build(model.trainable_variables)
+    set_weights(model)
+    tf.io.gfile.makedirs(workdir)
+    checkpointer = Checkpointer(
+        workdir, model, optimizer, tf.distribute.get_strategy(), config.train.keep_checkpoints
+    )
+    checkpointer.save()
+    write_config(config, workdir)
+    write_label_map(label_map, workdir)
+    return model
 
 
 def load_detector(path: str, checkpoint: str | None = None) -> Detector:

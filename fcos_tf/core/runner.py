@@ -54,7 +54,7 @@ def evaluate_and_report(
     from fcos_tf.training import evaluation
 
     ground_truth = None
-    if getattr(val_examples, "ground_truth_file", None):
+    if val_examples.ground_truth_file:
         from pycocotools.coco import COCO
 
         with contextlib.redirect_stdout(io.StringIO()):

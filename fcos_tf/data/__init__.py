@@ -1,4 +1,5 @@
-"""Input pipeline: readers (COCO JSON, TFDS, synthetic), transforms, batching with targets.
+"""Input pipeline: readers (COCO JSON, VOC, YOLO, TFRecord, TFDS, synthetic), transforms, batching
+with targets.
 
 Typical use::
 

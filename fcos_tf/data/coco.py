@@ -18,6 +18,7 @@ the default cheap check a rare undecodable file left in the dataset is skipped b
 pipeline each epoch (see :func:`~fcos_tf.data.pipeline.make_pipeline`).
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -281,29 +282,113 @@ def read_coco(
     for annotation in dataset.get("annotations", []):
         annotations_of.setdefault(annotation["image_id"], []).append(annotation)
 
-    candidates, skipped = [], []
+    records = []
     for image_id in sorted(images):
-        path = os.path.join(image_dir, images[image_id]["file_name"])
         annotations = annotations_of.get(image_id, [])
         if skip_empty and not annotations:
             continue
-        reason = check_image_file(path) if check_images else None
+        boxes = []
+        for annotation in annotations:
+            x, y, w, h = (float(v) for v in annotation["bbox"])
+            boxes.append((x, y, x + w, y + h))
+        records.append(
+            ImageRecord(
+                image_id=int(image_id),
+                path=os.path.join(image_dir, images[image_id]["file_name"]),
+                boxes=boxes,
+                classes=[label_map.index_of(a["category_id"]) for a in annotations],
+                is_crowd=[bool(a.get("iscrowd", 0)) for a in annotations],
+            )
+        )
+    what = "images with annotations" if skip_empty else "images"
+    result = examples_from_records(
+        records,
+        label_map,
+        source=annotation_file,
+        where=f"`image_dir`={image_dir!r} for `annotation_file`={annotation_file!r}",
+        what=what,
+        decode=decode,
+        check_images=check_images,
+    )
+    # Evaluation reads the official areas and crowd flags from the file itself.
+    return dataclasses.replace(result, ground_truth_file=annotation_file)
+
+
+@dataclasses.dataclass
+class ImageRecord:
+    """One image file and its boxes, as the file-based readers (COCO, VOC, YOLO) collect them.
+
+    Attributes:
+        image_id: int, unique in the split.
+        path: image file path (any ``tf.io.gfile`` path).
+        boxes: ``N`` xyxy boxes in original pixels (floats).
+        classes: ``N`` contiguous classes 0..K-1.
+        is_crowd: ``N`` bools: boxes kept for evaluation only (COCO ``iscrowd``, VOC
+            ``difficult``).
+    """
+
+    image_id: int
+    path: str
+    boxes: list
+    classes: list
+    is_crowd: list
+
+
+def examples_from_records(
+    records,
+    label_map,
+    *,
+    source,
+    where,
+    what="images",
+    decode=True,
+    check_images=True,
+    skipped=(),
+    headers_checked=False,
+):
+    """Checks the image files of ``records`` and builds the reader's ``ReadResult``.
+
+    The bad-data rules of :func:`read_coco` (see the module docstring) for every reader of
+    image files: files that fail the checks are skipped, counted and logged; a split with no
+    usable image is a :class:`DatasetError`.
+
+    Args:
+        records: list of :class:`ImageRecord` in reading order.
+        label_map: the :class:`LabelMap` of the classes.
+        source: the annotation file or folder named in the log line.
+        where: the phrase naming the data in the error (``"`image_dir`='...' for ..."``).
+        what: what ``records`` are, for the error (``"images"``).
+        decode: decode images in the reader (``"image"``) or leave ``"image_bytes"``.
+        check_images: True, ``"decode"`` or False, as in :func:`read_coco`.
+        skipped: ``(path, reason)`` of the images the caller has already skipped.
+        headers_checked: the caller has run :func:`check_image_file` on every record (the
+            decoding checks of ``check_images`` still run here).
+
+    Returns:
+        :class:`ReadResult`.
+    """
+    if check_images not in (True, False, "decode"):
+        raise ValueError(f"`check_images` must be True, False or 'decode', got {check_images!r}.")
+    candidates, skipped = [], list(skipped)
+    for record in records:
+        reason = check_image_file(record.path) if check_images and not headers_checked else None
         if reason is None:
-            candidates.append((image_id, path, annotations))
+            candidates.append(record)
         else:
-            skipped.append((path, reason))
+            skipped.append((record.path, reason))
     if check_images == "decode":
-        bad = set(_undecodable([path for _, path, _ in candidates]))
+        bad = set(_undecodable([record.path for record in candidates]))
     elif check_images:
         # Files with a sound header rarely fail to decode; decoding up to the first one that
         # does guarantees that the pipeline has something to decode.
         first = next(
-            (i for i, (_, path, _) in enumerate(candidates) if _tf_decodes(path)), len(candidates)
+            (i for i, record in enumerate(candidates) if _tf_decodes(record.path)),
+            len(candidates),
         )
         bad = set(range(first))
     else:
         bad = set()
-    skipped += [(candidates[i][1], "undecodable") for i in sorted(bad)]
+    skipped += [(candidates[i].path, "undecodable") for i in sorted(bad)]
     candidates = [c for i, c in enumerate(candidates) if i not in bad]
 
     reasons = {}
@@ -311,40 +396,33 @@ def read_coco(
         reasons[reason] = reasons.get(reason, 0) + 1
     reasons = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
     if not candidates:
-        what = "images with annotations" if skip_empty else "images"
         found = len(skipped)
         detail = f": all {found} skipped ({reasons}); first: {skipped[0][0]}" if found else ""
-        raise DatasetError(
-            f"No usable image in `image_dir`={image_dir!r} for "
-            f"`annotation_file`={annotation_file!r}: it lists {found} {what}"
-            f"{detail}."
-        )
+        raise DatasetError(f"No usable image in {where}: it lists {found} {what}{detail}.")
     if skipped:
         logger.warning(
             "Skipped %d of %d images of %s (%s); first: %s",
             len(skipped),
             len(skipped) + len(candidates),
-            annotation_file,
+            source,
             reasons,
             skipped[0][0],
         )
 
     paths, image_ids, counts, all_boxes, all_classes, all_crowd = [], [], [], [], [], []
-    for image_id, path, annotations in candidates:
-        for annotation in annotations:
-            x, y, w, h = (float(v) for v in annotation["bbox"])
-            all_boxes.append((x, y, x + w, y + h))
-            all_classes.append(label_map.index_of(annotation["category_id"]))
-            all_crowd.append(bool(annotation.get("iscrowd", 0)))
-        paths.append(path)
-        image_ids.append(int(image_id))
-        counts.append(len(annotations))
+    for record in candidates:
+        all_boxes.extend(record.boxes)
+        all_classes.extend(record.classes)
+        all_crowd.extend(record.is_crowd)
+        paths.append(record.path)
+        image_ids.append(int(record.image_id))
+        counts.append(len(record.boxes))
     logger.info(
         "Read %d images, %d boxes, %d classes from %s",
         len(paths),
         len(all_boxes),
         label_map.num_classes,
-        annotation_file,
+        source,
     )
 
     row_lengths = np.asarray(counts, np.int64)

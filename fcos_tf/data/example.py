@@ -19,9 +19,12 @@ class ReadResult:
         label_map: contiguous class <-> dataset category.
         num_examples: number of examples (None when unknown).
         skipped: ``(path, reason)`` of every image skipped at load time.
+        ground_truth_file: the COCO JSON the examples come from, when there is one:
+            evaluation then uses its official areas and crowd flags.
     """
 
     dataset: tf.data.Dataset
     label_map: LabelMap
     num_examples: int | None = None
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    ground_truth_file: str | None = None

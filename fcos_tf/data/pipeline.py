@@ -6,7 +6,7 @@ otherwise) under a long-side cap, box clipping and filtering, pixel normalisatio
 padding to a multiple of 32 (or to a fixed ``pad_to``) and padding of the boxes to M rows.
 Per batch: images are padded to the largest in the batch, then the FCOS targets are computed
 for every image on the locations of the batch's padded size with
-:func:`fcos_tf.ops.targets.compute_targets` (no assignment logic in the model, DESIGN.md Sec. 3).
+:func:`fcos_tf.ops.targets.compute_targets` (no assignment logic in the model, docs/design.md §3).
 
 Output structure (contract of ``fcos_tf.data``)::
 
@@ -31,6 +31,7 @@ produce targets.
 """
 
 import dataclasses
+import warnings
 
 import tensorflow as tf
 
@@ -43,7 +44,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
-    """Options of :func:`make_pipeline`; the defaults are the paper's (DESIGN.md Sec. 3).
+    """Options of :func:`make_pipeline`; the defaults are the paper's (docs/design.md §3).
 
     The field names are the keys of ``config.pipeline`` (the sizes, augmentation and
     reading options) and ``config.locations`` (target assignment), so that
@@ -56,7 +57,7 @@ class PipelineConfig:
         eval_short_side: short side at evaluation.
         max_size: cap on the long side after resizing (None: no cap).
         hflip_prob: probability of a horizontal flip when training.
-        pixel_norm: ``"caffe"`` or ``"torchvision"`` (see ``transforms.normalize_image``).
+        pixel_norm: one of ``transforms.PIXEL_NORMS`` (see ``transforms.normalize_image``).
         resize_rounding: ``"round"`` or ``"floor"`` (torchvision's), see
             ``transforms.resize_size``.
         size_divisibility: padded sides are multiples of it.
@@ -101,37 +102,52 @@ class PipelineConfig:
     num_parallel_calls: int | None = None
     prefetch: int | None = None
 
+    def __post_init__(self):
+        def positive_int(value):
+            return not isinstance(value, bool) and isinstance(value, int) and value > 0
 
-def _check_config(config):
-    if config.batch_size < 1:
-        raise ValueError(f"`batch_size` must be >= 1, got {config.batch_size}.")
-    if len(config.train_short_side) != 2 or not (
-        1 <= config.train_short_side[0] <= config.train_short_side[1]
-    ):
-        raise ValueError(
-            f"`train_short_side` must be a range (low, high) with 1 <= low <= high, "
-            f"got {config.train_short_side}."
+        if not positive_int(self.batch_size):
+            raise ValueError(f"`batch_size` must be a positive integer, got {self.batch_size!r}")
+        sizes = tuple(self.train_short_side)
+        if len(sizes) != 2 or not all(map(positive_int, sizes)) or sizes[0] > sizes[1]:
+            raise ValueError(
+                f"`train_short_side` must be an inclusive range (low, high) of positive "
+                f"integers, got {sizes!r}"
+            )
+        transforms.check_preprocessing(
+            eval_short_side=self.eval_short_side,
+            max_size=self.max_size,
+            size_divisibility=self.size_divisibility,
+            pixel_norm=self.pixel_norm,
+            resize_rounding=self.resize_rounding,
         )
-    if config.eval_short_side < 1:
-        raise ValueError(f"`eval_short_side` must be >= 1, got {config.eval_short_side}.")
-    if config.pixel_norm not in transforms.PIXEL_NORMS:
-        raise ValueError(
-            f"`pixel_norm` must be one of {transforms.PIXEL_NORMS}, got {config.pixel_norm!r}."
+        if not 0.0 <= self.hflip_prob <= 1.0:
+            raise ValueError(f"`hflip_prob` must be a probability, got {self.hflip_prob!r}")
+        if self.pad_to is not None and (
+            len(self.pad_to) != 2 or not all(map(positive_int, self.pad_to))
+        ):
+            raise ValueError(f"`pad_to` must be a pair (H, W) of positive ints, got {self.pad_to}")
+        if not positive_int(self.max_boxes):
+            raise ValueError(f"`max_boxes` must be a positive integer, got {self.max_boxes!r}")
+        loc.check_location_settings(
+            strides=self.strides,
+            size_ranges=self.size_ranges,
+            center_sampling_radius=self.center_sampling_radius,
+            location_offset=self.location_offset,
+            location_grid=self.location_grid,
         )
-    if config.resize_rounding not in transforms.RESIZE_ROUNDINGS:
-        raise ValueError(
-            f"`resize_rounding` must be one of {transforms.RESIZE_ROUNDINGS}, got "
-            f"{config.resize_rounding!r}."
-        )
-    loc.check_location_grid(config.location_grid)
-    if config.size_divisibility < 1:
-        raise ValueError(f"`size_divisibility` must be >= 1, got {config.size_divisibility}.")
-    if config.pad_to is not None and (len(config.pad_to) != 2 or min(config.pad_to) < 1):
-        raise ValueError(f"`pad_to` must be a pair (H, W) of positive ints, got {config.pad_to}.")
-    if config.max_boxes < 1:
-        raise ValueError(f"`max_boxes` must be >= 1, got {config.max_boxes}.")
-    if not 0.0 <= config.hflip_prob <= 1.0:
-        raise ValueError(f"`hflip_prob` must be in [0, 1], got {config.hflip_prob}.")
+
+
+def _shard_policy(dataset: tf.data.Dataset):
+    """The auto-shard policy a reader set on ``dataset``.
+
+    Inside a traced function (the training input is built in one, per resume step)
+    TensorFlow warns that options are read at graph construction: that is when they are
+    set here, by the reader, so the value read is the reader's and the warning is dropped.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data")
+        return dataset.options().experimental_distribute.auto_shard_policy
 
 
 def preprocess_example(example, seed, *, training, config):
@@ -288,6 +304,10 @@ def _to_model_inputs(batch, config):
     return images, labels
 
 
+_FILE_SHARDING = tf.data.experimental.AutoShardPolicy.FILE
+_DATA_SHARDING = tf.data.experimental.AutoShardPolicy.DATA
+
+
 def make_pipeline(
     examples: tf.data.Dataset, *, training: bool, config: PipelineConfig | None = None, **overrides
 ) -> tf.data.Dataset:
@@ -306,7 +326,6 @@ def make_pipeline(
         no example, rather than skipping forever.
     """
     config = dataclasses.replace(config or PipelineConfig(), **overrides)
-    _check_config(config)
     parallel = config.num_parallel_calls or AUTOTUNE
     options = tf.data.Options()
     options.deterministic = config.deterministic
@@ -353,4 +372,13 @@ def make_pipeline(
         num_parallel_calls=parallel,
         deterministic=config.deterministic,
     )
-    return dataset.prefetch(config.prefetch or AUTOTUNE)
+    dataset = dataset.prefetch(config.prefetch or AUTOTUNE)
+    if _shard_policy(examples) == _FILE_SHARDING:
+        # A reader that shards by file (fcos_tf.data.tfrecord) asks for FILE, but tf.data
+        # cannot find the files through the skipping of undecodable images and the zip with
+        # the seeds, and distributing the batches would fail; shard them by element instead,
+        # as AUTO does for the other readers.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = _DATA_SHARDING
+        dataset = dataset.with_options(options)
+    return dataset

@@ -10,11 +10,22 @@ import tensorflow as tf
 
 from fcos_tf.ops import boxes as box_ops
 
-PIXEL_NORMS = ("caffe", "torchvision", "inception")
+PIXEL_NORMS = ("caffe", "torchvision", "inception", "detectron2", "maskrcnn_benchmark")
 # How resize_size rounds the resized sides: Detectron's round-half-up or torchvision's floor.
 RESIZE_ROUNDINGS = ("round", "floor")
-# DESIGN.md Sec. 3 item 20. caffe/MSRA weights: BGR, mean subtracted, 0..255 range.
+# docs/design.md §3 item 20. caffe/MSRA weights: BGR, mean subtracted, 0..255 range.
 CAFFE_BGR_MEAN = (102.98, 115.95, 122.77)
+# The same BGR, 0..255, mean-only normalisation with the exact means of the FCOS authors'
+# released checkpoints: detectron2's PIXEL_MEAN (AdelaiDet models) and maskrcnn-benchmark's
+# (tianzhi0549/FCOS models, whose fcos_core keeps maskrcnn-benchmark's defaults).
+DETECTRON2_BGR_MEAN = (103.530, 116.280, 123.675)
+MASKRCNN_BENCHMARK_BGR_MEAN = (102.9801, 115.9465, 122.7717)
+# pixel_norm -> BGR mean of the norms that are "BGR minus a mean, std 1".
+BGR_MEANS = {
+    "caffe": CAFFE_BGR_MEAN,
+    "detectron2": DETECTRON2_BGR_MEAN,
+    "maskrcnn_benchmark": MASKRCNN_BENCHMARK_BGR_MEAN,
+}
 # torchvision weights: RGB in [0, 1], ImageNet mean and std.
 TORCHVISION_RGB_MEAN = (0.485, 0.456, 0.406)
 TORCHVISION_RGB_STD = (0.229, 0.224, 0.225)
@@ -37,6 +48,34 @@ def decode_image(image_bytes):
     image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
     image = tf.ensure_shape(image, [None, None, 3])
     return image
+
+
+def check_preprocessing(
+    *, eval_short_side, max_size, size_divisibility, pixel_norm, resize_rounding
+) -> None:
+    """Checks the resize, padding and normalisation settings that the input pipeline and
+    the serving graph share (:class:`fcos_tf.data.pipeline.PipelineConfig`,
+    :class:`fcos_tf.serving.graph.ServingConfig`).
+
+    Raises:
+        ValueError: naming the argument: ```pixel_norm` must be ...``.
+    """
+    for name, value in (
+        ("eval_short_side", eval_short_side),
+        ("size_divisibility", size_divisibility),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+    if max_size is not None and (
+        isinstance(max_size, bool) or not isinstance(max_size, int) or max_size <= 0
+    ):
+        raise ValueError(f"`max_size` must be a positive integer or None, got {max_size!r}")
+    if pixel_norm not in PIXEL_NORMS:
+        raise ValueError(f"`pixel_norm` must be one of {PIXEL_NORMS}, got {pixel_norm!r}")
+    if resize_rounding not in RESIZE_ROUNDINGS:
+        raise ValueError(
+            f"`resize_rounding` must be one of {RESIZE_ROUNDINGS}, got {resize_rounding!r}"
+        )
 
 
 def resize_size(original_size, short_side, max_size, rounding="round"):
@@ -204,14 +243,16 @@ def clip_and_filter_boxes(boxes, classes, is_crowd, image_size, drop_crowd):
 
 
 def normalize_image(image, pixel_norm="caffe"):
-    """Pixel normalisation matching the backbone weights (DESIGN.md Sec. 3 item 20).
+    """Pixel normalisation matching the backbone weights (docs/design.md §3 item 20).
 
     Args:
         image: uint8 or float ``[..., 3]`` RGB in 0..255.
         pixel_norm: ``"caffe"`` (BGR order, minus ``CAFFE_BGR_MEAN``, 0..255 range, MSRA/Detectron
-            weights) or ``"torchvision"`` (RGB / 255, minus ``TORCHVISION_RGB_MEAN``, divided by
-            ``TORCHVISION_RGB_STD``) or ``"inception"`` (RGB / 127.5 - 1, i.e. [-1, 1]:
-            ``keras.applications`` MobileNetV2/V3 weights).
+            weights), ``"detectron2"`` / ``"maskrcnn_benchmark"`` (the same with
+            ``DETECTRON2_BGR_MEAN`` / ``MASKRCNN_BENCHMARK_BGR_MEAN``: the FCOS authors' AdelaiDet
+            and tianzhi0549/FCOS checkpoints), ``"torchvision"`` (RGB / 255, minus
+            ``TORCHVISION_RGB_MEAN``, divided by ``TORCHVISION_RGB_STD``) or ``"inception"``
+            (RGB / 127.5 - 1, i.e. [-1, 1]: ``keras.applications`` MobileNetV2/V3 weights).
 
     Returns:
         float32 ``[..., 3]``.
@@ -230,9 +271,9 @@ def normalize_image(image, pixel_norm="caffe"):
 
 def _normalization_affine(pixel_norm):
     """``(kernel [3, 3], bias [3])`` with ``normalize_image(x) = x @ kernel + bias``."""
-    if pixel_norm == "caffe":
+    if pixel_norm in BGR_MEANS:
         reverse = [[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]  # RGB -> BGR
-        return tf.constant(reverse), -tf.constant(CAFFE_BGR_MEAN, tf.float32)
+        return tf.constant(reverse), -tf.constant(BGR_MEANS[pixel_norm], tf.float32)
     if pixel_norm == "torchvision":
         std = tf.constant(TORCHVISION_RGB_STD, tf.float32)
         mean = tf.constant(TORCHVISION_RGB_MEAN, tf.float32)
@@ -247,8 +288,8 @@ def _normalization_affine(pixel_norm):
 def denormalize_image(image, pixel_norm="caffe"):
     """Inverse of :func:`normalize_image`: float32 ``[..., 3]`` -> uint8 RGB (for pictures)."""
     image = tf.convert_to_tensor(image, tf.float32)
-    if pixel_norm == "caffe":
-        image = tf.reverse(image + tf.constant(CAFFE_BGR_MEAN, tf.float32), axis=[-1])
+    if pixel_norm in BGR_MEANS:
+        image = tf.reverse(image + tf.constant(BGR_MEANS[pixel_norm], tf.float32), axis=[-1])
     elif pixel_norm == "torchvision":
         std = tf.constant(TORCHVISION_RGB_STD, tf.float32)
         mean = tf.constant(TORCHVISION_RGB_MEAN, tf.float32)

@@ -57,6 +57,46 @@ def _as_uint8_rgb(image):
     return image
 
 
+# Two detections whose boxes overlap this much are taken for one object in a picture.
+SAME_OBJECT_IOU = 0.5
+
+
+def best_class_per_box(
+    boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = SAME_OBJECT_IOU
+) -> np.ndarray:
+    """Indices of the detections to draw: of those that box one object, the best scoring.
+
+    Class-aware NMS keeps one box per class, so an object the model is unsure about comes
+    out as several nearly identical boxes of different classes. A picture shows it once,
+    with its best class; the detections themselves (JSON, metrics) keep every one.
+
+    Args:
+        boxes: float ``[D, 4]`` xyxy pixels.
+        scores: float ``[D]``.
+        iou_threshold: IoU above which two boxes are the same object.
+
+    Returns:
+        int ``[N]`` indices into ``boxes``, best score first.
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    order = np.argsort(-np.asarray(scores, np.float64).reshape(-1), kind="stable")
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(
+        boxes[:, 3] - boxes[:, 1], 0, None
+    )
+    kept: list[int] = []
+    for i in order:
+        if kept:
+            other = boxes[kept]
+            width = np.minimum(other[:, 2], boxes[i, 2]) - np.maximum(other[:, 0], boxes[i, 0])
+            height = np.minimum(other[:, 3], boxes[i, 3]) - np.maximum(other[:, 1], boxes[i, 1])
+            inter = np.clip(width, 0, None) * np.clip(height, 0, None)
+            iou = inter / np.maximum(areas[kept] + areas[i] - inter, 1e-9)
+            if np.any(iou > iou_threshold):
+                continue
+        kept.append(int(i))
+    return np.asarray(kept, np.int64)
+
+
 def draw_detections(
     image: np.ndarray,
     boxes: np.ndarray,
@@ -68,6 +108,9 @@ def draw_detections(
     width: int = 2,
 ) -> np.ndarray:
     """Draws boxes with ``name score`` captions.
+
+    With ``scores``, each object is drawn once: of detections whose boxes overlap by more
+    than :data:`SAME_OBJECT_IOU`, the best scoring (:func:`best_class_per_box`).
 
     Args:
         image: uint8 ``[H, W, 3]`` RGB (NumPy array or tensor).
@@ -88,9 +131,12 @@ def draw_detections(
     if len(classes) != len(boxes):
         raise ValueError(f"`boxes` ({len(boxes)}) and `classes` ({len(classes)}) differ in length.")
     scores = None if scores is None else np.asarray(scores, np.float32).reshape(-1)
-    for i, (box, cls) in enumerate(zip(boxes, classes)):
-        if cls < 0 or (scores is not None and scores[i] < score_threshold):
-            continue
+    drawn = np.flatnonzero(classes >= 0)
+    if scores is not None:
+        drawn = drawn[scores[drawn] >= score_threshold]
+        drawn = drawn[best_class_per_box(boxes[drawn], scores[drawn])]
+    for i in drawn:
+        box, cls = boxes[i], classes[i]
         colour = _class_colour(cls)
         x1, y1, x2, y2 = (float(v) for v in box)
         draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=colour, width=width)
@@ -160,7 +206,8 @@ def render_targets(
         colour = LEVEL_COLOURS[level % len(LEVEL_COLOURS)]
         count = int(np.sum(positive & (point_strides == stride)))
         draw.rectangle([2, 2 + 11 * level, 70, 12 + 11 * level], fill=(0, 0, 0))
-        draw.text((4, 1 + 11 * level), f"P{level + 3}: {count}", fill=colour)
+        name = f"P{int(stride).bit_length() - 1}"  # stride 2^l -> P_l
+        draw.text((4, 1 + 11 * level), f"{name}: {count}", fill=colour)
     return np.asarray(canvas)
 
 

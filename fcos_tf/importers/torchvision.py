@@ -3,8 +3,8 @@ r"""torchvision's ``fcos_resnet50_fpn`` COCO weights mapped onto this package's 
 ``fcos-convert-torchvision`` (:mod:`fcos_tf.convert_torchvision`) writes them into a run
 directory with the recipe ``fcos_torchvision_r50``.
 
-The model is this package's FCOS with torchvision's settings (DESIGN §3, "Known
-differences"): ResNet-50 with the stride on the 3x3 conv and frozen BN eps 1e-5, P6 from P5,
+The model is this package's FCOS with torchvision's settings (docs/design.md §3, after
+item 20): ResNet-50 with the stride on the 3x3 conv and frozen BN eps 1e-5, P6 from P5,
 GroupNorm heads with centerness on the regression tower, box output ``relu(x) * stride``
 with no per-level scale (the scales are set to 1.0), locations at ``(j * s, i * s)``
 (``location_offset=0``), candidates by final score ``sqrt(cls * ctr) > 0.2``, RGB ImageNet

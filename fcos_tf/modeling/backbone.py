@@ -1,6 +1,6 @@
 """Backbones that turn an image into the feature maps C3, C4, C5 (strides 8, 16, 32).
 
-* :class:`ResNet`: ResNet-50/101 with frozen BatchNorm (DESIGN §3 item 1). Two layouts:
+* :class:`ResNet`: ResNet-50/101 with frozen BatchNorm (docs/design.md §3 item 1). Two layouts:
   ``"pytorch"`` puts the stride of a downsampling block on its 3x3 conv (torchvision),
   ``"caffe"`` on its first 1x1 conv (MSRA/Detectron ``stride_in_1x1``, and
   ``keras.applications``). Layer names follow torchvision's parameter names with dots
@@ -11,9 +11,11 @@
   minutes on a CPU, for tests and smoke runs.
 * MobileNetV2 and MobileNetV3-Large from ``keras.applications``
   (:class:`fcos_tf.modeling.mobilenet.MobileNetBackbone`), for the edge profile.
+* The FCOS authors' MobileNetV2 (``"mobilenet_v2_fcos"``,
+  :class:`fcos_tf.modeling.mobilenet_fcos.FCOSMobileNetV2`), for their released MNV2 models.
 
 Every strided convolution pads explicitly and symmetrically (``ZeroPadding2D`` + ``valid``)
-like PyTorch; TF's ``same`` pads more on the bottom/right for stride 2 (DESIGN §2). The size
+like PyTorch; TF's ``same`` pads more on the bottom/right for stride 2 (docs/design.md §2). The size
 of ``C_l`` for an input ``H x W`` is therefore ``ceil(H / s) x ceil(W / s)``.
 """
 
@@ -22,6 +24,7 @@ from keras import ops
 
 from fcos_tf.modeling.group_norm import GroupNorm
 from fcos_tf.modeling.mobilenet import MOBILE_BACKBONES, MobileNetBackbone
+from fcos_tf.modeling.mobilenet_fcos import MOBILENET_V2_FCOS, FCOSMobileNetV2
 
 # torchvision initialises ResNet convolutions with kaiming_normal_(mode="fan_out") (ReLU gain).
 _RESNET_KERNEL_INIT = {
@@ -31,7 +34,7 @@ _RESNET_KERNEL_INIT = {
 _BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 _LAYOUTS = ("pytorch", "caffe")
 # Names build_backbone accepts.
-BACKBONES = ("small", "resnet50", "resnet101") + MOBILE_BACKBONES
+BACKBONES = ("small", "resnet50", "resnet101") + MOBILE_BACKBONES + (MOBILENET_V2_FCOS,)
 _RESNET_NORMS = ("frozen_bn", "bn")
 _SMALL_NORMS = ("group", "bn", "none")
 
@@ -43,7 +46,7 @@ class FrozenBatchNorm(keras.layers.Layer):
     ``scale = gamma / sqrt(moving_variance + epsilon)``, ``offset = beta - moving_mean * scale``.
     All four weights are non-trainable and the layer computes the same thing whatever the
     ``training`` flag, so ImageNet statistics survive fine-tuning with small per-device
-    batches (DESIGN §3 item 1). The weight names and order (gamma, beta, moving_mean,
+    batches (docs/design.md §3 item 1). The weight names and order (gamma, beta, moving_mean,
     moving_variance) are those of ``keras.layers.BatchNormalization``, so ``set_weights``
     takes a Keras BN layer's ``get_weights()`` unchanged.
 
@@ -178,7 +181,10 @@ class ResNet(keras.Model):
             overrides it.
         norm: ``"frozen_bn"`` (:class:`FrozenBatchNorm`, default) or ``"bn"`` (trainable
             ``keras.layers.BatchNormalization``; batch statistics are per replica).
-        bn_epsilon: epsilon of every norm layer (1e-5 as PyTorch).
+        bn_epsilon: epsilon of every norm layer (1e-5 as PyTorch; 0, allowed with
+            ``norm="frozen_bn"`` only, as maskrcnn-benchmark's ``FrozenBatchNorm2d``).
+        min_level: 3 (default): ``[C3, C4, C5]``; 2: ``[C2, C3, C4, C5]`` with ``C2`` the
+            output of ``layer1``, ``[B, ceil(H/4), ceil(W/4), 256]`` (for a P2 pyramid level).
         name: model name.
         **kwargs: passed to ``keras.Model``.
     """
@@ -190,6 +196,7 @@ class ResNet(keras.Model):
         freeze_at=2,
         norm="frozen_bn",
         bn_epsilon=1e-5,
+        min_level=3,
         name=None,
         **kwargs,
     ):
@@ -201,8 +208,13 @@ class ResNet(keras.Model):
             raise ValueError(f"`freeze_at` must be an int in [0, 5], got {freeze_at!r}.")
         if norm not in _RESNET_NORMS:
             raise ValueError(f"`norm` must be one of {_RESNET_NORMS}, got {norm!r}.")
-        if not bn_epsilon > 0:
-            raise ValueError(f"`bn_epsilon` must be > 0, got {bn_epsilon!r}.")
+        # maskrcnn-benchmark's FrozenBatchNorm2d (the tianzhi0549/FCOS ResNets) has no
+        # epsilon at all: 0 is allowed for frozen statistics, whose variances are stored.
+        if not (bn_epsilon > 0 or (bn_epsilon == 0 and norm == "frozen_bn")):
+            raise ValueError(
+                f"`bn_epsilon` must be > 0 (or 0 with norm='frozen_bn'), got {bn_epsilon!r}."
+            )
+        _check_min_level(min_level)
         name = name or f"resnet{depth}"
 
         images = keras.Input(shape=(None, None, 3), name="images")
@@ -231,7 +243,7 @@ class ResNet(keras.Model):
                     name=f"layer{stage}_{block}",
                     trainable=freeze_at <= stage,
                 )
-            if stage >= 2:
+            if stage + 1 >= min_level:
                 features.append(x)
 
         super().__init__(inputs=images, outputs=features, name=name, **kwargs)
@@ -240,8 +252,9 @@ class ResNet(keras.Model):
         self.freeze_at = freeze_at
         self.norm = norm
         self.bn_epsilon = float(bn_epsilon)
-        self.output_channels = (512, 1024, 2048)
-        self.strides = (8, 16, 32)
+        self.min_level = int(min_level)
+        self.output_channels = (256, 512, 1024, 2048)[min_level - 2 :]
+        self.strides = (4, 8, 16, 32)[min_level - 2 :]
 
     def get_config(self):
         return {
@@ -251,6 +264,7 @@ class ResNet(keras.Model):
             "freeze_at": self.freeze_at,
             "norm": self.norm,
             "bn_epsilon": self.bn_epsilon,
+            "min_level": self.min_level,
         }
 
     @classmethod
@@ -273,6 +287,8 @@ class SmallBackbone(keras.Model):
         norm: ``"group"`` (default: per-example, so one device and several replicas compute
             the same thing), ``"bn"`` or ``"none"``.
         num_groups: groups of the GroupNorm; must divide every channel count.
+        min_level: 3 (default): ``[C3, C4, C5]``; 2: ``[C2, C3, C4, C5]`` with ``C2`` the
+            stem's output (stride 4, ``stem_channels``).
         name: model name.
         **kwargs: passed to ``keras.Model``.
     """
@@ -283,9 +299,11 @@ class SmallBackbone(keras.Model):
         stem_channels=16,
         norm="group",
         num_groups=8,
+        min_level=3,
         name="small_backbone",
         **kwargs,
     ):
+        _check_min_level(min_level)
         channels = tuple(int(c) for c in channels)
         if len(channels) != 3 or min(channels) < 1:
             raise ValueError(f"`channels` must be 3 positive ints, got {channels!r}.")
@@ -318,7 +336,7 @@ class SmallBackbone(keras.Model):
         images = keras.Input(shape=(None, None, 3), name="images")
         x = conv_norm_relu(images, stem_channels, 2, "stem1")
         x = conv_norm_relu(x, stem_channels, 2, "stem2")
-        features = []
+        features = [x] if min_level == 2 else []
         for level, filters in zip((3, 4, 5), channels):
             x = conv_norm_relu(x, filters, 2, f"c{level}_down")
             x = conv_norm_relu(x, filters, 1, f"c{level}_conv")
@@ -329,8 +347,9 @@ class SmallBackbone(keras.Model):
         self.stem_channels = int(stem_channels)
         self.norm = norm
         self.num_groups = int(num_groups)
-        self.output_channels = channels
-        self.strides = (8, 16, 32)
+        self.min_level = int(min_level)
+        self.output_channels = ((int(stem_channels),) if min_level == 2 else ()) + channels
+        self.strides = (4, 8, 16, 32)[min_level - 2 :]
 
     def get_config(self):
         return {
@@ -339,6 +358,7 @@ class SmallBackbone(keras.Model):
             "stem_channels": self.stem_channels,
             "norm": self.norm,
             "num_groups": self.num_groups,
+            "min_level": self.min_level,
         }
 
     @classmethod
@@ -346,19 +366,30 @@ class SmallBackbone(keras.Model):
         return cls(**config)
 
 
+# Lowest backbone level a backbone family can return (C2 needs min_level=2).
+MIN_LEVELS = (2, 3)
+
+
+def _check_min_level(min_level):
+    if min_level not in MIN_LEVELS:
+        raise ValueError(f"`min_level` must be one of {MIN_LEVELS}, got {min_level!r}.")
+
+
 def build_backbone(name: str, **kwargs) -> keras.Model:
     """Builds a backbone by name.
 
     Args:
-        name: ``"resnet50"``, ``"resnet101"``, ``"small"``, ``"mobilenet_v2"`` or
-            ``"mobilenet_v3_large"``.
+        name: ``"resnet50"``, ``"resnet101"``, ``"small"``, ``"mobilenet_v2"``,
+            ``"mobilenet_v3_large"`` or ``"mobilenet_v2_fcos"``.
         **kwargs: passed to :class:`ResNet` (``layout``, ``freeze_at``, ``norm``,
-            ``bn_epsilon``), :class:`SmallBackbone` or
-            :class:`fcos_tf.modeling.mobilenet.MobileNetBackbone` (``alpha``, ``norm``,
+            ``bn_epsilon``, ``min_level``), :class:`SmallBackbone` (``min_level`` too) or
+            :class:`fcos_tf.modeling.mobilenet.MobileNetBackbone` /
+            :class:`fcos_tf.modeling.mobilenet_fcos.FCOSMobileNetV2` (``alpha``, ``norm``,
             ``weights``).
 
     Returns:
-        A ``keras.Model`` mapping float32 ``[B, H, W, 3]`` to ``[C3, C4, C5]``, with
+        A ``keras.Model`` mapping float32 ``[B, H, W, 3]`` to ``[C3, C4, C5]`` (``[C2, ...,
+        C5]`` with ``min_level=2``), with
         ``.output_channels`` and ``.strides`` attributes.
     """
     if name == "resnet50":
@@ -369,4 +400,6 @@ def build_backbone(name: str, **kwargs) -> keras.Model:
         return SmallBackbone(**kwargs)
     if name in MOBILE_BACKBONES:
         return MobileNetBackbone(variant=name, **kwargs)
+    if name == MOBILENET_V2_FCOS:
+        return FCOSMobileNetV2(**kwargs)
     raise ValueError(f"`name` must be one of {BACKBONES}, got {name!r}.")

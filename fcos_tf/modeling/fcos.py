@@ -9,22 +9,73 @@ in the order of :func:`fcos_tf.ops.locations.compute_locations`; the losses live
 import keras
 import tensorflow as tf
 
-from fcos_tf.modeling.fpn import FPN
+from fcos_tf.modeling.fpn import FPN, P6_INPUTS
+from fcos_tf.modeling.head import CENTERNESS_ON, FCOSHead
 from fcos_tf.modeling.head import NORMS as _HEAD_TOWER_NORMS
-from fcos_tf.modeling.head import FCOSHead
 from fcos_tf.ops import losses as losses_lib
 from fcos_tf.ops import postprocess as postprocess_lib
 from fcos_tf.ops.locations import (
     DEFAULT_LOCATION_GRID,
     DEFAULT_LOCATION_OFFSET,
     STRIDES,
-    check_location_grid,
+    check_location_settings,
 )
 
-_BACKBONE_STRIDES = (8, 16, 32)
 # Values of `head_norm`: the head's tower norms (the head takes None for "none").
 HEAD_NORMS = _HEAD_TOWER_NORMS
 _LOSS_NAMES = ("loss", "cls_loss", "box_loss", "ctr_loss", "num_pos")
+
+
+def check_arguments(
+    *,
+    fpn_channels=256,
+    p6_input="p5",
+    head_norm="group",
+    centerness_on="regression",
+    strides=STRIDES,
+    location_offset=DEFAULT_LOCATION_OFFSET,
+    location_grid=DEFAULT_LOCATION_GRID,
+    box_loss="giou",
+    score_threshold=0.05,
+    score_threshold_on="class",
+    pre_nms_top_k=1000,
+    nms_iou_threshold=0.6,
+    max_detections=100,
+    **unchecked,
+) -> None:
+    """Checks the arguments of :class:`FCOS` without building anything (``FCOS`` runs it).
+
+    The other keyword arguments of ``FCOS`` are accepted and not checked here.
+
+    Raises:
+        ValueError: naming the argument: ```head_norm` must be ...``.
+    """
+    del unchecked
+    for name, value in (
+        ("fpn_channels", fpn_channels),
+        ("pre_nms_top_k", pre_nms_top_k),
+        ("max_detections", max_detections),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+    for name, value, choices in (
+        ("p6_input", p6_input, P6_INPUTS),
+        ("head_norm", head_norm, HEAD_NORMS),
+        ("centerness_on", centerness_on, CENTERNESS_ON),
+        ("box_loss", box_loss, losses_lib.BOX_LOSSES),
+        ("score_threshold_on", score_threshold_on, postprocess_lib.SCORE_THRESHOLD_ON),
+    ):
+        if value not in choices and not (name == "head_norm" and value is None):
+            raise ValueError(f"`{name}` must be one of {choices}, got {value!r}")
+    if not 0.0 <= score_threshold < 1.0:
+        raise ValueError(f"`score_threshold` must be in [0, 1), got {score_threshold!r}")
+    if not 0.0 < nms_iou_threshold <= 1.0:
+        raise ValueError(f"`nms_iou_threshold` must be in (0, 1], got {nms_iou_threshold!r}")
+    check_location_settings(
+        strides=tuple(int(s) for s in strides),
+        location_offset=location_offset,
+        location_grid=location_grid,
+    )
 
 
 @keras.saving.register_keras_serializable(package="fcos_tf")
@@ -33,7 +84,8 @@ class FCOS(keras.Model):
 
     Args:
         backbone: a ``keras.Model`` mapping float32 ``[B, H, W, 3]`` to ``[C3, C4, C5]`` at
-            strides 8, 16, 32 (:func:`fcos_tf.modeling.backbone.build_backbone`).
+            strides 8, 16, 32 (:func:`fcos_tf.modeling.backbone.build_backbone`), or to
+            ``[C2, ..., C5]`` (``min_level=2``) when ``strides`` start at 4.
         num_classes: K, number of foreground classes.
         fpn_channels: channels of the FPN and of the head towers.
         p6_input: ``"p5"`` (improved FCOS) or ``"c5"`` (paper's original).
@@ -46,7 +98,8 @@ class FCOS(keras.Model):
         norm_reg_targets: box output ``relu(s_l x) * stride`` (improved FCOS) instead of the
             paper's ``exp(s_l x)``.
         strides: strides of the levels: ``(8, 16)``, ``(8, 16, 32)`` or that followed by up
-            to two extra levels (64, 128).
+            to two extra levels (64, 128); or the same from 4 (a P2 level from C2, for small
+            objects: the backbone must return ``[C2, ..., C5]``).
         location_offset: fraction of the stride added to the location grid (0.5 paper, 0
             torchvision).
         location_grid: spacing of the locations, ``"paper"`` (the stride) or ``"torchvision"``
@@ -60,6 +113,10 @@ class FCOS(keras.Model):
         pre_nms_top_k: candidates kept per level before NMS.
         nms_iou_threshold: class-aware NMS IoU threshold.
         max_detections: D, detections per image.
+        box_plus_one: maskrcnn-benchmark's pixel-index boxes at inference (clip to
+            ``size - 1``, NMS widths ``x2 - x1 + 1``); see :mod:`fcos_tf.ops.postprocess`.
+        clip_after_nms: detectron2's order at inference: NMS on unclipped boxes, then clip
+            and drop empty boxes (the AdelaiDet checkpoints).
         **kwargs: passed to ``keras.Model`` (``name``, ``dtype``...).
 
     Call args:
@@ -97,28 +154,35 @@ class FCOS(keras.Model):
         pre_nms_top_k=1000,
         nms_iou_threshold=0.6,
         max_detections=100,
+        box_plus_one=False,
+        clip_after_nms=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if not isinstance(backbone, keras.Model):
             raise TypeError(f"`backbone` must be a keras.Model, got {type(backbone).__name__}.")
+        check_arguments(
+            fpn_channels=fpn_channels,
+            p6_input=p6_input,
+            head_norm=head_norm,
+            centerness_on=centerness_on,
+            strides=strides,
+            location_offset=location_offset,
+            location_grid=location_grid,
+            box_loss=box_loss,
+            score_threshold=score_threshold,
+            score_threshold_on=score_threshold_on,
+            pre_nms_top_k=pre_nms_top_k,
+            nms_iou_threshold=nms_iou_threshold,
+            max_detections=max_detections,
+        )
         strides = tuple(int(s) for s in strides)
-        expected = (_BACKBONE_STRIDES + (64, 128))[: len(strides)]
-        if len(strides) < 2 or strides != expected:
+        backbone_strides = tuple(getattr(backbone, "strides", (8, 16, 32)))
+        if strides[0] == 4 and backbone_strides[:1] != (4,):
             raise ValueError(
-                f"`strides` must be (8, 16), (8, 16, 32) or that plus up to two extra levels "
-                f"(64, 128), got {strides}."
+                "`strides` from 4 (P2) need a backbone that returns C2 (ResNet or "
+                f"SmallBackbone with min_level=2); this one has strides {backbone_strides}."
             )
-        if box_loss not in losses_lib.BOX_LOSSES:
-            raise ValueError(
-                f"`box_loss` must be one of {losses_lib.BOX_LOSSES}, got {box_loss!r}."
-            )
-        if score_threshold_on not in postprocess_lib.SCORE_THRESHOLD_ON:
-            raise ValueError(
-                f"`score_threshold_on` must be one of "
-                f"{postprocess_lib.SCORE_THRESHOLD_ON}, got {score_threshold_on!r}."
-            )
-        check_location_grid(location_grid)
         if head_norm == "none":
             head_norm = None
         self.backbone = backbone
@@ -141,11 +205,14 @@ class FCOS(keras.Model):
         self.pre_nms_top_k = int(pre_nms_top_k)
         self.nms_iou_threshold = float(nms_iou_threshold)
         self.max_detections = int(max_detections)
+        self.box_plus_one = bool(box_plus_one)
+        self.clip_after_nms = bool(clip_after_nms)
 
         self.fpn = FPN(
             fpn_channels,
             p6_input=p6_input,
             num_levels=len(strides),
+            min_level=2 if strides[0] == 4 else 3,
             name="fpn",
             dtype=self.dtype_policy,
         )
@@ -299,6 +366,8 @@ class FCOS(keras.Model):
             max_detections=max_detections or self.max_detections,
             valid_size=valid_size,
             nms=nms,
+            box_plus_one=self.box_plus_one,
+            clip_after_nms=self.clip_after_nms,
         )
 
     def predict_step(self, data):
@@ -325,7 +394,7 @@ class FCOS(keras.Model):
 
     def make_predict_function(self, force=False):
         # NMS has no XLA kernel: keep prediction out of XLA even when jit_compile is on for
-        # training (DESIGN §5).
+        # training (docs/design.md §5).
         if self.predict_function is not None and not force:
             return self.predict_function
         jit_compile = self.jit_compile
@@ -361,6 +430,8 @@ class FCOS(keras.Model):
             "pre_nms_top_k": self.pre_nms_top_k,
             "nms_iou_threshold": self.nms_iou_threshold,
             "max_detections": self.max_detections,
+            "box_plus_one": self.box_plus_one,
+            "clip_after_nms": self.clip_after_nms,
         }
 
     @classmethod

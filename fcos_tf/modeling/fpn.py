@@ -1,4 +1,7 @@
-"""Feature pyramid: ``[C3, C4, C5]`` -> ``[P3, ..., P7]`` (paper Sec. 3.2, DESIGN §3 item 2)."""
+"""Feature pyramid: C3-C5 -> P3-P7 (paper Sec. 3.2, docs/design.md §3 item 2).
+
+With ``min_level=2`` it also takes ``C2`` and produces ``P2`` (stride 4) for small objects.
+"""
 
 import keras
 from keras import ops
@@ -46,22 +49,28 @@ class FPN(keras.layers.Layer):
     (no ``output_p5`` conv).
 
     Layer names (for weight import): ``lateral_c3..5``, ``output_p3..5``, ``p6``, ``p7``
-    (torchvision's ``inner_blocks.0..2``, ``layer_blocks.0..2``, ``extra_blocks.p6/p7``).
+    (torchvision's ``inner_blocks.0..2``, ``layer_blocks.0..2``, ``extra_blocks.p6/p7``);
+    with ``min_level=2`` also ``lateral_c2`` and ``output_p2``.
 
     Args:
         channels: channels of every output level (256 in the paper).
         p6_input: ``"p5"`` (default, the improved FCOS) or ``"c5"``.
-        num_levels: output levels from P3: 2 (P3, P4), 3 (to P5), 4 (P6) or 5 (P7, default).
+        num_levels: output levels from ``P{min_level}``: from P3, 2 (P3, P4), 3 (to P5),
+            4 (P6) or 5 (P7, default); from P2, 2 (P2, P3) to 6 (P2-P7).
+        min_level: 3 (default, inputs ``[C3, C4, C5]``) or 2 (inputs ``[C2, C3, C4, C5]``,
+            output from ``P2``: the top-down path continues to ``C2``).
         **kwargs: passed to ``keras.layers.Layer``.
 
     Call args:
-        inputs: list ``[C3, C4, C5]`` of ``[B, h_l, w_l, C_l]`` at strides 8, 16, 32.
+        inputs: list ``[C{min_level}, ..., C5]`` of ``[B, h_l, w_l, C_l]`` at strides
+            ``2^l``.
 
     Returns:
-        List ``[P3, ..., P{2 + num_levels}]`` of ``[B, ceil(H/s), ceil(W/s), channels]``.
+        List ``[P{min_level}, ..., P{min_level + num_levels - 1}]`` of
+        ``[B, ceil(H/s), ceil(W/s), channels]``.
     """
 
-    def __init__(self, channels=256, p6_input="p5", num_levels=5, **kwargs):
+    def __init__(self, channels=256, p6_input="p5", num_levels=5, min_level=3, **kwargs):
         if "num_extra_levels" in kwargs:  # the argument of earlier versions' configs
             num_levels = 3 + kwargs.pop("num_extra_levels")
         super().__init__(**kwargs)
@@ -69,12 +78,19 @@ class FPN(keras.layers.Layer):
             raise ValueError(f"`channels` must be a positive int, got {channels!r}.")
         if p6_input not in P6_INPUTS:
             raise ValueError(f"`p6_input` must be one of {P6_INPUTS}, got {p6_input!r}.")
-        if num_levels not in (2, 3, 4, 5):
-            raise ValueError(f"`num_levels` must be 2, 3, 4 or 5, got {num_levels!r}.")
+        if min_level not in (2, 3):
+            raise ValueError(f"`min_level` must be 2 or 3, got {min_level!r}.")
+        if num_levels not in range(2, 9 - min_level):
+            raise ValueError(
+                f"`num_levels` must be 2 to {8 - min_level} from P{min_level}, got {num_levels!r}."
+            )
         self.channels = channels
         self.p6_input = p6_input
         self.num_levels = num_levels
-        num_extra_levels = max(0, num_levels - 3)
+        self.min_level = min_level
+        max_level = min_level + num_levels - 1
+        num_extra_levels = max(0, max_level - 5)
+        self._input_levels = tuple(range(min_level, 6))  # (2,) 3, 4, 5
 
         def conv(kernel_size, name, strides=1, padding="same"):
             return keras.layers.Conv2D(
@@ -89,9 +105,9 @@ class FPN(keras.layers.Layer):
 
         # Tuples, not lists: Keras 3 leaves list attributes out of tf.train.Checkpoint's
         # object graph, so their weights would silently not be saved or restored there.
-        self.lateral_convs = tuple(conv(1, f"lateral_c{level}") for level in (3, 4, 5))
+        self.lateral_convs = tuple(conv(1, f"lateral_c{level}") for level in self._input_levels)
         self.output_convs = tuple(
-            conv(3, f"output_p{level}") for level in (3, 4, 5)[: min(num_levels, 3)]
+            conv(3, f"output_p{level}") for level in self._input_levels if level <= max_level
         )
         self.extra_pads = tuple(
             keras.layers.ZeroPadding2D(1, name=f"p{level}_pad", dtype=self.dtype_policy)
@@ -103,9 +119,12 @@ class FPN(keras.layers.Layer):
         )
 
     def _check_inputs(self, input_shapes):
-        if not isinstance(input_shapes, (list, tuple)) or len(input_shapes) != 3:
-            raise ValueError(f"FPN expects a list [C3, C4, C5], got {input_shapes!r}.")
-        for level, shape in zip((3, 4, 5), input_shapes):
+        names = ", ".join(f"C{level}" for level in self._input_levels)
+        if not isinstance(input_shapes, (list, tuple)) or len(input_shapes) != len(
+            self._input_levels
+        ):
+            raise ValueError(f"FPN expects a list [{names}], got {input_shapes!r}.")
+        for level, shape in zip(self._input_levels, input_shapes):
             if len(shape) != 4 or shape[-1] is None:
                 raise ValueError(f"C{level} must be [B, h, w, C] with known C, got {shape}.")
 
@@ -118,22 +137,23 @@ class FPN(keras.layers.Layer):
             conv.build(level_shape)
         for index, conv in enumerate(self.extra_convs):
             in_channels = (
-                input_shape[2][-1] if (index == 0 and self.p6_input == "c5") else self.channels
+                input_shape[-1][-1] if (index == 0 and self.p6_input == "c5") else self.channels
             )
             conv.build((None, None, None, in_channels))
 
     def call(self, inputs):
-        c3, c4, c5 = inputs
-        merged = [self.lateral_convs[2](c5)]
-        for lateral_conv, c in ((self.lateral_convs[1], c4), (self.lateral_convs[0], c3)):
+        inputs = list(inputs)
+        c5 = inputs[-1]
+        merged = [self.lateral_convs[-1](c5)]
+        for lateral_conv, c in zip(self.lateral_convs[-2::-1], inputs[-2::-1]):
             lateral = lateral_conv(c)
             merged.insert(0, lateral + upsample_nearest_to(merged[0], lateral))
         outputs = [conv(x) for conv, x in zip(self.output_convs, merged)]
-        if self.num_levels >= 4:
-            p6_source = outputs[2] if self.p6_input == "p5" else c5
+        if self.extra_convs:
+            p6_source = outputs[5 - self.min_level] if self.p6_input == "p5" else c5
             outputs.append(self.extra_convs[0](self.extra_pads[0](p6_source)))
-        if self.num_levels == 5:
-            outputs.append(self.extra_convs[1](self.extra_pads[1](ops.relu(outputs[3]))))
+        if len(self.extra_convs) == 2:
+            outputs.append(self.extra_convs[1](self.extra_pads[1](ops.relu(outputs[-1]))))
         return outputs
 
     def compute_output_shape(self, input_shape):
@@ -143,7 +163,7 @@ class FPN(keras.layers.Layer):
             return None if size is None else (size + 1) // 2
 
         shapes = [(s[0], s[1], s[2], self.channels) for s in input_shape][: self.num_levels]
-        for _ in range(self.num_levels - 3):
+        for _ in range(self.num_levels - len(shapes)):
             batch, height, width, _ = shapes[-1]
             shapes.append((batch, half(height), half(width), self.channels))
         return shapes
@@ -155,6 +175,7 @@ class FPN(keras.layers.Layer):
                 "channels": self.channels,
                 "p6_input": self.p6_input,
                 "num_levels": self.num_levels,
+                "min_level": self.min_level,
             }
         )
         return config

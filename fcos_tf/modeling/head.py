@@ -1,4 +1,4 @@
-"""The FCOS head shared by all pyramid levels (paper Sec. 3.1-3.3, DESIGN §3 items 3-6)."""
+"""The FCOS head shared by all pyramid levels (paper Sec. 3.1-3.3, docs/design.md §3 items 3-6)."""
 
 import math
 
@@ -11,7 +11,9 @@ from fcos_tf.modeling.group_norm import GroupNorm
 CENTERNESS_ON = ("regression", "classification", "none")
 # Values of `norm` ("none" is taken for None); fcos_tf.modeling.fcos.HEAD_NORMS lists them
 # for the config.
-NORMS = ("group", "bn", "sync_bn", "none")
+NORMS = ("group", "bn", "sync_bn", "bn_per_level", "sync_bn_per_level", "none")
+# Norms with one BatchNorm per level at each tower position (AdelaiDet's BN head).
+PER_LEVEL_NORMS = ("bn_per_level", "sync_bn_per_level")
 
 
 @keras.saving.register_keras_serializable(package="fcos_tf")
@@ -62,7 +64,9 @@ class FCOSHead(keras.layers.Layer):
 
     Layer names (for weight import): ``cls_tower_conv{i}``, ``cls_tower_norm{i}``,
     ``box_tower_conv{i}``, ``box_tower_norm{i}``, ``cls_logits``, ``box_pred``,
-    ``centerness_pred``, ``scale_p{3..}``.
+    ``centerness_pred``, ``scale_p{3..}``; with a per-level norm ``cls_tower_norm{i}_p{3..}``
+    and ``box_tower_norm{i}_p{3..}`` (the tower's norm position ``i`` holds a tuple of one
+    BatchNorm per level).
 
     Args:
         num_classes: K, number of foreground classes (no background class).
@@ -75,7 +79,10 @@ class FCOSHead(keras.layers.Layer):
             its batch statistics are those of all levels' locations together; at
             export :func:`fcos_tf.serving.bn_folding.fold_batch_norms` folds it into the conv, so an
             int8 model has no normalisation op. ``channels`` is the authors' head width
-            (``c128`` = 128).
+            (``c128`` = 128). ``"bn_per_level"`` / ``"sync_bn_per_level"``: one BatchNorm
+            per level at each tower position, the convs still shared (AdelaiDet's
+            ``FCOS_RT_MS_R_50_4x_syncbn_bn_head``); each level is normalised with its own
+            statistics in training too. It does not fold into the shared conv.
         num_groups: GroupNorm groups; must divide ``channels``.
         centerness_on: ``"regression"`` (default, improved FCOS), ``"classification"`` (the
             paper's Fig. 2) or ``"none"`` (no centerness branch).
@@ -145,6 +152,15 @@ class FCOSHead(keras.layers.Layer):
                 dtype=self.dtype_policy,
             )
 
+        def batch_norm(name):
+            return keras.layers.BatchNormalization(
+                momentum=0.9,
+                epsilon=1e-5,
+                synchronized=norm.startswith("sync_bn"),
+                name=name,
+                dtype=self.dtype_policy,
+            )
+
         # Tuples, not lists: Keras 3 leaves list attributes out of tf.train.Checkpoint's
         # object graph, so their weights would silently not be saved or restored there.
         def tower(prefix):
@@ -161,13 +177,12 @@ class FCOSHead(keras.layers.Layer):
                         )
                     )
                 elif norm in ("bn", "sync_bn"):
+                    layers.append(batch_norm(f"{prefix}_norm{index}"))
+                elif norm in PER_LEVEL_NORMS:
                     layers.append(
-                        keras.layers.BatchNormalization(
-                            momentum=0.9,
-                            epsilon=1e-5,
-                            synchronized=norm == "sync_bn",
-                            name=f"{prefix}_norm{index}",
-                            dtype=self.dtype_policy,
+                        tuple(
+                            batch_norm(f"{prefix}_norm{index}_p{3 + level}")
+                            for level in range(num_levels)
                         )
                     )
                 layers.append(
@@ -206,7 +221,8 @@ class FCOSHead(keras.layers.Layer):
         for tower in (self.cls_tower, self.box_tower):
             shape = in_shape
             for layer in tower:
-                layer.build(shape)
+                for sublayer in layer if isinstance(layer, tuple) else (layer,):
+                    sublayer.build(shape)
                 if isinstance(layer, keras.layers.Conv2D):
                     shape = tower_shape
         out_shape = tower_shape if self.num_convs else in_shape
@@ -217,9 +233,10 @@ class FCOSHead(keras.layers.Layer):
             scale.build(())
 
     @staticmethod
-    def _run_tower(tower, x):
+    def _run_tower(tower, x, level):
         for layer in tower:
-            x = layer(x)
+            # A tuple is a per-level norm position: the level's own BatchNorm.
+            x = layer[level](x) if isinstance(layer, tuple) else layer(x)
         return x
 
     def _run_towers(self, tower, inputs):
@@ -232,7 +249,7 @@ class FCOSHead(keras.layers.Layer):
         blend.
         """
         if self.norm not in ("bn", "sync_bn"):
-            return [self._run_tower(tower, x) for x in inputs]
+            return [self._run_tower(tower, x, level) for level, x in enumerate(inputs)]
         per_level = list(inputs)
         for layer in tower:
             if not isinstance(layer, keras.layers.BatchNormalization):

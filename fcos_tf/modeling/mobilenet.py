@@ -21,7 +21,7 @@ pipeline's ``pixel_norm="inception"`` (:data:`PIXEL_NORM`). MobileNetV3's built-
 ``Rescaling`` layer, which does the same on ``[0, 255]`` inputs, is left out
 (``include_preprocessing=False``) so that every backbone takes pipeline-normalised input.
 
-Departure from DESIGN §2 (symmetric padding): the strided convolutions keep
+Departure from docs/design.md §2 (symmetric padding): the strided convolutions keep
 ``keras.applications``' padding (zero-padding bottom/right for even sizes, TF's ``same``),
 because the ImageNet weights were trained with it. Feature maps are ``ceil(H/s) x ceil(W/s)``
 for inputs whose sides are multiples of 32, which the pipeline guarantees (padding to a

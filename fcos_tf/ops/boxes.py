@@ -1,7 +1,7 @@
 """Box maths in the package convention (``xyxy`` pixels) and converters named by format pair.
 
 IoU and GIoU here are element-wise on pairs of ``ltrb`` distances measured from the same
-location: they never build a pairwise N x N matrix (DESIGN: FCOS has ~20k locations).
+location: they never build a pairwise N x N matrix (docs/design.md §1: FCOS has ~20k locations).
 """
 
 import tensorflow as tf

@@ -57,6 +57,45 @@ def num_locations(image_size, strides=STRIDES):
     return sum(h * w for h, w in feature_map_sizes(image_size, strides))
 
 
+def check_location_settings(
+    *,
+    strides,
+    location_offset,
+    location_grid,
+    size_ranges=None,
+    center_sampling_radius=None,
+) -> None:
+    """Checks the settings that target assignment and decoding share (one place for both).
+
+    Raises:
+        ValueError: naming the argument: ```strides` must be ...``.
+    """
+    strides = tuple(strides)
+    with_p2 = (4,) + STRIDES[: len(strides) - 1]  # a P2 level (stride 4) for small objects
+    if len(strides) < 2 or strides not in (STRIDES[: len(strides)], with_p2):
+        raise ValueError(
+            f"`strides` must be the first 2 to 5 of {STRIDES} (P3, P4 at least), or 4 (a P2 "
+            f"level) followed by 1 to 4 of them, got {strides!r}"
+        )
+    if size_ranges is not None:
+        ranges = tuple(tuple(r) for r in size_ranges)
+        if len(ranges) != len(strides) or any(len(r) != 2 or r[0] >= r[1] for r in ranges):
+            raise ValueError(
+                f"`size_ranges` must be one (low, high) pair per stride ({len(strides)}), "
+                f"each low < high, got {ranges!r}"
+            )
+    if center_sampling_radius is not None and not center_sampling_radius >= 0:
+        raise ValueError(
+            f"`center_sampling_radius` must be >= 0 (0 = off), got {center_sampling_radius!r}"
+        )
+    if not 0.0 <= location_offset < 1.0:
+        raise ValueError(
+            f"`location_offset` must be in [0, 1) (a fraction of the stride), "
+            f"got {location_offset!r}"
+        )
+    check_location_grid(location_grid)
+
+
 def check_location_grid(location_grid):
     """Raises ValueError unless ``location_grid`` is one of :data:`LOCATION_GRIDS`."""
     if location_grid not in LOCATION_GRIDS:

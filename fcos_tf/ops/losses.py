@@ -3,7 +3,7 @@
 Each loss is a *local* sum over this replica's part of the batch divided by a normaliser of
 the *global* batch (summed over all replicas). Keras sums gradients across replicas, so the
 sum of the replicas' gradients equals the gradient of the single-device loss on the whole
-global batch, whatever the number of replicas (DESIGN §3 item 13). The authors' repo divides
+global batch, whatever the number of replicas (docs/design.md §3 item 13). The authors' repo divides
 by the per-GPU average instead, because PyTorch DDP averages gradients.
 
 Shapes use the letters of :mod:`fcos_tf`; a leading ``...`` is any batch shape (usually

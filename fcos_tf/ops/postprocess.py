@@ -1,6 +1,6 @@
 """Inference post-processing: raw head outputs -> padded per-image detections (Sec. 3, 4.1).
 
-Steps (DESIGN §3 items 17-18), all batched and shape-polymorphic in the image size:
+Steps (docs/design.md §3 items 17-18), all batched and shape-polymorphic in the image size:
 
 1. score each (location, class) pair: ``sqrt(sigmoid(cls) * sigmoid(ctr))`` (``sigmoid(cls)``
    without a centerness branch); candidates have ``sigmoid(cls) > score_threshold`` (or,
@@ -21,6 +21,16 @@ box tensor by K (80 x 5000 boxes per image) for nothing. The alternative ``nms="
 shifts each box by ``class * (max coordinate + 1)`` so that boxes of different classes never
 overlap and runs the single-class NMS-V5 op per image (a TFLite builtin op, for edge export).
 Neither NMS op has an XLA kernel: never call this inside an XLA-compiled function.
+
+``box_plus_one=True`` runs maskrcnn-benchmark's pixel-index box convention (the
+tianzhi0549/FCOS checkpoints): boxes are clipped to ``[0, W - 1] x [0, H - 1]`` and NMS measures
+widths as ``x2 - x1 + 1``. The second is exact with the ordinary IoU of the NMS ops on boxes
+whose ``x2``, ``y2`` are moved by +1 (intersection ``min(x2 + 1) - max(x1)`` and area
+``x2 + 1 - x1``), moved back after NMS.
+
+``clip_after_nms=True`` runs detectron2's order (the AdelaiDet checkpoints): NMS on the
+unclipped boxes, then clipping to the image and dropping the boxes left with no width or
+height.
 """
 
 from collections.abc import Sequence
@@ -55,6 +65,8 @@ def postprocess(
     max_detections: int = 100,
     valid_size: tf.Tensor | None = None,
     nms: str = "combined",
+    box_plus_one: bool = False,
+    clip_after_nms: bool = False,
 ) -> dict[str, tf.Tensor]:
     """Turns ``FCOS.call`` outputs into at most ``max_detections`` boxes per image.
 
@@ -79,6 +91,10 @@ def postprocess(
             region; boxes are clipped to it instead of to ``image_size``.
         nms: ``"combined"`` (default, batched combined NMS) or ``"class_offset"`` (NMS-V5 per
             image with per-class coordinate offsets; same result).
+        box_plus_one: clip to ``size - 1`` and measure NMS overlaps with the ``+ 1`` pixel
+            convention (see the module docstring); default False (continuous coordinates).
+        clip_after_nms: NMS on unclipped boxes, then clip and drop empty boxes (detectron2);
+            default False (clip before NMS).
 
     Returns:
         dict:
@@ -131,11 +147,16 @@ def postprocess(
 
     locations, _ = compute_locations(image_size, strides, location_offset, location_grid)  # [P, 2]
     boxes = box_ops.ltrb_to_xyxy(locations[None], box_ltrb)  # [B, P, 4]
+    # Clip to the last pixel index instead of the image edge with box_plus_one.
+    last = 1.0 if box_plus_one else 0.0
     if valid_size is not None:
         valid_size = tf.cast(valid_size, tf.float32)
-        boxes = box_ops.clip_xyxy(boxes, (valid_size[:, 0:1], valid_size[:, 1:2]))
+        clip_size = (valid_size[:, 0:1] - last, valid_size[:, 1:2] - last)
     else:
-        boxes = box_ops.clip_xyxy(boxes, image_size)
+        image_size_f = tf.cast(image_size, tf.float32)
+        clip_size = (image_size_f[0] - last, image_size_f[1] - last)
+    if not clip_after_nms:
+        boxes = box_ops.clip_xyxy(boxes, clip_size)
 
     sel_boxes, sel_scores, sel_classes = [], [], []
     for lvl_ranking, lvl_scores, lvl_boxes, size in zip(
@@ -154,6 +175,8 @@ def postprocess(
     sel_boxes = tf.concat(sel_boxes, axis=1)  # [B, N, 4]
     sel_scores = tf.concat(sel_scores, axis=1)  # [B, N]
     sel_classes = tf.concat(sel_classes, axis=1)  # [B, N]
+    plus_one = tf.constant([0.0, 0.0, last, last])
+    sel_boxes = sel_boxes + plus_one
 
     if nms == "combined":
         det_boxes, det_scores, det_classes, num = _combined_nms(
@@ -164,12 +187,31 @@ def postprocess(
             sel_boxes, sel_scores, sel_classes, nms_iou_threshold, max_detections
         )
     valid = tf.range(max_detections)[None, :] < num[:, None]  # [B, D]
+    if clip_after_nms:
+        det_boxes, det_scores, det_classes, num, valid = _clip_and_drop_empty(
+            det_boxes - plus_one, det_scores, det_classes, valid, clip_size
+        )
+        det_boxes = det_boxes + plus_one
     return {
-        "boxes": tf.where(valid[..., None], det_boxes, 0.0),
+        "boxes": tf.where(valid[..., None], det_boxes - plus_one, 0.0),
         "scores": tf.where(valid, det_scores, 0.0),
         "classes": tf.where(valid, det_classes, -1),
         "num_detections": num,
     }
+
+
+def _clip_and_drop_empty(boxes, scores, classes, valid, clip_size):
+    """Clips the kept boxes, drops those with no area, keeps the rest in score order."""
+    boxes = box_ops.clip_xyxy(boxes, clip_size)
+    nonempty = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1]) & valid
+    # Rows stay sorted by score; the dropped ones move to the end (stable sort on the flag).
+    order = tf.argsort(tf.cast(~nonempty, tf.int32), axis=1, stable=True)
+    boxes = tf.gather(boxes, order, batch_dims=1)
+    scores = tf.gather(scores, order, batch_dims=1)
+    classes = tf.gather(classes, order, batch_dims=1)
+    num = tf.reduce_sum(tf.cast(nonempty, tf.int32), axis=1)
+    valid = tf.range(tf.shape(valid)[1])[None, :] < num[:, None]
+    return boxes, scores, classes, num, valid
 
 
 def _combined_nms(boxes, scores, classes, num_classes, iou_threshold, max_detections):
@@ -195,9 +237,9 @@ def _combined_nms(boxes, scores, classes, num_classes, iou_threshold, max_detect
 
 
 def _class_offset_nms(boxes, scores, classes, iou_threshold, max_detections):
-    # Boxes are clipped to the image, so an offset of (max coordinate + 1) per class id
-    # separates the classes completely (torchvision's batched_nms trick).
-    offset = tf.reduce_max(boxes) + 1.0
+    # An offset of (coordinate range + 1) per class id separates the classes completely
+    # (torchvision's batched_nms trick); boxes may extend left of 0 when not yet clipped.
+    offset = tf.reduce_max(boxes) - tf.minimum(tf.reduce_min(boxes), 0.0) + 1.0
     shifted = boxes + tf.cast(classes, tf.float32)[..., None] * offset
 
     def one_image(args):

@@ -1,4 +1,4 @@
-"""FCOS training targets for one image (paper Sec. 3.1-3.3, DESIGN.md Sec. 3 items 7-12).
+"""FCOS training targets for one image (paper Sec. 3.1-3.3, docs/design.md §3 items 7-12).
 
 Targets are computed in the input pipeline, never in the model: :func:`compute_targets` is
 pure TensorFlow, vectorised over locations x boxes (no loop over boxes; per level the tests
@@ -31,6 +31,21 @@ def _static_image_size(image_size):
     ):
         return int(image_size[0]), int(image_size[1])
     return None
+
+
+def _check_settings(strides, size_ranges, center_sampling_radius, location_grid):
+    """The assignment settings as python tuples, checked; raises ValueError naming one."""
+    strides = tuple(int(s) for s in strides)
+    size_ranges = tuple((float(lo), float(hi)) for lo, hi in size_ranges)
+    if len(strides) != len(size_ranges):
+        raise ValueError(
+            f"`size_ranges` needs one (lo, hi) per level: {len(strides)} strides, "
+            f"{len(size_ranges)} ranges."
+        )
+    if not center_sampling_radius >= 0:
+        raise ValueError(f"`center_sampling_radius` must be >= 0, got {center_sampling_radius}.")
+    loc_lib.check_location_grid(location_grid)
+    return strides, size_ranges
 
 
 def _check_inputs(boxes, classes, image_size):
@@ -169,7 +184,7 @@ def compute_targets(
     """Assigns every location of every pyramid level to one ground-truth box or background.
 
     A location ``(x, y)`` of the level with stride ``s`` is a positive for box ``(x0, y0, x1,
-    y1)`` when all of the following hold (DESIGN.md Sec. 3 items 7-10):
+    y1)`` when all of the following hold (docs/design.md §3 items 7-10):
 
     * candidate: strictly inside the box, ``min(l, t, r, b) > 0`` with
       ``(l, t, r, b) = (x - x0, y - y0, x1 - x, y1 - y)``; with center sampling
@@ -220,16 +235,9 @@ def compute_targets(
             ``location_grid``. Shapes only known at
             run time are checked by ``tf.debugging`` assertions that name the argument.
     """
-    strides = tuple(int(s) for s in strides)
-    size_ranges = tuple((float(lo), float(hi)) for lo, hi in size_ranges)
-    if len(strides) != len(size_ranges):
-        raise ValueError(
-            f"`size_ranges` needs one (lo, hi) per level: {len(strides)} strides, "
-            f"{len(size_ranges)} ranges."
-        )
-    if not center_sampling_radius >= 0:
-        raise ValueError(f"`center_sampling_radius` must be >= 0, got {center_sampling_radius}.")
-    loc_lib.check_location_grid(location_grid)
+    strides, size_ranges = _check_settings(
+        strides, size_ranges, center_sampling_radius, location_grid
+    )
     boxes, classes, image_size = _check_inputs(boxes, classes, image_size)
 
     # Priority order of the boxes: smaller area first, equal areas in input order (a stable
@@ -314,3 +322,73 @@ def compute_targets(
         "centerness_targets": centerness_targets,
         "matched_box_index": tf.where(positive, matched, -1),
     }
+
+
+def candidate_masks(
+    boxes: tf.Tensor,
+    classes: tf.Tensor,
+    image_size: Sequence[int] | tf.Tensor,
+    *,
+    strides: Sequence[int] = STRIDES,
+    size_ranges: Sequence[Sequence[float]] = SIZE_RANGES,
+    center_sampling_radius: float = 1.5,
+    location_offset: float = DEFAULT_LOCATION_OFFSET,
+    location_grid: str = DEFAULT_LOCATION_GRID,
+) -> list[tf.Tensor]:
+    """Which boxes every location is a candidate for, before the minimum-area rule.
+
+    The same candidate and size-of-interest tests as :func:`compute_targets` (same code), per
+    box instead of resolved to one box per location: :func:`compute_targets` assigns each
+    location the smallest box whose column is True here. Used to count ambiguous locations
+    (paper Sec. 3.1, Table 2) and to find out which rule leaves a box without positives.
+
+    Args:
+        boxes, classes, image_size, strides, size_ranges, center_sampling_radius,
+        location_offset, location_grid: as in :func:`compute_targets`.
+
+    Returns:
+        A list over levels of bool ``[h_l * w_l, M]`` (row-major locations, boxes in input
+        order); columns of padding (class < 0) and degenerate boxes are all False.
+    """
+    strides, size_ranges = _check_settings(
+        strides, size_ranges, center_sampling_radius, location_grid
+    )
+    boxes, classes, image_size = _check_inputs(boxes, classes, image_size)
+    x0, y0, x1, y1 = tf.unstack(boxes, axis=1)  # [M] each
+    box_valid = (classes >= 0) & (x1 > x0) & (y1 > y0)  # [M]
+
+    locations, _ = loc_lib.compute_locations(image_size, strides, location_offset, location_grid)
+    sizes = loc_lib.feature_map_sizes(image_size, strides)
+    heights, widths = [h for h, _ in sizes], [w for _, w in sizes]
+    grids = loc_lib.split_per_level(locations, image_size, strides)
+    xs = tf.concat([grid[:w, 0] for grid, w in zip(grids, widths)], axis=0)  # [sum w]
+    ys = tf.concat([grid[::w, 1] for grid, w in zip(grids, widths)], axis=0)  # [sum h]
+    radii = [center_sampling_radius * s for s in strides]
+    upper_bounds = [hi for _, hi in size_ranges]
+    lower_bounds = [lo for lo, _ in size_ranges]
+    ok_x, reach_x = _axis_tests(
+        xs,
+        _per_coordinate(radii, widths) if center_sampling_radius > 0 else None,
+        _per_coordinate(upper_bounds, widths),
+        x0,
+        x1,
+    )  # [sum w, M]
+    ok_y, reach_y = _axis_tests(
+        ys,
+        _per_coordinate(radii, heights) if center_sampling_radius > 0 else None,
+        _per_coordinate(upper_bounds, heights),
+        y0,
+        y1,
+    )  # [sum h, M]
+    ok_x = ok_x & box_valid[None, :]
+    reach_x = reach_x >= _per_coordinate(lower_bounds, widths)[:, None]
+    reach_y = reach_y >= _per_coordinate(lower_bounds, heights)[:, None]
+    ok_x, ok_y = tf.split(ok_x, widths), tf.split(ok_y, heights)
+    reach_x, reach_y = tf.split(reach_x, widths), tf.split(reach_y, heights)
+    masks = []
+    for level, lo in enumerate(lower_bounds):
+        mask = ok_y[level][:, None, :] & ok_x[level][None, :, :]  # [h, w, M]
+        if lo > 0:
+            mask &= reach_y[level][:, None, :] | reach_x[level][None, :, :]
+        masks.append(tf.reshape(mask, [heights[level] * widths[level], -1]))
+    return masks

@@ -1,6 +1,6 @@
 r"""The serving graph: in-graph preprocessing, the model and the mapping to the outputs.
 
-What the exported SavedModel computes (DESIGN.md §4), in the TF Model Garden's split the
+What the exported SavedModel computes (docs/design.md §4), in the TF Model Garden's split the
 counterpart of ``official/vision/serving/detection.py``; writing it to disk is
 :mod:`fcos_tf.serving.saved_model`, the edge graph :mod:`fcos_tf.serving.tflite`. Two
 signatures share the weights:
@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from fcos_tf.data import transforms
 from fcos_tf.data.label_map import LabelMap
+from fcos_tf.ops import boxes as box_ops
 
 IMAGES_SIGNATURE = "serving_default"
 IMAGE_BYTES_SIGNATURE = "serving_image_bytes"
@@ -72,20 +73,13 @@ class ServingConfig:
     resize_rounding: str = "round"
 
     def __post_init__(self):
-        if self.eval_short_side < 1 or self.size_divisibility < 1:
-            raise ValueError(
-                f"`eval_short_side` and `size_divisibility` must be >= 1, got "
-                f"{self.eval_short_side} and {self.size_divisibility}."
-            )
-        if self.pixel_norm not in transforms.PIXEL_NORMS:
-            raise ValueError(
-                f"`pixel_norm` must be one of {transforms.PIXEL_NORMS}, got {self.pixel_norm!r}."
-            )
-        if self.resize_rounding not in transforms.RESIZE_ROUNDINGS:
-            raise ValueError(
-                f"`resize_rounding` must be one of {transforms.RESIZE_ROUNDINGS}, "
-                f"got {self.resize_rounding!r}."
-            )
+        transforms.check_preprocessing(
+            eval_short_side=self.eval_short_side,
+            max_size=self.max_size,
+            size_divisibility=self.size_divisibility,
+            pixel_norm=self.pixel_norm,
+            resize_rounding=self.resize_rounding,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,11 +207,6 @@ def preprocess_image_bytes(
     return inputs, {"valid_size": valid_size, "original_size": original_size}
 
 
-def category_id_table(label_map: LabelMap) -> tf.Tensor:
-    """float32 ``[K]`` dataset category id of each contiguous class."""
-    return tf.constant(label_map.category_ids, tf.float32)
-
-
 def detections_to_outputs(
     detections: dict[str, tf.Tensor],
     label_map: LabelMap,
@@ -243,24 +232,16 @@ def detections_to_outputs(
     frame = tf.cast(frame_size, tf.float32)
     height, width = frame[:, 0:1], frame[:, 1:2]  # [B, 1]
     boxes = transforms.rescale_boxes(detections["boxes"], valid_size, frame_size)
-    x1, y1, x2, y2 = tf.unstack(boxes, num=4, axis=-1)
-    boxes = tf.stack(
-        [
-            tf.clip_by_value(y1 / height, 0.0, 1.0),
-            tf.clip_by_value(x1 / width, 0.0, 1.0),
-            tf.clip_by_value(y2 / height, 0.0, 1.0),
-            tf.clip_by_value(x2 / width, 0.0, 1.0),
-        ],
-        axis=-1,
-    )  # [B, D, 4]
+    # xyxy frame pixels -> normalised [ymin, xmin, ymax, xmax] inside the frame.
+    boxes = box_ops.xyxy_to_yxyx(box_ops.scale_xyxy(boxes, 1.0 / width, 1.0 / height))
+    boxes = tf.clip_by_value(boxes, 0.0, 1.0)  # [B, D, 4]
     classes = detections["classes"]
     valid = classes >= 0
-    table = category_id_table(label_map)
-    category = tf.gather(table, tf.clip_by_value(classes, 0, label_map.num_classes - 1))
+    category = tf.cast(label_map.classes_to_category_ids(classes), tf.float32)
     return {
         "detection_boxes": tf.where(valid[..., None], boxes, 0.0),
         "detection_scores": tf.where(valid, detections["scores"], 0.0),
-        "detection_classes": tf.where(valid, category, -1.0),
+        "detection_classes": category,
         "num_detections": tf.cast(detections["num_detections"], tf.int32),
     }
 

@@ -17,8 +17,8 @@ from fcos_tf.serving.graph import IMAGES_INPUT, ServingConfig
 
 def _padding_colour(pixel_norm):
     """uint8 RGB colour that normalises to (about) zero: the pipeline's padding value."""
-    if pixel_norm == "caffe":
-        mean = transforms.CAFFE_BGR_MEAN[::-1]
+    if pixel_norm in transforms.BGR_MEANS:
+        mean = transforms.BGR_MEANS[pixel_norm][::-1]
     elif pixel_norm == "inception":
         mean = (127.5,) * 3
     else:

@@ -28,6 +28,7 @@ back to the image; :func:`fcos_tf.serving.tflite_client.run_tflite` keeps the as
 instead, so the two agree exactly on images of the model's input size.
 """
 
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -63,39 +64,51 @@ def _schema_version():
     raise ImportError(f"No 'Schema Semantic version' line in {path}.")
 
 
-def _provide_metadata_version_module():
-    """Stands in for ``_pywrap_metadata_version`` where the mediapipe wheel lacks it.
+@contextlib.contextmanager
+def _metadata_version_module():
+    """Stands in for ``_pywrap_metadata_version`` while mediapipe's metadata code is imported.
 
     mediapipe 1.2's ``metadata.py`` imports the compiled module
     ``mediapipe.tasks.cc.metadata.python._pywrap_metadata_version`` for one function,
     ``GetMinimumMetadataParserVersion``, which its wheels no longer ship. The stand-in
     returns the installed schema version: an upper bound of the version the written fields
-    need, so a parser that accepts the model understands every field of it.
+    need, so a parser that accepts the model understands every field of it. It is in
+    ``sys.modules`` only during the import (``metadata.py`` keeps its own reference), so no
+    other code of the process sees it.
     """
     name = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
     try:
         importlib.import_module(name)
-        return
     except ImportError:
         pass
+    else:  # a wheel that has it
+        yield
+        return
     version = _schema_version()
     parts = name.split(".")
+    added = []
     for depth in range(3, len(parts) + 1):  # mediapipe.tasks.cc ... _pywrap_metadata_version
         module_name = ".".join(parts[:depth])
         if module_name not in sys.modules:
             module = types.ModuleType(module_name)
             module.__path__ = []
             sys.modules[module_name] = module
+            added.append(module_name)
     sys.modules[name].GetMinimumMetadataParserVersion = lambda metadata_buffer: version
+    try:
+        yield
+    finally:
+        for module_name in added:
+            sys.modules.pop(module_name, None)
 
 
 def _import_writer():
     try:
-        _provide_metadata_version_module()
-        from mediapipe.tasks.python.metadata.metadata_writers import (
-            metadata_writer,
-            object_detector,
-        )
+        with _metadata_version_module():
+            from mediapipe.tasks.python.metadata.metadata_writers import (
+                metadata_writer,
+                object_detector,
+            )
     except ImportError as error:
         raise ImportError(
             "Writing MediaPipe metadata needs mediapipe: pip install "

@@ -117,7 +117,7 @@ class TrainingControl(keras.callbacks.Callback):
     saves unless the loss went non-finite.
 
     Args:
-        checkpointer: a :class:`fcos_tf.core.rundir.Checkpointer`.
+        checkpointer: a :class:`fcos_tf.training.checkpoint.Checkpointer`.
         total_steps: last step of the run.
         checkpoint_every: save interval in steps.
         summary_writer: optional ``tf.summary`` writer for step scalars (chief only).

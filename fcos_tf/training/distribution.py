@@ -2,7 +2,7 @@
 
 One replica per device under ``MirroredStrategy`` (several GPUs of one machine) or
 ``MultiWorkerMirroredStrategy`` (several machines, ``TF_CONFIG``); the global batch is split
-over the replicas and the losses are normalised by global counts (DESIGN.md §3 item 13), so
+over the replicas and the losses are normalised by global counts (docs/design.md §3 item 13), so
 one device or eight give the same update for the same global batch.
 """
 

@@ -1,4 +1,4 @@
-"""Optimizer and learning-rate schedule of the paper's recipe (DESIGN.md §3 item 19).
+"""Optimizer and learning-rate schedule of the paper's recipe (docs/design.md §3 item 19).
 
 SGD with momentum 0.9, L2 weight decay 1e-4 on weights only, bias learning rate x2, a
 warm-up then step decays counted in iterations, and the learning rate scaled linearly with

@@ -1,0 +1,77 @@
+"""The benchmarks' helper library (benchmarks/common.py): what its figures rest on."""
+
+import argparse
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from benchmarks import common
+
+
+def test_graph_flops_counts_a_convolution_and_a_matmul_by_hand():
+    kernel = tf.ones([3, 3, 4, 8])
+    weights = tf.ones([8, 5])
+
+    @tf.function(input_signature=[tf.TensorSpec([2, 10, 12, 4])])
+    def fn(x):
+        y = tf.nn.conv2d(x, kernel, strides=1, padding="SAME")  # [2, 10, 12, 8]
+        return tf.matmul(tf.reshape(y, [-1, 8]), weights)  # [240, 8] x [8, 5]
+
+    graph = fn.get_concrete_function().graph
+    conv = 2 * (2 * 10 * 12 * 8) * 3 * 3 * 4  # 2 x outputs x kh x kw x C_in
+    matmul = 2 * 240 * 5 * 8  # 2 x M x N x K
+    assert common.graph_flops(graph) == {"Conv2D": conv, "MatMul": matmul, "total": conv + matmul}
+
+
+def test_time_call_takes_the_median_after_the_warmup():
+    calls = []
+    durations = iter([0.0, 0.03, 0.01, 0.02])
+
+    def fn():
+        import time
+
+        calls.append(1)
+        time.sleep(next(durations))
+        return tf.constant(1.0)
+
+    result = common.time_call(fn, warmup=1, repeats=3)
+    assert len(calls) == 4
+    assert result["min"] <= result["median"] <= result["max"]
+    assert 0.015 <= result["median"] < 0.03  # the middle of 0.03, 0.01, 0.02
+    assert len(result["times"]) == 3
+    with pytest.raises(ValueError, match="repeats"):
+        common.time_call(fn, repeats=0)
+
+
+def test_random_ground_truth_is_valid_xyxy_inside_the_image():
+    boxes, classes = common.random_boxes(3, 7, 120, 200, 5, seed=1)
+    assert boxes.shape == (3, 7, 4) and classes.shape == (3, 7)
+    assert np.all(boxes[..., 0] < boxes[..., 2]) and np.all(boxes[..., 1] < boxes[..., 3])
+    assert boxes[..., [0, 2]].min() >= 0 and boxes[..., [0, 2]].max() <= 200
+    assert boxes[..., [1, 3]].min() >= 0 and boxes[..., [1, 3]].max() <= 120
+    assert classes.min() >= 0 and classes.max() < 5
+    again, _ = common.random_boxes(3, 7, 120, 200, 5, seed=1)
+    np.testing.assert_array_equal(boxes, again)
+
+
+def test_fcos_batch_labels_come_from_the_target_assignment():
+    from fcos_tf.ops.locations import num_locations
+
+    images, labels = common.fcos_batch(2, 64, 96, seed=3)
+    p = num_locations((64, 96))
+    assert images.shape == (2, 64, 96, 3)
+    assert labels["class_targets"].shape == (2, p)
+    assert labels["box_targets"].shape == (2, p, 4)
+    positive = labels["class_targets"] >= 0
+    assert positive.any()
+    assert np.all(labels["box_targets"][positive] > 0)  # inside its box: l, t, r, b > 0
+    assert np.all(labels["centerness_targets"][~positive] == 0)
+
+
+def test_parse_size_and_cpu_flags():
+    assert common.parse_size("512x768") == (512, 768)
+    with pytest.raises(argparse.ArgumentTypeError, match="512x512"):
+        common.parse_size("512")
+    flags = common.cpu_flags()
+    assert isinstance(flags, str) and flags
