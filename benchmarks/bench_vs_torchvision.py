@@ -1,9 +1,9 @@
 r"""fcos_tf's served SavedModel against torchvision's ``fcos_resnet50_fpn`` at its best, on the CPU.
 
-    python benchmarks/bench_vs_torchvision.py --part=inference
-    python benchmarks/bench_vs_torchvision.py --part=inference --sizes=512x512 --batch=8
-    python benchmarks/bench_vs_torchvision.py --part=train
-    ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/bench_vs_torchvision.py --part=inference \
+    python -m benchmarks.bench_vs_torchvision --part=inference
+    python -m benchmarks.bench_vs_torchvision --part=inference --sizes=512x512 --batch=8
+    python -m benchmarks.bench_vs_torchvision --part=train
+    ONEDNN_MAX_CPU_ISA=AVX2 python -m benchmarks.bench_vs_torchvision --part=inference \
         --sizes=512x512 --peers=none
 
 Both detectors are the same network with the same weights: torchvision's
@@ -41,7 +41,6 @@ import argparse
 import dataclasses
 import os
 import statistics
-import sys
 import tempfile
 import time
 
@@ -51,18 +50,17 @@ import time
 # figures stable under load; on an idle machine run with OMP_WAIT_POLICY=ACTIVE.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402  (sets up sys.path and quiet logs)
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from fcos_tf.core import builders  # noqa: E402
-from fcos_tf.core import config as config_lib  # noqa: E402
-from fcos_tf.data.label_map import LabelMap  # noqa: E402
-from fcos_tf.importers.torchvision import load_torchvision_fcos_weights  # noqa: E402
-from fcos_tf.serving import graph as serving_lib  # noqa: E402
-from fcos_tf.serving import precision as precision_lib  # noqa: E402
-from fcos_tf.serving import saved_model as export_saved_model  # noqa: E402
+from benchmarks import common
+from fcos_tf.core import builders
+from fcos_tf.core import config as config_lib
+from fcos_tf.data.label_map import LabelMap
+from fcos_tf.importers.torchvision import load_torchvision_fcos_weights
+from fcos_tf.serving import graph as serving_lib
+from fcos_tf.serving import precision as precision_lib
+from fcos_tf.serving import saved_model as export_saved_model
 
 RECIPE = "fcos_torchvision_r50"
 

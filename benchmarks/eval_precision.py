@@ -1,7 +1,7 @@
 r"""Accuracy of the bfloat16 SavedModel against the float32 one (``fcos-export --precision``).
 
-    python benchmarks/eval_precision.py --workdir=/tmp/fcos_synthetic
-    python benchmarks/eval_precision.py --workdir=/tmp/fcos_synthetic --torchvision_images=4
+    python -m benchmarks.eval_precision --workdir=/tmp/fcos_synthetic
+    python -m benchmarks.eval_precision --workdir=/tmp/fcos_synthetic --torchvision_images=4
 
 Two tables:
 
@@ -24,20 +24,18 @@ Two tables:
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402  (sets up sys.path and quiet logs)
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from fcos_tf.core import builders, rundir  # noqa: E402
-from fcos_tf.serving import graph as serving_lib  # noqa: E402
-from fcos_tf.serving import saved_model as export_saved_model  # noqa: E402
-from fcos_tf.serving.precision import PRECISIONS, inference_model  # noqa: E402
-from fcos_tf.training import evaluation  # noqa: E402
+from benchmarks import common
+from fcos_tf.core import builders, rundir
+from fcos_tf.serving import graph as serving_lib
+from fcos_tf.serving import saved_model as export_saved_model
+from fcos_tf.serving.precision import PRECISIONS, inference_model
+from fcos_tf.training import evaluation
 
 
 def export_both(model, label_map, serving, root):
