@@ -33,6 +33,43 @@ def _static_image_size(image_size):
     return None
 
 
+def _separable_tests(boxes, locations, image_size, strides, size_ranges, center_sampling_radius):
+    """The x and y halves of the candidate and size tests at ``locations`` (float32 ``[P, 2]``),
+    for the columns and rows of all levels at once.
+
+    Every test is separable into an x part and a y part, so it runs on ``[sum w, M]`` and
+    ``[sum h, M]``; only the combination per level touches ``[h * w, M]``.
+
+    Returns:
+        ``(ok_x, reach_x, ok_y, reach_y)``: bool ``[sum w, M]`` (inside the box, or its center
+        region, along x and below the level's upper size bound), float32 ``[sum w, M]``
+        ``max(l, r)``, and the same along y ``[sum h, M]``; boxes in the order of ``boxes``.
+    """
+    sizes = loc_lib.feature_map_sizes(image_size, strides)
+    heights, widths = [h for h, _ in sizes], [w for _, w in sizes]
+    grids = loc_lib.split_per_level(locations, image_size, strides)
+    xs = tf.concat([grid[:w, 0] for grid, w in zip(grids, widths)], axis=0)  # [sum w]
+    ys = tf.concat([grid[::w, 1] for grid, w in zip(grids, widths)], axis=0)  # [sum h]
+    radii = [center_sampling_radius * s for s in strides]
+    upper_bounds = [hi for _, hi in size_ranges]
+    x0, y0, x1, y1 = tf.unstack(boxes, axis=1)  # [M] each
+    ok_x, reach_x = _axis_tests(
+        xs,
+        _per_coordinate(radii, widths) if center_sampling_radius > 0 else None,
+        _per_coordinate(upper_bounds, widths),
+        x0,
+        x1,
+    )  # [sum w, M]
+    ok_y, reach_y = _axis_tests(
+        ys,
+        _per_coordinate(radii, heights) if center_sampling_radius > 0 else None,
+        _per_coordinate(upper_bounds, heights),
+        y0,
+        y1,
+    )  # [sum h, M]
+    return ok_x, reach_x, ok_y, reach_y
+
+
 def _check_settings(strides, size_ranges, center_sampling_radius, location_grid):
     """The assignment settings as python tuples, checked; raises ValueError naming one."""
     strides = tuple(int(s) for s in strides)
@@ -252,32 +289,12 @@ def compute_targets(
     num_boxes = tf.shape(boxes)[0]
     columns = tf.range(num_boxes, dtype=tf.int32)  # [M], position in priority order
 
-    locations, _ = loc_lib.compute_locations(image_size, strides, location_offset, location_grid)
     sizes = loc_lib.feature_map_sizes(image_size, strides)
     heights, widths = [h for h, _ in sizes], [w for _, w in sizes]
-    # Every test is separable into an x part and a y part: run them on the columns and rows
-    # of all levels at once ([sum w, M] and [sum h, M]); only the combination per level
-    # touches [h * w, M].
-    grids = loc_lib.split_per_level(locations, image_size, strides)
-    xs = tf.concat([grid[:w, 0] for grid, w in zip(grids, widths)], axis=0)  # [sum w]
-    ys = tf.concat([grid[::w, 1] for grid, w in zip(grids, widths)], axis=0)  # [sum h]
-    radii = [center_sampling_radius * s for s in strides]
-    upper_bounds = [hi for _, hi in size_ranges]
-    x0s, y0s, x1s, y1s = tf.unstack(sorted_boxes, axis=1)  # [M] each
-    ok_x, reach_x = _axis_tests(
-        xs,
-        _per_coordinate(radii, widths) if center_sampling_radius > 0 else None,
-        _per_coordinate(upper_bounds, widths),
-        x0s,
-        x1s,
-    )  # [sum w, M]
-    ok_y, reach_y = _axis_tests(
-        ys,
-        _per_coordinate(radii, heights) if center_sampling_radius > 0 else None,
-        _per_coordinate(upper_bounds, heights),
-        y0s,
-        y1s,
-    )  # [sum h, M]
+    locations, _ = loc_lib.compute_locations(image_size, strides, location_offset, location_grid)
+    ok_x, reach_x, ok_y, reach_y = _separable_tests(
+        sorted_boxes, locations, image_size, strides, size_ranges, center_sampling_radius
+    )
     # Position in priority order where the box passes, M where it does not.
     rank_x = tf.where(ok_x & sorted_valid[None, :], columns[None, :], num_boxes)
     rank_y = tf.where(ok_y, columns[None, :], num_boxes)
@@ -357,29 +374,13 @@ def candidate_masks(
     x0, y0, x1, y1 = tf.unstack(boxes, axis=1)  # [M] each
     box_valid = (classes >= 0) & (x1 > x0) & (y1 > y0)  # [M]
 
-    locations, _ = loc_lib.compute_locations(image_size, strides, location_offset, location_grid)
     sizes = loc_lib.feature_map_sizes(image_size, strides)
     heights, widths = [h for h, _ in sizes], [w for _, w in sizes]
-    grids = loc_lib.split_per_level(locations, image_size, strides)
-    xs = tf.concat([grid[:w, 0] for grid, w in zip(grids, widths)], axis=0)  # [sum w]
-    ys = tf.concat([grid[::w, 1] for grid, w in zip(grids, widths)], axis=0)  # [sum h]
-    radii = [center_sampling_radius * s for s in strides]
-    upper_bounds = [hi for _, hi in size_ranges]
     lower_bounds = [lo for lo, _ in size_ranges]
-    ok_x, reach_x = _axis_tests(
-        xs,
-        _per_coordinate(radii, widths) if center_sampling_radius > 0 else None,
-        _per_coordinate(upper_bounds, widths),
-        x0,
-        x1,
-    )  # [sum w, M]
-    ok_y, reach_y = _axis_tests(
-        ys,
-        _per_coordinate(radii, heights) if center_sampling_radius > 0 else None,
-        _per_coordinate(upper_bounds, heights),
-        y0,
-        y1,
-    )  # [sum h, M]
+    locations, _ = loc_lib.compute_locations(image_size, strides, location_offset, location_grid)
+    ok_x, reach_x, ok_y, reach_y = _separable_tests(
+        boxes, locations, image_size, strides, size_ranges, center_sampling_radius
+    )
     ok_x = ok_x & box_valid[None, :]
     reach_x = reach_x >= _per_coordinate(lower_bounds, widths)[:, None]
     reach_y = reach_y >= _per_coordinate(lower_bounds, heights)[:, None]
