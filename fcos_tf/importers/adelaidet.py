@@ -37,7 +37,6 @@ import numpy as np
 
 from fcos_tf.data.transforms import DETECTRON2_BGR_MEAN
 from fcos_tf.importers import fcos_common
-from fcos_tf.importers import imagenet as weights_lib
 from fcos_tf.modeling.backbone import ResNet
 
 SOURCE = "AdelaiDet FCOS state dict"
@@ -184,17 +183,12 @@ def load_adelaidet_weights(model, state_dict):
     Raises:
         ValueError: architecture mismatch, or a tensor missing, unused or mis-shaped (named).
     """
-    if not isinstance(state_dict, dict):
-        state_dict = weights_lib.read_torch_state_dict(str(state_dict))
-    state_dict = fcos_common.strip_module_prefix(state_dict)
+    state_dict = fcos_common.read_state_dict(state_dict)
     _check_pixel_buffers(state_dict)
-    assignments = adelaidet_assignments(model)
-    fcos_common.check_covers(model, assignments, SOURCE)
-    weights_lib.assign_state_dict(
-        assignments,
+    fcos_common.assign_every_tensor(
+        model,
+        adelaidet_assignments(model),
         state_dict,
-        source=SOURCE,
-        ignore=lambda name: (
-            name.endswith("num_batches_tracked") or name in ("pixel_mean", "pixel_std")
-        ),
+        SOURCE,
+        ignored=("pixel_mean", "pixel_std"),
     )

@@ -23,6 +23,31 @@ _NORM_SUFFIXES = (
 )
 
 
+def read_state_dict(state_dict):
+    """``{name: array}`` of a state dict or of the path of a ``.pth`` file (``{"model": ...}``
+    or a bare state dict), without a ``module.`` prefix on every name."""
+    if not isinstance(state_dict, dict):
+        state_dict = weights_lib.read_torch_state_dict(str(state_dict))
+    return strip_module_prefix(state_dict)
+
+
+def assign_every_tensor(model, assignments, state_dict, source, ignored=()):
+    """Sets every weight of ``model`` from ``state_dict``: each model weight needs a source
+    tensor and each source tensor a weight, except BatchNorm counters and ``ignored`` names.
+
+    Raises:
+        ValueError: naming a model weight without a tensor, or a tensor missing, unused or
+            mis-shaped.
+    """
+    check_covers(model, assignments, source)
+    weights_lib.assign_state_dict(
+        assignments,
+        state_dict,
+        source=source,
+        ignore=lambda name: name.endswith("num_batches_tracked") or name in ignored,
+    )
+
+
 def strip_module_prefix(state_dict):
     """Drops the ``module.`` of a DistributedDataParallel model when every name has it."""
     if state_dict and all(name.startswith("module.") for name in state_dict):

@@ -197,14 +197,6 @@ def load_tianzhi_weights(model, state_dict):
     Raises:
         ValueError: architecture mismatch, or a tensor missing, unused or mis-shaped (named).
     """
-    if not isinstance(state_dict, dict):
-        state_dict = weights_lib.read_torch_state_dict(str(state_dict))
-    state_dict = fcos_common.strip_module_prefix(state_dict)
-    assignments = tianzhi_assignments(model)
-    fcos_common.check_covers(model, assignments, SOURCE)
-    weights_lib.assign_state_dict(
-        assignments,
-        state_dict,
-        source=SOURCE,
-        ignore=lambda name: name.endswith("num_batches_tracked"),
+    fcos_common.assign_every_tensor(
+        model, tianzhi_assignments(model), fcos_common.read_state_dict(state_dict), SOURCE
     )
