@@ -8,8 +8,10 @@ so it happens once and the results are cached in module globals. Those tests car
 
 import atexit
 import functools
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -186,3 +188,45 @@ def p2_saved_model_dir():
         os.path.join(_scratch(), "export_p2"),
         builders.build_serving_config(config),
     )
+
+
+def run_local_workers(command, *, num_workers=2, timeout=400, cwd=None, env=None):
+    """Runs ``command`` as ``num_workers`` local workers of one cluster (``TF_CONFIG`` on
+    loopback ports) and returns their outputs, each asserted to have exited with 0."""
+    sockets = [socket.socket() for _ in range(num_workers)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    workers = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    for s in sockets:
+        s.close()
+    processes = []
+    for index in range(num_workers):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        worker_env = {
+            **os.environ,
+            "TF_CONFIG": json.dumps(tf_config),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "CUDA_VISIBLE_DEVICES": "",
+            **(env or {}),
+        }
+        processes.append(
+            subprocess.Popen(
+                command,
+                cwd=cwd,
+                env=worker_env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=timeout)[0])
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    return outputs

@@ -3,10 +3,9 @@ file sharding over two local workers."""
 
 import json
 import os
-import socket
-import subprocess
 import sys
 
+import export_helpers
 import format_helpers
 import numpy as np
 import pytest
@@ -217,16 +216,6 @@ print("IDS", json.dumps(seen))
 """
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.mark.slow
 def test_two_local_workers_read_their_own_files(written, tmp_path):
     # Files of 1, 3, 3 and 1 records: worker 0 reads files 0 and 2, worker 1 files 1 and 3
@@ -254,37 +243,13 @@ def test_two_local_workers_read_their_own_files(written, tmp_path):
     labels.save(str(tmp_path))
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    processes = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = {
-            **os.environ,
-            "TF_CONFIG": json.dumps(tf_config),
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-            "CUDA_VISIBLE_DEVICES": "",
-            "PYTHONPATH": REPO,
-        }
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, str(script), str(tmp_path / "t-*-of-00004.tfrecord")],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    outputs = []
-    try:
-        for process in processes:
-            outputs.append(process.communicate(timeout=240)[0])
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
+    outputs = export_helpers.run_local_workers(
+        [sys.executable, str(script), str(tmp_path / "t-*-of-00004.tfrecord")],
+        timeout=240,
+        env={"PYTHONPATH": REPO},
+    )
     seen = []
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
+    for output in outputs:
         line = next(line for line in output.splitlines() if line.startswith("IDS "))
         seen.append(sorted(json.loads(line[4:])))
     assert seen == [[0, 4, 5, 6], [1, 2, 3, 7]]

@@ -4,7 +4,6 @@ import glob
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -304,53 +303,15 @@ def test_train_and_eval_writes_metrics_config_and_label_map(tmp_path):
 # -------------------------------------------------------------------------- multi-worker
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _run_workers(workdir, *extra_flags):
     """Runs train.py as two local workers (TF_CONFIG on loopback); returns their outputs."""
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     flags = [
         *helpers.tiny_train_flags(workdir, lr_steps="(2,)", steps_per_epoch=3, checkpoint_every=3),
         *extra_flags,
     ]
-    processes = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = {
-            **os.environ,
-            "TF_CONFIG": json.dumps(tf_config),
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-            "CUDA_VISIBLE_DEVICES": "",
-        }
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, os.path.join(REPO, "train.py"), *flags],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    outputs = []
-    try:
-        for process in processes:
-            outputs.append(process.communicate(timeout=400)[0])
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
-    return outputs
+    return helpers.run_local_workers(
+        [sys.executable, os.path.join(REPO, "train.py"), *flags], cwd=REPO
+    )
 
 
 @pytest.mark.slow
