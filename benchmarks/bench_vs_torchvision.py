@@ -44,10 +44,12 @@ import statistics
 import tempfile
 import time
 
-# torch's OpenMP workers spin at barriers by default: on a shared, loaded machine they lose
-# their cores to other processes and a 2-thread step takes many times its 1-thread time (an
-# R-50 trunk at 128x192: 1.6 s against 0.09 s at load 8.6). Passive waiting keeps torch's
-# figures stable under load; on an idle machine run with OMP_WAIT_POLICY=ACTIVE.
+# torch's OpenMP workers spin at barriers. Here they would spin on the cores while
+# TensorFlow runs its turn (the candidates alternate in one process): with
+# OMP_WAIT_POLICY=ACTIVE, TF's 3x3 conv on P3 took 142 ms beside the spinning workers against
+# 91 ms without them, on an otherwise idle 2-core machine, while torch's own times did not
+# change. On a loaded machine, spinning workers also lose their cores to other processes (an
+# R-50 trunk at 128x192: 1.6 s against 0.09 s at load 8.6). Passive waiting is fair to both.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
@@ -161,12 +163,17 @@ def inference(args):
             candidates[f"fcos_tf SavedModel {precision}"] = lambda f=served: common._sync(
                 f(images=tf.constant(pixels))
             )
+            # The network the SavedModel runs: the frozen one-image network, image by image.
             network = precision_lib.inference_model(model, precision)
-            spec = tf.TensorSpec([args.batch, *padded, 3], tf.float32)
-            call = tf.function(lambda x, m=network: m(x, training=False))
-            flops[precision] = common.graph_flops(call.get_concrete_function(spec).graph)["total"]
+            spec = tf.TensorSpec([1, *padded, 3], tf.float32)
+            layers_call = tf.function(lambda x, m=network: m(x, training=False))
+            graph = layers_call.get_concrete_function(spec).graph
+            flops[precision] = args.batch * common.graph_flops(graph)["total"]
+            call = tf.function(network.image_network)
             inputs = tf.random.stateless_uniform([args.batch, *padded, 3], [0, 1], -2.0, 2.0)
-            candidates[f"fcos_tf network {precision}"] = lambda c=call, x=inputs: common._sync(c(x))
+            candidates[f"fcos_tf network {precision}"] = lambda c=call, x=inputs: [
+                common._sync(c(x[i : i + 1])) for i in range(args.batch)
+            ]
         if args.peers != "none":
             peer_cl = common.torchvision_fcos(short, long).to(memory_format=torch.channels_last)
 
@@ -331,17 +338,19 @@ def profile(args):
     import torch.nn.functional as F
 
     torch.set_num_threads(args.threads)
+    precision = args.precision.split(",")[-1]
     height, width = (int(v) for v in args.sizes.split(",")[0].split("x"))
     short, long = min(height, width), max(height, width)
     padded = [-(-height // 32) * 32, -(-width // 32) * 32]
     common.print_header(
         f"Profile, {height}x{width} (padded {padded[0]}x{padded[1]}), batch 1, "
-        f"{args.threads} threads, bfloat16 (torch: channels_last + autocast)"
+        f"{args.threads} threads, {precision} (torch: channels_last"
+        f"{' + autocast' if precision == 'bfloat16' else ''})"
     )
     peer = common.torchvision_fcos(short, long).to(memory_format=torch.channels_last)
     config = config_lib.load_recipe(RECIPE)
     model, _ = fcos_tf_model(peer, config)
-    network = precision_lib.inference_model(model, "bfloat16")
+    network = precision_lib.inference_model(model, precision)
     x_tf = tf.random.stateless_uniform([1, *padded, 3], [0, 1], -2.0, 2.0)
     x_torch = torch.from_numpy(x_tf.numpy()).permute(0, 3, 1, 2)
     x_torch = x_torch.contiguous(memory_format=torch.channels_last)
@@ -351,11 +360,11 @@ def profile(args):
     tf_fpn = tf.function(lambda f: network.fpn(f))
     pyramid = tf_fpn(features)
     tf_head = tf.function(lambda p: network.head(p))
-    tf_net = tf.function(lambda x: network(x, training=False))
+    tf_net = tf.function(network.image_network)  # frozen, as in the SavedModel
     outputs = tf_net(x_tf)
     tf_post = tf.function(lambda o: network.postprocess(o, tf.constant(padded)))
-    # One head layer on P3: 3x3 conv 256 -> 256, GroupNorm(32), ReLU, in bfloat16.
-    p3 = tf.cast(pyramid[0], tf.bfloat16)
+    # One head layer on P3: 3x3 conv 256 -> 256, GroupNorm(32), ReLU, at the precision.
+    p3 = tf.cast(pyramid[0], precision)
     conv = network.head.cls_tower[0]
     norm = network.head.cls_tower[1]
     tf_conv = tf.function(lambda t: conv(t))
@@ -363,13 +372,14 @@ def profile(args):
     tf_relu = tf.function(lambda t: tf.nn.relu(t))
 
     def autocast():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
     body, fpn, head = peer.backbone.body, peer.backbone.fpn, peer.head
     with torch.inference_mode(), autocast():
         t_body = body(x_torch)
         t_pyramid = list(fpn(t_body).values())
-        t_p3 = t_pyramid[0].to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        t_p3 = t_pyramid[0].to(getattr(torch, precision))
+        t_p3 = t_p3.contiguous(memory_format=torch.channels_last)
         t_conv = head.classification_head.conv[0]
         t_norm = head.classification_head.conv[1]
 

@@ -261,6 +261,77 @@ def test_group_norm_float32_error_at_p3(offset, std):
     assert error <= max(torch_error, 3e-7)
 
 
+@pytest.mark.parametrize("offset, std", [(50.0, 3.0), (200.0, 1.0), (0.0, 1.0)])
+def test_group_norm_fused_inference_error_at_p3(offset, std):
+    x, gamma, beta = _p3_input(offset, std)
+    expected = _group_norm_reference(x, gamma, beta, 32)
+    layer = GroupNorm(32, epsilon=1e-5, fused_inference=True)
+    layer.build(x.shape)
+    layer.set_weights([gamma, beta])
+    fused = tf.function(lambda t: layer(t, training=False))(x)
+    error = _relative_error(fused, expected)
+    # float32 statistics: the error follows the offset of the data in units of its spread
+    # (measured 3.5e-7 centred, 2.8e-6 at 17 std, 2.2e-5 at 200 std).
+    assert error < 1e-6 * max(1.0, offset / std)
+    # Not the exact path: that one stays near 1.5e-7 whatever the offset.
+    exact = _relative_error(layer(x, training=True), expected)
+    assert exact < 4e-7
+    if offset:
+        assert error > 3 * exact
+
+
+@pytest.mark.parametrize(
+    "height, width, channels, groups",
+    [(1, 1, 64, 32), (1, 2, 16, 4), (7, 11, 32, 8), (3, 5, 16, 16)],
+)
+def test_group_norm_fused_inference_small_maps(height, width, channels, groups):
+    # n = 1 location (P7 of a small image), one-channel groups and odd sizes: the op's
+    # unbiased variance must be turned back into the population one (a wrong factor moves
+    # the output by 1e-2 or more; float32 statistics of two channels 3 apart: 6e-6).
+    rng = np.random.default_rng(height * width + groups)
+    x = (3.0 + rng.normal(size=(1, height, width, channels))).astype("float32")
+    gamma = rng.uniform(0.5, 1.5, channels).astype("float32")
+    beta = rng.normal(size=channels).astype("float32")
+    layer = GroupNorm(groups, epsilon=1e-5, fused_inference=True)
+    layer.build(x.shape)
+    layer.set_weights([gamma, beta])
+    np.testing.assert_allclose(
+        layer(x, training=False), _group_norm_reference(x, gamma, beta, groups), atol=2e-5
+    )
+
+
+def test_group_norm_fused_inference_only_for_one_image_inference():
+    rng = np.random.default_rng(3)
+    x = (10.0 + rng.normal(size=(2, 6, 9, 16))).astype("float32")
+    exact = GroupNorm(4, epsilon=1e-5)
+    fused = GroupNorm(4, epsilon=1e-5, fused_inference=True)
+    for layer in (exact, fused):
+        layer.build(x.shape)
+        layer.set_weights([rng.uniform(0.5, 1.5, 16), rng.normal(size=16)])
+    fused.set_weights(exact.get_weights())
+    # A batch of two and a training call take the exact path: the same result to the bit.
+    np.testing.assert_array_equal(fused(x, training=False), exact(x, training=False))
+    np.testing.assert_array_equal(fused(x[:1], training=True), exact(x[:1], training=True))
+    # One image: the fused path, the same values to float32 rounding but not the same bits.
+    one = fused(x[:1], training=False)
+    np.testing.assert_allclose(one, exact(x[:1]), atol=1e-5)
+    assert np.any(np.asarray(one) != np.asarray(exact(x[:1])))
+    # bfloat16 in and out, statistics in float32: the float64 result on the same bfloat16
+    # values up to the rounding of the output (2^-8 relative).
+    half = GroupNorm(4, epsilon=1e-5, fused_inference=True, dtype="bfloat16")
+    half.build(x.shape)
+    half.set_weights(exact.get_weights())
+    inputs = tf.cast(x[:1], tf.bfloat16)
+    out = half(inputs, training=False)
+    assert out.dtype == tf.bfloat16
+    expected = _group_norm_reference(
+        tf.cast(inputs, tf.float32).numpy(), *exact.get_weights(), groups=4
+    )
+    assert _relative_error(tf.cast(out, tf.float32), expected) < 4e-3
+    restored = GroupNorm.from_config(fused.get_config())
+    assert restored.fused_inference and not GroupNorm.from_config(exact.get_config()).fused_inference
+
+
 def test_group_norm_is_keras_group_normalization_with_its_variables():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 5, 7, 16)).astype("float32")

@@ -8,6 +8,7 @@ import tensorflow as tf
 from fcos_tf.data.label_map import LabelMap
 from fcos_tf.modeling.backbone import FrozenBatchNorm, SmallBackbone, build_backbone
 from fcos_tf.modeling.fcos import FCOS
+from fcos_tf.modeling.group_norm import GroupNorm
 from fcos_tf.serving import bn_folding, precision
 from fcos_tf.serving import graph as serving_lib
 from fcos_tf.serving import saved_model as export_saved_model
@@ -66,10 +67,44 @@ def test_unknown_precision_is_refused():
         )
 
 
-def test_float32_model_without_batch_norms_is_served_as_is():
-    model = FCOS(SmallBackbone(), 2, fpn_channels=16, head_num_convs=1, head_num_groups=8)
+@pytest.mark.parametrize("freeze", [True, False])
+def test_serving_copy_runs_one_image_at_a_time_on_fused_group_norm(freeze):
+    model = FCOS(
+        SmallBackbone(),
+        2,
+        fpn_channels=16,
+        head_num_convs=1,
+        head_num_groups=8,
+        score_threshold=0.0,
+        max_detections=20,
+    )
     model.build((None, None, None, 3))
-    assert precision.inference_model(model, "float32") is model
+    copy = precision.inference_model(model, "float32", freeze=freeze)
+    norms = [
+        layer for layer in copy._flatten_layers(recursive=True) if isinstance(layer, GroupNorm)
+    ]
+    assert norms and all(layer.fused_inference for layer in norms)
+    # The model handed in is left as it was: it may go on training.
+    assert copy is not model and model.image_network is None
+    assert not any(
+        layer.fused_inference
+        for layer in model._flatten_layers(recursive=True)
+        if isinstance(layer, GroupNorm)
+    )
+    # A batch of two different images: the batched model's detections, image by image.
+    images = np.random.default_rng(5).uniform(-2, 2, (2, 64, 96, 3)).astype(np.float32)
+    expected = model.predict_step(images)
+    actual = tf.function(copy.predict_step)(images)
+    assert expected["num_detections"].numpy().tolist() == [20, 20]
+    np.testing.assert_array_equal(actual["classes"], expected["classes"])
+    np.testing.assert_allclose(actual["scores"], expected["scores"], atol=1e-5)
+    np.testing.assert_allclose(actual["boxes"], expected["boxes"], atol=1e-3)
+    # Frozen: the weights are graph constants, read when the copy was made.
+    before = copy.image_network(images[:1])["class_logits"]
+    for variable in copy.trainable_variables:
+        variable.assign(tf.zeros_like(variable))
+    after = copy.image_network(images[:1])["class_logits"]
+    assert np.array_equal(before, after) == freeze
 
 
 def test_resnet_frozen_batch_norms_fold_into_the_convolutions(resnet_model):

@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from fcos_tf.modeling.fpn import FPN, P6_INPUTS
+from fcos_tf.modeling.group_norm import GroupNorm
 from fcos_tf.modeling.head import CENTERNESS_ON, FCOSHead
 from fcos_tf.modeling.head import NORMS as _HEAD_TOWER_NORMS
 from fcos_tf.ops import losses as losses_lib
@@ -228,6 +229,34 @@ class FCOS(keras.Model):
             dtype=self.dtype_policy,
         )
         self._trackers = {name: keras.metrics.Mean(name=name) for name in _LOSS_NAMES}
+        # Set by enable_per_image_inference: the network on one [1, H, W, 3] image.
+        self.image_network = None
+
+    def enable_per_image_inference(self):
+        """Makes :meth:`predict_step` run the network one image at a time, on fused kernels.
+
+        Every :class:`fcos_tf.modeling.group_norm.GroupNorm` inside switches to its fused
+        one-image path, which needs a batch statically known to be 1, and ``predict_step``
+        maps the network over the images of a batch. Nothing in an inference pass mixes
+        images (BatchNorm uses its moving statistics, GroupNorm each image's own), so the
+        detections are those of the batched network. For the serving copy of a detector
+        (:func:`fcos_tf.serving.precision.inference_model`); a model being trained keeps
+        the batched path.
+
+        Afterwards ``image_network`` is the callable ``[1, H, W, 3]`` float32 ->
+        :meth:`call`'s dict that ``predict_step`` maps; the serving copy replaces it by one
+        with its weights frozen into the graph
+        (:func:`fcos_tf.serving.precision.frozen_image_network`).
+        """
+        for layer in self._flatten_layers(include_self=False, recursive=True):
+            if isinstance(layer, GroupNorm):
+                layer.fused_inference = True
+        self.image_network = lambda images: self(images, training=False)
+
+    def _output_keys(self):
+        """The keys of :meth:`call`'s dict."""
+        keys = ["class_logits", "box_ltrb"]
+        return keys + ["centerness_logits"] if self.head.centerness_pred is not None else keys
 
     def build(self, input_shape):
         # One forward pass on a tiny input creates every sub-layer's weights (any size works:
@@ -386,7 +415,15 @@ class FCOS(keras.Model):
             dict of :meth:`postprocess`: boxes xyxy in network-input pixels.
         """
         images, labels = self._unpack(data)
-        outputs = self(images, training=False)
+        if self.image_network is not None:
+            outputs = tf.map_fn(
+                lambda image: {k: v[0] for k, v in self.image_network(image[None]).items()},
+                images,
+                fn_output_signature={k: tf.float32 for k in self._output_keys()},
+                parallel_iterations=1,
+            )
+        else:
+            outputs = self(images, training=False)
         valid_size = None
         if isinstance(labels, dict) and "image_size" in labels:
             valid_size = labels["image_size"]

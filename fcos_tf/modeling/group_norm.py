@@ -31,29 +31,55 @@ class GroupNorm(keras.layers.GroupNormalization):
     checkpoints are those of ``keras.layers.GroupNormalization``; every op is a TFLite builtin
     (MEAN, SUB, MUL, RSQRT, ADD, RESHAPE, STRIDED_SLICE).
 
+    With ``fused_inference=True`` (set by the serving copy of a detector,
+    :func:`fcos_tf.serving.precision.inference_model`), a call with ``training`` false on a
+    batch statically known to hold one image takes a faster path built from two oneDNN
+    fused batch norms: the first, in training mode on the ``[1, H, W, C]`` image, gives each
+    channel's mean and variance in one pass (its normalised output is unused); the group
+    statistics follow exactly from the channels' (``mean_g`` the mean of the channel means,
+    ``var_g`` the mean of ``var_c + (mean_c - mean_g)**2``, a sum of non-negative terms); the
+    second, in inference mode, applies them with ``gamma`` and ``beta``, and grappler fuses
+    it with a following ReLU. With its ReLU on a 100 x 168 x 256 map it is 1.6x (float32)
+    and 2.7x (bfloat16) faster than the path above. Its statistics are float32 sums, so its
+    float32 error follows the offset of the data in units of its spread, as for any float32
+    statistics: on P3-sized groups 3.5e-7 relative for centred data, 2.8e-6 at an offset of
+    17 standard deviations, 2.2e-5 at 200 (the path above: 1.4e-7 to 1.6e-7; PyTorch, which
+    accumulates in float64 on the CPU: 8e-8 to 4e-6). Gradients of the inference-mode batch
+    norm do not reach its statistics, so the path is for inference graphs only; training
+    always takes the path above.
+
     Args:
         groups: number of groups; must divide the channels.
         epsilon: added to the variance.
+        fused_inference: take the fused path described above for one-image inference calls.
         **kwargs: passed to ``keras.layers.GroupNormalization`` (``axis`` must stay -1).
 
     Call args:
         inputs: float ``[B, H, W, C]``.
+        training: the fused path is taken only when this is false (and ``fused_inference``
+            is set and ``B`` is statically 1).
 
     Returns:
         ``[B, H, W, C]`` in the compute dtype.
     """
 
-    def __init__(self, groups=32, epsilon=1e-5, **kwargs):
+    def __init__(self, groups=32, epsilon=1e-5, fused_inference=False, **kwargs):
         super().__init__(groups=groups, epsilon=epsilon, **kwargs)
         if self.axis != -1:
             raise ValueError(f"GroupNorm normalises the last axis only, got axis={self.axis}.")
+        self.fused_inference = bool(fused_inference)
+
+    def get_config(self):
+        return {**super().get_config(), "fused_inference": self.fused_inference}
 
     def build(self, input_shape):
         if len(input_shape) != 4:
             raise ValueError(f"GroupNorm expects [B, H, W, C] inputs, got {input_shape}.")
         super().build(input_shape)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
+        if self.fused_inference and not training and inputs.shape[0] == 1:
+            return self._one_image_inference(inputs)
         group_size = inputs.shape[-1] // self.groups
         shape = tf.shape(inputs)
         x = tf.reshape(
@@ -77,6 +103,49 @@ class GroupNorm(keras.layers.GroupNormalization):
             )
         outputs = shifted * factor + bias
         return tf.cast(tf.reshape(outputs, shape), self.compute_dtype)
+
+    def _one_image_inference(self, inputs):
+        """The fused path of the class docstring, for ``[1, H, W, C]`` inputs."""
+        channels = inputs.shape[-1]
+        group_size = channels // self.groups
+        if inputs.dtype not in (tf.float32, tf.bfloat16, tf.float16):
+            inputs = tf.cast(inputs, tf.float32)
+        ones = tf.ones([channels], tf.float32)
+        _, channel_mean, channel_variance, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs,
+            scale=ones,
+            offset=tf.zeros([channels], tf.float32),
+            mean=tf.zeros([0], tf.float32),
+            variance=tf.zeros([0], tf.float32),
+            epsilon=self.epsilon,
+            data_format="NHWC",
+            is_training=True,
+        )
+        # The op returns the unbiased variance, n / (n - 1) times the population one (for
+        # n = 1 it returns 0, which the factor keeps).
+        count = tf.cast(tf.shape(inputs)[1] * tf.shape(inputs)[2], tf.float32)
+        channel_variance *= (count - 1.0) / count
+        channel_mean = tf.reshape(channel_mean, [self.groups, group_size])
+        channel_variance = tf.reshape(channel_variance, [self.groups, group_size])
+        mean = tf.reduce_mean(channel_mean, axis=1, keepdims=True)
+        variance = tf.reduce_mean(
+            channel_variance + tf.square(channel_mean - mean), axis=1, keepdims=True
+        )
+        outputs, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs,
+            scale=ones if self.gamma is None else tf.cast(self.gamma, tf.float32),
+            offset=(
+                tf.zeros([channels], tf.float32)
+                if self.beta is None
+                else tf.cast(self.beta, tf.float32)
+            ),
+            mean=tf.reshape(tf.broadcast_to(mean, [self.groups, group_size]), [channels]),
+            variance=tf.reshape(tf.broadcast_to(variance, [self.groups, group_size]), [channels]),
+            epsilon=self.epsilon,
+            data_format="NHWC",
+            is_training=False,
+        )
+        return tf.cast(outputs, self.compute_dtype)
 
 
 def _mean_of_means(x):
