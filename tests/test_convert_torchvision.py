@@ -92,7 +92,6 @@ def converted(state_dict, tmp_path_factory):
     model = builders.build_model(config, len(COCO_IDS))
     optimizer = builders.build_optimizer(config)
     model.compile(optimizer=optimizer)
-    optimizer.build(model.trainable_variables)
     checkpointer = Checkpointer(workdir, model, optimizer, tf.distribute.get_strategy())
     step = checkpointer.restore()
     return {

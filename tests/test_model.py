@@ -211,6 +211,24 @@ def _batch(image_size=(64, 64)):
     return images, _labels(boxes, classes, image_size)
 
 
+def test_compile_builds_the_optimizer_so_fit_traces_the_step_once():
+    model = _small_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    assert model.optimizer.built
+    momenta = [v for v in model.optimizer.variables if "momentum" in v.path]
+    assert len(momenta) == len(model.trainable_variables)
+    traces = []
+    train_step = model.train_step
+    model.train_step = lambda data: traces.append(1) or train_step(data)
+    images, labels = _batch()
+    model.fit(
+        tf.data.Dataset.from_tensors((images, labels)).repeat(), steps_per_epoch=2, verbose=0
+    )
+    # Built inside the first trace, the optimizer's new variables make tf.function trace
+    # the whole step twice.
+    assert len(traces) == 1
+
+
 def test_train_and_test_step_metrics():
     model = _small_model()
     model.compile(optimizer=keras.optimizers.SGD(0.01))

@@ -182,7 +182,6 @@ def write_imported_run(
     model = builders.build_model(config, label_map.num_classes, load_backbone_weights=False)
     optimizer = builders.build_optimizer(config)
     model.compile(optimizer=optimizer, jit_compile=bool(config.train.jit_compile))
-    optimizer.build(model.trainable_variables)
     set_weights(model)
     tf.io.gfile.makedirs(workdir)
     checkpointer = Checkpointer(

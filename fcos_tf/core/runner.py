@@ -146,7 +146,6 @@ def _run(config, workdir, mode, strategy, chief, verbose, handle_signals, callba
         model = builders.build_model(config, label_map.num_classes)
         optimizer = builders.build_optimizer(config)
         model.compile(optimizer=optimizer, jit_compile=bool(config.train.jit_compile))
-        optimizer.build(model.trainable_variables)
     checkpointer = Checkpointer(workdir, model, optimizer, strategy, config.train.keep_checkpoints)
     writer = None
     if chief:
