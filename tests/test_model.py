@@ -221,9 +221,7 @@ def test_compile_builds_the_optimizer_so_fit_traces_the_step_once():
     train_step = model.train_step
     model.train_step = lambda data: traces.append(1) or train_step(data)
     images, labels = _batch()
-    model.fit(
-        tf.data.Dataset.from_tensors((images, labels)).repeat(), steps_per_epoch=2, verbose=0
-    )
+    model.fit(tf.data.Dataset.from_tensors((images, labels)).repeat(), steps_per_epoch=2, verbose=0)
     # Built inside the first trace, the optimizer's new variables make tf.function trace
     # the whole step twice.
     assert len(traces) == 1
