@@ -113,6 +113,27 @@ def test_images():
     return images
 
 
+def convolution_dtypes(signature):
+    """``collections.Counter`` of the dtypes of the convolutions a SavedModel signature runs.
+
+    Nested functions included. The export freezes the network's weights into its graph, so
+    the precision is read from the convolution ops, not from variables.
+    """
+    import collections
+
+    import tensorflow as tf
+
+    graph_def = signature.graph.as_graph_def()
+    nodes = list(graph_def.node)
+    for function in graph_def.library.function:
+        nodes.extend(function.node_def)
+    return collections.Counter(
+        tf.dtypes.as_dtype(node.attr["T"].type)
+        for node in nodes
+        if node.op in ("Conv2D", "DepthwiseConv2dNative")
+    )
+
+
 def run_python(code, *args, timeout=600):
     """Runs ``python -c code args...`` in a fresh process from the repository root."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)

@@ -296,9 +296,15 @@ def test_bfloat16_export_keeps_the_signatures_and_the_detections(tmp_path):
     for name, fn in bf16.signatures.items():
         assert fn.structured_input_signature == fp32.signatures[name].structured_input_signature
         assert fn.structured_outputs == fp32.signatures[name].structured_outputs
-    # The network really runs in bfloat16: its convolution kernels are stored so.
-    kernels = [v for v in bf16.variables if v.name.endswith("kernel:0")]
-    assert kernels and all(v.dtype == tf.bfloat16 for v in kernels)
+    # The network really runs in bfloat16: every convolution of the float32 export but the
+    # pre-processing's pixel normalisation (a float32 1x1 conv) is bfloat16 here. The weights
+    # are constants of the graph, so neither export holds variables.
+    for name in bf16.signatures:
+        ours = helpers.convolution_dtypes(bf16.signatures[name])
+        theirs = helpers.convolution_dtypes(fp32.signatures[name])
+        assert set(theirs) == {tf.float32} and theirs[tf.float32] > 50
+        assert ours == {tf.float32: 1, tf.bfloat16: theirs[tf.float32] - 1}
+    assert not bf16.variables and not fp32.variables
     images = tf.constant(np.stack(helpers.test_images()[:2]))
     outputs = [
         {k: v.numpy() for k, v in m.signatures["serving_default"](images=images).items()}
@@ -431,8 +437,8 @@ def test_precision_flag_exports_bfloat16_and_refuses_other_values(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "network in bfloat16" in result.stdout
     loaded = tf.saved_model.load(str(tmp_path / "1"))
-    kernels = [v for v in loaded.variables if v.name.endswith("kernel:0")]
-    assert kernels and all(v.dtype == tf.bfloat16 for v in kernels)
+    convolutions = helpers.convolution_dtypes(loaded.signatures[serving_lib.IMAGES_SIGNATURE])
+    assert convolutions[tf.float32] == 1 and convolutions[tf.bfloat16] > 50
 
 
 def test_p2_saved_model_matches_keras():

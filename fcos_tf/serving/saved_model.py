@@ -107,8 +107,10 @@ def export_saved_model(
     """Writes the serving SavedModel into ``<export_dir>/<version>/``.
 
     The graph runs :func:`fcos_tf.serving.precision.inference_model` of ``model``: BatchNorms
-    folded into the convolutions, the network in ``precision``; pre-processing, decoding,
-    NMS and the outputs are float32 and the signatures the same for both precisions.
+    folded into the convolutions, the network in ``precision``, one image at a time, with
+    its weights frozen into ``saved_model.pb`` as constants (``variables/`` stays empty);
+    pre-processing, decoding, NMS and the outputs are float32 and the signatures the same
+    for both precisions.
 
     The version folder is written under a temporary name and renamed at the end, so a TF
     Serving instance watching ``export_dir`` never loads a half-written version; on any
@@ -150,8 +152,9 @@ def export_saved_model(
 
     try:
         model = precision_lib.inference_model(model, precision)
+        # The network's weights are constants of its frozen graph: nothing reads the model's
+        # variables, so they are not tracked (and not written a second time).
         archive = keras.export.ExportArchive()
-        archive.track(model)
         for name, (fn, signature) in serving_functions(model, label_map, serving).items():
             archive.add_endpoint(name, fn, input_signature=signature)
         with tempfile.TemporaryDirectory() as scratch:
