@@ -277,6 +277,8 @@ def train(args):
     config.pipeline.max_size = size
     config.pipeline.shuffle_buffer = 4
     config.train.batch_size = batch
+    if args.head_norm is not None:
+        config.model.head_norm = None if args.head_norm == "none" else args.head_norm
     examples = builders.read_split(config, "train")
     element = next(iter(builders.build_train_dataset(config, examples.dataset)(0)))
     dataset = common.repeat_dataset(*element)
@@ -292,6 +294,11 @@ def train(args):
             [f"fcos_tf {policy}", timing["median"], timing["min"], build_s + timing["first"]]
         )
         del model
+    if args.peers == "none":
+        common.print_table(
+            ["candidate", "step median s", "step min s", "build + first step s"], rows
+        )
+        return
     # torchvision: its own transform and target assignment, in train mode.
     images = [
         torch.from_numpy(common.photo(size, size, seed=i)).permute(2, 0, 1).float() / 255
@@ -423,6 +430,12 @@ def main():
     parser.add_argument("--precision", default="float32,bfloat16")
     parser.add_argument("--peers", choices=("torchvision", "none"), default="torchvision")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--head_norm",
+        default=None,
+        help="--part=train: fcos_tf's head norm instead of the recipe's (`none`: no norm), "
+        "to measure what the head's GroupNorm costs.",
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument(
         "--export_dir", default=None, help="Keep (and reuse) the SavedModels in this folder."

@@ -11,11 +11,12 @@ Writes ``<output>/<version>/`` (TF Serving's layout; the version is the next fre
 unless ``--version`` is given) holding the SavedModel with the ``serving_default`` (uint8
 ``images``) and ``serving_image_bytes`` (string ``image_bytes``) signatures, the label map
 in ``assets/`` and warm-up requests in ``assets.extra/``. The network runs with its
-BatchNorms folded into the convolutions, in ``--precision`` (``float32``, or ``bfloat16`` for
-CPUs with AVX-512 BF16 or AMX, 4-5x faster there; see the README); the signatures
-and float32 outputs are the same. With ``--tflite`` it also writes
-``<output>/fcos_<variant>.tflite`` at the fixed ``config.export.input_size``; the int8
-variant is calibrated on ``config.export.representative_images`` training images.
+BatchNorms folded into the convolutions and its weights frozen into the graph, one image at
+a time, in ``--precision`` (``float32``, or ``bfloat16`` for CPUs with AVX-512 BF16 or AMX,
+about 5x faster there; see the README); the signatures and float32 outputs are the same.
+With ``--tflite`` it also writes ``<output>/fcos_<variant>.tflite`` at the fixed
+``config.export.input_size``; the int8 variant is calibrated on
+``config.export.representative_images`` training images.
 
 The recipe comes from ``<workdir>/config.json`` (what ``fcos-train`` wrote) unless
 ``--config`` is given; ``--config.<section>.<key>=...`` overrides apply either way, e.g.

@@ -19,7 +19,7 @@ The copy runs one image at a time (``FCOS.enable_per_image_inference``): GroupNo
 on oneDNN's fused batch norm kernels. Its network is frozen: traced once for
 ``[1, H, W, 3]`` inputs with every weight a graph constant. oneDNN then reorders each
 convolution's weights once into its preferred blocked layout and keeps them, instead of
-reading the plain variable layout on every call (1.2x faster in float32 on a 2-core AVX-512
+reading the plain variable layout on every call (1.15x faster in float32 on a 2-core AVX-512
 CPU, BENCHMARKS.md).
 """
 
