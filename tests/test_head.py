@@ -364,6 +364,39 @@ def test_group_norm_is_keras_group_normalization_with_its_variables():
         GroupNorm(4, axis=1)
 
 
+@pytest.mark.parametrize("affine", [True, False])
+def test_group_norm_gradients_match_float64(affine):
+    # Offset data (the case the shifted statistics are for) and every gradient the layer
+    # returns by hand: inputs, gamma and beta, against autodiff of a float64 GroupNorm.
+    rng = np.random.default_rng(7)
+    x = (20.0 + 2.0 * rng.normal(size=(2, 5, 7, 16))).astype("float32")
+    weights = rng.normal(size=(2, 5, 7, 16))
+    layer = GroupNorm(4, epsilon=1e-5, scale=affine, center=affine)
+    layer.build(x.shape)
+    if affine:
+        layer.set_weights([rng.uniform(0.5, 1.5, 16), rng.normal(size=16)])
+    inputs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        loss = tf.reduce_sum(tf.sin(layer(inputs, training=True)) * weights)
+    ours = tape.gradient(loss, [inputs] + layer.trainable_weights)
+
+    x64 = tf.constant(x, tf.float64)
+    gamma64 = [tf.Variable(np.asarray(w, "float64")) for w in layer.get_weights()]
+    with tf.GradientTape() as tape:
+        tape.watch(x64)
+        grouped = tf.reshape(x64, [2, 5, 7, 4, 4])
+        mean, variance = tf.nn.moments(grouped, axes=[1, 2, 4], keepdims=True)
+        y = tf.reshape((grouped - mean) * tf.math.rsqrt(variance + 1e-5), x.shape)
+        if affine:
+            y = y * gamma64[0] + gamma64[1]
+        loss = tf.reduce_sum(tf.sin(y) * weights)
+    expected = tape.gradient(loss, [x64] + gamma64)
+    assert len(ours) == len(expected) == (3 if affine else 1)
+    for a, b in zip(ours, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.abs(b).max()))
+
+
 def test_group_norm_mixed_precision_statistics_in_float32():
     x, gamma, beta = _p3_input(20.0, 0.5)
     x = x[:, :40, :40]
