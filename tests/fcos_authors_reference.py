@@ -13,6 +13,7 @@ their networks.
 import math
 
 import numpy as np
+import tensorflow as tf
 import torch
 import torch.nn.functional as F
 
@@ -507,3 +508,29 @@ def assert_detections_match(boxes, scores, classes, reference, min_count=5):
     if unused.any():
         assert len(ref_scores) > 100 - 5, (len(scores), len(ref_scores))
         np.testing.assert_allclose(ref_scores[unused], scores.min(), atol=5e-4)
+
+
+def assert_model_matches(model, nhwc, image_size, results, postprocess, strides):
+    """An imported ``FCOS`` on ``nhwc`` against the reference forward pass and inference.
+
+    Args:
+        model: the imported Keras model.
+        nhwc: the padded input of :func:`padded_input`.
+        image_size: ``(H, W)`` valid region of the input.
+        results: the reference's per-level outputs on the same input.
+        postprocess: the source's inference (:func:`adelaidet_postprocess` or
+            :func:`tianzhi_postprocess`).
+        strides: the reference levels' strides.
+    """
+    outputs = model(tf.constant(nhwc), training=False)
+    assert_raw_outputs_match(outputs, results)
+    detections = model.postprocess(
+        outputs, nhwc.shape[1:3], valid_size=tf.constant([image_size], tf.int32)
+    )
+    num = int(detections["num_detections"][0])
+    assert_detections_match(
+        detections["boxes"][0, :num].numpy(),
+        detections["scores"][0, :num].numpy(),
+        detections["classes"][0, :num].numpy(),
+        postprocess(results, strides, image_size),
+    )

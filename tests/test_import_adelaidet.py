@@ -8,7 +8,6 @@ Keras model must give the same raw outputs per level and the same detections (1e
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 torch = pytest.importorskip("torch")
 
@@ -63,17 +62,8 @@ def test_raw_outputs_and_detections_match_adelaidet(imported):
     for image_size in IMAGE_SIZES[:1] if depth == 101 else IMAGE_SIZES:
         nhwc, nchw = ref.padded_input(image_size, seed=image_size[0])
         results, strides = _reference(state_dict, nchw, depth, real_time, bn_head)
-        outputs = model(tf.constant(nhwc), training=False)
-        ref.assert_raw_outputs_match(outputs, results)
-        detections = model.postprocess(
-            outputs, nhwc.shape[1:3], valid_size=tf.constant([image_size], tf.int32)
-        )
-        num = int(detections["num_detections"][0])
-        ref.assert_detections_match(
-            detections["boxes"][0, :num].numpy(),
-            detections["scores"][0, :num].numpy(),
-            detections["classes"][0, :num].numpy(),
-            ref.adelaidet_postprocess(results, strides, image_size),
+        ref.assert_model_matches(
+            model, nhwc, image_size, results, ref.adelaidet_postprocess, strides
         )
 
 

@@ -8,7 +8,6 @@ on a random state dict with the checkpoint's exact names (``module.`` prefix, BN
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 torch = pytest.importorskip("torch")
 
@@ -73,18 +72,7 @@ def test_raw_outputs_and_detections_match_tianzhi(imported):
     for image_size in IMAGE_SIZES if recipe == "fcos_tianzhi_mnv2_c128" else IMAGE_SIZES[:1]:
         nhwc, nchw = ref.padded_input(image_size, seed=image_size[1])
         results = _reference(state_dict, nchw, backbone)
-        outputs = model(tf.constant(nhwc), training=False)
-        ref.assert_raw_outputs_match(outputs, results)
-        detections = model.postprocess(
-            outputs, nhwc.shape[1:3], valid_size=tf.constant([image_size], tf.int32)
-        )
-        num = int(detections["num_detections"][0])
-        ref.assert_detections_match(
-            detections["boxes"][0, :num].numpy(),
-            detections["scores"][0, :num].numpy(),
-            detections["classes"][0, :num].numpy(),
-            ref.tianzhi_postprocess(results, STRIDES, image_size),
-        )
+        ref.assert_model_matches(model, nhwc, image_size, results, ref.tianzhi_postprocess, STRIDES)
 
 
 def test_tensor_counts_and_unsupported_models_are_named():
