@@ -278,6 +278,7 @@ def test_resnet_config_round_trip():
         "norm": "frozen_bn",
         "bn_epsilon": 1.001e-5,
         "min_level": 3,
+        "fold_frozen_bn": True,
     }
     clone = ResNet.from_config(config)
     assert clone.get_layer("layer2_0_conv1").strides == (2, 2)
@@ -295,6 +296,130 @@ def test_resnet_frozen_bn_epsilon_zero():
     norms = [layer for layer in model.layers if isinstance(layer, FrozenBatchNorm)]
     assert len(norms) == 53 and all(layer.epsilon == 0.0 for layer in norms)
     assert ResNet.from_config(model.get_config()).bn_epsilon == 0.0
+
+
+# ------------------------------------------------------------- frozen BN folded into the convs
+
+
+def _resnets_with_random_statistics(seed=0, **kwargs):
+    """A folding and a non-folding ResNet-50 with the same weights and random BN statistics."""
+    folded = ResNet(depth=50, fold_frozen_bn=True, **kwargs)
+    rng = np.random.default_rng(seed)
+    for variable in folded.weights:
+        name = variable.path.split("/")[-1]
+        shape = tuple(variable.shape)
+        if name in ("gamma", "moving_variance"):
+            variable.assign(rng.uniform(0.5, 1.5 if name == "gamma" else 2.0, shape))
+        elif name in ("beta", "moving_mean"):
+            variable.assign(rng.normal(0.0, 0.2, shape))
+    plain = ResNet(depth=50, fold_frozen_bn=False, **kwargs)
+    plain.set_weights(folded.get_weights())
+    return folded, plain
+
+
+def test_folded_frozen_bn_same_weights_outputs_and_gradients():
+    # float64, so that the comparison sees the algebra, not float32 rounding amplified by
+    # ReLUs flipping near zero through 16 blocks of random weights.
+    keras.mixed_precision.set_global_policy("float64")
+    try:
+        folded, plain = _resnets_with_random_statistics(freeze_at=2)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    # Same variables in the same order under the same paths: checkpoints load either way.
+    assert [v.path for v in folded.weights] == [v.path for v in plain.weights]
+    assert [v.path for v in folded.trainable_weights] == [v.path for v in plain.trainable_weights]
+    images = tf.constant(np.random.default_rng(1).normal(size=(2, 64, 96, 3)), tf.float64)
+    weights = [
+        tf.random.stateless_normal([1, 1, 1, c], [5, i], dtype=tf.float64)
+        for i, c in enumerate((512, 1024, 2048))
+    ]
+
+    def outputs_and_gradients(model):
+        with tf.GradientTape() as tape:
+            features = model(images)
+            loss = sum(tf.reduce_sum(f * w) for f, w in zip(features, weights, strict=True))
+        return features, tape.gradient(loss, model.trainable_weights)
+
+    features_folded, grads_folded = outputs_and_gradients(folded)
+    features_plain, grads_plain = outputs_and_gradients(plain)
+    for a, b in zip(features_folded, features_plain, strict=True):
+        assert a.dtype == tf.float64
+        np.testing.assert_allclose(a, b, atol=1e-10 * float(tf.reduce_max(tf.abs(b))))
+    assert len(grads_folded) == len(grads_plain) == 42  # the convs of layer2..layer4
+    for a, b in zip(grads_folded, grads_plain, strict=True):
+        assert float(tf.norm(b)) > 0
+        assert float(tf.norm(a - b) / tf.norm(b)) < 1e-10
+
+
+def test_folded_frozen_bn_leaves_no_norm_arithmetic_on_activations():
+    """Traced forward pass: the folded ResNet multiplies only weights, never a feature map."""
+
+    def feature_map_multiplies(model):
+        graph = (
+            tf.function(lambda x: model(x))
+            .get_concrete_function(tf.TensorSpec([2, 64, 64, 3], tf.float32))
+            .graph
+        )
+        # Batch 2: a kernel's first dimension is 1, 3 or 7; a feature map's is the batch.
+        return sum(
+            op.type == "Mul" and op.outputs[0].shape.as_list()[:1] == [2]
+            for op in graph.get_operations()
+        )
+
+    folded, plain = ResNet(depth=50), ResNet(depth=50, fold_frozen_bn=False)
+    assert feature_map_multiplies(plain) == 53  # one per FrozenBatchNorm
+    assert feature_map_multiplies(folded) == 0
+
+
+def test_folded_frozen_bn_mixed_bfloat16_close_to_float32():
+    folded, plain = _resnets_with_random_statistics()
+    # Layers read the global policy when the functional ResNet creates them.
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        folded16 = ResNet(depth=50)
+        plain16 = ResNet(depth=50, fold_frozen_bn=False)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert folded16.get_layer("layer1_0_conv1").compute_dtype == "bfloat16"
+    folded16.set_weights(folded.get_weights())
+    plain16.set_weights(folded.get_weights())
+    images = np.random.default_rng(2).normal(size=(1, 64, 64, 3)).astype("float32")
+    reference = plain(images)[-1]
+    scale = float(tf.reduce_max(tf.abs(reference)))
+
+    def error(model):
+        out = tf.cast(model(images)[-1], tf.float32)
+        return float(tf.reduce_max(tf.abs(out - reference))) / scale
+
+    # The kernel times the BN scale is rounded to bfloat16 once; the unfolded path rounds
+    # the conv output before its float32 multiply-add. Both stay at bfloat16's error.
+    assert error(folded16) < 0.1 and error(plain16) < 0.1
+    assert error(folded16) < 2 * error(plain16)
+
+
+def test_folded_layers_called_alone_are_conv_and_frozen_bn():
+    folded, plain = _resnets_with_random_statistics()
+    conv, norm = folded.get_layer("layer1_0_conv1"), folded.get_layer("layer1_0_bn1")
+    assert isinstance(conv, backbone_lib.FrozenBNConv2D) and norm.folded
+    x = tf.constant(np.random.default_rng(3).normal(size=(1, 8, 8, 64)), tf.float32)
+    raw = tf.nn.conv2d(x, conv.kernel, 1, "SAME")
+    np.testing.assert_allclose(conv(x), raw, rtol=1e-5, atol=1e-5)
+    scale, offset = norm.affine()
+    np.testing.assert_allclose(norm(raw), raw * scale + offset, rtol=1e-5, atol=1e-5)
+    # A sub-model that ends at a folded conv returns the conv's own output.
+    stem = keras.Model(folded.input, folded.get_layer("conv1").output)
+    stem_plain = keras.Model(plain.input, plain.get_layer("conv1").output)
+    images = np.random.default_rng(4).normal(size=(1, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(stem(images), stem_plain(images), rtol=1e-5, atol=1e-5)
+
+
+def test_fold_norm_takes_only_a_frozen_bn():
+    conv = backbone_lib.FrozenBNConv2D(4, 1)
+    with pytest.raises(TypeError, match="FrozenBatchNorm"):
+        conv.fold_norm(keras.layers.BatchNormalization())
+    # Plain BN ResNets keep plain convolutions.
+    model = ResNet(depth=50, norm="bn")
+    assert not any(isinstance(layer, backbone_lib.FrozenBNConv2D) for layer in model.layers)
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,9 @@ like PyTorch; TF's ``same`` pads more on the bottom/right for stride 2 (docs/des
 of ``C_l`` for an input ``H x W`` is therefore ``ceil(H / s) x ceil(W / s)``.
 """
 
+import contextlib
+import threading
+
 import keras
 from keras import ops
 
@@ -37,6 +40,25 @@ _LAYOUTS = ("pytorch", "caffe")
 BACKBONES = ("small", "resnet50", "resnet101") + MOBILE_BACKBONES + (MOBILENET_V2_FCOS,)
 _RESNET_NORMS = ("frozen_bn", "bn")
 _SMALL_NORMS = ("group", "bn", "none")
+
+# Set while a ResNet with ``fold_frozen_bn`` runs its forward pass (per thread, as a
+# MirroredStrategy replica traces in its own thread): only then do its FrozenBNConv2D layers
+# apply their norm and the norms pass their input through. Called on their own, or through
+# another model built from them, the layers compute what a Conv2D and a FrozenBatchNorm do.
+_FOLDING = threading.local()
+
+
+def _folding_active():
+    return getattr(_FOLDING, "depth", 0) > 0
+
+
+@contextlib.contextmanager
+def _folded_frozen_norms():
+    _FOLDING.depth = getattr(_FOLDING, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _FOLDING.depth -= 1
 
 
 @keras.saving.register_keras_serializable(package="fcos_tf")
@@ -59,6 +81,9 @@ class FrozenBatchNorm(keras.layers.Layer):
         if not epsilon >= 0:
             raise ValueError(f"`epsilon` must be >= 0, got {epsilon}.")
         self.epsilon = float(epsilon)
+        # Set by FrozenBNConv2D.fold_norm: inside its ResNet's forward pass, the conv feeding
+        # this layer applies it.
+        self.folded = False
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -83,11 +108,17 @@ class FrozenBatchNorm(keras.layers.Layer):
                 ),
             )
 
+    def affine(self):
+        """``(scale, offset)``, float32 ``[C]``: the layer computes ``x * scale + offset``."""
+        scale = self.gamma * ops.rsqrt(self.moving_variance + self.epsilon)
+        return scale, self.beta - self.moving_mean * scale
+
     def call(self, inputs, training=None):
         del training  # Inference mode always.
-        scale = self.gamma * ops.rsqrt(self.moving_variance + self.epsilon)
-        offset = self.beta - self.moving_mean * scale
-        outputs = ops.cast(inputs, "float32") * scale + offset
+        if self.folded and _folding_active():
+            return inputs
+        scale, offset = self.affine()
+        outputs = ops.cast(inputs, self.variable_dtype) * scale + offset
         return ops.cast(outputs, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
@@ -99,6 +130,53 @@ class FrozenBatchNorm(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="fcos_tf")
+class FrozenBNConv2D(keras.layers.Conv2D):
+    """``Conv2D`` that can apply the :class:`FrozenBatchNorm` it feeds inside the convolution.
+
+    After :meth:`fold_norm`, while its :class:`ResNet` runs its forward pass, the layer
+    computes ``conv(x, W * scale) + offset`` (its own bias, if any, scaled too): what the conv
+    followed by the norm computes, up to rounding, and the norm passes its input through. The
+    weights stay where they are (the kernel here, the statistics in the norm), so
+    checkpoints, the weight importers and the export's BatchNorm folding see the same layers
+    as with a plain ``Conv2D``. A step saves the norm's multiply-add over the activations,
+    its casts under mixed precision and its gradient, and a ReLU that follows fuses into the
+    convolution. ``W * scale`` is taken in the variable dtype (float32 under a mixed policy)
+    and rounded once to the compute dtype.
+
+    Called on its own, or through another model built from the ResNet's layers (a sub-model
+    that ends at this conv), the layer is a ``Conv2D``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        # The kernel is read in its own dtype and cast after the norm's scale is applied.
+        kwargs["autocast"] = False
+        super().__init__(*args, **kwargs)
+        self._norm_affine = None
+
+    def fold_norm(self, norm):
+        """Apply ``norm`` (a :class:`FrozenBatchNorm` fed only by this layer) in this layer."""
+        if not isinstance(norm, FrozenBatchNorm):
+            raise TypeError(f"fold_norm takes a FrozenBatchNorm, got {type(norm).__name__}.")
+        # A bound method, not the layer: the norm must not become a tracked sub-layer.
+        self._norm_affine = norm.affine
+        norm.folded = True
+
+    def call(self, inputs):
+        kernel = self.kernel
+        bias = self.bias if self.use_bias else None
+        if self._norm_affine is not None and _folding_active():
+            scale, offset = self._norm_affine()
+            kernel = kernel * ops.cast(scale, kernel.dtype)
+            bias = offset if bias is None else ops.cast(bias, "float32") * scale + offset
+        outputs = self.convolution_op(inputs, ops.cast(kernel, self.compute_dtype))
+        if bias is not None:
+            outputs = ops.add(outputs, ops.cast(bias, self.compute_dtype))
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+
 def _conv(
     x,
     filters,
@@ -108,18 +186,22 @@ def _conv(
     trainable=True,
     use_bias=False,
     kernel_initializer=_RESNET_KERNEL_INIT,
+    layer_class=keras.layers.Conv2D,
 ):
     """Conv with PyTorch padding ``kernel_size // 2``: explicit when strided, ``same`` otherwise.
 
     For odd kernels and stride 1, TF's ``same`` is the symmetric ``k // 2`` padding; for
     stride 2 it is not, hence the ``ZeroPadding2D`` (named ``<name>_pad``) + ``valid``.
+
+    Returns:
+        ``(outputs, conv layer)``.
     """
     padding = "same"
     if stride > 1:
         if kernel_size > 1:
             x = keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
         padding = "valid"
-    return keras.layers.Conv2D(
+    conv = layer_class(
         filters,
         kernel_size,
         strides=stride,
@@ -128,33 +210,46 @@ def _conv(
         kernel_initializer=kernel_initializer,
         trainable=trainable,
         name=name,
-    )(x)
+    )
+    return conv(x), conv
 
 
-def _resnet_norm(x, norm, epsilon, name, trainable=True):
-    if norm == "frozen_bn":
-        return FrozenBatchNorm(epsilon=epsilon, name=name)(x)
-    # A frozen stage's plain BN is set non-trainable, which also puts it in inference mode.
-    return keras.layers.BatchNormalization(
-        epsilon=epsilon, momentum=0.9, trainable=trainable, name=name
-    )(x)
+def _conv_norm(x, filters, kernel_size, stride, name, norm_name, norm, trainable):
+    """A ResNet conv and its norm; a frozen BN is folded into the conv when ``norm`` says so.
+
+    Args:
+        norm: ``(kind, epsilon, fold)``: kind ``"frozen_bn"`` or ``"bn"``; ``fold`` applies a
+            frozen BN inside the conv (:class:`FrozenBNConv2D`).
+    """
+    kind, epsilon, fold = norm
+    fold = fold and kind == "frozen_bn"
+    layer_class = FrozenBNConv2D if fold else keras.layers.Conv2D
+    y, conv = _conv(x, filters, kernel_size, stride, name, trainable, layer_class=layer_class)
+    if kind == "frozen_bn":
+        norm_layer = FrozenBatchNorm(epsilon=epsilon, name=norm_name)
+    else:
+        # A frozen stage's plain BN is set non-trainable, which also puts it in inference mode.
+        norm_layer = keras.layers.BatchNormalization(
+            epsilon=epsilon, momentum=0.9, trainable=trainable, name=norm_name
+        )
+    y = norm_layer(y)
+    if fold:
+        conv.fold_norm(norm_layer)
+    return y
 
 
-def _bottleneck(x, filters, stride, downsample, layout, norm, epsilon, name, trainable):
+def _bottleneck(x, filters, stride, downsample, layout, norm, name, trainable):
     """ResNet bottleneck ``1x1 -> 3x3 -> 1x1 (x4 channels)`` plus a projection shortcut."""
     stride_1x1, stride_3x3 = (stride, 1) if layout == "caffe" else (1, stride)
     shortcut = x
     if downsample:
-        shortcut = _conv(x, 4 * filters, 1, stride, f"{name}_downsample_0", trainable)
-        shortcut = _resnet_norm(shortcut, norm, epsilon, f"{name}_downsample_1", trainable)
-    y = _conv(x, filters, 1, stride_1x1, f"{name}_conv1", trainable)
-    y = _resnet_norm(y, norm, epsilon, f"{name}_bn1", trainable)
+        names = (f"{name}_downsample_0", f"{name}_downsample_1")
+        shortcut = _conv_norm(x, 4 * filters, 1, stride, *names, norm, trainable)
+    y = _conv_norm(x, filters, 1, stride_1x1, f"{name}_conv1", f"{name}_bn1", norm, trainable)
     y = keras.layers.ReLU(name=f"{name}_relu1")(y)
-    y = _conv(y, filters, 3, stride_3x3, f"{name}_conv2", trainable)
-    y = _resnet_norm(y, norm, epsilon, f"{name}_bn2", trainable)
+    y = _conv_norm(y, filters, 3, stride_3x3, f"{name}_conv2", f"{name}_bn2", norm, trainable)
     y = keras.layers.ReLU(name=f"{name}_relu2")(y)
-    y = _conv(y, 4 * filters, 1, 1, f"{name}_conv3", trainable)
-    y = _resnet_norm(y, norm, epsilon, f"{name}_bn3", trainable)
+    y = _conv_norm(y, 4 * filters, 1, 1, f"{name}_conv3", f"{name}_bn3", norm, trainable)
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
@@ -185,6 +280,9 @@ class ResNet(keras.Model):
             ``norm="frozen_bn"`` only, as maskrcnn-benchmark's ``FrozenBatchNorm2d``).
         min_level: 3 (default): ``[C3, C4, C5]``; 2: ``[C2, C3, C4, C5]`` with ``C2`` the
             output of ``layer1``, ``[B, ceil(H/4), ceil(W/4), 256]`` (for a P2 pyramid level).
+        fold_frozen_bn: with ``norm="frozen_bn"``, the forward pass applies each norm inside
+            the convolution before it (:class:`FrozenBNConv2D`; default): the same weights
+            and outputs, a faster step.
         name: model name.
         **kwargs: passed to ``keras.Model``.
     """
@@ -197,6 +295,7 @@ class ResNet(keras.Model):
         norm="frozen_bn",
         bn_epsilon=1e-5,
         min_level=3,
+        fold_frozen_bn=True,
         name=None,
         **kwargs,
     ):
@@ -219,8 +318,8 @@ class ResNet(keras.Model):
 
         images = keras.Input(shape=(None, None, 3), name="images")
         stem_trainable = freeze_at < 1
-        x = _conv(images, 64, 7, 2, "conv1", stem_trainable)
-        x = _resnet_norm(x, norm, bn_epsilon, "bn1", stem_trainable)
+        norm_spec = (norm, bn_epsilon, fold_frozen_bn)
+        x = _conv_norm(images, 64, 7, 2, "conv1", "bn1", norm_spec, stem_trainable)
         x = keras.layers.ReLU(name="relu")(x)
         # PyTorch pads the max-pool with -inf; after the ReLU every window holds a value >= 0,
         # so zero padding gives the same maximum.
@@ -238,8 +337,7 @@ class ResNet(keras.Model):
                     stride,
                     downsample=block == 0,
                     layout=layout,
-                    norm=norm,
-                    epsilon=bn_epsilon,
+                    norm=norm_spec,
                     name=f"layer{stage}_{block}",
                     trainable=freeze_at <= stage,
                 )
@@ -253,8 +351,15 @@ class ResNet(keras.Model):
         self.norm = norm
         self.bn_epsilon = float(bn_epsilon)
         self.min_level = int(min_level)
+        self.fold_frozen_bn = bool(fold_frozen_bn)
         self.output_channels = (256, 512, 1024, 2048)[min_level - 2 :]
         self.strides = (4, 8, 16, 32)[min_level - 2 :]
+
+    def call(self, inputs, training=None, mask=None):
+        if not self.fold_frozen_bn:
+            return super().call(inputs, training=training, mask=mask)
+        with _folded_frozen_norms():
+            return super().call(inputs, training=training, mask=mask)
 
     def get_config(self):
         return {
@@ -265,6 +370,7 @@ class ResNet(keras.Model):
             "norm": self.norm,
             "bn_epsilon": self.bn_epsilon,
             "min_level": self.min_level,
+            "fold_frozen_bn": self.fold_frozen_bn,
         }
 
     @classmethod
@@ -316,7 +422,7 @@ class SmallBackbone(keras.Model):
             )
 
         def conv_norm_relu(x, filters, stride, layer_name):
-            x = _conv(
+            x, _ = _conv(
                 x,
                 filters,
                 3,
