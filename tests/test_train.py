@@ -91,6 +91,25 @@ def test_optimizer_momentum_matches_hand_computation():
     assert int(optimizer.iterations.numpy()) == 2
 
 
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_optimizer_fused_update_equals_keras_sgd(nesterov):
+    """The fused momentum kernel gives Keras SGD's updates (on g + l2 * w), bit for bit."""
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(3, 5)).astype("float32")
+    ours = keras.Variable(start, name="kernel")
+    reference = keras.Variable(start, name="kernel")
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay([2], [0.1, 0.01])
+    optimizer = optimization.DetectionSGD(schedule, momentum=0.9, l2=1e-2, nesterov=nesterov)
+    keras_sgd = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=nesterov)
+    for _ in range(4):  # across the learning-rate step
+        gradient = tf.constant(rng.normal(size=(3, 5)).astype("float32"))
+        optimizer.apply([gradient], [ours])
+        keras_sgd.apply([gradient + 1e-2 * reference.value], [reference])
+    np.testing.assert_array_equal(ours.numpy(), reference.numpy())
+    np.testing.assert_array_equal(optimizer.momentums[0].numpy(), keras_sgd.momentums[0].numpy())
+    assert not np.array_equal(ours.numpy(), start)
+
+
 # ------------------------------------------------------------------------- tiny recipe
 
 

@@ -108,6 +108,13 @@ class WarmupStepSchedule(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+def _handle(variable):
+    """The resource handle of a Keras or TF variable (the local copy in a strategy update)."""
+    if isinstance(variable, keras.Variable):
+        variable = variable.value
+    return variable.handle
+
+
 def _short_name(variable):
     return variable.name.split("/")[-1].split(":")[0]
 
@@ -171,7 +178,21 @@ class DetectionSGD(keras.optimizers.SGD):
             gradient = gradient * self.bias_lr_factor
         elif self._decay_flags[index] and self.l2 > 0:
             gradient = gradient + self.l2 * tf.convert_to_tensor(variable)
-        super().update_step(gradient, variable, learning_rate)
+        if self.momentum == 0 or isinstance(gradient, tf.IndexedSlices):
+            super().update_step(gradient, variable, learning_rate)
+            return
+        # Keras' momentum update, m = momentum * m - lr * g; w += m (Nesterov:
+        # w += momentum * m - lr * g), as the one fused kernel TensorFlow has for it: one pass
+        # over each variable instead of five element-wise ops and two assignments.
+        momentum = self.momentums[index]
+        tf.raw_ops.ResourceApplyKerasMomentum(
+            var=_handle(variable),
+            accum=_handle(momentum),
+            lr=tf.cast(learning_rate, variable.dtype),
+            grad=gradient,
+            momentum=tf.cast(self.momentum, variable.dtype),
+            use_nesterov=self.nesterov,
+        )
 
     def get_config(self):
         config = super().get_config()
