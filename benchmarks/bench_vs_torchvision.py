@@ -3,6 +3,7 @@ r"""fcos_tf's served SavedModel against torchvision's ``fcos_resnet50_fpn`` at i
     python -m benchmarks.bench_vs_torchvision --part=inference
     python -m benchmarks.bench_vs_torchvision --part=inference --sizes=512x512 --batch=8
     python -m benchmarks.bench_vs_torchvision --part=train
+    python -m benchmarks.bench_vs_torchvision --part=train_profile --precision=bfloat16
     ONEDNN_MAX_CPU_ISA=AVX2 python -m benchmarks.bench_vs_torchvision --part=inference \
         --sizes=512x512 --peers=none
 
@@ -35,12 +36,23 @@ fraction of it.
 fcos_tf; torchvision's own target assignment), SGD momentum 0.9: fcos_tf float32 and
 ``mixed_bfloat16`` (``model.fit``'s compiled step) against torchvision float32 and
 ``channels_last`` + ``autocast``; the first step (tracing included) separately.
+
+``--part=train_profile`` (fcos_tf only, the last ``--precision``; ``bfloat16`` is
+``mixed_bfloat16``): where the first step's time goes (building the model, tracing the step
+in Python, the first call: grappler, kernel creation and the step itself; and the first
+step with ``run_eagerly=True``, which traces nothing), and the op time of one step by op
+type and by part of the graph (forward, gradient, optimizer), read from a
+``tf.profiler`` trace. Op times add up over TensorFlow's threads, so their sum exceeds the
+step's wall time.
 """
 
 import argparse
 import dataclasses
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -255,20 +267,14 @@ def inference(args):
     )
 
 
-def train(args):
-    import keras
-    import torch
+def _train_setup(args, size, batch):
+    """fcos_tf's train-step candidates: ``(endless dataset of one batch, build(policy))``.
 
-    torchvision, note = common.import_torchvision()
-    torch.set_num_threads(args.threads)
-    size, batch = 512, 2
-    common.print_header(
-        f"Train step {size}x{size} batch {batch}, fcos_tf vs torchvision, {args.threads} threads"
-    )
-    if note:
-        print(note + "\n")
-    rows = []
-    # fcos_tf: the recipe's model and optimizer, the training pipeline's targets.
+    The recipe's model and optimizer (``build`` returns the compiled model, seeded), the
+    training pipeline's targets.
+    """
+    import keras
+
     config = config_lib.load_recipe(RECIPE)
     config.data.dataset = "synthetic"
     config.data.synthetic.num_train, config.data.synthetic.num_val = 4, 1
@@ -281,13 +287,35 @@ def train(args):
         config.model.head_norm = None if args.head_norm == "none" else args.head_norm
     examples = builders.read_split(config, "train")
     element = next(iter(builders.build_train_dataset(config, examples.dataset)(0)))
-    dataset = common.repeat_dataset(*element)
-    for policy in ("float32", "mixed_bfloat16"):
+
+    def build(policy, run_eagerly=False):
         keras.utils.set_random_seed(0)
-        started = time.perf_counter()
         with common.dtype_policy(policy):
             model = builders.build_model(config, 80, load_backbone_weights=False)
-        model.compile(optimizer=builders.build_optimizer(config), jit_compile=False)
+        model.compile(
+            optimizer=builders.build_optimizer(config), jit_compile=False, run_eagerly=run_eagerly
+        )
+        return model
+
+    return common.repeat_dataset(*element), build
+
+
+def train(args):
+    import torch
+
+    torchvision, note = common.import_torchvision()
+    torch.set_num_threads(args.threads)
+    size, batch = 512, 2
+    common.print_header(
+        f"Train step {size}x{size} batch {batch}, fcos_tf vs torchvision, {args.threads} threads"
+    )
+    if note:
+        print(note + "\n")
+    rows = []
+    dataset, build = _train_setup(args, size, batch)
+    for policy in ("float32", "mixed_bfloat16"):
+        started = time.perf_counter()
+        model = build(policy)
         build_s = time.perf_counter() - started
         timing = common.time_train_steps(model, dataset, warmup=1, repeats=args.repeats)
         rows.append(
@@ -337,6 +365,114 @@ def train(args):
         rows.append([name, timing["median"], timing["min"], first])
     common.print_table(["candidate", "step median s", "step min s", "build + first step s"], rows)
     print(f"\nLoad after the run: {common.load_average():.1f}")
+
+
+def _op_times(logdir):
+    """``{(part, op type): seconds}`` of the ops in the ``tf.profiler`` trace in ``logdir``.
+
+    ``part`` is ``gradient`` (ops under ``gradient_tape/``), ``optimizer`` (under the
+    optimizer's name scope) or ``forward``.
+    """
+    import collections
+    import glob
+
+    # The XSpace proto that tf.profiler writes; TensorFlow ships its Python module.
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    (path,) = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+    space = xplane_pb2.XSpace()
+    with open(path, "rb") as f:
+        space.ParseFromString(f.read())
+    times = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue  # executor threads; the rest are nested or bookkeeping
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                if ":" not in name or "::" in name:
+                    continue  # ExecutorState::Process and other wrappers of ops
+                scope, op_type = name.rsplit(":", 1)
+                if "sgd/" in scope:
+                    part = "optimizer"
+                elif "gradient_tape/" in scope or scope.split("/")[-1].startswith("AddN"):
+                    part = "gradient"  # top-level AddNs sum the gradients of shared weights
+                else:
+                    part = "forward"
+                times[(part, op_type)] += event.duration_ps * 1e-12
+    return times
+
+
+def train_profile(args):
+    """Where fcos_tf's first train step and later steps spend their time."""
+    size, batch = 512, 2
+    precision = args.precision.split(",")[-1]
+    policy = "mixed_bfloat16" if precision == "bfloat16" else precision
+    common.print_header(f"Train step profile {size}x{size} batch {batch}, fcos_tf {policy}")
+    dataset, build = _train_setup(args, size, batch)
+    started = time.perf_counter()
+    model = build(policy)
+    build_s = time.perf_counter() - started
+    # The model's train_step in a tf.function of its own (what fit's compiled function runs
+    # per step), so that tracing and the first call are timed apart.
+    data = next(iter(dataset))
+    step = tf.function(model.train_step)
+    started = time.perf_counter()
+    concrete = step.get_concrete_function(data)
+    trace_s = time.perf_counter() - started
+    ops = len(concrete.graph.get_operations())
+    started = time.perf_counter()
+    common._sync(step(data))
+    first_call_s = time.perf_counter() - started
+    timing = common.time_call(lambda: common._sync(step(data)), warmup=1, repeats=3)
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        common._sync(step(data))
+        tf.profiler.experimental.stop()
+        times = _op_times(logdir)
+    # Eagerly, in a new process: in this one, oneDNN's kernels already exist.
+    command = [sys.executable, "-m", "benchmarks.bench_vs_torchvision", "--part=train_eager"]
+    command += [f"--precision={precision}", f"--threads={args.threads}"]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    eager_build_s, eager_first_s = json.loads(result.stdout.strip().splitlines()[-1])
+    common.print_table(
+        ["first step", "s"],
+        [
+            ["build + compile", build_s],
+            [f"trace the step (Python; {ops} ops)", trace_s],
+            ["first call (grappler, kernel creation, the step)", first_call_s],
+            ["later steps, median", timing["median"]],
+            ["total to the end of the first step", build_s + trace_s + first_call_s],
+            ["run_eagerly=True: build + compile", eager_build_s],
+            ["run_eagerly=True: first step", eager_first_s],
+        ],
+    )
+    print()
+    parts = {}
+    for (part, _), seconds in times.items():
+        parts[part] = parts.get(part, 0.0) + seconds
+    common.print_table(
+        ["part of the step", "op time ms"],
+        [[part, 1e3 * seconds] for part, seconds in sorted(parts.items())],
+    )
+    print()
+    common.print_table(
+        ["part", "op type", "op time ms"],
+        [[part, op, 1e3 * seconds] for (part, op), seconds in times.most_common(args.top)],
+    )
+    print(f"\nLoad after the run: {common.load_average():.1f}")
+
+
+def train_eager(args):
+    """``--part=train_profile``'s helper: prints ``[build s, first eager step s]`` as JSON."""
+    precision = args.precision.split(",")[-1]
+    policy = "mixed_bfloat16" if precision == "bfloat16" else precision
+    dataset, build = _train_setup(args, 512, 2)
+    started = time.perf_counter()
+    model = build(policy, run_eagerly=True)
+    build_s = time.perf_counter() - started
+    timing = common.time_train_steps(model, dataset, warmup=1, repeats=1)
+    print(json.dumps([build_s, timing["first"]]))
 
 
 def profile(args):
@@ -424,12 +560,17 @@ def profile(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=("inference", "train", "profile"), default="inference")
+    parser.add_argument(
+        "--part",
+        choices=("inference", "train", "train_profile", "train_eager", "profile"),
+        default="inference",
+    )
     parser.add_argument("--sizes", default="800x1333,512x512", help="HxW of the pictures.")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--precision", default="float32,bfloat16")
     parser.add_argument("--peers", choices=("torchvision", "none"), default="torchvision")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--top", type=int, default=20, help="--part=train_profile: op rows.")
     parser.add_argument(
         "--head_norm",
         default=None,
@@ -442,7 +583,9 @@ def main():
     )
     args = parser.parse_args()
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    {"inference": inference, "train": train, "profile": profile}[args.part](args)
+    parts = {"inference": inference, "train": train, "train_profile": train_profile}
+    parts.update(train_eager=train_eager, profile=profile)
+    parts[args.part](args)
 
 
 if __name__ == "__main__":
