@@ -35,7 +35,8 @@ fraction of it.
 ``--part=train``: one train step at 512x512, batch 2 (the training pipeline's targets for
 fcos_tf; torchvision's own target assignment), SGD momentum 0.9: fcos_tf float32 and
 ``mixed_bfloat16`` (``model.fit``'s compiled step) against torchvision float32 and
-``channels_last`` + ``autocast``; the first step (tracing included) separately.
+``channels_last`` + ``autocast``, taking turns as above; the first step (build and
+tracing included) separately.
 
 ``--part=train_profile`` (fcos_tf only, the last ``--precision``; ``bfloat16`` is
 ``mixed_bfloat16``): where the first step's time goes (building the model, tracing the step
@@ -311,59 +312,64 @@ def train(args):
     )
     if note:
         print(note + "\n")
-    rows = []
+    # Every candidate is built and takes its first step, then all take turns for the rounds
+    # (run_rounds), so that a change of load touches them alike.
+    first, candidates = {}, {}
     dataset, build = _train_setup(args, size, batch)
     for policy in ("float32", "mixed_bfloat16"):
         started = time.perf_counter()
         model = build(policy)
         build_s = time.perf_counter() - started
-        timing = common.time_train_steps(model, dataset, warmup=1, repeats=args.repeats)
-        rows.append(
-            [f"fcos_tf {policy}", timing["median"], timing["min"], build_s + timing["first"]]
+        timing = common.time_train_steps(model, dataset, warmup=1, repeats=1)
+        first[f"fcos_tf {policy}"] = build_s + timing["first"]
+        iterator = iter(dataset)
+        candidates[f"fcos_tf {policy}"] = lambda model=model, iterator=iterator: (
+            model.train_function(iterator)
         )
-        del model
-    if args.peers == "none":
-        common.print_table(
-            ["candidate", "step median s", "step min s", "build + first step s"], rows
-        )
-        return
-    # torchvision: its own transform and target assignment, in train mode.
-    images = [
-        torch.from_numpy(common.photo(size, size, seed=i)).permute(2, 0, 1).float() / 255
-        for i in range(batch)
-    ]
-    boxes, classes = common.random_boxes(batch, 6, size, size, 80)
-    targets = [
-        {"boxes": torch.from_numpy(boxes[i]), "labels": torch.from_numpy(classes[i]).long() + 1}
-        for i in range(batch)
-    ]
-    for name, channels_last, autocast in (
-        ("torchvision NCHW float32", False, False),
-        ("torchvision channels_last float32", True, False),
-        ("torchvision channels_last autocast bf16", True, True),
-    ):
-        started = time.perf_counter()
-        peer = common.torchvision_fcos(size, size).train()
-        if channels_last:
-            peer = peer.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.SGD(
-            [p for p in peer.parameters() if p.requires_grad], lr=0.001, momentum=0.9
-        )
+    if args.peers != "none":
+        # torchvision: its own transform and target assignment, in train mode.
+        images = [
+            torch.from_numpy(common.photo(size, size, seed=i)).permute(2, 0, 1).float() / 255
+            for i in range(batch)
+        ]
+        boxes, classes = common.random_boxes(batch, 6, size, size, 80)
+        targets = [
+            {
+                "boxes": torch.from_numpy(boxes[i]),
+                "labels": torch.from_numpy(classes[i]).long() + 1,
+            }
+            for i in range(batch)
+        ]
+        for name, channels_last, autocast in (
+            ("torchvision NCHW float32", False, False),
+            ("torchvision channels_last float32", True, False),
+            ("torchvision channels_last autocast bf16", True, True),
+        ):
+            started = time.perf_counter()
+            peer = common.torchvision_fcos(size, size).train()
+            if channels_last:
+                peer = peer.to(memory_format=torch.channels_last)
+            optimizer = torch.optim.SGD(
+                [p for p in peer.parameters() if p.requires_grad], lr=0.001, momentum=0.9
+            )
 
-        def step(peer=peer, optimizer=optimizer, autocast=autocast):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                losses = peer(images, targets)
-            loss = sum(losses.values())
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            return float(loss)
+            def step(peer=peer, optimizer=optimizer, autocast=autocast):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                    losses = peer(images, targets)
+                loss = sum(losses.values())
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                return loss.item()
 
-        step()
-        first = time.perf_counter() - started
-        timing = common.time_call(step, warmup=0, repeats=args.repeats)
-        rows.append([name, timing["median"], timing["min"], first])
-    common.print_table(["candidate", "step median s", "step min s", "build + first step s"], rows)
+            step()
+            first[name] = time.perf_counter() - started
+            candidates[name] = step
+    timings = run_rounds(candidates, args.repeats)
+    common.print_table(
+        ["candidate", "step median s", "step min s", "build + first step s"],
+        [[name, t["median"], t["min"], first[name]] for name, t in timings.items()],
+    )
     print(f"\nLoad after the run: {common.load_average():.1f}")
 
 

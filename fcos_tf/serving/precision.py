@@ -1,11 +1,12 @@
 """The network the serving graph runs: BatchNorms folded, at float32 or bfloat16.
 
-A trained detector computes its frozen BatchNorms
-(:class:`fcos_tf.modeling.backbone.FrozenBatchNorm`) as a separate float32 multiply-add after
-each convolution. For inference they are constant
-affine maps, so the serving graph runs a copy with each one folded into its convolution
-(:func:`fcos_tf.serving.bn_folding.fold_batch_norms`): grappler then fuses convolution, bias
-and ReLU into one oneDNN kernel and no float32 round trip is left between convolutions.
+The training model applies each frozen BatchNorm
+(:class:`fcos_tf.modeling.backbone.FrozenBatchNorm`) inside its convolution, scaling the
+kernel on every call (:class:`fcos_tf.modeling.backbone.FrozenBNConv2D`). The serving graph
+runs a copy with every BatchNorm folded into its convolution's stored weights once
+(:func:`fcos_tf.serving.bn_folding.fold_batch_norms`, in float64, also the head's
+BatchNorms): it holds plain convolutions, and grappler fuses convolution, bias and ReLU into
+one oneDNN kernel.
 
 ``"bfloat16"`` builds that copy under the Keras ``"bfloat16"`` dtype policy: weights stored
 in bfloat16 (folded in float64, rounded once) and every layer computing in bfloat16, the
