@@ -58,16 +58,6 @@ def _define_flags(flag_values):
     flags.mark_flag_as_required("output", flag_values=flag_values)
 
 
-def _coco_sizes(config, split):
-    """``{image_id: (H, W)}`` from the split's COCO annotation file (no image is decoded)."""
-    from fcos_tf.core import builders
-
-    path = builders.coco_paths(config.data.coco)[f"{split}_annotations"]
-    with open(path) as file:
-        images = json.load(file)["images"]
-    return {int(image["id"]): (int(image["height"]), int(image["width"])) for image in images}
-
-
 def analyze_dataset(config, split, *, max_images=0, anchors=True, read=None):
     """Runs the analysis over a split; returns ``(summary dict, ReadResult)``.
 
@@ -85,8 +75,7 @@ def analyze_dataset(config, split, *, max_images=0, anchors=True, read=None):
     from fcos_tf.analysis import assignment, report
     from fcos_tf.core import builders
 
-    from_config = read is None
-    if from_config:
+    if read is None:
         read = builders.read_split(config, split)
     dataset = read.dataset
     if max_images:
@@ -100,8 +89,9 @@ def analyze_dataset(config, split, *, max_images=0, anchors=True, read=None):
         location_grid=locations.location_grid,
     )
     size_table = None
-    if config.data.dataset == "coco" and from_config:
-        sizes = _coco_sizes(config, split)
+    if read.image_sizes:
+        # The reader listed the sizes (a COCO file): no image is decoded to learn them.
+        sizes = read.image_sizes
         ids = np.array(list(sizes), np.int64)
         values = np.array([h * 100_000 + w for h, w in sizes.values()], np.int64)
         size_table = tf.lookup.StaticHashTable(

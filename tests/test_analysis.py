@@ -255,7 +255,7 @@ def test_fcos_analyze_subprocess(tmp_path):
 def test_coco_sizes_come_from_the_json_and_match_the_decoded_images(tmp_path, monkeypatch):
     """The synthetic images written as COCO: same figures as the synthetic reader, no decode."""
     from fcos_tf.core import config as config_lib
-    from fcos_tf.data import synthetic
+    from fcos_tf.data import coco, synthetic
 
     config = config_lib.load_recipe("synthetic_small")
     config.data.synthetic.num_train = 6
@@ -276,7 +276,11 @@ def test_coco_sizes_come_from_the_json_and_match_the_decoded_images(tmp_path, mo
         raise AssertionError("an image was decoded")
 
     monkeypatch.setattr(tf.image, "decode_image", no_decoding)
+    loads = []
+    load_json = coco._load_json
+    monkeypatch.setattr(coco, "_load_json", lambda path: loads.append(path) or load_json(path))
     from_coco, _ = analyze.analyze_dataset(config, "train")
+    assert len(loads) == 1  # the reader's load gives the sizes too
     for key in ("num_images", "num_boxes", "bpr", "positives_per_level", "ambiguity"):
         assert from_coco[key] == from_synthetic[key], key
     assert from_coco["num_boxes"] > 6

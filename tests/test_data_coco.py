@@ -93,6 +93,25 @@ def test_reader_examples_label_map_and_skipped_files(tmp_path, caplog):
     assert empty["boxes"].shape == (0, 4) and empty["classes"].shape == (0,)
 
 
+def test_reader_lists_the_image_sizes_of_the_file(tmp_path):
+    annotation_file, image_dir = _write(tmp_path)
+    read = coco.read_coco(annotation_file, image_dir)
+    # Every image of the file, the skipped ones too: their sizes come from the JSON.
+    assert read.image_sizes == {
+        1: (40, 60),
+        2: (30, 20),
+        3: (32, 32),
+        4: (32, 32),
+        5: (32, 32),
+        6: (32, 32),
+    }
+    # A file that does not give every image's size lists none.
+    unsized = tmp_path / "unsized"
+    unsized.mkdir()
+    annotation_file, image_dir = _write(unsized, extra_images=[{"id": 7, "file_name": "x.png"}])
+    assert coco.read_coco(annotation_file, image_dir).image_sizes is None
+
+
 def test_unknown_image_id_or_category_is_an_error(tmp_path):
     bad_image = [{"id": 1, "image_id": 99, "category_id": 1, "bbox": [0, 0, 5, 5], "iscrowd": 0}]
     annotation_file, image_dir = _write(tmp_path, bad_image)

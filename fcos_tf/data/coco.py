@@ -311,7 +311,23 @@ def read_coco(
         check_images=check_images,
     )
     # Evaluation reads the official areas and crowd flags from the file itself.
-    return dataclasses.replace(result, ground_truth_file=annotation_file)
+    return dataclasses.replace(
+        result, ground_truth_file=annotation_file, image_sizes=_image_sizes(images)
+    )
+
+
+def _image_sizes(images):
+    """``{image_id: (height, width)}`` from the file's image entries; None if one lacks them."""
+    sizes = {}
+    for image_id, info in images.items():
+        try:
+            height, width = int(info["height"]), int(info["width"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        if height < 1 or width < 1:
+            return None
+        sizes[int(image_id)] = (height, width)
+    return sizes
 
 
 @dataclasses.dataclass

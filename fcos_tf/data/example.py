@@ -21,6 +21,9 @@ class ReadResult:
         skipped: ``(path, reason)`` of every image skipped at load time.
         ground_truth_file: the COCO JSON the examples come from, when there is one:
             evaluation then uses its official areas and crowd flags.
+        image_sizes: ``{image_id: (height, width)}`` of the original images when the source
+            lists them without decoding (a COCO file that gives every image's size), else
+            None.
     """
 
     dataset: tf.data.Dataset
@@ -28,3 +31,4 @@ class ReadResult:
     num_examples: int | None = None
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     ground_truth_file: str | None = None
+    image_sizes: dict[int, tuple[int, int]] | None = None
