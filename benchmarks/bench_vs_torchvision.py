@@ -3,6 +3,7 @@ r"""fcos_tf's served SavedModel against torchvision's ``fcos_resnet50_fpn`` at i
     python -m benchmarks.bench_vs_torchvision --part=inference
     python -m benchmarks.bench_vs_torchvision --part=inference --sizes=512x512 --batch=8
     python -m benchmarks.bench_vs_torchvision --part=train
+    python -m benchmarks.bench_vs_torchvision --part=first_step
     python -m benchmarks.bench_vs_torchvision --part=train_profile --precision=bfloat16
     ONEDNN_MAX_CPU_ISA=AVX2 python -m benchmarks.bench_vs_torchvision --part=inference \
         --sizes=512x512 --peers=none --precision=float32
@@ -24,7 +25,9 @@ ranges and both run the same, small, NMS), converted to fcos_tf by
 - torchvision: the model as shipped (NCHW float32), with ``channels_last`` (float32), with
   ``channels_last`` + ``torch.autocast("cpu", bfloat16)`` and its network alone (backbone
   + FPN + head), from the same uint8 pictures converted as a user would
-  (``torch.from_numpy(x).permute(2, 0, 1).float() / 255``), under ``torch.inference_mode``.
+  (``torch.from_numpy(x).permute(2, 0, 1).float() / 255``), under ``torch.inference_mode``;
+  and the ``channels_last`` model and network under ``torch.compile`` (inductor, which
+  writes and compiles C++ for the CPU; ``--no-torch_compile`` leaves them out).
 
 Every candidate is called in turn, ``--repeats`` rounds after one warm-up round (the first
 call of each is reported), so that the ratios hold on a loaded machine; the 4096x4096 matmul
@@ -35,8 +38,13 @@ fraction of it.
 ``--part=train``: one train step at 512x512, batch 2 (the training pipeline's targets for
 fcos_tf; torchvision's own target assignment), SGD momentum 0.9: fcos_tf float32 and
 ``mixed_bfloat16`` (``model.fit``'s compiled step) against torchvision float32 and
-``channels_last`` + ``autocast``, taking turns as above; the first step (build and
-tracing included) separately.
+``channels_last`` + ``autocast`` (and that under ``torch.compile``), taking turns as above;
+the first step (build and tracing included) separately.
+
+``--part=first_step``: each train-step candidate's build + first step in a new process
+(``--rounds`` processes each, taking turns), as a user starting a run sees it, and the
+import times of TensorFlow and torch, which come before. (The torchvision processes import
+TensorFlow too, idle: the benchmark's helpers do.)
 
 ``--part=train_profile`` (fcos_tf only, the last ``--precision``; ``bfloat16`` is
 ``mixed_bfloat16``): where the first step's time goes (building the model, tracing the step
@@ -196,18 +204,24 @@ def inference(args):
             def user_images():
                 return [torch.from_numpy(p).permute(2, 0, 1).float() / 255 for p in pixels]
 
-            def torch_call(m, autocast, network_only=False):
+            def torch_call(m, autocast, network=None):
                 def fn():
                     with (
                         torch.inference_mode(),
                         torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast),
                     ):
-                        if network_only:
-                            features = list(m.backbone(batch_tensor).values())
-                            return m.head(features)
+                        if network is not None:
+                            return network(batch_tensor)
                         return m(user_images())
 
                 return fn
+
+            def network_of(m):
+                return lambda x: m.head(list(m.backbone(x).values()))
+
+            # torch.compile (inductor's C++ code for the CPU) compiles in the warm-up round;
+            # one compiled object per precision.
+            compile_peer = torch.compile if args.torch_compile else None
 
             with torch.inference_mode():
                 batch_tensor = peer.transform(user_images())[0].tensors.contiguous(
@@ -217,13 +231,27 @@ def inference(args):
                 candidates["torchvision NCHW float32"] = torch_call(peer, False)
                 candidates["torchvision channels_last float32"] = torch_call(peer_cl, False)
                 candidates["torchvision network channels_last float32"] = torch_call(
-                    peer_cl, False, True
+                    peer_cl, False, network_of(peer_cl)
                 )
+                if compile_peer:
+                    candidates["torchvision compiled channels_last float32"] = torch_call(
+                        compile_peer(peer_cl), False
+                    )
+                    candidates["torchvision network compiled channels_last float32"] = torch_call(
+                        peer_cl, False, compile_peer(network_of(peer_cl))
+                    )
             if "bfloat16" in precisions:
                 candidates["torchvision channels_last autocast bf16"] = torch_call(peer_cl, True)
                 candidates["torchvision network channels_last autocast bf16"] = torch_call(
-                    peer_cl, True, True
+                    peer_cl, True, network_of(peer_cl)
                 )
+                if compile_peer:
+                    candidates["torchvision compiled channels_last autocast bf16"] = torch_call(
+                        compile_peer(peer_cl), True
+                    )
+                    candidates["torchvision network compiled channels_last autocast bf16"] = (
+                        torch_call(peer_cl, True, compile_peer(network_of(peer_cl)))
+                    )
         timings = run_rounds({**matmuls, **candidates}, args.repeats)
         rates = {
             key: 2.0 * n**3 / timings.pop(f"{key[0]} matmul {n} {key[1]}")["median"] / 1e9
@@ -233,12 +261,20 @@ def inference(args):
             f"{size}: same-run {n}x{n} matmul GFLOP/s: "
             + ", ".join(f"{fw} {p} {r:.0f}" for (fw, p), r in rates.items())
         )
-        best_peer = {
-            "float32": timings.get("torchvision channels_last float32"),
-            "bfloat16": timings.get("torchvision channels_last autocast bf16"),
-        }
-        for name, timing in timings.items():
+
+        def kind(name):
             precision = "bfloat16" if ("bf" in name.split()[-1]) else "float32"
+            return precision, "network" in name
+
+        # The fastest torchvision candidate of the same precision, whole model or network.
+        best_peer = {}
+        for name, timing in timings.items():
+            if name.startswith("torchvision"):
+                best = best_peer.get(kind(name))
+                if best is None or timing["median"] < best["median"]:
+                    best_peer[kind(name)] = timing
+        for name, timing in timings.items():
+            precision = kind(name)[0]
             framework = "tf" if name.startswith("fcos_tf") else "torch"
             row = [name, size, args.batch, timing["median"], timing["min"], timing["first"]]
             if "network" in name:
@@ -246,7 +282,7 @@ def inference(args):
                 row += [gflops, gflops / rates[(framework, precision)]]
             else:
                 row += [float("nan"), float("nan")]
-            peer_timing = best_peer[precision]
+            peer_timing = best_peer.get(kind(name))
             row.append(timing["median"] / peer_timing["median"] if peer_timing else float("nan"))
             rows.append(row)
         del peer
@@ -265,7 +301,7 @@ def inference(args):
             "first call s",
             "network GFLOP/s",
             "of same-run matmul",
-            "x torchvision best same precision",
+            "x fastest torchvision (same precision, same part)",
         ],
         rows,
     )
@@ -304,76 +340,148 @@ def _train_setup(args, size, batch):
     return common.repeat_dataset(*element), build
 
 
+# Train-step candidates: name -> (framework, fcos_tf policy or torch (channels_last, autocast,
+# torch.compile)).
+TRAIN_CANDIDATES = {
+    "fcos_tf float32": ("fcos_tf", "float32"),
+    "fcos_tf mixed_bfloat16": ("fcos_tf", "mixed_bfloat16"),
+    "torchvision NCHW float32": ("torch", (False, False, False)),
+    "torchvision channels_last float32": ("torch", (True, False, False)),
+    "torchvision channels_last autocast bf16": ("torch", (True, True, False)),
+    "torchvision compiled channels_last autocast bf16": ("torch", (True, True, True)),
+}
+
+
+def _train_candidate(args, name, size=512, batch=2):
+    """``(step function, build + first step s)`` of one train-step candidate.
+
+    fcos_tf: the recipe's compiled model (:func:`_train_setup`), its first step through
+    ``fit``. torchvision: its own transform and target assignment, in train mode, SGD
+    momentum 0.9; its first step eager.
+    """
+    framework, option = TRAIN_CANDIDATES[name]
+    if framework == "fcos_tf":
+        dataset, build = _train_setup(args, size, batch)
+        started = time.perf_counter()
+        model = build(option)
+        build_s = time.perf_counter() - started
+        timing = common.time_train_steps(model, dataset, warmup=1, repeats=1)
+        iterator = iter(dataset)
+        return (lambda: model.train_function(iterator)), build_s + timing["first"]
+    import torch
+
+    common.import_torchvision()
+    torch.set_num_threads(args.threads)
+    channels_last, autocast, compiled = option
+    images = [
+        torch.from_numpy(common.photo(size, size, seed=i)).permute(2, 0, 1).float() / 255
+        for i in range(batch)
+    ]
+    boxes, classes = common.random_boxes(batch, 6, size, size, 80)
+    targets = [
+        {"boxes": torch.from_numpy(boxes[i]), "labels": torch.from_numpy(classes[i]).long() + 1}
+        for i in range(batch)
+    ]
+    started = time.perf_counter()
+    peer = common.torchvision_fcos(size, size).train()
+    if channels_last:
+        peer = peer.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(
+        [p for p in peer.parameters() if p.requires_grad], lr=0.001, momentum=0.9
+    )
+    forward = torch.compile(peer) if compiled else peer
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            losses = forward(images, targets)
+        loss = sum(losses.values())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    step()
+    return step, time.perf_counter() - started
+
+
+def _train_candidate_names(args):
+    return [
+        name
+        for name, (framework, option) in TRAIN_CANDIDATES.items()
+        if framework == "fcos_tf"
+        or (args.peers != "none" and (args.torch_compile or not option[2]))
+    ]
+
+
 def train(args):
     import torch
 
-    torchvision, note = common.import_torchvision()
+    _, note = common.import_torchvision()
     torch.set_num_threads(args.threads)
-    size, batch = 512, 2
     common.print_header(
-        f"Train step {size}x{size} batch {batch}, fcos_tf vs torchvision, {args.threads} threads"
+        f"Train step 512x512 batch 2, fcos_tf vs torchvision, {args.threads} threads"
     )
     if note:
         print(note + "\n")
     # Every candidate is built and takes its first step, then all take turns for the rounds
     # (run_rounds), so that a change of load touches them alike.
     first, candidates = {}, {}
-    dataset, build = _train_setup(args, size, batch)
-    for policy in ("float32", "mixed_bfloat16"):
-        started = time.perf_counter()
-        model = build(policy)
-        build_s = time.perf_counter() - started
-        timing = common.time_train_steps(model, dataset, warmup=1, repeats=1)
-        first[f"fcos_tf {policy}"] = build_s + timing["first"]
-        iterator = iter(dataset)
-        candidates[f"fcos_tf {policy}"] = lambda model=model, iterator=iterator: (
-            model.train_function(iterator)
-        )
-    if args.peers != "none":
-        # torchvision: its own transform and target assignment, in train mode.
-        images = [
-            torch.from_numpy(common.photo(size, size, seed=i)).permute(2, 0, 1).float() / 255
-            for i in range(batch)
-        ]
-        boxes, classes = common.random_boxes(batch, 6, size, size, 80)
-        targets = [
-            {
-                "boxes": torch.from_numpy(boxes[i]),
-                "labels": torch.from_numpy(classes[i]).long() + 1,
-            }
-            for i in range(batch)
-        ]
-        for name, channels_last, autocast in (
-            ("torchvision NCHW float32", False, False),
-            ("torchvision channels_last float32", True, False),
-            ("torchvision channels_last autocast bf16", True, True),
-        ):
-            started = time.perf_counter()
-            peer = common.torchvision_fcos(size, size).train()
-            if channels_last:
-                peer = peer.to(memory_format=torch.channels_last)
-            optimizer = torch.optim.SGD(
-                [p for p in peer.parameters() if p.requires_grad], lr=0.001, momentum=0.9
-            )
-
-            def step(peer=peer, optimizer=optimizer, autocast=autocast):
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                    losses = peer(images, targets)
-                loss = sum(losses.values())
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                return loss.item()
-
-            step()
-            first[name] = time.perf_counter() - started
-            candidates[name] = step
+    for name in _train_candidate_names(args):
+        candidates[name], first[name] = _train_candidate(args, name)
     timings = run_rounds(candidates, args.repeats)
     common.print_table(
-        ["candidate", "step median s", "step min s", "build + first step s"],
+        ["candidate", "step median s", "step min s", "build + first step s (this process)"],
         [[name, t["median"], t["min"], first[name]] for name, t in timings.items()],
     )
     print(f"\nLoad after the run: {common.load_average():.1f}")
+
+
+def first_step(args):
+    """Build + first train step of every candidate, each in a new process, ``--rounds`` times.
+
+    In one process the later candidates find the framework's threads, allocator and oneDNN
+    kernels already set up; a user starting a run does not.
+    """
+    common.print_header(
+        f"First train step 512x512 batch 2, each candidate in a new process, {args.threads} "
+        f"threads, {args.rounds} processes each"
+    )
+    times = {name: [] for name in _train_candidate_names(args)}
+    for _ in range(args.rounds):  # the candidates take turns, as in the other parts
+        for name in times:
+            command = [sys.executable, "-m", "benchmarks.bench_vs_torchvision"]
+            command += ["--part=first_step_child", f"--candidate={name}"]
+            command += [f"--threads={args.threads}"]
+            result = subprocess.run(command, capture_output=True, text=True, check=True)
+            times[name].append(json.loads(result.stdout.strip().splitlines()[-1]))
+    common.print_table(
+        ["candidate", "build + first step s, median", "min", "max"],
+        [[name, statistics.median(t), min(t), max(t)] for name, t in times.items()],
+    )
+    print(
+        "\nImports before the timer (a new process each, median of 3): "
+        + ", ".join(f"{what} {_import_seconds(what):.1f} s" for what in ("tensorflow", "torch"))
+    )
+    print(f"Load after the run: {common.load_average():.1f}")
+
+
+def _import_seconds(module):
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    runs = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            ).stdout.split()[-1]
+        )
+        for _ in range(3)
+    ]
+    return statistics.median(runs)
+
+
+def first_step_child(args):
+    """``--part=first_step``'s helper: prints the candidate's build + first step s as JSON."""
+    _, seconds = _train_candidate(args, args.candidate)
+    print(json.dumps(seconds))
 
 
 def _op_times(logdir):
@@ -571,7 +679,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--part",
-        choices=("inference", "train", "train_profile", "train_eager", "profile"),
+        choices=(
+            "inference",
+            "train",
+            "first_step",
+            "first_step_child",
+            "train_profile",
+            "train_eager",
+            "profile",
+        ),
         default="inference",
     )
     parser.add_argument("--sizes", default="800x1333,512x512", help="HxW of the pictures.")
@@ -580,6 +696,16 @@ def main():
     parser.add_argument("--peers", choices=("torchvision", "none"), default="torchvision")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--top", type=int, default=20, help="--part=train_profile: op rows.")
+    parser.add_argument("--rounds", type=int, default=2, help="--part=first_step: processes.")
+    parser.add_argument("--candidate", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--torch_compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Also torchvision under torch.compile (--part=inference: compiles in the warm-up "
+        "round, about a minute per candidate and image size on 2 cores; --part=train and "
+        "first_step: the bfloat16 train step, about 1.5 minutes).",
+    )
     parser.add_argument(
         "--head_norm",
         default=None,
@@ -594,6 +720,7 @@ def main():
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     parts = {"inference": inference, "train": train, "train_profile": train_profile}
     parts.update(train_eager=train_eager, profile=profile)
+    parts.update(first_step=first_step, first_step_child=first_step_child)
     parts[args.part](args)
 
 
