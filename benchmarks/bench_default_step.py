@@ -26,7 +26,6 @@ time).
 import argparse
 import ast
 import collections
-import glob
 import json
 import os
 import re
@@ -39,7 +38,6 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 from benchmarks import common
 from fcos_tf.core import builders
@@ -75,25 +73,6 @@ def part(name):
     if "detection_sgd" in name:
         return "optimizer"
     return "losses, targets, other"
-
-
-def op_events(logdir):
-    """``{op name: total picoseconds}`` over TensorFlow's compute threads of a trace."""
-    path = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[0]
-    space = xplane_pb2.XSpace()
-    with open(path, "rb") as f:
-        space.ParseFromString(f.read())
-    totals = collections.Counter()
-    for plane in space.planes:
-        for line in plane.lines:
-            if not line.name.startswith("tf_Compute"):
-                continue
-            for event in line.events:
-                name = plane.event_metadata[event.metadata_id].name
-                if "ExecutorState" in name or "Threadpool" in name:
-                    continue
-                totals[name] += event.duration_ps
-    return totals
 
 
 def table(totals, key, steps):
@@ -238,7 +217,7 @@ def profile(steps):
         for _ in range(steps):
             float(model.train_function(iterator)["loss"])
         tf.profiler.experimental.stop()
-        totals = op_events(logdir)
+        totals = common.trace_op_times(logdir)
 
     print(
         f"Thread pools: intra_op {config.train.intra_op_threads}, inter_op "

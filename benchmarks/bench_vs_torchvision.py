@@ -491,32 +491,19 @@ def _op_times(logdir):
     optimizer's name scope) or ``forward``.
     """
     import collections
-    import glob
 
-    # The XSpace proto that tf.profiler writes; TensorFlow ships its Python module.
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
-
-    (path,) = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
-    space = xplane_pb2.XSpace()
-    with open(path, "rb") as f:
-        space.ParseFromString(f.read())
     times = collections.Counter()
-    for plane in space.planes:
-        for line in plane.lines:
-            if not line.name.startswith("tf_Compute"):
-                continue  # executor threads; the rest are nested or bookkeeping
-            for event in line.events:
-                name = plane.event_metadata[event.metadata_id].name
-                if ":" not in name or "::" in name:
-                    continue  # ExecutorState::Process and other wrappers of ops
-                scope, op_type = name.rsplit(":", 1)
-                if "sgd/" in scope:
-                    part = "optimizer"
-                elif "gradient_tape/" in scope or scope.split("/")[-1].startswith("AddN"):
-                    part = "gradient"  # top-level AddNs sum the gradients of shared weights
-                else:
-                    part = "forward"
-                times[(part, op_type)] += event.duration_ps * 1e-12
+    for name, picoseconds in common.trace_op_times(logdir).items():
+        if ":" not in name:
+            continue  # not an op (e.g. ParallelFor inside one)
+        scope, op_type = name.rsplit(":", 1)
+        if "sgd/" in scope:
+            part = "optimizer"
+        elif "gradient_tape/" in scope or scope.split("/")[-1].startswith("AddN"):
+            part = "gradient"  # top-level AddNs sum the gradients of shared weights
+        else:
+            part = "forward"
+        times[(part, op_type)] += picoseconds * 1e-12
     return times
 
 

@@ -368,6 +368,36 @@ def repeat_dataset(*tensors):
     return tf.data.Dataset.from_tensors(element).repeat()
 
 
+def trace_op_times(logdir):
+    """``{op event name: total picoseconds}`` over TensorFlow's compute threads of a trace.
+
+    Reads the ``tf.profiler`` trace written into ``logdir``. Op events are named
+    ``"<scope>/<node>:<op type>"``; the executor's own events (``ExecutorState::...``,
+    thread-pool bookkeeping) are left out. Times add up over the executor's threads.
+    """
+    import collections
+    import glob
+
+    # The XSpace proto that tf.profiler writes; TensorFlow ships its Python module.
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    path = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[0]
+    space = xplane_pb2.XSpace()
+    with open(path, "rb") as f:
+        space.ParseFromString(f.read())
+    totals = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                if "ExecutorState" in name or "Threadpool" in name:
+                    continue
+                totals[name] += event.duration_ps
+    return totals
+
+
 def time_train_steps(model, dataset, *, warmup=1, repeats=5):
     """Median time of the model's own compiled train function (what ``fit`` runs per step).
 
