@@ -168,7 +168,7 @@ class FrozenBNConv2D(keras.layers.Conv2D):
         if self._norm_affine is not None and _folding_active():
             scale, offset = self._norm_affine()
             kernel = kernel * ops.cast(scale, kernel.dtype)
-            bias = offset if bias is None else ops.cast(bias, "float32") * scale + offset
+            bias = offset if bias is None else ops.cast(bias, scale.dtype) * scale + offset
         outputs = self.convolution_op(inputs, ops.cast(kernel, self.compute_dtype))
         if bias is not None:
             outputs = ops.add(outputs, ops.cast(bias, self.compute_dtype))
