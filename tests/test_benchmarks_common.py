@@ -75,3 +75,24 @@ def test_parse_size_and_cpu_flags():
         common.parse_size("512")
     flags = common.cpu_flags()
     assert isinstance(flags, str) and flags
+
+
+def test_trace_op_times_reads_the_ops_of_a_profiled_function(tmp_path):
+    a = tf.random.stateless_normal([256, 256], [1, 2])
+
+    @tf.function
+    def fn(x):
+        return tf.reduce_sum(tf.nn.relu(tf.matmul(x, x)))
+
+    fn(a)  # traced and warm outside the trace
+    tf.profiler.experimental.start(str(tmp_path))
+    fn(a)
+    tf.profiler.experimental.stop()
+    times = common.trace_op_times(str(tmp_path))
+    op_types = {name.rsplit(":", 1)[-1] for name in times if ":" in name}
+    # The matmul (under whatever kernel name oneDNN gives it), the ReLU and the sum.
+    assert any("MatMul" in op for op in op_types), op_types
+    assert {"Relu", "Sum"} <= op_types, op_types
+    matmul = sum(t for name, t in times.items() if "MatMul" in name.rsplit(":", 1)[-1])
+    assert matmul > 0 and all(duration >= 0 for duration in times.values())
+    assert not any("ExecutorState" in name for name in times)
