@@ -352,22 +352,22 @@ TRAIN_CANDIDATES = {
 }
 
 
-def _train_candidate(args, name, size=512, batch=2):
-    """``(step function, build + first step s)`` of one train-step candidate.
+def _train_candidate(args, name, size=512, batch=2, run_eagerly=False):
+    """``(step function, build s, first step s)`` of one train-step candidate.
 
-    fcos_tf: the recipe's compiled model (:func:`_train_setup`), its first step through
-    ``fit``. torchvision: its own transform and target assignment, in train mode, SGD
-    momentum 0.9; its first step eager.
+    fcos_tf: the recipe's compiled model (:func:`_train_setup`; ``run_eagerly`` as Keras'),
+    its first step through ``fit``. torchvision: its own transform and target assignment, in
+    train mode, SGD momentum 0.9; its first step eager.
     """
     framework, option = TRAIN_CANDIDATES[name]
     if framework == "fcos_tf":
         dataset, build = _train_setup(args, size, batch)
         started = time.perf_counter()
-        model = build(option)
+        model = build(option, run_eagerly=run_eagerly)
         build_s = time.perf_counter() - started
         timing = common.time_train_steps(model, dataset, warmup=1, repeats=1)
         iterator = iter(dataset)
-        return (lambda: model.train_function(iterator)), build_s + timing["first"]
+        return (lambda: model.train_function(iterator)), build_s, timing["first"]
     import torch
 
     common.import_torchvision()
@@ -390,6 +390,7 @@ def _train_candidate(args, name, size=512, batch=2):
         [p for p in peer.parameters() if p.requires_grad], lr=0.001, momentum=0.9
     )
     forward = torch.compile(peer) if compiled else peer
+    build_s = time.perf_counter() - started
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
@@ -400,8 +401,9 @@ def _train_candidate(args, name, size=512, batch=2):
         optimizer.zero_grad(set_to_none=True)
         return loss.item()
 
+    started = time.perf_counter()
     step()
-    return step, time.perf_counter() - started
+    return step, build_s, time.perf_counter() - started
 
 
 def _train_candidate_names(args):
@@ -427,7 +429,8 @@ def train(args):
     # (run_rounds), so that a change of load touches them alike.
     first, candidates = {}, {}
     for name in _train_candidate_names(args):
-        candidates[name], first[name] = _train_candidate(args, name)
+        candidates[name], build_s, first_s = _train_candidate(args, name)
+        first[name] = build_s + first_s
     timings = run_rounds(candidates, args.repeats)
     common.print_table(
         ["candidate", "step median s", "step min s", "build + first step s (this process)"],
@@ -449,11 +452,7 @@ def first_step(args):
     times = {name: [] for name in _train_candidate_names(args)}
     for _ in range(args.rounds):  # the candidates take turns, as in the other parts
         for name in times:
-            command = [sys.executable, "-m", "benchmarks.bench_vs_torchvision"]
-            command += ["--part=first_step_child", f"--candidate={name}"]
-            command += [f"--threads={args.threads}"]
-            result = subprocess.run(command, capture_output=True, text=True, check=True)
-            times[name].append(json.loads(result.stdout.strip().splitlines()[-1]))
+            times[name].append(sum(_first_step_in_new_process(args, name)))
     common.print_table(
         ["candidate", "build + first step s, median", "min", "max"],
         [[name, statistics.median(t), min(t), max(t)] for name, t in times.items()],
@@ -478,10 +477,20 @@ def _import_seconds(module):
     return statistics.median(runs)
 
 
+def _first_step_in_new_process(args, name, run_eagerly=False):
+    """``(build s, first step s)`` of candidate ``name``, run by ``--part=first_step_child``."""
+    command = [sys.executable, "-m", "benchmarks.bench_vs_torchvision"]
+    command += ["--part=first_step_child", f"--candidate={name}", f"--threads={args.threads}"]
+    if run_eagerly:
+        command.append("--run_eagerly")
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return tuple(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
 def first_step_child(args):
-    """``--part=first_step``'s helper: prints the candidate's build + first step s as JSON."""
-    _, seconds = _train_candidate(args, args.candidate)
-    print(json.dumps(seconds))
+    """The helper of :func:`_first_step_in_new_process`: prints ``[build s, first step s]``."""
+    _, build_s, first_s = _train_candidate(args, args.candidate, run_eagerly=args.run_eagerly)
+    print(json.dumps([build_s, first_s]))
 
 
 def _op_times(logdir):
@@ -535,10 +544,9 @@ def train_profile(args):
         tf.profiler.experimental.stop()
         times = _op_times(logdir)
     # Eagerly, in a new process: in this one, oneDNN's kernels already exist.
-    command = [sys.executable, "-m", "benchmarks.bench_vs_torchvision", "--part=train_eager"]
-    command += [f"--precision={precision}", f"--threads={args.threads}"]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    eager_build_s, eager_first_s = json.loads(result.stdout.strip().splitlines()[-1])
+    eager_build_s, eager_first_s = _first_step_in_new_process(
+        args, f"fcos_tf {policy}", run_eagerly=True
+    )
     common.print_table(
         ["first step", "s"],
         [
@@ -565,18 +573,6 @@ def train_profile(args):
         [[part, op, 1e3 * seconds] for (part, op), seconds in times.most_common(args.top)],
     )
     print(f"\nLoad after the run: {common.load_average():.1f}")
-
-
-def train_eager(args):
-    """``--part=train_profile``'s helper: prints ``[build s, first eager step s]`` as JSON."""
-    precision = args.precision.split(",")[-1]
-    policy = "mixed_bfloat16" if precision == "bfloat16" else precision
-    dataset, build = _train_setup(args, 512, 2)
-    started = time.perf_counter()
-    model = build(policy, run_eagerly=True)
-    build_s = time.perf_counter() - started
-    timing = common.time_train_steps(model, dataset, warmup=1, repeats=1)
-    print(json.dumps([build_s, timing["first"]]))
 
 
 def profile(args):
@@ -672,7 +668,6 @@ def main():
             "first_step",
             "first_step_child",
             "train_profile",
-            "train_eager",
             "profile",
         ),
         default="inference",
@@ -685,6 +680,7 @@ def main():
     parser.add_argument("--top", type=int, default=20, help="--part=train_profile: op rows.")
     parser.add_argument("--rounds", type=int, default=2, help="--part=first_step: processes.")
     parser.add_argument("--candidate", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--run_eagerly", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--torch_compile",
         action=argparse.BooleanOptionalAction,
@@ -706,7 +702,7 @@ def main():
     args = parser.parse_args()
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     parts = {"inference": inference, "train": train, "train_profile": train_profile}
-    parts.update(train_eager=train_eager, profile=profile)
+    parts["profile"] = profile
     parts.update(first_step=first_step, first_step_child=first_step_child)
     parts[args.part](args)
 
