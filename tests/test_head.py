@@ -364,37 +364,57 @@ def test_group_norm_is_keras_group_normalization_with_its_variables():
         GroupNorm(4, axis=1)
 
 
-@pytest.mark.parametrize("affine", [True, False])
-def test_group_norm_gradients_match_float64(affine):
-    # Offset data (the case the shifted statistics are for) and every gradient the layer
-    # returns by hand: inputs, gamma and beta, against autodiff of a float64 GroupNorm.
+@pytest.mark.parametrize(
+    "affine, offset, std, shape",
+    [
+        (True, 20.0, 2.0, (2, 5, 7, 16)),
+        (False, 20.0, 2.0, (2, 5, 7, 16)),
+        (True, 200.0, 1.0, (2, 30, 44, 32)),
+        (True, 0.0, 1.0, (1, 2, 3, 32)),
+    ],
+)
+def test_group_norm_gradients_match_float64(affine, offset, std, shape):
+    # Offset data (the case the shifted statistics are for), a P7-sized map and every
+    # gradient of the written-out backward pass (inputs, gamma and beta) against autodiff of
+    # a float64 GroupNorm.
     rng = np.random.default_rng(7)
-    x = (20.0 + 2.0 * rng.normal(size=(2, 5, 7, 16))).astype("float32")
-    weights = rng.normal(size=(2, 5, 7, 16))
+    x = (offset + std * rng.normal(size=shape)).astype("float32")
+    weights = rng.normal(size=shape)
+    channels = shape[-1]
     layer = GroupNorm(4, epsilon=1e-5, scale=affine, center=affine)
     layer.build(x.shape)
     if affine:
-        layer.set_weights([rng.uniform(0.5, 1.5, 16), rng.normal(size=16)])
+        layer.set_weights([rng.uniform(0.5, 1.5, channels), rng.normal(size=channels)])
     inputs = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(inputs)
-        loss = tf.reduce_sum(tf.sin(layer(inputs, training=True)) * weights)
-    ours = tape.gradient(loss, [inputs] + layer.trainable_weights)
+    ours = {}
+    for training in (True, False):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = layer(inputs, training=training)
+            loss = tf.reduce_sum(tf.sin(outputs) * weights)
+        ours[training] = (outputs, tape.gradient(loss, [inputs] + layer.trainable_weights))
+    # The training call's forward pass is the inference call's, to the bit.
+    np.testing.assert_array_equal(ours[True][0], ours[False][0])
 
     x64 = tf.constant(x, tf.float64)
     gamma64 = [tf.Variable(np.asarray(w, "float64")) for w in layer.get_weights()]
     with tf.GradientTape() as tape:
         tape.watch(x64)
-        grouped = tf.reshape(x64, [2, 5, 7, 4, 4])
+        grouped = tf.reshape(x64, shape[:3] + (4, channels // 4))
         mean, variance = tf.nn.moments(grouped, axes=[1, 2, 4], keepdims=True)
         y = tf.reshape((grouped - mean) * tf.math.rsqrt(variance + 1e-5), x.shape)
         if affine:
             y = y * gamma64[0] + gamma64[1]
         loss = tf.reduce_sum(tf.sin(y) * weights)
     expected = tape.gradient(loss, [x64] + gamma64)
-    assert len(ours) == len(expected) == (3 if affine else 1)
-    for a, b in zip(ours, expected):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.abs(b).max()))
+    for training in (True, False):  # written out, and autodiff through the inference ops
+        assert len(ours[training][1]) == len(expected) == (3 if affine else 1)
+        for a, b in zip(ours[training][1], expected):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.abs(b).max()))
+    if offset >= 200:
+        # At 200 standard deviations the written-out input gradient stays near float32
+        # resolution (measured 3.2e-7): no term of it carries the offset.
+        assert _relative_error(ours[True][1][0], expected[0].numpy()) < 1e-6
 
 
 def test_group_norm_mixed_precision_statistics_in_float32():

@@ -11,25 +11,34 @@ class GroupNorm(keras.layers.GroupNormalization):
     ``keras.layers.GroupNormalization`` reduces each group (``H * W * C / groups`` values,
     about 120k on P3 at 800 x 1216) in one float32 reduction of the raw values: with a mean
     offset its variance carries relative errors of 1e-5 to 1e-4 and its output about 100x
-    PyTorch's error. Here, per group:
+    PyTorch's error. Here:
 
-    1. the data are shifted by an estimate of the mean (the mean of every fourth row and
+    1. each channel is shifted by an estimate of its mean (the mean of every fourth row and
        column), so that the sums below add deviations, not the offset;
-    2. the mean ``m`` and the mean square ``q`` of the shifted data are means of means, over
-       rows, then columns, then the group's channels: each partial sum has at most
-       ``max(H, W)`` terms (PyTorch reduces in blocks for the same reason);
-    3. variance ``q - m**2``: with the shift, ``m`` is small against the spread, so the
-       difference loses no digits;
-    4. output ``shifted * f + (beta - m * f)`` with ``f = gamma / sqrt(variance + eps)``, again
-       free of cancellation since ``shifted`` is centred up to ``m``.
+    2. each channel's mean ``m`` and mean square ``q`` of the shifted data are means of
+       means, over rows, then columns: each partial sum has at most ``max(H, W)`` terms
+       (PyTorch reduces in blocks for the same reason); its variance is ``q - m**2``, which
+       loses no digits since the shift leaves ``m`` small against the spread;
+    3. a group's mean is the mean of its channels' means, taken relative to the mean shift
+       of the group (the shifts are close to each other, so their differences are exact),
+       and its variance the mean of ``channel variance + (channel mean - group mean)**2``,
+       a mean of non-negative terms;
+    4. output ``shifted * f + (beta + (shift - mean) * f)`` per channel, with
+       ``f = gamma / sqrt(variance + eps)``, again free of cancellation since ``shifted``
+       is centred up to ``m``.
 
-    The float32 output error stays near 1.5e-7 relative whatever the offset (PyTorch: 1e-7
-    to 4e-6 on the same inputs), at the cost of one element-wise pass more than Keras'
-    layer (BENCHMARKS.md). The shift cancels exactly in the result, so no gradient flows
-    through it. Statistics and normalisation run in float32 also under mixed precision; the
-    result is cast to the compute dtype. Variables (``gamma``, ``beta``), arguments and
-    checkpoints are those of ``keras.layers.GroupNormalization``; every op is a TFLite builtin
-    (MEAN, SUB, MUL, RSQRT, ADD, RESHAPE, STRIDED_SLICE).
+    Every tensor of image size stays ``[B, H, W, C]``; the group arithmetic runs on
+    ``[B, G, C / G]`` statistics of static shape. The float32 output error stays near
+    1.5e-7 relative whatever the offset (PyTorch: 1e-7 to 4e-6 on the same inputs), at the
+    cost of one element-wise pass more than Keras' layer (BENCHMARKS.md). The shift cancels
+    exactly in the result, so no gradient flows through it. In a training call
+    (``training=True``) the backward pass is GroupNorm's, written out (seven element-wise
+    passes over the map, with the same means of means), instead of being differentiated
+    through the ops above. Statistics and normalisation run in float32 also under mixed
+    precision; the result is cast to the compute dtype. Variables (``gamma``, ``beta``),
+    arguments and checkpoints are those of ``keras.layers.GroupNormalization``; every op of
+    an inference call is a TFLite builtin (MEAN, SUB, MUL, RSQRT, ADD, RESHAPE,
+    STRIDED_SLICE).
 
     With ``fused_inference=True`` (set by the serving copy of a detector,
     :func:`fcos_tf.serving.precision.inference_model`), a call with ``training`` false on a
@@ -80,29 +89,15 @@ class GroupNorm(keras.layers.GroupNormalization):
     def call(self, inputs, training=None):
         if self.fused_inference and not training and inputs.shape[0] == 1:
             return self._one_image_inference(inputs)
-        group_size = inputs.shape[-1] // self.groups
-        shape = tf.shape(inputs)
-        x = tf.reshape(
-            tf.cast(inputs, tf.float32), [shape[0], shape[1], shape[2], self.groups, group_size]
-        )  # [B,H,W,G,c]
-        shift = tf.stop_gradient(
-            tf.reduce_mean(x[:, ::4, ::4], axis=[1, 2, 4], keepdims=True)
-        )  # [B, 1, 1, G, 1]
-        shifted = x - shift
-        mean = _mean_of_means(shifted)
-        variance = _mean_of_means(tf.square(shifted)) - tf.square(mean)
-        factor = tf.math.rsqrt(variance + self.epsilon)
-        if self.gamma is not None:
-            factor = factor * tf.reshape(
-                tf.cast(self.gamma, tf.float32), [1, 1, 1, self.groups, group_size]
-            )
-        bias = -mean * factor
-        if self.beta is not None:
-            bias = bias + tf.reshape(
-                tf.cast(self.beta, tf.float32), [1, 1, 1, self.groups, group_size]
-            )
-        outputs = shifted * factor + bias
-        return tf.cast(tf.reshape(outputs, shape), self.compute_dtype)
+        channels = inputs.shape[-1]
+        x = tf.cast(inputs, tf.float32)
+        gamma = tf.ones([channels]) if self.gamma is None else tf.cast(self.gamma, tf.float32)
+        beta = tf.zeros([channels]) if self.beta is None else tf.cast(self.beta, tf.float32)
+        if training:
+            outputs = _normalize_with_gradient(x, gamma, beta, self.groups, self.epsilon)
+        else:
+            outputs = _normalize(x, gamma, beta, self.groups, self.epsilon)[0]
+        return tf.cast(outputs, self.compute_dtype)
 
     def _one_image_inference(self, inputs):
         """The fused path of the class docstring, for ``[1, H, W, C]`` inputs."""
@@ -148,12 +143,99 @@ class GroupNorm(keras.layers.GroupNormalization):
         return tf.cast(outputs, self.compute_dtype)
 
 
-def _mean_of_means(x):
-    """float32 ``[B, H, W, G, c]`` -> ``[B, 1, 1, G, 1]``: mean over H, then W, then c.
+def _normalize(x, gamma, beta, groups, epsilon):
+    """The exact path's forward pass on float32 ``[B, H, W, C]``.
 
-    Equal to the mean over the whole group (each stage averages equal-sized parts), with the
-    rounding error of sums of at most ``max(H, W, c)`` terms instead of ``H * W * c``.
+    Returns ``(outputs, shifted, rstd, offset)``: ``shifted`` is ``x`` minus each channel's
+    shift, ``rstd`` ``[B, G, 1]`` the reciprocal standard deviation of each group and
+    ``offset`` ``[B, G, c]`` such that the normalised values are ``shifted * rstd + offset``
+    channel by channel (the backward pass of :func:`_normalize_with_gradient` reuses them).
+    """
+    channels = x.shape[-1]
+    group_size = channels // groups
+
+    def grouped(t):
+        return tf.reshape(t, [-1, groups, group_size])
+
+    # Every tensor of image size stays [B, H, W, C]; the group arithmetic runs on [B, G, c]
+    # statistics. Each channel is shifted by the mean of every fourth row and column.
+    shift = tf.stop_gradient(tf.reduce_mean(x[:, ::4, ::4], axis=[1, 2], keepdims=True))
+    shifted = x - shift
+    shifted_mean = _spatial_mean(shifted)  # [B, 1, 1, C]
+    channel_variance = _spatial_mean(tf.square(shifted)) - tf.square(shifted_mean)
+    # Channel means relative to the mean shift of their group: the shifts differ by far less
+    # than they are large, so their differences are exact and no digits are lost to the
+    # data's offset.
+    shift = grouped(shift)
+    relative_shift = shift - tf.reduce_mean(shift, axis=2, keepdims=True)
+    channel_mean = grouped(shifted_mean) + relative_shift
+    mean = tf.reduce_mean(channel_mean, axis=2, keepdims=True)  # [B, G, 1]
+    # The group's variance from its channels': a mean of non-negative terms.
+    variance = tf.reduce_mean(
+        grouped(channel_variance) + tf.square(channel_mean - mean), axis=2, keepdims=True
+    )
+    rstd = tf.math.rsqrt(variance + epsilon)
+    offset = (relative_shift - mean) * rstd
+    gamma = grouped(gamma)
+    outputs = shifted * _per_channel(rstd * gamma) + _per_channel(offset * gamma + grouped(beta))
+    return outputs, shifted, rstd, offset
+
+
+def _normalize_with_gradient(x, gamma, beta, groups, epsilon):
+    """:func:`_normalize`'s outputs with GroupNorm's backward pass written out.
+
+    With ``n = (x - mean) * rstd`` and upstream gradient ``g`` (per image and group, means
+    over the group's locations and channels):
+
+    - ``d_beta = sum(g)`` and ``d_gamma = sum(g * n)`` over images and locations;
+    - ``d_x = rstd * (gamma * g - mean(gamma * g) - n * mean(gamma * g * n))``.
+
+    The per-channel sums are means of means as in the forward pass, and ``n`` is expanded as
+    ``shifted * rstd + offset`` so that no term carries the data's offset.
+    """
+    channels = x.shape[-1]
+    group_size = channels // groups
+
+    def grouped(t):
+        return tf.reshape(t, [-1, groups, group_size])
+
+    @tf.custom_gradient
+    def normalize(x, gamma, beta):
+        outputs, shifted, rstd, offset = _normalize(x, gamma, beta, groups, epsilon)
+
+        def backward(upstream):
+            mean_g = grouped(_spatial_mean(upstream))  # [B, G, c]
+            mean_gn = grouped(_spatial_mean(upstream * shifted)) * rstd + offset * mean_g
+            locations = tf.cast(tf.shape(x)[1] * tf.shape(x)[2], tf.float32)
+            d_beta = locations * tf.reshape(tf.reduce_sum(mean_g, axis=0), [channels])
+            d_gamma = locations * tf.reshape(tf.reduce_sum(mean_gn, axis=0), [channels])
+            gamma_g = grouped(gamma)
+            m1 = tf.reduce_mean(gamma_g * mean_g, axis=2, keepdims=True)  # [B, G, 1]
+            m2 = tf.reduce_mean(gamma_g * mean_gn, axis=2, keepdims=True)
+            # rstd * (gamma * g - m1 - (shifted * rstd + offset) * m2), term by term.
+            shifted_factor = tf.broadcast_to(-rstd * rstd * m2, tf.shape(offset))
+            d_x = (
+                upstream * _per_channel(rstd * gamma_g)
+                + shifted * _per_channel(shifted_factor)
+                - _per_channel(rstd * (m1 + offset * m2))
+            )
+            return d_x, d_gamma, d_beta
+
+        return outputs, backward
+
+    return normalize(x, gamma, beta)
+
+
+def _per_channel(t):
+    """``[B, G, c]`` -> ``[B, 1, 1, G * c]``."""
+    return tf.reshape(t, [-1, 1, 1, t.shape[1] * t.shape[2]])
+
+
+def _spatial_mean(x):
+    """float32 ``[B, H, W, C]`` -> ``[B, 1, 1, C]``: the mean over H, then over W.
+
+    Equal to the mean over the map, with the rounding error of sums of at most ``max(H, W)``
+    terms instead of ``H * W``.
     """
     x = tf.reduce_mean(x, axis=1, keepdims=True)
-    x = tf.reduce_mean(x, axis=2, keepdims=True)
-    return tf.reduce_mean(x, axis=4, keepdims=True)
+    return tf.reduce_mean(x, axis=2, keepdims=True)
