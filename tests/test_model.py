@@ -227,6 +227,46 @@ def test_compile_builds_the_optimizer_so_fit_traces_the_step_once():
     assert len(traces) == 1
 
 
+def _rewrite_options():
+    """This thread's grappler options for function calls."""
+    from tensorflow.python.eager import context
+
+    config = tf.compat.v1.ConfigProto()
+    config.ParseFromString(context.context().function_call_options.config_proto_serialized)
+    return config.graph_options.rewrite_options
+
+
+def test_cpu_train_function_runs_with_lean_graph_rewrites(monkeypatch):
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+    model = _small_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    defaults = _rewrite_options()
+    seen = []
+
+    def recording_make_train_function(self, force=False):
+        self.train_function = lambda iterator: seen.append(_rewrite_options()) or iterator
+
+    monkeypatch.setattr(TensorFlowTrainer, "make_train_function", recording_make_train_function)
+    assert model.make_train_function()("batch") == "batch"
+    (inside,) = seen
+    assert inside.memory_optimization == inside.NO_MEM_OPT
+    assert inside.layout_optimizer == inside.OFF
+    assert inside.meta_optimizer_iterations == inside.ONE
+    # Only around the train function's calls: this thread's defaults are back afterwards,
+    # and other graphs keep them.
+    assert _rewrite_options() == defaults
+    assert defaults.memory_optimization != defaults.NO_MEM_OPT
+    # Eagerly there are no graph rewrites to change.
+    model.compile(optimizer=keras.optimizers.SGD(0.01), run_eagerly=True)
+    model.make_train_function(force=True)("batch")
+    # With a GPU visible the layout and memory optimizers are TensorFlow's to run.
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["GPU:0"])
+    model.make_train_function(force=True)("batch")
+    assert len(seen) == 3 and seen[1] == seen[2] == defaults
+
+
 def test_train_and_test_step_metrics():
     model = _small_model()
     model.compile(optimizer=keras.optimizers.SGD(0.01))
