@@ -290,7 +290,7 @@ class FCOS(keras.Model):
             train_function = self.train_function
 
             def lean_train_function(iterator):
-                with _cpu_train_rewrites():
+                with cpu_train_rewrites():
                     return train_function(iterator)
 
             self.train_function = lean_train_function
@@ -531,9 +531,14 @@ _LEAN_OPTIONS = {}
 
 
 @contextlib.contextmanager
-def _cpu_train_rewrites():
-    """Function calls in this thread run without grappler's memory and layout optimizers, and
-    with one round of its passes (:meth:`FCOS.make_train_function`)."""
+def cpu_train_rewrites():
+    """Context: function calls in this thread run without grappler's memory and layout
+    optimizers, and with one round of its passes.
+
+    What :meth:`FCOS.make_train_function` wraps around each call of the train function on a
+    machine without GPUs; a caller that runs ``train_step`` in a ``tf.function`` of its own
+    gets the same graph rewrites inside it.
+    """
     context = tf_context.context()
     saved = context.function_call_options
     key = (saved.executor_type, saved.config_proto_serialized)

@@ -204,6 +204,10 @@ def _normalize_with_gradient(x, gamma, beta, groups, epsilon):
         outputs, shifted, rstd, offset = _normalize(x, gamma, beta, groups, epsilon)
 
         def backward(upstream):
+            with tf.name_scope("group_norm_gradient"):
+                return _backward(upstream)
+
+        def _backward(upstream):
             mean_g = grouped(_spatial_mean(upstream))  # [B, G, c]
             mean_gn = grouped(_spatial_mean(upstream * shifted)) * rstd + offset * mean_g
             locations = tf.cast(tf.shape(x)[1] * tf.shape(x)[2], tf.float32)
