@@ -20,8 +20,8 @@ class GroupNorm(keras.layers.GroupNormalization):
        (PyTorch reduces in blocks for the same reason); its variance is ``q - m**2``, which
        loses no digits since the shift leaves ``m`` small against the spread;
     3. a group's mean is the mean of its channels' means, taken relative to the mean shift
-       of the group (the shifts are close to each other, so their differences are exact),
-       and its variance the mean of ``channel variance + (channel mean - group mean)**2``,
+       of the group (an offset common to its channels cancels exactly there), and its
+       variance the mean of ``channel variance + (channel mean - group mean)**2``,
        a mean of non-negative terms;
     4. output ``shifted * f + (beta + (shift - mean) * f)`` per channel, with
        ``f = gamma / sqrt(variance + eps)``, again free of cancellation since ``shifted``
@@ -151,11 +151,9 @@ def _normalize(x, gamma, beta, groups, epsilon):
     ``offset`` ``[B, G, c]`` such that the normalised values are ``shifted * rstd + offset``
     channel by channel (the backward pass of :func:`_normalize_with_gradient` reuses them).
     """
-    channels = x.shape[-1]
-    group_size = channels // groups
 
     def grouped(t):
-        return tf.reshape(t, [-1, groups, group_size])
+        return _grouped(t, groups)
 
     # Every tensor of image size stays [B, H, W, C]; the group arithmetic runs on [B, G, c]
     # statistics. Each channel is shifted by the mean of every fourth row and column.
@@ -163,9 +161,9 @@ def _normalize(x, gamma, beta, groups, epsilon):
     shifted = x - shift
     shifted_mean = _spatial_mean(shifted)  # [B, 1, 1, C]
     channel_variance = _spatial_mean(tf.square(shifted)) - tf.square(shifted_mean)
-    # Channel means relative to the mean shift of their group: the shifts differ by far less
-    # than they are large, so their differences are exact and no digits are lost to the
-    # data's offset.
+    # Channel means relative to the mean shift of their group: an offset common to the
+    # group's channels cancels exactly in these differences (Sterbenz), so no digits are
+    # lost to it.
     shift = grouped(shift)
     relative_shift = shift - tf.reduce_mean(shift, axis=2, keepdims=True)
     channel_mean = grouped(shifted_mean) + relative_shift
@@ -194,10 +192,9 @@ def _normalize_with_gradient(x, gamma, beta, groups, epsilon):
     ``shifted * rstd + offset`` so that no term carries the data's offset.
     """
     channels = x.shape[-1]
-    group_size = channels // groups
 
     def grouped(t):
-        return tf.reshape(t, [-1, groups, group_size])
+        return _grouped(t, groups)
 
     @tf.custom_gradient
     def normalize(x, gamma, beta):
@@ -205,29 +202,31 @@ def _normalize_with_gradient(x, gamma, beta, groups, epsilon):
 
         def backward(upstream):
             with tf.name_scope("group_norm_gradient"):
-                return _backward(upstream)
-
-        def _backward(upstream):
-            mean_g = grouped(_spatial_mean(upstream))  # [B, G, c]
-            mean_gn = grouped(_spatial_mean(upstream * shifted)) * rstd + offset * mean_g
-            locations = tf.cast(tf.shape(x)[1] * tf.shape(x)[2], tf.float32)
-            d_beta = locations * tf.reshape(tf.reduce_sum(mean_g, axis=0), [channels])
-            d_gamma = locations * tf.reshape(tf.reduce_sum(mean_gn, axis=0), [channels])
-            gamma_g = grouped(gamma)
-            m1 = tf.reduce_mean(gamma_g * mean_g, axis=2, keepdims=True)  # [B, G, 1]
-            m2 = tf.reduce_mean(gamma_g * mean_gn, axis=2, keepdims=True)
-            # rstd * (gamma * g - m1 - (shifted * rstd + offset) * m2), term by term.
-            shifted_factor = tf.broadcast_to(-rstd * rstd * m2, tf.shape(offset))
-            d_x = (
-                upstream * _per_channel(rstd * gamma_g)
-                + shifted * _per_channel(shifted_factor)
-                - _per_channel(rstd * (m1 + offset * m2))
-            )
-            return d_x, d_gamma, d_beta
+                mean_g = grouped(_spatial_mean(upstream))  # [B, G, c]
+                mean_gn = grouped(_spatial_mean(upstream * shifted)) * rstd + offset * mean_g
+                locations = tf.cast(tf.shape(x)[1] * tf.shape(x)[2], tf.float32)
+                d_beta = locations * tf.reshape(tf.reduce_sum(mean_g, axis=0), [channels])
+                d_gamma = locations * tf.reshape(tf.reduce_sum(mean_gn, axis=0), [channels])
+                gamma_g = grouped(gamma)
+                m1 = tf.reduce_mean(gamma_g * mean_g, axis=2, keepdims=True)  # [B, G, 1]
+                m2 = tf.reduce_mean(gamma_g * mean_gn, axis=2, keepdims=True)
+                # rstd * (gamma * g - m1 - (shifted * rstd + offset) * m2), term by term.
+                shifted_factor = tf.broadcast_to(-rstd * rstd * m2, tf.shape(offset))
+                d_x = (
+                    upstream * _per_channel(rstd * gamma_g)
+                    + shifted * _per_channel(shifted_factor)
+                    - _per_channel(rstd * (m1 + offset * m2))
+                )
+                return d_x, d_gamma, d_beta
 
         return outputs, backward
 
     return normalize(x, gamma, beta)
+
+
+def _grouped(t, groups):
+    """``[..., C]`` with ``B * C`` values -> ``[B, G, C / G]`` (``[1, G, C / G]`` for ``[C]``)."""
+    return tf.reshape(t, [-1, groups, t.shape[-1] // groups])
 
 
 def _per_channel(t):
