@@ -135,6 +135,58 @@ def test_fewer_levels(strides):
 # ---------------------------------------------------------------------- config, predict
 
 
+def test_build_from_feature_channels_equals_a_forward_pass_build():
+    # FCOS.build creates the FPN's and the head's weights from the backbone's
+    # output_channels: the same weights, in the same order and with the same values for a
+    # seed, as creating them by a forward pass; the outputs agree to the bit.
+    class BuiltByAForwardPass(FCOS):
+        def build(self, input_shape):
+            self.call(tf.zeros([1, 32, 32, 3]), training=False)
+            self.built = True
+
+    built = _small_model(seed=3)
+    keras.utils.set_random_seed(3)
+    called = BuiltByAForwardPass(
+        build_backbone("small", channels=(16, 32, 64), stem_channels=8),
+        NUM_CLASSES,
+        fpn_channels=16,
+        head_num_convs=1,
+        head_num_groups=8,
+    )
+    called.build((None, None, None, 3))
+
+    def weights(model):
+        return [(w.path.split("/", 1)[-1], w.numpy()) for w in model.weights]
+
+    assert len(weights(built)) == len(weights(called)) == 59
+    for (name_a, a), (name_b, b) in zip(weights(built), weights(called)):
+        assert name_a == name_b
+        np.testing.assert_array_equal(a, b)
+    images = tf.random.stateless_uniform([2, 64, 96, 3], [0, 1], maxval=255.0)
+    for key, value in built(images).items():
+        np.testing.assert_array_equal(value, called(images)[key])
+
+
+def test_backbone_without_output_channels_builds_by_a_forward_pass():
+    inputs = keras.Input((None, None, 3))
+    c3 = keras.layers.Conv2D(8, 3, strides=8, padding="same")(inputs)
+    c4 = keras.layers.Conv2D(12, 3, strides=2, padding="same")(c3)
+    c5 = keras.layers.Conv2D(16, 3, strides=2, padding="same")(c4)
+    model = FCOS(
+        keras.Model(inputs, [c3, c4, c5]),
+        NUM_CLASSES,
+        fpn_channels=16,
+        head_num_convs=1,
+        head_num_groups=8,
+    )
+    model.build((None, None, None, 3))
+    assert model.fpn.built and model.head.built
+    assert model.fpn.lateral_convs[-1].kernel.shape == (1, 1, 16, 16)
+    outputs = model(tf.zeros([1, 64, 64, 3]))
+    # P3-P7 of a 64x64 image: 8x8 + 4x4 + 2x2 + 1 + 1 locations.
+    assert outputs["class_logits"].shape == (1, 86, NUM_CLASSES)
+
+
 def test_get_config_round_trip(tmp_path):
     model = _small_model(
         score_threshold=0.2,

@@ -302,9 +302,17 @@ class FCOS(keras.Model):
         return keys + ["centerness_logits"] if self.head.centerness_pred is not None else keys
 
     def build(self, input_shape):
-        # One forward pass on a tiny input creates every sub-layer's weights (any size works:
-        # each level has ceil(32 / s) >= 1 cells).
-        self.call(tf.zeros([1, 32, 32, 3]), training=False)
+        channels = getattr(self.backbone, "output_channels", None)
+        if self.backbone.built and channels is not None:
+            # The FPN and the head build from the features' channels (a forward pass would
+            # take a third of building R-50 FCOS: creating weights does not need one).
+            feature_shapes = [(None, None, None, int(c)) for c in channels]
+            self.fpn.build(feature_shapes)
+            self.head.build(self.fpn.compute_output_shape(feature_shapes))
+        else:
+            # Any other backbone: one forward pass on a tiny input creates every sub-layer's
+            # weights (any size works: each level has ceil(32 / s) >= 1 cells).
+            self.call(tf.zeros([1, 32, 32, 3]), training=False)
         self.built = True
 
     def call(self, images, training=None):
