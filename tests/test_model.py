@@ -16,12 +16,12 @@ from fcos_tf.ops.targets import compute_targets
 NUM_CLASSES = 3
 
 
-def _small_model(seed=0, num_classes=NUM_CLASSES, **kwargs):
+def _small_model(seed=0, num_classes=NUM_CLASSES, model_class=FCOS, **kwargs):
     keras.utils.set_random_seed(seed)
     kwargs.setdefault("fpn_channels", 16)
     kwargs.setdefault("head_num_convs", 1)
     kwargs.setdefault("head_num_groups", 8)
-    model = FCOS(
+    model = model_class(
         build_backbone("small", channels=(16, 32, 64), stem_channels=8), num_classes, **kwargs
     )
     model.build((None, None, None, 3))
@@ -145,15 +145,7 @@ def test_build_from_feature_channels_equals_a_forward_pass_build():
             self.built = True
 
     built = _small_model(seed=3)
-    keras.utils.set_random_seed(3)
-    called = BuiltByAForwardPass(
-        build_backbone("small", channels=(16, 32, 64), stem_channels=8),
-        NUM_CLASSES,
-        fpn_channels=16,
-        head_num_convs=1,
-        head_num_groups=8,
-    )
-    called.build((None, None, None, 3))
+    called = _small_model(seed=3, model_class=BuiltByAForwardPass)
 
     def weights(model):
         return [(w.path.split("/", 1)[-1], w.numpy()) for w in model.weights]
