@@ -126,6 +126,48 @@ def test_no_norm():
     assert head.count_params() == expected
 
 
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"norm": None}, {"centerness_on": "classification"}], ids=str
+)
+def test_training_graph_traces_the_towers_once(kwargs):
+    """In a training graph one function runs the towers on every level: the eager call's
+    outputs bit for bit, its gradients up to the order in which levels are summed."""
+    head = _small_head(**kwargs)
+    levels = [tf.constant(x) for x in _levels((96, 64))]
+    head(levels)
+
+    def outputs_and_gradients(training):
+        with tf.GradientTape() as tape:
+            outputs = head(levels, training=training)
+            loss = tf.add_n([tf.reduce_sum(tf.sin(x)) for value in outputs.values() for x in value])
+        return outputs, tape.gradient(loss, head.trainable_variables)
+
+    eager_outputs, eager_gradients = outputs_and_gradients(True)
+    step = tf.function(outputs_and_gradients)
+    graph_outputs, graph_gradients = step(True)
+    for key, per_level in eager_outputs.items():
+        for eager, graph in zip(per_level, graph_outputs[key]):
+            assert graph.shape == eager.shape
+            np.testing.assert_array_equal(graph, eager)
+    for variable, eager, graph in zip(head.trainable_variables, eager_gradients, graph_gradients):
+        scale = np.abs(eager).max()
+        assert scale > 0, variable.path
+        np.testing.assert_allclose(graph, eager, rtol=0, atol=1e-6 * scale, err_msg=variable.path)
+
+    def calls_and_head_convs(training):
+        graph = step.get_concrete_function(training).graph
+        operations = graph.get_operations()
+        calls = [op for op in operations if op.type.endswith("PartitionedCall")]
+        functions = {op.get_attr("f").name for op in calls}
+        return len(calls), len(functions), sum(op.type == "Conv2D" for op in operations)
+
+    # Training: one forward and one backward function, each called on the five levels, and
+    # no conv left in the step's own graph. Inference (what export and conversion read):
+    # every level's convs in the graph itself.
+    assert calls_and_head_convs(True) == (10, 2, 0)
+    assert calls_and_head_convs(False) == (0, 0, 5 * (2 * 2 + 3))
+
+
 def test_config_round_trip():
     head = _small_head(centerness_on="classification", num_levels=3, prior_prob=0.05, name="h")
     levels = _levels((64, 64))[:3]
