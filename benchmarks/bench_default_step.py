@@ -48,7 +48,10 @@ from fcos_tf.ops.locations import split_per_level
 def categorise(name):
     """Category of one op event of the trace (its name is ``scope/.../op:Type``)."""
     kind = name.rsplit(":", 1)[-1]
-    side = "backward" if "gradient_tape" in name else "forward"
+    # Backward ops: the tape's, those of the head towers' backward function (FCOSHead,
+    # ".../gradients/...") and GroupNorm's written-out backward pass.
+    backward = ("gradient_tape", "/gradients/", "group_norm_gradient")
+    side = "backward" if any(scope in name for scope in backward) else "forward"
     if "detection_sgd" in name:
         return "optimizer update"
     if "Conv2D" in kind:
@@ -61,10 +64,22 @@ def categorise(name):
 
 
 def part(name):
-    """Part of the model an op event belongs to (head calls numbered per pyramid level)."""
-    head = re.search(r"head_\d+/[a-z_]+?\d?_(\d+)/", name)
+    """Part of the model an op event belongs to.
+
+    The head's towers and predictors run as one function called on each pyramid level
+    (``FCOSHead``): its forward calls are numbered in level order (``head, call N``); its
+    backward calls are not, so their ops add up to one row; so do the backbone GroupNorms'
+    written-out backward passes (``group_norm_gradient_N``, numbered in creation order).
+    """
+    head = re.search(r"head_\d+/StatefulPartitionedCall(?:_(\d+))?/", name)
     if head:
-        return f"head, call {head.group(1)}"
+        return f"head, call {int(head.group(1) or 0)}"
+    if re.search(r"PartitionedCall(?:_\d+)?/gradients/", name):
+        return "head towers, backward (all levels)"
+    if "group_norm_gradient" in name:
+        return "backbone GroupNorms, backward (all stages)"
+    if re.search(r"head_\d+/", name):
+        return "head, per-level scales"
     backbone = re.search(r"small_backbone_\d+/([a-z0-9]+)_", name)
     if backbone:
         return f"backbone {backbone.group(1)}"
