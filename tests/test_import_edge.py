@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 mp = pytest.importorskip("mediapipe")
 
 import fcos_authors_reference as ref  # noqa: E402
+from mediapipe_helpers import detection_rows  # noqa: E402
 
 from fcos_tf import export_edge, import_weights  # noqa: E402
 from fcos_tf.core import rundir  # noqa: E402
@@ -52,18 +53,7 @@ def _detect(path, images):
     with vision.ObjectDetector.create_from_options(options) as detector:
         for image in images:
             result = detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=image))
-            rows = []
-            for detection in result.detections:
-                box = detection.bounding_box
-                for category in detection.categories:
-                    rows.append(
-                        (
-                            category.category_name,
-                            category.score,
-                            (box.origin_x, box.origin_y, box.width, box.height),
-                        )
-                    )
-            per_image.append(rows)
+            per_image.append(detection_rows(result))
     return per_image
 
 

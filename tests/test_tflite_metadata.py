@@ -6,6 +6,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from mediapipe_helpers import detection_rows
 
 from fcos_tf.data.label_map import LabelMap
 from fcos_tf.modeling.backbone import build_backbone
@@ -163,21 +164,11 @@ def test_mediapipe_object_detector_matches_the_litert_runner(flatbuffers, varian
                 for row in range(count)
             ]
             result = detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=image))
-            # MediaPipe merges rows with the same box into one detection of several
-            # categories; its boxes are whole pixels (origin and size truncated).
-            actual = []
-            for detection in result.detections:
-                box = detection.bounding_box
-                for category in detection.categories:
-                    actual.append(
-                        (
-                            category.category_name,
-                            category.score,
-                            np.array(
-                                [box.origin_y, box.origin_x, box.height, box.width], np.float32
-                            ),
-                        )
-                    )
+            # Boxes as [y, x, height, width], whole pixels (origin and size truncated).
+            actual = [
+                (name, score, np.array([y, x, height, width], np.float32))
+                for name, score, (x, y, width, height) in detection_rows(result)
+            ]
             assert len(actual) == count
             unmatched = []
             for row, (name, score, (ymin, xmin, ymax, xmax)) in enumerate(expected):
