@@ -323,6 +323,9 @@ def _train_setup(args, size, batch):
     config.pipeline.train_short_side = (size, size)
     config.pipeline.max_size = size
     config.pipeline.shuffle_buffer = 4
+    # The same batch in every process (the pipeline's default is fresh randomness).
+    config.pipeline.seed = 0
+    config.pipeline.deterministic = True
     config.train.batch_size = batch
     if args.head_norm is not None:
         config.model.head_norm = None if args.head_norm == "none" else args.head_norm
