@@ -48,10 +48,7 @@ from fcos_tf.ops.locations import split_per_level
 def categorise(name):
     """Category of one op event of the trace (its name is ``scope/.../op:Type``)."""
     kind = name.rsplit(":", 1)[-1]
-    # Backward ops: the tape's, those of the head towers' backward function (FCOSHead,
-    # ".../gradients/...") and GroupNorm's written-out backward pass.
-    backward = ("gradient_tape", "/gradients/", "group_norm_gradient")
-    side = "backward" if any(scope in name for scope in backward) else "forward"
+    side = "backward" if common.is_backward_op(name) else "forward"
     if "detection_sgd" in name:
         return "optimizer update"
     if "Conv2D" in kind:

@@ -500,9 +500,8 @@ def first_step_child(args):
 def _op_times(logdir):
     """``{(part, op type): seconds}`` of the ops in the ``tf.profiler`` trace in ``logdir``.
 
-    ``part`` is ``gradient`` (ops under ``gradient_tape/``, under ``gradients/`` in the
-    backward function of the head's towers, or GroupNorm's ``group_norm_gradient``),
-    ``optimizer`` (under the optimizer's name scope) or ``forward``.
+    ``part`` is ``gradient`` (:func:`benchmarks.common.is_backward_op`, and the top-level
+    ``AddN`` ops), ``optimizer`` (under the optimizer's name scope) or ``forward``.
     """
     import collections
 
@@ -513,12 +512,7 @@ def _op_times(logdir):
         scope, op_type = name.rsplit(":", 1)
         if "sgd/" in scope:
             part = "optimizer"
-        elif (
-            "gradient_tape/" in scope
-            or "gradients/" in scope  # the towers' backward function (FCOSHead)
-            or "group_norm_gradient" in scope  # GroupNorm's written-out backward pass
-            or scope.split("/")[-1].startswith("AddN")
-        ):
+        elif common.is_backward_op(name) or scope.split("/")[-1].startswith("AddN"):
             part = "gradient"  # top-level AddNs sum the gradients of shared weights
         else:
             part = "forward"

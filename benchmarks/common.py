@@ -398,6 +398,17 @@ def trace_op_times(logdir):
     return totals
 
 
+# Name scopes of a train step's backward ops in a trace: the tape's, those of the head
+# towers' backward function (FCOSHead runs the towers as one function per level) and
+# GroupNorm's written-out backward pass.
+_BACKWARD_SCOPES = ("gradient_tape/", "/gradients/", "group_norm_gradient")
+
+
+def is_backward_op(name):
+    """Whether the op event ``name`` (``scope/.../op:Type``) of a train step is backward."""
+    return any(scope in name for scope in _BACKWARD_SCOPES)
+
+
 def time_train_steps(model, dataset, *, warmup=1, repeats=5):
     """Median time of the model's own compiled train function (what ``fit`` runs per step).
 

@@ -77,6 +77,30 @@ def test_parse_size_and_cpu_flags():
     assert isinstance(flags, str) and flags
 
 
+def test_is_backward_op_on_the_names_of_a_profiled_train_step():
+    # Op events as they appear in the profile of an R-50 train step (fit's compiled
+    # function, and train_step in a tf.function of its own).
+    backward = [
+        "StatefulPartitionedCall/gradient_tape/fcos_1/resnet50_1/conv3_block1_2_conv/"
+        "convolution/Conv2DBackpropFilter:_MklNativeConv2DBackpropFilter",
+        "PartitionedCall/gradients/cls_tower_conv0_1/convolution_grad/Conv2DBackpropInput:"
+        "_MklNativeConv2DBackpropInput",
+        "StatefulPartitionedCall/PartitionedCall_1/gradients/box_tower_norm0_1/IdentityN_grad/"
+        "group_norm_gradient/Mean_2:Mean",
+        "StatefulPartitionedCall/group_norm_gradient_7/sub:Sub",
+    ]
+    forward = [
+        "fcos_1/head_1/StatefulPartitionedCall/cls_tower_conv3_1/BiasAdd:_MklNativeFusedConv2D",
+        "StatefulPartitionedCall/fcos_1/head_1/StatefulPartitionedCall_1/box_tower_norm0_1/"
+        "sub_2:Sub",
+        "fcos_1/resnet50_1/conv2_block1_1_conv/BiasAdd:_MklNativeFusedConv2D",
+        "StatefulPartitionedCall/detection_sgd/ResourceApplyKerasMomentum:"
+        "ResourceApplyKerasMomentum",
+    ]
+    assert [common.is_backward_op(name) for name in backward] == [True] * len(backward)
+    assert [common.is_backward_op(name) for name in forward] == [False] * len(forward)
+
+
 def test_trace_op_times_reads_the_ops_of_a_profiled_function(tmp_path):
     a = tf.random.stateless_normal([256, 256], [1, 2])
 
