@@ -311,6 +311,56 @@ def test_cpu_train_function_runs_with_lean_graph_rewrites(monkeypatch):
     assert len(seen) == 3 and seen[1] == seen[2] == defaults
 
 
+def _fit_recording_steps(monkeypatch, dataset, gpu=False, **compile_kwargs):
+    """``(history, weights, iterations, traces)`` of 2 epochs of ``fit`` on ``dataset``.
+
+    ``traces`` counts the traces of ``FCOS._train_on_next_batch``; ``gpu`` makes the model
+    see a GPU, so that ``fit`` runs Keras' own train function.
+    """
+    model = _small_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), **compile_kwargs)
+    traces = []
+    one_step = model._train_on_next_batch
+    model._train_on_next_batch = lambda iterator: traces.append(1) or one_step(iterator)
+    with monkeypatch.context() as patch:
+        if gpu:
+            patch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["GPU:0"])
+        history = model.fit(dataset, epochs=2, verbose=0).history
+    return history, model.get_weights(), int(model.optimizer.iterations), len(traces)
+
+
+def test_cpu_fit_steps_in_one_function_as_keras_function_does(monkeypatch):
+    images, labels = _batch()
+    # Three batches of 4 and no repeat: each epoch ends when the data does.
+    dataset = tf.data.Dataset.from_tensors((images, labels)).repeat(3)
+    history, weights, iterations, traces = _fit_recording_steps(monkeypatch, dataset)
+    assert traces == 1 and iterations == 6
+    keras_history, keras_weights, keras_iterations, keras_traces = _fit_recording_steps(
+        monkeypatch, dataset, gpu=True
+    )
+    assert keras_traces == 0 and keras_iterations == 6
+    assert (
+        set(history)
+        == set(keras_history)
+        == {
+            "loss",
+            "cls_loss",
+            "box_loss",
+            "ctr_loss",
+            "num_pos",
+        }
+    )
+    for key, values in history.items():
+        assert len(values) == 2
+        np.testing.assert_allclose(values, keras_history[key], rtol=1e-6, err_msg=key)
+    assert history["loss"][1] < history["loss"][0]
+    for index, (a, b) in enumerate(zip(weights, keras_weights)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=f"weight {index}")
+    # Several steps per call take Keras' function, on the CPU too.
+    _, _, iterations, traces = _fit_recording_steps(monkeypatch, dataset, steps_per_execution=2)
+    assert traces == 0 and iterations == 6
+
+
 def test_train_and_test_step_metrics():
     model = _small_model()
     model.compile(optimizer=keras.optimizers.SGD(0.01))

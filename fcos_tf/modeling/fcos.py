@@ -271,7 +271,7 @@ class FCOS(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def make_train_function(self, force=False):
-        """Keras' train function; on a machine without GPUs it runs with lean graph rewrites.
+        """Keras' train function; on a machine without GPUs, one lean graph per step.
 
         Grappler, TensorFlow's graph optimizer, rewrites the train step's graph (about 10k
         ops for R-50) before its first run. On the CPU three of its passes find nothing to do
@@ -281,20 +281,53 @@ class FCOS(keras.Model):
         step of R-50 at 512 x 512 (batch 2, ``mixed_bfloat16``, 2 cores) runs its first call
         in 2.3 s instead of 3.3 s, and later steps take the same time (BENCHMARKS.md). The
         options apply to this model's train function only, on the thread that calls it;
-        other graphs keep TensorFlow's defaults. With a GPU visible nothing changes.
+        other graphs keep TensorFlow's defaults.
+
+        There, too, a step on a ``tf.data`` iterator (what ``fit`` runs, one step per call,
+        without XLA) is one ``tf.function`` that takes the next batch and runs
+        :meth:`train_step` in the distribution strategy. Keras traces the step as a function
+        of its own, called from a second one that takes the batch; the nested graph takes
+        0.5 s more to trace and prepare for its first run, for the same step (R-50 as above,
+        BENCHMARKS.md). Other calls (``train_on_batch``, ``steps_per_execution`` > 1, XLA,
+        multi-worker and TPU strategies) run Keras' function. With a GPU visible nothing
+        changes.
         """
         if self.train_function is not None and not force:
             return self.train_function
         super().make_train_function(force=force)
         if not self.run_eagerly and not tf.config.list_logical_devices("GPU"):
-            train_function = self.train_function
+            keras_function = self.train_function
+            one_step = None
+            if (
+                self.steps_per_execution == 1
+                and not self.jit_compile
+                and not isinstance(self.distribute_strategy, _MULTI_HOST_STRATEGIES)
+            ):
+                one_step = tf.function(self._train_on_next_batch, reduce_retracing=True)
 
             def lean_train_function(iterator):
                 with cpu_train_rewrites():
-                    return train_function(iterator)
+                    if one_step is not None and isinstance(
+                        iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)
+                    ):
+                        return one_step(iterator)
+                    return keras_function(iterator)
 
             self.train_function = lean_train_function
         return self.train_function
+
+    @tf.autograph.experimental.do_not_convert
+    def _train_on_next_batch(self, iterator):
+        """:meth:`train_step` on ``iterator``'s next batch, in the distribution strategy.
+
+        At the end of the data ``get_next`` raises ``OutOfRangeError``, which ``fit`` takes
+        for the end of the epoch, as with Keras' own function. Every replica returns the
+        same global values (:meth:`_update_trackers`), so the first local replica's are the
+        step's (on one host; strategies over several hosts take Keras' function).
+        """
+        strategy = self.distribute_strategy
+        outputs = strategy.run(self.train_step, args=(iterator.get_next(),))
+        return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], outputs)
 
     def _output_keys(self):
         """The keys of :meth:`call`'s dict."""
@@ -536,6 +569,14 @@ class FCOS(keras.Model):
 
 
 _LEAN_OPTIONS = {}
+
+# Strategies whose step outputs Keras reduces across hosts; their train function stays
+# Keras' (FCOS.make_train_function).
+_MULTI_HOST_STRATEGIES = (
+    tf.distribute.MultiWorkerMirroredStrategy,
+    tf.distribute.TPUStrategy,
+    tf.distribute.experimental.ParameterServerStrategy,
+)
 
 
 @contextlib.contextmanager
