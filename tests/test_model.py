@@ -297,6 +297,7 @@ def test_cpu_train_function_runs_with_lean_graph_rewrites(monkeypatch):
     assert inside.memory_optimization == inside.NO_MEM_OPT
     assert inside.layout_optimizer == inside.OFF
     assert inside.meta_optimizer_iterations == inside.ONE
+    assert inside.disable_tfg_optimizer and not defaults.disable_tfg_optimizer
     # Only around the train function's calls: this thread's defaults are back afterwards,
     # and other graphs keep them.
     assert _rewrite_options() == defaults
@@ -309,6 +310,75 @@ def test_cpu_train_function_runs_with_lean_graph_rewrites(monkeypatch):
     monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["GPU:0"])
     model.make_train_function(force=True)("batch")
     assert len(seen) == 3 and seen[1] == seen[2] == defaults
+
+
+def _optimized_graph(function, *args, tfg):
+    """Grappler's graph of ``function``'s first call under ``cpu_train_rewrites``.
+
+    ``tfg``: run the TFG optimizer (the lean rewrites turn it off). Returns the sorted
+    ``(name, op, inputs, attributes)`` of the nodes, constant tensors as numpy bytes (TFG
+    and grappler write the same value in different proto fields), without what varies
+    from one trace of the same step to the next: colocation hints (``_class``; on one device
+    they place nothing) and the capture names of arguments.
+    """
+    from tensorflow.python.eager import context as tf_context
+
+    from fcos_tf.modeling.fcos import cpu_train_rewrites
+
+    context = tf_context.context()
+    with cpu_train_rewrites():
+        if tfg:
+            options = context.function_call_options
+            config = tf.compat.v1.ConfigProto()
+            config.ParseFromString(options.config_proto_serialized)
+            config.graph_options.rewrite_options.disable_tfg_optimizer = False
+            context.function_call_options = tf_context.FunctionCallOptions(
+                options.executor_type, config
+            )
+        context.enable_run_metadata()
+        try:
+            function(*args)
+            metadata = context.export_run_metadata()
+        finally:
+            context.disable_run_metadata()
+    graph = max(metadata.function_graphs, key=lambda g: len(g.post_optimization_graph.node))
+    graph = graph.post_optimization_graph
+    # Arguments are named after the trace's captures (numbered anew in every trace): name
+    # them by position.
+    names = {n.name: f"arg{n.attr['index'].i}" for n in graph.node if n.op == "_Arg"}
+
+    def rename(name):
+        control, name = ("^", name[1:]) if name.startswith("^") else ("", name)
+        node, _, port = name.partition(":")
+        return control + names.get(node, node) + (":" + port if port else "")
+
+    nodes = []
+    for node in graph.node:
+        attributes = []
+        for key, value in sorted(node.attr.items()):
+            if key in ("_class", "_user_specified_name"):
+                continue
+            if value.HasField("tensor"):
+                array = tf.make_ndarray(value.tensor)
+                value = (array.dtype.str, array.shape, array.tobytes())
+            else:
+                value = value.SerializeToString(deterministic=True)
+            attributes.append((key, value))
+        nodes.append(
+            (rename(node.name), node.op, tuple(map(rename, node.input)), tuple(attributes))
+        )
+    return sorted(nodes)
+
+
+def test_lean_rewrites_without_tfg_optimize_the_train_step_alike():
+    model = _small_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    images, labels = _batch()
+    data = (tf.constant(images), labels)
+    with_tfg = _optimized_graph(tf.function(model.train_step), data, tfg=True)
+    lean = _optimized_graph(tf.function(model.train_step), data, tfg=False)
+    assert len(lean) > 500 and any(op.startswith("_Fused") for _, op, _, _ in lean)
+    assert lean == with_tfg
 
 
 def _fit_recording_steps(monkeypatch, dataset, gpu=False, **compile_kwargs):
