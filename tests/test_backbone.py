@@ -1,5 +1,6 @@
 """Tests of fcos_tf.modeling.backbone: frozen BN, ResNet layouts and freezing, small backbone."""
 
+import collections
 import math
 
 import keras
@@ -369,6 +370,29 @@ def test_folded_frozen_bn_leaves_no_norm_arithmetic_on_activations():
     folded, plain = ResNet(depth=50), ResNet(depth=50, fold_frozen_bn=False)
     assert feature_map_multiplies(plain) == 53  # one per FrozenBatchNorm
     assert feature_map_multiplies(folded) == 0
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_folded_offsets_are_bias_adds(policy):
+    """Each folded norm's offset is a BiasAdd on its convolution's output, which grappler
+    fuses into the convolution (an AddV2 is not fused the same way, and in bfloat16 rounds
+    differently)."""
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = ResNet(depth=50)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    graph = (
+        tf.function(lambda x: model(x, training=True))
+        .get_concrete_function(tf.TensorSpec([1, 64, 64, 3], tf.float32))
+        .graph
+    )
+    adds = collections.Counter(
+        (op.type, op.outputs[0].shape.rank) for op in graph.get_operations() if "Add" in op.type
+    )
+    # One BiasAdd per norm; the other adds on feature maps are the 16 residual connections.
+    assert adds[("BiasAdd", 4)] == 53
+    assert adds[("AddV2", 4)] == 16
 
 
 def test_folded_frozen_bn_mixed_bfloat16_close_to_float32():
