@@ -282,7 +282,7 @@ class FCOS(keras.Model):
         in 2.3 s instead of 3.3 s, and later steps take the same time (BENCHMARKS.md). The
         TFG optimizer (MLIR passes for shape inference and control flow; a step has no
         control flow) is off too: the optimized graph is the same without it, and it took
-        0.3 s more. The options apply to this model's train function only, on the thread that
+        0.2-0.3 s. The options apply to this model's train function only, on the thread that
         calls it; other graphs keep TensorFlow's defaults.
 
         There, too, a step on a ``tf.data`` iterator (what ``fit`` runs, one step per call,
