@@ -271,13 +271,18 @@ def test_compile_builds_the_optimizer_so_fit_traces_the_step_once():
     assert len(traces) == 1
 
 
-def _rewrite_options():
-    """This thread's grappler options for function calls."""
+def _call_config():
+    """This thread's session config for function calls (a ``ConfigProto`` to edit)."""
     from tensorflow.python.eager import context
 
     config = tf.compat.v1.ConfigProto()
     config.ParseFromString(context.context().function_call_options.config_proto_serialized)
-    return config.graph_options.rewrite_options
+    return config
+
+
+def _rewrite_options():
+    """This thread's grappler options for function calls."""
+    return _call_config().graph_options.rewrite_options
 
 
 def test_cpu_train_function_runs_with_lean_graph_rewrites(monkeypatch):
@@ -328,12 +333,10 @@ def _optimized_graph(function, *args, tfg):
     context = tf_context.context()
     with cpu_train_rewrites():
         if tfg:
-            options = context.function_call_options
-            config = tf.compat.v1.ConfigProto()
-            config.ParseFromString(options.config_proto_serialized)
+            config = _call_config()
             config.graph_options.rewrite_options.disable_tfg_optimizer = False
             context.function_call_options = tf_context.FunctionCallOptions(
-                options.executor_type, config
+                context.function_call_options.executor_type, config
             )
         context.enable_run_metadata()
         try:
@@ -409,17 +412,8 @@ def test_cpu_fit_steps_in_one_function_as_keras_function_does(monkeypatch):
         monkeypatch, dataset, gpu=True
     )
     assert keras_traces == 0 and keras_iterations == 6
-    assert (
-        set(history)
-        == set(keras_history)
-        == {
-            "loss",
-            "cls_loss",
-            "box_loss",
-            "ctr_loss",
-            "num_pos",
-        }
-    )
+    losses = {"loss", "cls_loss", "box_loss", "ctr_loss", "num_pos"}
+    assert set(history) == set(keras_history) == losses
     for key, values in history.items():
         assert len(values) == 2
         np.testing.assert_allclose(values, keras_history[key], rtol=1e-6, err_msg=key)
