@@ -11,7 +11,6 @@ products are counted, element-wise ops (norms, activations, losses) are not.
 """
 
 import argparse
-import contextlib
 import datetime
 import math
 import os
@@ -25,6 +24,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+# Builds models under a Keras dtype policy ("float32", "mixed_bfloat16", ...), restored on exit.
+from fcos_tf.core.builders import dtype_policy  # noqa: E402, F401
 
 # ---------------------------------------------------------------------------------------------
 # Machine
@@ -325,23 +327,6 @@ def keras_cv_retinanet(num_classes, *, jit_compile=False, learning_rate=0.01):
         jit_compile=jit_compile,
     )
     return model
-
-
-@contextlib.contextmanager
-def dtype_policy(name):
-    """Builds models under the Keras dtype policy ``name`` ("float32", "mixed_bfloat16", ...).
-
-    The global policy is what layers read when they are created; it is restored on exit so
-    that the next model of the same run is built under its own policy.
-    """
-    import keras
-
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def random_boxes(batch, num_boxes, height, width, num_classes, seed=0):

@@ -1,7 +1,6 @@
 """Tests of fcos_tf.modeling.backbone: frozen BN, ResNet layouts and freezing, small backbone."""
 
 import collections
-import contextlib
 import math
 
 import keras
@@ -9,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from fcos_tf.core import builders
 from fcos_tf.modeling import backbone as backbone_lib
 from fcos_tf.modeling.backbone import FrozenBatchNorm, ResNet, SmallBackbone, build_backbone
 
@@ -319,20 +319,10 @@ def _resnets_with_random_statistics(seed=0, **kwargs):
     return folded, plain
 
 
-@contextlib.contextmanager
-def _global_policy(name):
-    """Layers created inside are built under the Keras dtype policy ``name`` (float32 after)."""
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-
-
 def test_folded_frozen_bn_same_weights_outputs_and_gradients():
     # float64, so that the comparison sees the algebra, not float32 rounding amplified by
     # ReLUs flipping near zero through 16 blocks of random weights.
-    with _global_policy("float64"):
+    with builders.dtype_policy("float64"):
         folded, plain = _resnets_with_random_statistics(freeze_at=2)
     # Same variables in the same order under the same paths: checkpoints load either way.
     assert [v.path for v in folded.weights] == [v.path for v in plain.weights]
@@ -385,7 +375,7 @@ def test_folded_offsets_are_bias_adds(policy):
     """Each folded norm's offset is a BiasAdd on its convolution's output, which grappler
     fuses into the convolution (an AddV2 is not fused the same way, and in bfloat16 rounds
     differently)."""
-    with _global_policy(policy):
+    with builders.dtype_policy(policy):
         model = ResNet(depth=50)
     graph = (
         tf.function(lambda x: model(x, training=True))
@@ -403,7 +393,7 @@ def test_folded_offsets_are_bias_adds(policy):
 def test_folded_frozen_bn_mixed_bfloat16_close_to_float32():
     folded, plain = _resnets_with_random_statistics()
     # Layers read the global policy when the functional ResNet creates them.
-    with _global_policy("mixed_bfloat16"):
+    with builders.dtype_policy("mixed_bfloat16"):
         folded16 = ResNet(depth=50)
         plain16 = ResNet(depth=50, fold_frozen_bn=False)
     assert folded16.get_layer("layer1_0_conv1").compute_dtype == "bfloat16"

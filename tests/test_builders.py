@@ -72,6 +72,24 @@ def test_synthetic_recipes_train_every_level_and_every_class(recipe):
     assert set(np.unique(classes[classes >= 0])) == set(range(examples.label_map.num_classes))
 
 
+def test_dtype_policy_builds_under_the_policy_and_restores_the_previous_one():
+    import keras
+
+    assert keras.mixed_precision.global_policy().name == "float32"
+    with builders.dtype_policy("mixed_bfloat16"):
+        layer = keras.layers.Dense(2)
+        with builders.dtype_policy("float32"):
+            inner = keras.layers.Dense(2)
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    assert (layer.compute_dtype, layer.variable_dtype) == ("bfloat16", "float32")
+    assert inner.compute_dtype == "float32"
+    assert keras.mixed_precision.global_policy().name == "float32"
+    with pytest.raises(RuntimeError, match="while building"):
+        with builders.dtype_policy("mixed_float16"):
+            raise RuntimeError("while building")
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
 def test_each_backbone_family_gets_its_own_config_arguments():
     config = config_lib.load_recipe("synthetic_small")
     config.backbone.stem_channels = 24

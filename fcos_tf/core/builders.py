@@ -27,6 +27,7 @@ The heavy modules are imported inside the builders, so that importing this modul
 config validation does, for the allowed values) stays cheap.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -58,6 +59,24 @@ Config = ml_collections.ConfigDict
 # --------------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Context: layers created inside it take the Keras dtype policy ``name``.
+
+    ``name`` is ``"float32"``, ``"mixed_bfloat16"`` or ``"mixed_float16"``. The global
+    policy is what a layer reads when it is created; the previous one is restored on exit,
+    also on an error, so a model built later in the same process gets its own.
+    """
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def build_backbone(backbone_config: Config, *, load_weights: bool = True, min_level: int = 3):

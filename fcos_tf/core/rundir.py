@@ -133,12 +133,8 @@ def load_trained_model(
     checkpoint = latest_checkpoint(checkpoint or workdir)
     # Serving runs in float32 whatever precision the model was trained with, and the
     # checkpoint holds every weight (no backbone weights file is read).
-    policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
+    with builders.dtype_policy("float32"):
         model = builders.build_model(config, label_map.num_classes, load_backbone_weights=False)
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
     status = tf.train.Checkpoint(model=model).restore(checkpoint)
     status.expect_partial()  # the optimizer slots are not needed
     try:

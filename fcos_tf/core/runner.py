@@ -126,12 +126,8 @@ def run(
     chief = is_chief(strategy)
     tf.io.gfile.makedirs(workdir)
     keras.utils.set_random_seed(config.train.seed)
-    previous_policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(config.train.precision)
-    try:
+    with builders.dtype_policy(config.train.precision):
         return _run(config, workdir, mode, strategy, chief, verbose, handle_signals, callbacks)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
 
 
 def _run(config, workdir, mode, strategy, chief, verbose, handle_signals, callbacks):
