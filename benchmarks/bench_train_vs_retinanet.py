@@ -32,17 +32,10 @@ import argparse
 import gc
 import itertools
 
-import numpy as np
 import tensorflow as tf
 
 from benchmarks import common
-from benchmarks.common import NUM_BOXES, NUM_CLASSES, build_fcos, fcos_batch, parse_size
-
-
-def retinanet_dataset(batch, height, width, seed=0):
-    images = common.random_images(batch, height, width, seed)
-    boxes, classes = common.random_boxes(batch, NUM_BOXES, height, width, NUM_CLASSES, seed)
-    return common.repeat_dataset(images, {"boxes": boxes, "classes": classes.astype(np.float32)})
+from benchmarks.common import NUM_CLASSES, build_fcos, fcos_batch, parse_size, retinanet_dataset
 
 
 def run(args):

@@ -490,6 +490,13 @@ def fcos_batch(batch, height, width, seed=0):
     return images, labels
 
 
+def retinanet_dataset(batch, height, width, seed=0):
+    """Endless dataset of one random batch for keras-cv RetinaNet: (images, {boxes, classes})."""
+    images = random_images(batch, height, width, seed)
+    boxes, classes = random_boxes(batch, NUM_BOXES, height, width, NUM_CLASSES, seed)
+    return repeat_dataset(images, {"boxes": boxes, "classes": classes.astype(np.float32)})
+
+
 def build_fcos(backbone, jit_compile):
     """FCOS with random weights, compiled like the recipe (SGD momentum 0.9)."""
     import keras

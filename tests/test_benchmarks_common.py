@@ -1,12 +1,27 @@
 """The benchmarks' helper library (benchmarks/common.py): what its figures rest on."""
 
 import argparse
+import importlib
+import pkgutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import benchmarks
 from benchmarks import common
+
+
+def test_every_benchmark_script_imports():
+    # The scripts share their inputs and models through common.py: a helper one of them
+    # imports from there must be defined there (the peers, torch and keras-cv, load inside
+    # the functions that use them).
+    names = [module.name for module in pkgutil.iter_modules(benchmarks.__path__)]
+    assert {"common", "bench_flops", "bench_train_vs_retinanet", "bench_vs_torchvision"} <= set(
+        names
+    )
+    for name in names:
+        importlib.import_module(f"benchmarks.{name}")
 
 
 def test_graph_flops_counts_a_convolution_and_a_matmul_by_hand():
