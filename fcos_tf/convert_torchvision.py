@@ -19,10 +19,13 @@ named).
 import sys
 from collections.abc import Sequence
 
+# Before TensorFlow and Keras: importing the CLI loads TensorFlow with its load-time
+# notices left out of stderr (fcos_tf.cli.import_tensorflow).
+from fcos_tf import cli  # isort: skip
+
 import keras
 import ml_collections
 
-from fcos_tf import cli
 from fcos_tf.core import config as config_lib
 from fcos_tf.core import rundir
 from fcos_tf.data.label_map import LabelMap

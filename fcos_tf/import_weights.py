@@ -28,9 +28,12 @@ dict that does not fit (the tensor is named).
 import sys
 from collections.abc import Sequence
 
+# Before TensorFlow and Keras: importing the CLI loads TensorFlow with its load-time
+# notices left out of stderr (fcos_tf.cli.import_tensorflow).
+from fcos_tf import cli  # isort: skip
+
 import keras
 
-from fcos_tf import cli
 from fcos_tf.core import config as config_lib
 from fcos_tf.core import rundir
 from fcos_tf.data.label_map import LabelMap

@@ -34,10 +34,13 @@ import os
 import sys
 from collections.abc import Sequence
 
+# Before TensorFlow and Keras: importing the CLI loads TensorFlow with its load-time
+# notices left out of stderr (fcos_tf.cli.import_tensorflow).
+from fcos_tf import cli  # isort: skip
+
 import numpy as np
 import tensorflow as tf
 
-from fcos_tf import cli
 from fcos_tf.core import rundir
 from fcos_tf.data import coco, transforms
 from fcos_tf.training import evaluation

@@ -77,3 +77,33 @@ def test_no_module_names_a_document_the_repository_does_not_hold():
         )
     )
     assert not missing, missing
+
+
+def test_every_command_imports_the_cli_before_any_other_package():
+    """``fcos_tf.cli`` loads TensorFlow with its load-time notices (oneDNN, absl) left out of
+    the command's stderr; a command module that imports TensorFlow, Keras or a module of the
+    package that does before it prints them."""
+    import ast
+    import configparser
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    parser = configparser.ConfigParser()
+    parser.read(os.path.join(root, "setup.cfg"))
+    entry_points = parser["options.entry_points"]["console_scripts"].split("\n")
+    modules = sorted({line.split("=")[1].strip().split(":")[0] for line in entry_points if line})
+    assert "fcos_tf.predict" in modules and "fcos_tf.train" in modules, modules
+    for module in modules:
+        path = os.path.join(root, *module.split(".")) + ".py"
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        imported = []  # top-level imports outside the standard library, in order
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            imported += [n for n in names if n.split(".")[0] not in sys.stdlib_module_names]
+        assert imported and imported[0] == "fcos_tf.cli", (module, imported[:3])
