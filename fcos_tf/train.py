@@ -32,7 +32,7 @@ DEFAULT_RECIPE = "synthetic_small"
 def _define_flags(flag_values):
     from absl import flags
 
-    from fcos_tf.core.runner import RUN_MODES
+    from fcos_tf.core.config import RUN_MODES
 
     flags.DEFINE_string(
         "workdir",

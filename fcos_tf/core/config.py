@@ -28,11 +28,12 @@ section             becomes
 ``export``          the TFLite export (``fcos-export``)
 ==================  ========================================================================
 
-``validate_config()`` runs at the start of every script so that a typo or an impossible value
-fails in the first second with a message naming the key, not an hour into a run. Unknown keys
-are already refused by ``config_flags.DEFINE_config_file(..., lock_config=True)``; the checks
-here are about values and their combinations. The allowed values of a key are defined by the
-module that uses them and imported here.
+``validate_config()`` runs at the start of every script so that an impossible value fails
+in its first seconds with a message naming the key, not an hour into a run. Unknown keys
+are already refused by ``config_flags.DEFINE_config_file(..., lock_config=True)``, before
+TensorFlow loads (this module and the recipes import none of it); the checks here are about
+values and their combinations. The allowed values of a key are defined by the module that
+uses them and imported by ``validate_config``.
 """
 
 import contextlib
@@ -43,15 +44,11 @@ import os
 import re
 
 import ml_collections
-import tensorflow as tf
 
-from fcos_tf.core import builders
-from fcos_tf.modeling import backbone as backbone_lib
-from fcos_tf.modeling import fcos as model_lib
-from fcos_tf.modeling import mobilenet as mobile_backbones
-from fcos_tf.modeling import mobilenet_fcos
-from fcos_tf.ops import locations as locations_lib
-from fcos_tf.training import distribution, optimization
+from fcos_tf.ops import location_defaults
+
+# What fcos-train runs (``--mode``; ``validate_config(mode=...)``, ``runner.run``).
+RUN_MODES = ("train_and_eval", "train", "eval")
 
 # The recipe files (fcos_tf/configs/*.py) of a source checkout.
 # The recipes shipped with the package (package data of fcos_tf.configs).
@@ -129,11 +126,11 @@ def base_config() -> ml_collections.ConfigDict:
 
     # --- locations (items 7-9, 18): read by the targets AND the decoding ----------------------
     config.locations = locations = ml_collections.ConfigDict()
-    locations.strides = locations_lib.STRIDES
-    locations.size_ranges = locations_lib.SIZE_RANGES
+    locations.strides = location_defaults.STRIDES
+    locations.size_ranges = location_defaults.SIZE_RANGES
     locations.center_sampling_radius = 1.5  # 0 turns center sampling off
-    locations.location_offset = locations_lib.DEFAULT_LOCATION_OFFSET
-    locations.location_grid = locations_lib.DEFAULT_LOCATION_GRID  # "paper" | "torchvision"
+    locations.location_offset = location_defaults.DEFAULT_LOCATION_OFFSET
+    locations.location_grid = location_defaults.DEFAULT_LOCATION_GRID  # "paper" | "torchvision"
 
     # --- pipeline (items 10-12, 20) -> PipelineConfig(**config.pipeline) ----------------------
     config.pipeline = pipeline = ml_collections.ConfigDict()
@@ -313,6 +310,13 @@ def validate_config(
     Raises:
         ValueError: naming the offending key (``config.train.batch_size: ...``).
     """
+    # The modules that define the allowed values; imported here, not at the top, so that
+    # loading a recipe (and parsing a command line) needs no TensorFlow.
+    from fcos_tf.core import builders
+    from fcos_tf.modeling import backbone as backbone_lib
+    from fcos_tf.modeling import fcos as model_lib
+    from fcos_tf.training import distribution, optimization
+
     for key, choices in (
         ("backbone.name", backbone_lib.BACKBONES),
         ("data.dataset", builders.DATASETS),
@@ -415,6 +419,8 @@ def validate_config(
 
 def _validate_files_dataset(data, mode, check_paths):
     """The keys of config.data.voc, .yolo or .tfrecord (the files of the splits ``mode`` needs)."""
+    import tensorflow as tf
+
     name = data.dataset
     section = data[name]
     names = tuple(section.class_names)
@@ -451,6 +457,9 @@ def _validate_files_dataset(data, mode, check_paths):
 
 
 def _validate_backbone(config):
+    from fcos_tf.modeling import mobilenet as mobile_backbones
+    from fcos_tf.modeling import mobilenet_fcos
+
     backbone = config.backbone
     mobile = backbone.name in mobile_backbones.MOBILE_BACKBONES
     if mobile and tuple(config.locations.strides)[0] == 4:

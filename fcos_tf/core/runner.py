@@ -19,13 +19,12 @@ import ml_collections
 import tensorflow as tf
 
 from fcos_tf.core import builders, rundir
+from fcos_tf.core.config import RUN_MODES
 from fcos_tf.training.checkpoint import Checkpointer
 from fcos_tf.training.distribution import is_chief
 from fcos_tf.training.loop import NonFiniteLossError, fit
 
 __all__ = ["RUN_MODES", "NonFiniteLossError", "create_summary_writer", "evaluate_and_report", "run"]
-
-RUN_MODES = ("train_and_eval", "train", "eval")
 
 
 def create_summary_writer(logdir: str):

@@ -1,6 +1,7 @@
 """Pyramid levels, strides, size ranges and per-level location grids (paper Sec. 3.1, 3.2).
 
-The values here are defined once and imported everywhere else. Two grid rules exist:
+The default values (strides, size ranges, offset, grid) are those of
+:mod:`fcos_tf.ops.location_defaults`, re-exported here. Two grid rules exist:
 
 * ``"paper"``: the cell ``(i, j)`` of the level with stride ``s`` sits at
   ``floor(s * offset) + (j * s, i * s)``, whatever the input size (Sec. 3.1).
@@ -15,15 +16,28 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-STRIDES = (8, 16, 32, 64, 128)
-# Sec. 3.2: m_2..m_7 = 0, 64, 128, 256, 512, inf. The lower bound of P3 is -1 so that a
-# location with max(l, t, r, b) == 0 could never be excluded by the range test alone.
-SIZE_RANGES = ((-1.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, 512.0), (512.0, math.inf))
-# Fraction of the stride added to j * s: 0.5 gives the paper's s // 2 for the even strides
-# above; torchvision's FCOS uses 0.
-DEFAULT_LOCATION_OFFSET = 0.5
-LOCATION_GRIDS = ("paper", "torchvision")
-DEFAULT_LOCATION_GRID = "paper"
+from fcos_tf.ops.location_defaults import (
+    DEFAULT_LOCATION_GRID,
+    DEFAULT_LOCATION_OFFSET,
+    LOCATION_GRIDS,
+    SIZE_RANGES,
+    STRIDES,
+)
+
+__all__ = [
+    "DEFAULT_LOCATION_GRID",
+    "DEFAULT_LOCATION_OFFSET",
+    "LOCATION_GRIDS",
+    "SIZE_RANGES",
+    "STRIDES",
+    "check_location_grid",
+    "check_location_settings",
+    "compute_locations",
+    "feature_map_sizes",
+    "level_spacings",
+    "num_locations",
+    "split_per_level",
+]
 
 
 def _ceil_div(size, stride):
