@@ -19,6 +19,12 @@ status   meaning
 Recipes (``--config``) are given by name (``--config=fcos_r50_1x_improved``, one of
 ``fcos_tf/configs/``) or as the path of a recipe file; ``--config.<section>.<key>=value``
 overrides a key, and an unknown key is an error with a "did you mean".
+
+TensorFlow loads (quietly, :func:`import_tensorflow`) when the flags have been parsed, so
+``--help``, a bad flag and a misspelt config key answer in a fraction of a second. A command
+module therefore imports only the standard library and this module at its top, and the rest
+inside its functions; a command whose flags name values defined next to TensorFlow code
+calls :func:`import_tensorflow` before it imports them.
 """
 
 import logging
@@ -28,8 +34,9 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-# Before TensorFlow is first imported (every command imports this module first): its C++
-# INFO lines are not the command's output. Set the variable to 0 to see them.
+# Before TensorFlow is first imported (every command imports this module first, and
+# TensorFlow only after its flags are parsed): its C++ INFO lines are not the command's
+# output. Set the variable to 0 to see them.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import flags  # noqa: E402
@@ -123,9 +130,6 @@ def import_tensorflow() -> None:
             sys.stderr.flush()
 
 
-# Every command imports this module before anything else: TensorFlow loads here, quietly.
-import_tensorflow()
-
 _HELP = ("--help", "-help", "-h", "--helpfull", "--helpshort", "-?")
 
 
@@ -186,6 +190,7 @@ def _define_config_flag(flag_values, program, arguments, recipe_default, workdir
     workdir = _argv_value(arguments, "workdir")
     if given is None and workdir_default and workdir:
         # The recipe a run wrote: overrides apply to it.
+        import_tensorflow()
         from fcos_tf.core import rundir
 
         config_flags.DEFINE_config_dict(
@@ -228,7 +233,9 @@ def parse_flags(
     """Parses a command's flags, the same way for every command.
 
     The flags are defined on a fresh ``flags.FlagValues`` (never the process-wide
-    ``flags.FLAGS``); ``--debug`` is defined for every command.
+    ``flags.FLAGS``); ``--debug`` is defined for every command. TensorFlow is imported
+    (:func:`import_tensorflow`) once they are parsed, or earlier where the config is the
+    ``config.json`` of a ``--workdir``.
 
     Args:
         define: ``define(flag_values)`` defines the command's own flags
@@ -246,7 +253,6 @@ def parse_flags(
         unexpected argument ends the process with one line (status 1).
     """
     arguments: list[str] = list(sys.argv[1:] if argv is None else argv)
-    import_tensorflow()
     flag_values = flags.FlagValues()
     flags.DEFINE_bool("debug", False, DEBUG_FLAG_HELP, flag_values=flag_values)
     try:
@@ -266,6 +272,8 @@ def parse_flags(
         fail(f"Invalid --config override: {_innermost_message(error)}", error)
     if rest and positional is None:
         fail(f"{program}: unexpected argument(s) {rest}; it takes flags only (--help).")
+    # Only now: --help, a bad flag and an unknown config key answer without loading it.
+    import_tensorflow()
     return flag_values, rest
 
 

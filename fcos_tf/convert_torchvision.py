@@ -19,38 +19,32 @@ named).
 import sys
 from collections.abc import Sequence
 
-# Before TensorFlow and Keras: importing the CLI loads TensorFlow with its load-time
-# notices left out of stderr (fcos_tf.cli.import_tensorflow).
-from fcos_tf import cli  # isort: skip
-
-import keras
-import ml_collections
-
-from fcos_tf.core import config as config_lib
-from fcos_tf.core import rundir
-from fcos_tf.data.label_map import LabelMap
-from fcos_tf.importers import imagenet as weights_lib
-from fcos_tf.importers.torchvision import load_torchvision_fcos_weights
+from fcos_tf import cli
 
 PROGRAM = "fcos-convert-torchvision"
 # The recipe of torchvision's settings, in fcos_tf/configs/.
 RECIPE = "fcos_torchvision_r50"
 
 
-def convert(
-    weights_path: str, workdir: str, config: ml_collections.ConfigDict | None = None
-) -> keras.Model:
+def convert(weights_path: str, workdir: str, config=None):
     """Writes a run directory holding torchvision's FCOS weights (see the module docstring).
 
     Args:
         weights_path: torchvision ``fcos_resnet50_fpn`` ``.pth`` file.
         workdir: directory to create; must not hold checkpoints already.
-        config: the recipe (default ``fcos_tf/configs/fcos_torchvision_r50.py``); its model section
-            must keep torchvision's architecture.
+        config: the recipe, an ``ml_collections.ConfigDict`` (default
+            ``fcos_tf/configs/fcos_torchvision_r50.py``); its model section must keep
+            torchvision's architecture.
 
     Returns:
-        The built model, with the imported weights.
+        The built Keras model, with the imported weights.
     """
+    from fcos_tf.core import config as config_lib
+    from fcos_tf.core import rundir
+    from fcos_tf.data.label_map import LabelMap
+    from fcos_tf.importers import imagenet as weights_lib
+    from fcos_tf.importers.torchvision import load_torchvision_fcos_weights
+
     config = config or config_lib.load_recipe(RECIPE)
     state_dict = weights_lib.read_torch_state_dict(weights_path)
     label_map = LabelMap.coco_2017()

@@ -41,6 +41,7 @@ PROGRAM = "fcos-export"
 def _define_flags(flag_values):
     from absl import flags
 
+    cli.import_tensorflow()  # the choices below are defined next to TensorFlow code
     from fcos_tf.serving.precision import PRECISIONS
     from fcos_tf.serving.tflite import TFLITE_VARIANTS
 

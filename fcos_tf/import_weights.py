@@ -28,18 +28,7 @@ dict that does not fit (the tensor is named).
 import sys
 from collections.abc import Sequence
 
-# Before TensorFlow and Keras: importing the CLI loads TensorFlow with its load-time
-# notices left out of stderr (fcos_tf.cli.import_tensorflow).
-from fcos_tf import cli  # isort: skip
-
-import keras
-
-from fcos_tf.core import config as config_lib
-from fcos_tf.core import rundir
-from fcos_tf.data.label_map import LabelMap
-from fcos_tf.importers import adelaidet, fcos_common, tianzhi
-from fcos_tf.importers import imagenet as weights_lib
-from fcos_tf.importers import torchvision as torchvision_importer
+from fcos_tf import cli
 
 PROGRAM = "fcos-import"
 SOURCES = ("torchvision", "adelaidet", "tianzhi")
@@ -53,6 +42,8 @@ def detect_source(state_dict) -> str:
     Raises:
         ValueError: when the names are of none of them.
     """
+    from fcos_tf.importers import adelaidet, fcos_common, tianzhi
+
     names = fcos_common.strip_module_prefix(state_dict)
     if _TORCHVISION_SIGNATURE in names:
         return "torchvision"
@@ -69,6 +60,8 @@ def detect_source(state_dict) -> str:
 
 def recipe_for(state_dict, source: str) -> str:
     """The recipe name of the checkpoint's model (see the importers' ``recipe_for``)."""
+    from fcos_tf.importers import adelaidet, tianzhi
+
     if source == "torchvision":
         return TORCHVISION_RECIPE
     if source == "adelaidet":
@@ -79,6 +72,9 @@ def recipe_for(state_dict, source: str) -> str:
 
 
 def _loader(source, state_dict, label_map):
+    from fcos_tf.importers import adelaidet, tianzhi
+    from fcos_tf.importers import torchvision as torchvision_importer
+
     if source == "torchvision":
         return lambda model: torchvision_importer.load_torchvision_fcos_weights(
             model, state_dict, label_map.category_ids
@@ -94,7 +90,7 @@ def import_weights(
     *,
     source: str | None = None,
     variant: str | None = None,
-) -> tuple[keras.Model, str, str]:
+) -> tuple:
     """Writes a run directory holding a released FCOS checkpoint (see the module docstring).
 
     Args:
@@ -104,8 +100,14 @@ def import_weights(
         variant: a recipe (name or path) instead of the recognised model's.
 
     Returns:
-        ``(model, source, recipe)``: the built model with the imported weights.
+        ``(model, source, recipe)``: the built Keras model with the imported weights.
     """
+    from fcos_tf.core import config as config_lib
+    from fcos_tf.core import rundir
+    from fcos_tf.data.label_map import LabelMap
+    from fcos_tf.importers import imagenet as weights_lib
+    from fcos_tf.importers import torchvision as torchvision_importer
+
     state_dict = weights_lib.read_torch_state_dict(weights_path)
     if source is None:
         source = detect_source(state_dict)

@@ -34,16 +34,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-# Before TensorFlow and Keras: importing the CLI loads TensorFlow with its load-time
-# notices left out of stderr (fcos_tf.cli.import_tensorflow).
-from fcos_tf import cli  # isort: skip
-
-import numpy as np
-import tensorflow as tf
-
-from fcos_tf.core import rundir
-from fcos_tf.data import coco, transforms
-from fcos_tf.training import evaluation
+from fcos_tf import cli
 
 PROGRAM = "fcos-predict"
 
@@ -87,6 +78,8 @@ def _rounded(result):
 
 def draw(image, outputs, label_map, score_threshold):
     """The image with the detections at or above ``score_threshold`` drawn (uint8 RGB)."""
+    import numpy as np
+
     from fcos_tf.data import visualize
 
     height, width = image.shape[:2]
@@ -109,8 +102,9 @@ def draw(image, outputs, label_map, score_threshold):
     )
 
 
-def error_reason(error: tf.errors.OpError) -> str:
-    """The line of a TensorFlow error that says what went wrong, without graph locations.
+def error_reason(error) -> str:
+    """The line of a TensorFlow error (``tf.errors.OpError``) that says what went wrong,
+    without graph locations.
 
     A graph error's message starts with "Graph execution error:" and the Python stack of the
     failing node; the reason is the last line that is not a node or op annotation.
@@ -144,6 +138,12 @@ def predict(
         FileNotFoundError: for an input path or a model that does not exist.
         ValueError: when no image is found, or none of the files could be read.
     """
+    import tensorflow as tf
+
+    from fcos_tf.core import rundir
+    from fcos_tf.data import coco, transforms
+    from fcos_tf.training import evaluation
+
     files = find_images(inputs)
     detector = rundir.load_detector(model_path, checkpoint)
     os.makedirs(output_dir, exist_ok=True)

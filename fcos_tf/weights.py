@@ -25,6 +25,7 @@ PROGRAM = "fcos-weights"
 def _define_flags(flag_values):
     from absl import flags
 
+    cli.import_tensorflow()  # the choices below are defined next to TensorFlow code
     from fcos_tf.importers.imagenet import WEIGHT_SOURCES
 
     flags.DEFINE_string(

@@ -79,11 +79,8 @@ def test_no_module_names_a_document_the_repository_does_not_hold():
     assert not missing, missing
 
 
-def test_every_command_imports_the_cli_before_any_other_package():
-    """``fcos_tf.cli`` loads TensorFlow with its load-time notices (oneDNN, absl) left out of
-    the command's stderr; a command module that imports TensorFlow, Keras or a module of the
-    package that does before it prints them."""
-    import ast
+def _command_modules():
+    """The modules of the console scripts of setup.cfg, e.g. ``fcos_tf.train``."""
     import configparser
     import os
 
@@ -93,17 +90,81 @@ def test_every_command_imports_the_cli_before_any_other_package():
     entry_points = parser["options.entry_points"]["console_scripts"].split("\n")
     modules = sorted({line.split("=")[1].strip().split(":")[0] for line in entry_points if line})
     assert "fcos_tf.predict" in modules and "fcos_tf.train" in modules, modules
-    for module in modules:
-        path = os.path.join(root, *module.split(".")) + ".py"
-        with open(path, encoding="utf-8") as f:
-            tree = ast.parse(f.read())
-        imported = []  # top-level imports outside the standard library, in order
-        for node in tree.body:
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [f"{node.module}.{alias.name}" for alias in node.names]
-            else:
-                continue
-            imported += [n for n in names if n.split(".")[0] not in sys.stdlib_module_names]
-        assert imported and imported[0] == "fcos_tf.cli", (module, imported[:3])
+    return modules
+
+
+# The commands whose flags list values defined next to TensorFlow code (export precisions and
+# TFLite variants, weight sources): they load it, quietly, while defining them.
+_FLAGS_NEED_TENSORFLOW = ("fcos_tf.export", "fcos_tf.weights")
+
+
+def test_commands_answer_help_and_flag_errors_before_loading_tensorflow():
+    """A command module imports no TensorFlow; ``--help``, a bad flag, a misspelt config key
+    and an unknown recipe answer without it (in a fraction of a second instead of the
+    seconds TensorFlow takes to load)."""
+    modules = _command_modules()
+    code = f"""
+import importlib, io, sys, contextlib
+modules = {modules!r}
+for name in modules:
+    importlib.import_module(name)
+assert "tensorflow" not in sys.modules, "importing the commands loaded TensorFlow"
+train = importlib.import_module("fcos_tf.train")
+errors = []
+for argv in (
+    ["--workdir=w", "--config.train.batch_sise=2"],
+    ["--workdir=w", "--no_such_flag"],
+    ["--workdir=w", "--config=no_such_recipe"],
+):
+    try:
+        train.main(argv)
+    except SystemExit as stop:
+        errors.append(str(stop.code))
+for name in modules:
+    if name in {_FLAGS_NEED_TENSORFLOW!r}:
+        continue
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        try:
+            importlib.import_module(name).main(["--help"])
+        except SystemExit as stop:
+            assert stop.code == 0, (name, stop.code)
+    assert "usage: fcos-" in out.getvalue(), (name, out.getvalue()[:200])
+assert "tensorflow" not in sys.modules, "a command's help or flag error loaded TensorFlow"
+print(*errors, sep=chr(10))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    errors = result.stdout.splitlines()
+    assert errors[0] == "Invalid --config override: 'batch_sise'", errors
+    assert errors[1] == 'Did you mean "batch_size" instead of "batch_sise"?', errors
+    assert "Unknown command line flag 'no_such_flag'" in result.stdout, errors
+    assert "No recipe 'no_such_recipe'" in result.stdout, errors
+
+
+def test_commands_load_tensorflow_quietly_after_their_flags():
+    """Once the flags are parsed, TensorFlow loads without its load-time notices (the oneDNN
+    line, absl's) on stderr: an invalid value fails with the one line of the command."""
+    import os
+
+    from fcos_tf import cli
+
+    env = {**os.environ}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    for command, expected in (
+        (
+            ["fcos_tf.train", "--workdir=w", "--config.train.batch_size=-1"],
+            "Invalid config: config.train.batch_size: must be a positive integer, got -1",
+        ),
+        (
+            ["fcos_tf.export", "--workdir=no_such_run", "--output=o"],
+            "No config.json in `workdir`='no_such_run'; pass the recipe with --config.",
+        ),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", *command], capture_output=True, text=True, timeout=300, env=env
+        )
+        assert result.returncode == 1, (command, result.stderr[-2000:])
+        assert result.stderr.strip().splitlines() == [expected], result.stderr[-2000:]
+        assert not any(notice in result.stderr for notice in cli._IMPORT_NOISE)
