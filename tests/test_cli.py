@@ -131,6 +131,17 @@ def test_config_override_error_with_debug_shows_the_traceback(tmp_path):
     assert "Traceback (most recent call last)" in debug.stderr
 
 
+def test_eval_of_a_workdir_without_checkpoints_is_one_line_and_writes_nothing(tmp_path):
+    workdir = tmp_path / "no_run"
+    result = _run(_train_command([f"--workdir={workdir}", "--mode=eval"]))
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines() == [
+        f"Input not found: no checkpoint in {workdir / 'checkpoints'} to evaluate (train there "
+        "first, or give the --workdir of a trained run)"
+    ], result.stderr[-3000:]
+    assert not workdir.exists()
+
+
 # ------------------------------------------------------------------- progress and resume
 
 

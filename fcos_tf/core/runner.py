@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from fcos_tf.core import builders, rundir
 from fcos_tf.core.config import RUN_MODES
-from fcos_tf.training.checkpoint import Checkpointer
+from fcos_tf.training.checkpoint import CHECKPOINTS_DIR, Checkpointer
 from fcos_tf.training.distribution import is_chief
 from fcos_tf.training.loop import NonFiniteLossError, fit
 
@@ -103,7 +103,7 @@ def run(
     handle_signals: bool = True,
     callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict[str, Any]:
-    """Trains and/or evaluates one recipe in ``workdir`` (what ``train.py`` does).
+    """Trains and/or evaluates one recipe in ``workdir`` (what ``fcos-train`` does).
 
     Args:
         config: a validated ``ConfigDict`` (see ``fcos_tf.core.config.validate_config``).
@@ -118,9 +118,21 @@ def run(
     Returns:
         dict with "step", "interrupted" (signal number or None), "model" and, when
         evaluated, "metrics".
+
+    Raises:
+        FileNotFoundError: in "eval" mode, when ``workdir`` holds no checkpoint (nothing is
+            written then).
     """
     if mode not in RUN_MODES:
         raise ValueError(f"mode: expected one of {RUN_MODES}, got {mode!r}")
+    if mode == "eval":
+        # Before anything is written into the workdir: a mistyped --workdir leaves nothing.
+        checkpoints = os.path.join(workdir, CHECKPOINTS_DIR)
+        if not tf.io.gfile.isdir(checkpoints) or not tf.train.latest_checkpoint(checkpoints):
+            raise FileNotFoundError(
+                f"no checkpoint in {checkpoints} to evaluate (train there first, or give the "
+                f"--workdir of a trained run)"
+            )
     strategy = strategy or builders.build_strategy(config)
     chief = is_chief(strategy)
     tf.io.gfile.makedirs(workdir)
