@@ -201,7 +201,7 @@ def test_unknown_ids_and_cut_json_are_dataset_errors(tmp_path):
         coco.read_coco(annotation_file, image_dir)
     assert annotation_file in str(error.value)
     assert (
-        f"line 1 column {len(text) // 2 + 1} (character {len(text) // 2} of "
+        f"(line 1 column {len(text) // 2 + 1}, character {len(text) // 2} of "
         f"{len(text) // 2})" in str(error.value)
     )
 
@@ -336,7 +336,7 @@ def _bad_split(root, case):
     annotation_file, _ = _write_split(root, "train2017", good)
     with open(annotation_file, "r+", encoding="utf-8") as f:
         f.truncate(len(f.read()) // 2)
-    return [annotation_file, "is not valid JSON", "line 1 column"]
+    return [annotation_file, "is not valid JSON", "(line 1 column"]
 
 
 @pytest.mark.parametrize(

@@ -176,8 +176,8 @@ def _load_json(annotation_file):
         dataset = json.loads(text)
     except json.JSONDecodeError as error:
         raise DatasetError(
-            f"`annotation_file`={annotation_file!r} is not valid JSON: {error.msg} at line "
-            f"{error.lineno} column {error.colno} (character {error.pos} of {len(text)}); is "
+            f"`annotation_file`={annotation_file!r} is not valid JSON: {error.msg} (line "
+            f"{error.lineno} column {error.colno}, character {error.pos} of {len(text)}); is "
             f"the file complete?"
         ) from None
     if not isinstance(dataset, dict) or not isinstance(dataset.get("images"), list):
