@@ -17,8 +17,8 @@ Command::
 
 Expected: COCO AP 0.561 (0.545-0.576 over train seeds 0-3) on the validation images in
 about 2 minutes on a 2-core AVX-512 CPU, including drawing the data and the evaluation
-(BENCHMARKS.md has the measured figures per CPU type); ``<workdir>/metrics.json`` and ``<workdir>/detections.png``
-hold the result.
+(BENCHMARKS.md has the measured figures per CPU type); ``<workdir>/metrics.json`` and
+``<workdir>/detections.png`` hold the result.
 """
 
 import math
