@@ -16,9 +16,10 @@ Writes into ``--output``:
   :func:`fcos_tf.data.visualize.best_class_per_box`);
 - ``detections.json``: COCO results ``[{"image_id", "category_id", "bbox": [x, y, w, h],
   "score"}, ...]`` in original-image pixels, every detection (for ``COCO.loadRes``);
-- ``images.json``: ``[{"id", "file_name", "height", "width"}, ...]``, the image ids used. An
-  image named by a number (COCO's ``000000397133.jpg``) gets that number as id, the others
-  their position (1, 2, ...) in the sorted input list.
+- ``images.json``: ``[{"id", "file_name", "height", "width"}, ...]``, the image ids used,
+  unique (:func:`image_ids`): when every input file is named by a number (COCO's
+  ``000000397133.jpg``) and no two by the same one, each image keeps its number as id;
+  otherwise every image gets its position (1, 2, ...) in the sorted input list.
 
 A file that is not a readable image is skipped with one line giving the reason
 (``Skipping x.jpg: truncated``, ``Skipping y.jpg: undecodable (<decoder message>)``) and
@@ -65,10 +66,23 @@ def find_images(paths):
     return sorted(found)
 
 
-def image_id_of(file_name, position):
-    """The number in a file name like ``000000397133.jpg``, else ``position``."""
+def _number_of(file_name):
+    """The number naming a file like ``000000397133.jpg`` (397133), else None."""
     stem = os.path.splitext(os.path.basename(file_name))[0]
-    return int(stem) if stem.isdigit() else position
+    return int(stem) if stem.isascii() and stem.isdigit() else None
+
+
+def image_ids(files: Sequence[str]) -> list[int]:
+    """The COCO ``image_id`` of each of ``files``, all distinct.
+
+    The numbers naming the files (COCO's ``000000397133.jpg`` is 397133) when every file is
+    named by a number and no two by the same one (``a/1.jpg`` and ``b/1.jpg``, or ``1.jpg``
+    and ``01.png``, are); otherwise the positions 1, 2, ... of the files in ``files``, for all.
+    """
+    numbers = [_number_of(f) for f in files]
+    if None not in numbers and len(set(numbers)) == len(numbers):
+        return numbers
+    return list(range(1, len(files) + 1))
 
 
 def _rounded(result):
@@ -136,7 +150,8 @@ def predict(
 
     Raises:
         FileNotFoundError: for an input path or a model that does not exist.
-        ValueError: when no image is found, or none of the files could be read.
+        ValueError: for a ``score_threshold`` outside [0, 1], when no image is found, or
+            when none of the files could be read.
     """
     import tensorflow as tf
 
@@ -144,11 +159,14 @@ def predict(
     from fcos_tf.data import coco, transforms
     from fcos_tf.training import evaluation
 
+    if not 0.0 <= score_threshold <= 1.0:
+        raise ValueError(f"`score_threshold`={score_threshold} is not a score in [0, 1].")
     files = find_images(inputs)
+    ids = image_ids(files)
     detector = rundir.load_detector(model_path, checkpoint)
     os.makedirs(output_dir, exist_ok=True)
     results, images_info, used_names, skipped = [], [], set(), []
-    for position, file_name in enumerate(files, start=1):
+    for position, (file_name, image_id) in enumerate(zip(files, ids), start=1):
         # The reader's cheap check names most problems (empty, truncated, other format);
         # the decoder inside the graph catches the rest.
         reason = coco.check_image_file(file_name)
@@ -169,7 +187,6 @@ def predict(
             continue
         image = transforms.decode_image(encoded).numpy()
         height, width = image.shape[:2]
-        image_id = image_id_of(file_name, position)
         images_info.append(
             {"id": image_id, "file_name": file_name, "height": height, "width": width}
         )
@@ -214,7 +231,16 @@ def _define_flags(flag_values):
         flag_values=flag_values,
     )
     flags.DEFINE_float(
-        "score_threshold", 0.3, "Minimum score of the detections drawn.", flag_values=flag_values
+        "score_threshold",
+        0.3,
+        "Minimum score of the detections drawn, in [0, 1].",
+        flag_values=flag_values,
+    )
+    flags.register_validator(
+        "score_threshold",
+        lambda value: 0.0 <= value <= 1.0,
+        "must be a score in [0, 1]",
+        flag_values=flag_values,
     )
     flags.DEFINE_string(
         "checkpoint",

@@ -1,5 +1,6 @@
 """python -m fcos_tf.predict on a SavedModel and on a workdir."""
 
+import collections
 import json
 import os
 import subprocess
@@ -64,8 +65,9 @@ def test_predict_saved_model_and_workdir_agree(image_dir, tmp_path):
             "images.json",
         ]
     images = json.loads((out_saved / "images.json").read_text())
+    # Not every file is named by a number: every image is numbered by its position.
     assert [(i["id"], i["height"], i["width"]) for i in images] == [
-        (42, 80, 100),
+        (1, 80, 100),
         (2, 80, 100),
         (3, 120, 70),
     ]
@@ -73,7 +75,7 @@ def test_predict_saved_model_and_workdir_agree(image_dir, tmp_path):
     assert results and set(results[0]) == {"image_id", "category_id", "bbox", "score"}
     _, _, label_map = helpers.loaded_model()
     assert {r["category_id"] for r in results} <= set(label_map.category_ids)
-    assert {r["image_id"] for r in results} == {42, 2, 3}
+    assert {r["image_id"] for r in results} == {1, 2, 3}
     for r in results:
         x, y, w, h = r["bbox"]
         size = {i["id"]: (i["height"], i["width"]) for i in images}[r["image_id"]]
@@ -101,16 +103,98 @@ def test_predict_saved_model_and_workdir_agree(image_dir, tmp_path):
 def test_find_images_and_ids(image_dir, tmp_path):
     files = predict.find_images([str(image_dir)])
     assert [os.path.basename(f) for f in files] == ["000000000042.png", "b.jpg", "c.png"]
-    assert predict.image_id_of(files[0], 1) == 42
-    assert predict.image_id_of(files[1], 2) == 2
+    # One name is not a number: positions for all (42 is not kept, 2 would have collided).
+    assert predict.image_ids(files) == [1, 2, 3]
     with pytest.raises(FileNotFoundError, match="missing"):
         predict.find_images([str(tmp_path / "missing")])
     with pytest.raises(ValueError, match="No image"):
         predict.find_images([str(tmp_path)])
 
 
+@pytest.mark.parametrize(
+    ("names", "ids"),
+    [
+        # COCO's file names: their numbers, whatever their order and gaps.
+        (["000000397133.jpg", "000000000139.jpg", "7.png"], [397133, 139, 7]),
+        (["a/5.jpg", "b/3.png"], [5, 3]),
+        # A name that is not a number: the number 2 would be the position of a.png.
+        (["2.jpg", "a.png"], [1, 2]),
+        # The same number twice (two folders, or leading zeros): positions.
+        (["a/1.jpg", "b/1.jpg"], [1, 2]),
+        (["1.jpg", "01.png", "3.jpg"], [1, 2, 3]),
+        # Digits that are not ASCII are not COCO numbers.
+        (["\u00b2.jpg", "3.jpg"], [1, 2]),
+    ],
+)
+def test_image_ids_are_distinct_and_keep_coco_numbers(names, ids):
+    assert predict.image_ids(names) == ids
+
+
+@pytest.mark.slow
+def test_predict_gives_every_image_its_own_id(tmp_path):
+    """What a folder of ``2.jpg`` and ``a.png``, or two folders with ``1.jpg`` each, gets in
+    images.json and detections.json; numbered files keep their numbers."""
+    image = helpers.test_images()[0]
+    encoded = {".jpg": tf.io.encode_jpeg(image).numpy(), ".png": tf.io.encode_png(image).numpy()}
+    model = helpers.saved_model_dir()
+    cases = {
+        "mixed": (["2.jpg", "a.png"], [1, 2]),
+        "two_folders": (["a/1.jpg", "b/1.jpg"], [1, 2]),
+        "numbers": (["a/7.jpg", "b/000000000042.jpg"], [7, 42]),
+    }
+    from fcos_tf.training import evaluation
+
+    _, _, label_map = helpers.loaded_model()
+    for case, (names, ids) in cases.items():
+        for name in names:
+            path = tmp_path / case / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(encoded[path.suffix])
+        output = tmp_path / f"out_{case}"
+        results = predict.predict(model, [str(tmp_path / case)], str(output), score_threshold=0.0)
+        images = json.loads((output / "images.json").read_text())
+        assert [(i["id"], os.path.relpath(i["file_name"], tmp_path / case)) for i in images] == [
+            (i, name) for i, name in zip(ids, names)
+        ], case
+        assert json.loads((output / "detections.json").read_text()) == results
+        # Every image has its own detections (the model keeps scores down to 0.001: 100 each).
+        counts = collections.Counter(r["image_id"] for r in results)
+        assert sorted(counts) == sorted(ids) and set(counts.values()) == {100}, (case, counts)
+
+        ground_truth = evaluation.coco_from_dicts(
+            [{"id": i["id"], "height": i["height"], "width": i["width"]} for i in images],
+            [],
+            label_map,
+        )
+        loaded = ground_truth.loadRes(str(output / "detections.json"))
+        assert sorted({a["image_id"] for a in loaded.anns.values()}) == sorted(ids), case
+
+
+def test_score_threshold_outside_0_1_is_refused_with_one_line(tmp_path):
+    image = tmp_path / "1.png"
+    image.write_bytes(tf.io.encode_png(helpers.test_images()[0]).numpy())
+    for value in ("1.5", "-0.1", "nan"):
+        result = _run_command(
+            str(tmp_path / "model"),
+            [str(image)],
+            str(tmp_path / "out"),
+            f"--score_threshold={value}",
+        )
+        assert result.returncode == 1
+        assert result.stderr.splitlines()[0] == (
+            f"FATAL Flags parsing error: flag --score_threshold={value}: must be a score in [0, 1]"
+        ), result.stderr
+        assert "Traceback" not in result.stderr
+    assert not os.path.exists(tmp_path / "out")
+    # From Python: refused before any model is read.
+    with pytest.raises(ValueError, match=r"`score_threshold`=1.5 is not a score in \[0, 1\]"):
+        predict.predict(
+            str(tmp_path / "model"), [str(image)], str(tmp_path / "out"), score_threshold=1.5
+        )
+
+
 def test_load_detector_rejects_other_folders(tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither a SavedModel"):
+    with pytest.raises(FileNotFoundError, match="neither a SavedModel.* nor a fcos-train workdir"):
         rundir.load_detector(str(tmp_path))
 
 
