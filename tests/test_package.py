@@ -79,6 +79,55 @@ def test_no_module_names_a_document_the_repository_does_not_hold():
     assert not missing, missing
 
 
+def test_readme_python_examples_call_the_package_as_it_is():
+    """Every name a README Python example imports from the package exists, and every call
+    of one passes arguments its signature takes (a renamed keyword breaks the example)."""
+    import ast
+    import inspect
+    import os
+    import re
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
+        blocks = re.findall(r"```python\n(.*?)```", f.read(), re.DOTALL)
+    assert len(blocks) >= 4, len(blocks)
+    checked = []
+    for block in blocks:
+        tree = ast.parse(block)
+        names = {}  # local name -> object of the package
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module.startswith("fcos_tf"):
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    names[alias.asname or alias.name] = getattr(module, alias.name)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("fcos_tf"):
+                        names[alias.asname or alias.name] = importlib.import_module(alias.name)
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            if isinstance(func, ast.Name) and func.id in names:
+                target = names[func.id]
+            elif (
+                isinstance(func, ast.Attribute)
+                and isinstance(func.value, ast.Name)
+                and func.value.id in names
+                and inspect.ismodule(names[func.value.id])
+            ):
+                target = getattr(names[func.value.id], func.attr)
+            else:
+                continue
+            keywords = {k.arg: None for k in node.keywords if k.arg is not None}
+            try:
+                inspect.signature(target).bind_partial(*[None] * len(node.args), **keywords)
+            except TypeError as error:
+                raise AssertionError(f"README: {ast.unparse(node)}: {error}") from error
+            checked.append(ast.unparse(node.func))
+    assert "ServingConfig" in checked and "run_tflite" in checked, checked
+
+
 def _command_modules():
     """The modules of the console scripts of setup.cfg, e.g. ``fcos_tf.train``."""
     import configparser
