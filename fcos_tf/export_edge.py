@@ -16,7 +16,8 @@ the contiguous class there).
 The recipe comes from ``<workdir>/config.json`` unless ``--config`` is given;
 ``--config.<section>.<key>=...`` overrides apply either way, as for ``fcos-export``.
 Exit status (:mod:`fcos_tf.cli`): 0 when done; 1 with one line on stderr for a missing
-workdir or checkpoint, or a checkpoint that does not fit the config.
+workdir or checkpoint, a checkpoint that does not fit the config, or no MediaPipe (checked
+first, before the model is loaded and converted).
 """
 
 import os
@@ -53,6 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fcos_tf.serving import tflite_metadata
 
     try:
+        # MediaPipe writes the metadata, the last step: without it, fail before the
+        # conversion rather than after it.
+        tflite_metadata.import_writer()
+    except ImportError as error:
+        cli.fail(f"Export failed: {error}", error)
+    try:
         model, config, label_map = rundir.load_trained_model(
             args.workdir, checkpoint=args.checkpoint, config=args.config
         )
@@ -71,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, "wb") as f:
             f.write(flatbuffer)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, ImportError) as error:
         cli.fail(f"Export failed: {error}", error)
     print(
         f"TFLite {args.variant} with MediaPipe metadata -> {args.output} "

@@ -102,7 +102,12 @@ def _metadata_version_module():
             sys.modules.pop(module_name, None)
 
 
-def _import_writer():
+def import_writer():
+    """MediaPipe's metadata writer modules ``(metadata_writer, object_detector)``.
+
+    Raises:
+        ImportError: saying how to install MediaPipe, when it is not installed.
+    """
     try:
         with _metadata_version_module():
             from mediapipe.tasks.python.metadata.metadata_writers import (
@@ -219,7 +224,7 @@ def add_mediapipe_metadata(flatbuffer, label_map):
     Returns:
         The model with metadata, ``bytes``; it runs unchanged in LiteRT as well.
     """
-    metadata_writer, object_detector = _import_writer()
+    metadata_writer, object_detector = import_writer()
     check_detection_outputs(flatbuffer)
     with tempfile.TemporaryDirectory() as scratch:
         labels_path = os.path.join(scratch, "labels.txt")
@@ -237,7 +242,7 @@ def add_mediapipe_metadata(flatbuffer, label_map):
 
 def metadata_json(flatbuffer):
     """The metadata of a model as MediaPipe's writer prints it (JSON text)."""
-    _import_writer()
+    import_writer()
     from mediapipe.tasks.python.metadata import metadata
 
     return metadata.MetadataDisplayer.with_model_buffer(bytearray(flatbuffer)).get_metadata_json()
