@@ -11,9 +11,11 @@ also be a local ``keras.applications`` weight file (``.h5``, or ``.weights.h5`` 
 written is what ``config.backbone.weights`` takes.
 
 Exit status (:mod:`fcos_tf.cli`): 0 when done; 1 with one line on stderr for a missing or
-unreadable source, or one whose tensors do not fit (the tensor is named).
+unreadable source, one whose tensors do not fit (the tensor is named), or a download that
+failed (with how to use a local copy).
 """
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -58,7 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``fcos-weights`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     args, _ = cli.parse_flags(_define_flags, argv, PROGRAM)
     cli.set_up_logging()
-    from fcos_tf.importers.imagenet import load_backbone_weights
+    if args.source != "imagenet" and not os.path.exists(args.source):
+        cli.fail(
+            f"Weights not written: --source={args.source} does not exist (give 'imagenet' "
+            f"or the path of a weight file)."
+        )
+    from fcos_tf.importers.imagenet import DownloadError, load_backbone_weights
     from fcos_tf.modeling.backbone import ResNet
 
     args.depth = int(args.depth)
@@ -74,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         load_backbone_weights(backbone, args.source, source=source_format)
-    except (FileNotFoundError, ValueError, ImportError) as error:
+    except (FileNotFoundError, ValueError, ImportError, DownloadError) as error:
         cli.fail(f"Weights not written: {error}", error)
     backbone.save_weights(args.output)
     print(

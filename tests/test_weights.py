@@ -117,14 +117,59 @@ def test_keras_applications_refuses_depth_mismatch(keras_resnet50_file):
         weights_lib.copy_keras_applications_weights(ResNet(depth=101, layout="caffe"), source)
 
 
-def test_offline_download_error_suggests_a_local_file(monkeypatch, caffe_backbone):
-    def offline(**kwargs):
-        raise Exception("URL fetch failure: [Errno -3] Temporary failure in name resolution")
+def _offline(**kwargs):
+    """keras.applications' failure on a machine without internet access, without trying."""
+    raise Exception(
+        "URL fetch failure on https://storage.googleapis.com/tensorflow/keras-applications/"
+        "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5: None -- [Errno -3] "
+        "Temporary failure in name resolution"
+    )
 
-    monkeypatch.setattr(keras.applications, "ResNet50", offline)
-    with pytest.raises(RuntimeError, match="local path") as info:
+
+def test_offline_download_error_suggests_a_local_file(monkeypatch, caffe_backbone):
+    monkeypatch.setattr(keras.applications, "ResNet50", _offline)
+    with pytest.raises(weights_lib.DownloadError, match="local path") as info:
         weights_lib.load_keras_applications_weights(caffe_backbone, "imagenet")
+    assert isinstance(info.value, RuntimeError)
     assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in str(info.value)
+
+
+def _command_error(argv):
+    """The one-line message ``fcos-weights`` exits with (status 1)."""
+    with pytest.raises(SystemExit) as info:
+        weights_command.main(argv)
+    message = info.value.code
+    assert isinstance(message, str), message  # sys.exit(message): status 1, the line on stderr
+    assert "\n" not in message, message
+    return message
+
+
+def test_command_line_offline_download_is_one_line_with_the_local_file_hint(
+    monkeypatch, tmp_path, capsys
+):
+    monkeypatch.delenv("FCOS_DEBUG", raising=False)
+    monkeypatch.setattr(keras.applications, "ResNet50", _offline)
+    output = tmp_path / "resnet50_caffe.weights.h5"
+    message = _command_error(["--source=imagenet", "--depth=50", f"--output={output}"])
+    assert message.startswith(
+        "Weights not written: Could not download the keras.applications ImageNet weights of "
+        "ResNet-50 (URL fetch failure on https://"
+    ), message
+    assert "copy resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
+    assert "(`fcos-weights --source=<path>`)" in message
+    assert "Traceback" not in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_command_line_missing_source_names_the_flag(tmp_path):
+    output = f"--output={tmp_path / 'out.weights.h5'}"
+    for name in ("x.pth", "resnet50_notop.h5"):
+        missing = tmp_path / name
+        assert _command_error([f"--source={missing}", output]) == (
+            f"Weights not written: --source={missing} does not exist (give 'imagenet' or the "
+            f"path of a weight file)."
+        )
+    assert not (tmp_path / "out.weights.h5").exists()
 
 
 def test_missing_file_is_named(tmp_path, caffe_backbone):

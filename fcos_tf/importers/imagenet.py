@@ -317,6 +317,11 @@ def _get_source_layer(source, name):
         ) from None
 
 
+class DownloadError(RuntimeError):
+    """The ``keras.applications`` ImageNet weights could not be downloaded; the message says
+    how to use a local copy instead."""
+
+
 def build_keras_applications_resnet(depth=50, weights="imagenet"):
     """``keras.applications.ResNet{depth}(include_top=False)`` with the given weights.
 
@@ -329,7 +334,7 @@ def build_keras_applications_resnet(depth=50, weights="imagenet"):
 
     Raises:
         FileNotFoundError: a path that does not exist.
-        RuntimeError: the download failed (offline machine), with what to do instead.
+        DownloadError: the download failed (offline machine), with what to do instead.
     """
     constructors = {50: "ResNet50", 101: "ResNet101"}
     if depth not in constructors:
@@ -345,11 +350,13 @@ def build_keras_applications_resnet(depth=50, weights="imagenet"):
         if weights != "imagenet":
             raise
         filename = f"resnet{depth}_weights_tf_dim_ordering_tf_kernels_notop.h5"
-        raise RuntimeError(
+        reason = " ".join(str(error).split())  # one line
+        raise DownloadError(
             f"Could not download the keras.applications ImageNet weights of ResNet-{depth} "
-            f"({error}). On a machine without internet access, copy {filename} (from "
+            f"({reason}). On a machine without internet access, copy {filename} (from "
             f"~/.keras/models/ of a machine where `keras.applications.{constructors[depth]}("
-            f"include_top=False)` ran) and pass its local path as `weights`."
+            f"include_top=False)` ran) and give its local path instead of 'imagenet' "
+            f"(`fcos-weights --source=<path>`)."
         ) from error
 
 
@@ -391,6 +398,7 @@ def load_backbone_weights(backbone, weights, source="auto"):
     Raises:
         FileNotFoundError: a path that does not exist.
         ValueError: an unknown ``source`` or a file that does not fit the backbone.
+        DownloadError: ``"imagenet"`` could not be downloaded.
     """
     if source not in WEIGHT_SOURCES:
         raise ValueError(f"`source` must be one of {WEIGHT_SOURCES}, got {source!r}.")
