@@ -5,8 +5,10 @@ r"""``fcos-draw-targets``: the first training batch of a dataset with its target
     python -m fcos_tf.draw_targets ...                                   # the same
 
 Each picture shows an augmented training image with its boxes and the positive locations of
-every level (:func:`fcos_tf.data.visualize.save_batch`).
-Exit status (:mod:`fcos_tf.cli`): 0 when done; 1 with one line for bad flags or bad data.
+every level (:func:`fcos_tf.data.visualize.save_batch`). A dataset with fewer usable images
+than ``--batch_size`` gives a smaller batch: all of its images, with a note on stderr.
+Exit status (:mod:`fcos_tf.cli`): 0 when done; 1 with one line for bad flags or bad data
+(none of the images decodes).
 """
 
 import sys
@@ -26,7 +28,11 @@ def _define_flags(flag_values):
     )
     flags.DEFINE_string("images", None, "Image folder of --annotations.", flag_values=flag_values)
     flags.DEFINE_integer(
-        "batch_size", 4, "Images rendered.", lower_bound=1, flag_values=flag_values
+        "batch_size",
+        4,
+        "Images rendered (all of them when the dataset has fewer).",
+        lower_bound=1,
+        flag_values=flag_values,
     )
     flags.DEFINE_list(
         "short_side", ["320", "320"], "Training short-side range MIN,MAX.", flag_values=flag_values
@@ -72,8 +78,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         deterministic=True,
         repeat=False,
+        # The first batch of a dataset smaller than --batch_size is all of it.
+        drop_remainder=False,
     )
-    images, labels = next(iter(dataset))
+    images, labels = next(iter(dataset), (None, None))
+    if images is None:
+        cli.fail(f"Bad data: no image of --annotations={args.annotations} could be decoded.")
+    drawn = int(images.shape[0])
+    if drawn < args.batch_size:
+        usable = f"{drawn} usable image{'s' if drawn > 1 else ''}"
+        print(
+            f"The dataset has {usable}, fewer than --batch_size={args.batch_size}: drawing "
+            f"{'them' if drawn > 1 else 'it'}.",
+            file=sys.stderr,
+            flush=True,
+        )
     for path in save_batch(images, labels, args.output, names=read.label_map.names):
         print(path)
     return 0
