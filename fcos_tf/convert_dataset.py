@@ -89,6 +89,13 @@ def read(args):
     )
 
 
+def _counted(number, noun):
+    """``"1 file"``, ``"2 files"``, ``"1 class"``, ``"6 classes"``."""
+    if number == 1:
+        return f"1 {noun}"
+    return f"{number} {noun}{'es' if noun.endswith('s') else 's'}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``fcos-convert-dataset`` with ``argv`` (default ``sys.argv[1:]``); returns status."""
     args, _ = cli.parse_flags(_define_flags, argv, PROGRAM)
@@ -106,10 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths, count = write_tfrecords(items, args.output, args.num_shards, result.label_map)
     except DatasetError as error:
         cli.fail(f"Bad data: {error}", error)
+    files = f"{_counted(len(paths), 'file')}: {paths[0]}"
+    if len(paths) > 1:
+        files += f" ... {paths[-1]}"
     print(
-        f"Wrote {count} images ({len(result.skipped)} skipped) of "
-        f"{result.label_map.num_classes} classes into {len(paths)} files: {paths[0]} ... "
-        f"{paths[-1]}, and {os.path.join(os.path.dirname(args.output), LABEL_MAP_FILENAME)}"
+        f"Wrote {_counted(count, 'image')} ({len(result.skipped)} skipped) of "
+        f"{_counted(result.label_map.num_classes, 'class')} into {files}, and "
+        f"{os.path.join(os.path.dirname(args.output), LABEL_MAP_FILENAME)}"
     )
     return 0
 

@@ -37,7 +37,10 @@ def test_converts_each_format_to_tfrecords_that_read_back_the_same(
         [f"--from={source}", *flags, f"--output={output}", "--num_shards=2"]
     )
     assert status == 0
-    assert "Wrote 5 images (0 skipped) of 6 classes into 2 files" in capsys.readouterr().out
+    assert capsys.readouterr().out.strip() == (
+        f"Wrote 5 images (0 skipped) of 6 classes into 2 files: {output}-00000-of-00002.tfrecord"
+        f" ... {output}-00001-of-00002.tfrecord, and {output.parent / 'label_map.json'}"
+    )
     assert sorted(os.listdir(output.parent)) == [
         "label_map.json",
         "train-00000-of-00002.tfrecord",
@@ -61,7 +64,11 @@ def test_skipped_images_are_counted_and_bad_data_is_one_line(written, tmp_path, 
     (root / "images" / "train" / "000004.jpg").write_bytes(b"")
     output = tmp_path / "out" / "train"
     assert convert_dataset.main(["--from=yolo", f"--root={root}", f"--output={output}"]) == 0
-    assert "Wrote 4 images (1 skipped)" in capsys.readouterr().out
+    # One shard (the default): "1 file", and no "first ... last" range.
+    assert capsys.readouterr().out.strip() == (
+        f"Wrote 4 images (1 skipped) of 6 classes into 1 file: {output}-00000-of-00001.tfrecord,"
+        f" and {output.parent / 'label_map.json'}"
+    )
     (root / "labels" / "train" / "000001.txt").write_text("0 0.5 0.5 0.1\n")
     with pytest.raises(SystemExit) as exit_info:
         convert_dataset.main(["--from=yolo", f"--root={root}", f"--output={output}"])
