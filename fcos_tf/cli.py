@@ -97,6 +97,10 @@ def fail(message: str, error: BaseException | None = None) -> NoReturn:
     if error is not None and debug_requested():
         traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
     sys.stderr.flush()
+    # The message is the last line: TensorFlow's warnings while the process winds down (one
+    # per checkpoint value a failed restore left unmatched, when its objects are deleted)
+    # are not the command's output.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     sys.exit(message)
 
 

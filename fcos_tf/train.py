@@ -51,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fcos_tf.core import builders, runner
     from fcos_tf.core import config as config_lib
     from fcos_tf.data import DatasetError
+    from fcos_tf.training.checkpoint import CheckpointMismatchError
 
     config = args.config
     started = time.time()
@@ -74,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except runner.NonFiniteLossError as error:
         cli.fail(f"Training stopped: {error}", error)
+    except CheckpointMismatchError as error:
+        # A workdir of another recipe: its checkpoints cannot be resumed with this one.
+        cli.fail(f"Cannot resume: {error}", error)
     except DatasetError as error:
         # Bad annotations or a split without one usable image: the message names the file.
         cli.fail(f"Bad data: {error}", error)

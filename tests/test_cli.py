@@ -159,6 +159,23 @@ def test_output_to_a_pipe_has_one_progress_line_per_epoch(tmp_path):
     assert "Done at step 4" in result.stdout
 
 
+@pytest.mark.slow
+def test_resuming_a_workdir_of_another_model_is_one_line(tmp_path):
+    first = _run(_train_command(_tiny_flags(tmp_path, total_steps=2)))
+    assert first.returncode == 0, first.stderr[-3000:]
+    # The same workdir with a narrower FPN: its checkpoint does not fit.
+    other = _tiny_flags(tmp_path, total_steps=4) + ["--config.model.fpn_channels=8"]
+    result = _run(_train_command(other))
+    assert result.returncode == 1, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    checkpoint = tmp_path / "checkpoints" / "ckpt-2"
+    assert last.startswith(f"Cannot resume: {checkpoint} does not fit"), last
+    assert "Traceback" not in result.stderr and "Value in checkpoint" not in result.stderr, (
+        result.stderr[-3000:]
+    )
+    assert _latest_step(tmp_path) == 2
+
+
 # A checkpoint write cut by SIGKILL at one of two points (step 4; step 2 was saved whole):
 # after the shard files are written but before they are merged into ckpt-4.*, or after the
 # files of ckpt-4 are complete but before the "checkpoint" state file names them.

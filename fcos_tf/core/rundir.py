@@ -206,7 +206,7 @@ def load_detector(path: str, checkpoint: str | None = None) -> Detector:
     if not tf.io.gfile.exists(os.path.join(path, CONFIG_FILE)):
         raise FileNotFoundError(
             f"`model` {path!r} is neither a SavedModel (saved_model.pb in it or in a "
-            f"numbered version folder) nor a train.py workdir (config.json)."
+            f"numbered version folder) nor a fcos-train workdir (config.json)."
         )
     model, config, label_map = load_trained_model(path, checkpoint=checkpoint)
     return Detector.from_model(model, label_map, builders.build_serving_config(config))

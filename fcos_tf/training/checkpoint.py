@@ -10,9 +10,14 @@ import tensorflow as tf
 from fcos_tf.training.distribution import is_chief
 from fcos_tf.training.optimization import global_step
 
-__all__ = ["CHECKPOINTS_DIR", "Checkpointer", "latest_checkpoint"]
+__all__ = ["CHECKPOINTS_DIR", "CheckpointMismatchError", "Checkpointer", "latest_checkpoint"]
 
 CHECKPOINTS_DIR = "checkpoints"
+
+
+class CheckpointMismatchError(ValueError):
+    """The newest checkpoint of a workdir does not fit the model being trained (another
+    recipe, or another code version); the message names the checkpoint and the weight."""
 
 
 class Checkpointer:
@@ -56,11 +61,25 @@ class Checkpointer:
         self.last_saved_step = None
 
     def restore(self) -> int:
-        """Restores the newest checkpoint if there is one; returns the step (0 when none)."""
+        """Restores the newest checkpoint if there is one; returns the step (0 when none).
+
+        Raises:
+            CheckpointMismatchError: when it does not fit the model and optimizer.
+        """
         latest = tf.train.latest_checkpoint(self.restore_directory)
         if latest is None:
             return 0
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        status = None
+        try:
+            status = self.checkpoint.restore(latest)
+            status.assert_existing_objects_matched()
+        except (ValueError, AssertionError) as error:
+            if status is not None:
+                status.expect_partial()  # the error says it; no warning per value at exit
+            raise CheckpointMismatchError(
+                f"{latest} does not fit the model built from the config (another recipe, or "
+                f"another code version?): {str(error)[:400]}"
+            ) from error
         step = global_step(self.optimizer)
         self.last_saved_step = step
         logging.info("Restored %s (step %d).", latest, step)
@@ -93,5 +112,5 @@ def latest_checkpoint(path: str) -> str:
                 return latest
     raise FileNotFoundError(
         f"No checkpoint at `path`={path!r} (expected a checkpoint prefix, "
-        f"a folder of checkpoints or a train.py workdir)."
+        f"a folder of checkpoints or a fcos-train workdir)."
     )
