@@ -23,7 +23,8 @@ The recipe comes from ``<workdir>/config.json`` (what ``fcos-train`` wrote) unle
 ``--workdir=/tmp/fcos_synthetic --config.pipeline.eval_short_side=96``.
 
 Without ``tensorflow-serving-api`` the SavedModel is written without warm-up records, and
-one line says how to add them. Nothing half-written is left in ``--output`` on a failure.
+one line after the export's says how to add them (nothing is said when the export fails).
+Nothing half-written is left in ``--output`` on a failure.
 Exit status (:mod:`fcos_tf.cli`): 0 when done; 1 with one line on stderr for a missing
 workdir or checkpoint, a checkpoint that does not fit the config or an existing version.
 """
@@ -90,14 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # SIGTERM unwinds like Ctrl-C, so that a half-written export folder is removed.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    # Checked before any work: the export goes on without the records and says so.
+    # Checked before any work: the export goes on without the records, and says so once it
+    # has written the SavedModel.
     warmup = saved_model.warmup_available()
-    if not warmup:
-        print(
-            f"No TF Serving warm-up records: tensorflow-serving-api is not installed; to add "
-            f"them, `{saved_model.WARMUP_INSTALL}` and export again.",
-            flush=True,
-        )
     try:
         model, config, label_map = rundir.load_trained_model(
             args.workdir, checkpoint=args.checkpoint, config=args.config
@@ -121,6 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.precision})",
         flush=True,
     )
+    if not warmup:
+        print(
+            f"No TF Serving warm-up records: tensorflow-serving-api is not installed; to add "
+            f"them, `{saved_model.WARMUP_INSTALL}` and export again.",
+            flush=True,
+        )
     input_size = tuple(int(v) for v in config.export.input_size)
     for variant in dict.fromkeys(args.tflite):
         images = builders.build_representative_images(config) if variant == "int8" else None

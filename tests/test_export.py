@@ -391,6 +391,59 @@ def test_export_errors_are_one_line_and_debug_shows_the_traceback(tmp_path):
     assert os.listdir(tmp_path) == ["1"]
 
 
+def test_failed_export_says_nothing_about_warmup_records(tmp_path):
+    """The note on the missing warm-up records comes only with an export that was written."""
+    (tmp_path / "1").mkdir()
+    cases = {
+        "Export failed: No checkpoint at": (
+            f"--checkpoint={tmp_path / 'missing'}",
+            "--config=synthetic_small",
+            f"--output={tmp_path}",
+        ),
+        "Export failed: `version` 1 already exists": (
+            f"--workdir={helpers.trained_workdir()}",
+            f"--output={tmp_path}",
+            "--version=1",
+        ),
+    }
+    for error, flags in cases.items():
+        result = _export_command(*flags, patch=_WITHOUT_SERVING_API)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines()[-1].startswith(error), result.stderr[-2000:]
+        assert "warm-up" not in result.stdout + result.stderr, result.stdout
+    assert os.listdir(tmp_path) == ["1"]
+
+
+def test_checkpoint_of_another_recipe_fails_with_one_line(tmp_path):
+    """A checkpoint that does not fit ``--config``: one line on stderr, not one more per
+    checkpoint value left unrestored (TensorFlow warns about them when they are deleted)."""
+    script = os.path.join(helpers.ROOT, "export_savedmodel.py")
+    env = dict(os.environ, PYTHONPATH=helpers.ROOT)
+    for name in ("FCOS_DEBUG", "TF_CPP_MIN_LOG_LEVEL"):  # as the command runs by default
+        env.pop(name, None)
+    result = subprocess.run(
+        [
+            sys.executable,
+            script,
+            f"--workdir={helpers.trained_workdir()}",
+            f"--output={tmp_path / 'serving'}",
+            "--config=fcos_r50_1x_improved",
+        ],
+        cwd=helpers.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith("Export failed: Received incompatible tensor with shape"), lines
+    assert "conv1/kernel:0" in lines[0]
+    assert not os.path.exists(tmp_path / "serving")
+
+
 @pytest.mark.parametrize("stage", ["write_out", "warmup", "rename"])
 def test_failure_while_writing_leaves_no_temporary_folder(tmp_path, monkeypatch, stage):
     model, config, label_map = helpers.loaded_model()
