@@ -29,6 +29,7 @@ calls :func:`import_tensorflow` before it imports them.
 
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -137,20 +138,47 @@ def import_tensorflow() -> None:
 _HELP = ("--help", "-help", "-h", "--helpfull", "--helpshort", "-?")
 
 
+def _is_required(flag) -> bool:
+    """Whether ``flags.mark_flag_as_required`` was called on ``flag`` (absl gives it a
+    validator refusing None, with this message)."""
+    return any(
+        str(getattr(validator, "message", "")).endswith("must have a value other than None.")
+        for validator in flag.validators
+    )
+
+
 def _print_help(flag_values, program: str, positional: str | None) -> NoReturn:
-    """Usage and the command's flags on stdout; exit status 0."""
+    """Usage and the command's flags on stdout (each required one marked so, ``--debug``
+    last); exit status 0."""
     from fcos_tf import __version__
 
     usage = f"usage: {program} [flags]"
     if positional:
         usage += f" {positional} [{positional} ...]"
-    own = [name for name in flag_values.flags_by_module_dict() if not name.startswith("absl.")]
-    print(usage)
-    print(f"fcos_tf {__version__}; exit status 0 when done, 1 on bad input (one line; --debug).")
-    for module in own:
-        text = flag_values.module_help(module)
-        if text:
-            print(text.split("\n", 1)[1] if text.startswith(module) else text)
+    blocks = []  # (flag name, its help lines)
+    for module in flag_values.flags_by_module_dict():
+        if module.startswith("absl."):
+            continue
+        # absl's text: a line naming the module (a file path for a script), then per flag a
+        # line "  --name: help" and its continuation lines.
+        for line in flag_values.module_help(module).strip("\n").split("\n")[1:]:
+            match = re.match(r"  --(?:\[no\])?(\w+):", line)
+            if match:
+                blocks.append((match.group(1), [line]))
+            elif blocks:
+                blocks[-1][1].append(line)
+    blocks.sort(key=lambda block: block[0] == "debug")
+    text = [
+        usage,
+        f"fcos_tf {__version__}; exit status 0 when done, 1 on bad input (one line; --debug).",
+        "flags:",
+    ]
+    for name, lines in blocks:
+        text += lines + (["    (required)"] if _is_required(flag_values[name]) else [])
+    try:
+        print("\n".join(text), flush=True)
+    except BrokenPipeError:  # e.g. `fcos-train --help | head`: the reader has all it wants
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(0)
 
 

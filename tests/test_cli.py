@@ -94,6 +94,21 @@ def test_progress_verbosity_follows_the_terminal(tmp_path):
     assert cli.progress_verbosity(_Terminal()) == 1
 
 
+def test_help_marks_the_required_flags_and_names_no_module(capsys):
+    from fcos_tf import predict
+
+    with pytest.raises(SystemExit) as stop:
+        predict.main(["--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: fcos-predict [flags] IMAGE [IMAGE ...]\n"), out
+    blocks = re.split(r"\n(?=  --)", out.split("\nflags:\n", 1)[1].strip("\n"))
+    required = {block.split(":")[0].strip() for block in blocks if "(required)" in block}
+    assert required == {"--model", "--output"}, blocks
+    assert blocks[-1].startswith("  --[no]debug:"), blocks  # the command's own flags first
+    assert "predict.py" not in out and "fcos_tf.cli" not in out, out
+
+
 # ------------------------------------------------------------------------------ --debug
 
 
