@@ -58,7 +58,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", default=os.path.dirname(os.path.dirname(__file__)) or ".")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="one round")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.rounds = 1
     repo = os.path.abspath(args.repo)
     times = {label: [] for label, _ in CASES}
     statuses = {}
