@@ -4,6 +4,7 @@ Every test runs the command in a subprocess with a timeout, so that a regression
 a process that ignores SIGTERM) fails instead of blocking the suite.
 """
 
+import json
 import os
 import re
 import signal
@@ -189,6 +190,15 @@ def test_resuming_a_workdir_of_another_model_is_one_line(tmp_path):
         result.stderr[-3000:]
     )
     assert _latest_step(tmp_path) == 2
+    # The run's record is the run that trained it: neither the refused resume nor an
+    # evaluation with other values rewrites it.
+    with open(tmp_path / "config.json") as f:
+        assert json.load(f)["model"]["fpn_channels"] == 16
+    evaluated = _run(_train_command(_tiny_flags(tmp_path, total_steps=99) + ["--mode=eval"]))
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    with open(tmp_path / "config.json") as f:
+        written = json.load(f)
+    assert written["model"]["fpn_channels"] == 16 and written["train"]["total_steps"] == 2
 
 
 # A checkpoint write cut by SIGKILL at one of two points (step 4; step 2 was saved whole):

@@ -145,9 +145,13 @@ def _run(config, workdir, mode, strategy, chief, verbose, handle_signals, callba
     train_examples = builders.read_split(config, "train") if mode != "eval" else None
     val_examples = builders.read_split(config, "val") if mode != "train" else None
     label_map = (train_examples or val_examples).label_map
-    if chief:
-        rundir.write_config(config, workdir)
-        rundir.write_label_map(label_map, workdir)
+
+    def record_run(start_step=None):
+        """config.json and label_map.json, once the workdir's checkpoint fits the model (a
+        refused resume or evaluation leaves the files of the run that trained it)."""
+        if chief:
+            rundir.write_config(config, workdir)
+            rundir.write_label_map(label_map, workdir)
 
     with strategy.scope():
         model = builders.build_model(config, label_map.num_classes)
@@ -179,6 +183,7 @@ def _run(config, workdir, mode, strategy, chief, verbose, handle_signals, callba
             verbose=verbose,
             handle_signals=handle_signals,
             callbacks=callbacks,
+            on_restored=record_run,
         )
         result.update(step=fit_result["step"], interrupted=fit_result["interrupted"])
         if fit_result["interrupted"] is not None:
@@ -193,6 +198,9 @@ def _run(config, workdir, mode, strategy, chief, verbose, handle_signals, callba
         result["step"] = checkpointer.restore()
         if checkpointer.last_saved_step is None:
             raise ValueError(f"workdir: no checkpoint in {checkpointer.directory} to evaluate")
+        if not tf.io.gfile.exists(os.path.join(workdir, rundir.CONFIG_FILE)):
+            # Evaluating leaves the record of the run that trained the workdir as it is.
+            record_run()
     if mode != "train" and chief:
         result["metrics"] = evaluate_and_report(
             model, config, val_examples, label_map, workdir, writer, result["step"]

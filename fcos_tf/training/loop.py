@@ -61,6 +61,7 @@ def fit(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose="auto",
     handle_signals: bool = True,
+    on_restored: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Trains from the last checkpoint up to ``total_steps`` with ``model.fit``.
 
@@ -79,6 +80,9 @@ def fit(
         verbose: ``fit``'s verbosity.
         handle_signals: save and stop on SIGTERM/SIGINT (single-machine runs; a multi-worker
             run relies on its periodic checkpoints).
+        on_restored: called with the start step once the checkpoint (if any) is restored,
+            before training: the run directory's other files are written there, so that a
+            checkpoint that does not fit (an error) leaves them as they were.
 
     Returns:
         A dict: "start_step", "step" (where it stopped), "interrupted" (signal number or
@@ -89,6 +93,8 @@ def fit(
             last good checkpoint.
     """
     start_step = checkpointer.restore()
+    if on_restored is not None:
+        on_restored(start_step)
     result = {"start_step": start_step, "step": start_step, "interrupted": None, "history": None}
     if start_step >= total_steps:
         logging.info("Step %d >= total_steps %d: nothing to train.", start_step, total_steps)
