@@ -135,7 +135,13 @@ def load_trained_model(
     # checkpoint holds every weight (no backbone weights file is read).
     with builders.dtype_policy("float32"):
         model = builders.build_model(config, label_map.num_classes, load_backbone_weights=False)
-    status = tf.train.Checkpoint(model=model).restore(checkpoint)
+    try:
+        status = tf.train.Checkpoint(model=model).restore(checkpoint)
+    except ValueError as error:  # a weight of another shape
+        raise ValueError(
+            f"`checkpoint` {checkpoint} does not fit the model built from the config "
+            f"(another recipe or code version?): {str(error)[:400]}"
+        ) from error
     status.expect_partial()  # the optimizer slots are not needed
     try:
         status.assert_existing_objects_matched()
