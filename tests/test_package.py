@@ -125,7 +125,7 @@ def test_readme_python_examples_call_the_package_as_it_is():
             except TypeError as error:
                 raise AssertionError(f"README: {ast.unparse(node)}: {error}") from error
             checked.append(ast.unparse(node.func))
-    assert "ServingConfig" in checked and "run_tflite" in checked, checked
+    assert "builders.build_serving_config" in checked and "run_tflite" in checked, checked
 
 
 def _command_modules():
