@@ -174,6 +174,9 @@ def _print_help(flag_values, program: str, positional: str | None) -> NoReturn:
         "flags:",
     ]
     for name, lines in blocks:
+        if name == CONFIG_FLAG:
+            # Its help names the default recipe; absl would add the file's full path.
+            lines = [line for line in lines if not line.startswith("    (default: ")]
         text += lines + (["    (required)"] if _is_required(flag_values[name]) else [])
     try:
         print("\n".join(text), flush=True)

@@ -109,6 +109,13 @@ def test_help_marks_the_required_flags_and_names_no_module(capsys):
     assert blocks[-1].startswith("  --[no]debug:"), blocks  # the command's own flags first
     assert "predict.py" not in out and "fcos_tf.cli" not in out, out
 
+    from fcos_tf import train
+
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    out = capsys.readouterr().out
+    assert "default: synthetic_small." in out and "synthetic_small.py" not in out, out
+
 
 # ------------------------------------------------------------------------------ --debug
 
