@@ -63,12 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         config_lib.validate_config(config, strategy.num_replicas_in_sync, mode=args.mode)
     except ValueError as error:
         cli.fail(f"Invalid config: {error}", error)
-    print(
-        f"FCOS {args.mode}: backbone {config.backbone.name}, dataset {config.data.dataset}, "
-        f"{config.train.total_steps} steps of global batch {config.train.batch_size} on "
-        f"{strategy.num_replicas_in_sync} replica(s); workdir {args.workdir}",
-        flush=True,
-    )
+    what = f"backbone {config.backbone.name}, dataset {config.data.dataset}"
+    if args.mode != "eval":
+        what += (
+            f", {config.train.total_steps} steps of global batch {config.train.batch_size} on "
+            f"{strategy.num_replicas_in_sync} replica(s)"
+        )
+    print(f"FCOS {args.mode}: {what}; workdir {args.workdir}", flush=True)
     try:
         result = runner.run(
             config, args.workdir, args.mode, strategy, verbose=cli.progress_verbosity()
