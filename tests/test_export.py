@@ -334,13 +334,17 @@ sys.meta_path.insert(0, _Blocker())
 """
 
 
-def _export_command(*flags, patch=""):
+def _export_command(*flags, patch="", tf_log_level="3"):
+    """``python export_savedmodel.py flags`` after ``patch``; ``tf_log_level=None`` leaves
+    TensorFlow's C++ log level to the command, as a user runs it."""
     script = os.path.join(helpers.ROOT, "export_savedmodel.py")
     code = (
         f"{patch}\nimport runpy, sys\nsys.argv = [{script!r}] + sys.argv[1:]\n"
         f"runpy.run_path({script!r}, run_name='__main__')\n"
     )
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=helpers.ROOT)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=tf_log_level or "", PYTHONPATH=helpers.ROOT)
+    if tf_log_level is None:
+        env.pop("TF_CPP_MIN_LOG_LEVEL")
     env.pop("FCOS_DEBUG", None)
     return subprocess.run(
         [sys.executable, "-c", code, *flags],
@@ -417,24 +421,11 @@ def test_failed_export_says_nothing_about_warmup_records(tmp_path):
 def test_checkpoint_of_another_recipe_fails_with_one_line(tmp_path):
     """A checkpoint that does not fit ``--config``: one line on stderr, not one more per
     checkpoint value left unrestored (TensorFlow warns about them when they are deleted)."""
-    script = os.path.join(helpers.ROOT, "export_savedmodel.py")
-    env = dict(os.environ, PYTHONPATH=helpers.ROOT)
-    for name in ("FCOS_DEBUG", "TF_CPP_MIN_LOG_LEVEL"):  # as the command runs by default
-        env.pop(name, None)
-    result = subprocess.run(
-        [
-            sys.executable,
-            script,
-            f"--workdir={helpers.trained_workdir()}",
-            f"--output={tmp_path / 'serving'}",
-            "--config=fcos_r50_1x_improved",
-        ],
-        cwd=helpers.ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    result = _export_command(
+        f"--workdir={helpers.trained_workdir()}",
+        f"--output={tmp_path / 'serving'}",
+        "--config=fcos_r50_1x_improved",
+        tf_log_level=None,
     )
     assert result.returncode == 1
     lines = result.stderr.splitlines()
