@@ -250,9 +250,13 @@ def test_saved_model_ap_equals_metrics_json(tmp_path):
     with open(workdir / "metrics.json") as f:
         written = json.load(f)
 
-    # Export as export_savedmodel.py does (config and label map from the workdir), then
-    # serve each original validation image on its own.
-    model, saved_config, label_map = rundir.load_trained_model(str(workdir))
+    # Export as `fcos-export --workdir=... --config.pipeline.eval_short_side=56` does (the
+    # workdir's config.json, which evaluating leaves as training wrote it, with the override;
+    # the label map from the workdir), then serve each original validation image on its own.
+    saved_config = rundir.read_config(str(workdir))
+    assert saved_config.pipeline.eval_short_side == helpers.small_config().pipeline.eval_short_side
+    saved_config.pipeline.eval_short_side = 56
+    model, saved_config, label_map = rundir.load_trained_model(str(workdir), config=saved_config)
     settings = builders.build_serving_config(saved_config)
     assert settings.eval_short_side == 56
     version_dir = export_saved_model.export_saved_model(
