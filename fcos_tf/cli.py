@@ -209,6 +209,15 @@ def _resolve_recipe(arguments: list[str]) -> list[str]:
     return resolved
 
 
+def _one_line(message) -> str:
+    """``message`` on one line: its lines joined, e.g. a "Did you mean" after the error."""
+    text = ""
+    for line in (line.strip() for line in str(message).splitlines()):
+        if line:
+            text += ("" if not text else " " if text[-1] in ".?!:;," else ". ") + line
+    return text
+
+
 def _innermost_message(error: BaseException) -> str:
     """The innermost message of a (chained) config error, without quoting."""
     while error.args and isinstance(error.args[0], Exception):
@@ -299,12 +308,12 @@ def parse_flags(
             _print_help(flag_values, program, positional)
         rest = flag_values([program, *arguments])[1:]
     except flags.Error as error:
-        fail(f"FATAL Flags parsing error: {error}\nPass --help to see the flags.", error)
+        fail(f"FATAL Flags parsing error: {_one_line(error)} (--help lists the flags).", error)
     except FileNotFoundError as error:  # a recipe or a workdir that does not exist
         fail(str(error), error)
     except (KeyError, AttributeError, TypeError, ValueError) as error:
         # An unknown --config.<key> is refused by lock_config (with a "did you mean").
-        fail(f"Invalid --config override: {_innermost_message(error)}", error)
+        fail(f"Invalid --config override: {_one_line(_innermost_message(error))}", error)
     if rest and positional is None:
         fail(f"{program}: unexpected argument(s) {rest}; it takes flags only (--help).")
     # Only now: --help, a bad flag and an unknown config key answer without loading it.

@@ -186,10 +186,16 @@ print(*errors, sep=chr(10))
     )
     assert result.returncode == 0, result.stderr[-3000:]
     errors = result.stdout.splitlines()
-    assert errors[0] == "Invalid --config override: 'batch_sise'", errors
-    assert errors[1] == 'Did you mean "batch_size" instead of "batch_sise"?', errors
-    assert "Unknown command line flag 'no_such_flag'" in result.stdout, errors
-    assert "No recipe 'no_such_recipe'" in result.stdout, errors
+    assert len(errors) == 3, errors  # one line each
+    assert errors[0] == (
+        "Invalid --config override: 'batch_sise'. Did you mean \"batch_size\" instead of "
+        '"batch_sise"?'
+    ), errors
+    assert errors[1] == (
+        "FATAL Flags parsing error: Unknown command line flag 'no_such_flag' (--help lists "
+        "the flags)."
+    ), errors
+    assert errors[2].startswith("No recipe 'no_such_recipe': give one of "), errors
 
 
 def test_commands_load_tensorflow_quietly_after_their_flags():

@@ -181,9 +181,10 @@ def test_score_threshold_outside_0_1_is_refused_with_one_line(tmp_path):
             f"--score_threshold={value}",
         )
         assert result.returncode == 1
-        assert result.stderr.splitlines()[0] == (
-            f"FATAL Flags parsing error: flag --score_threshold={value}: must be a score in [0, 1]"
-        ), result.stderr
+        assert result.stderr.splitlines() == [
+            f"FATAL Flags parsing error: flag --score_threshold={value}: must be a score in "
+            "[0, 1] (--help lists the flags)."
+        ], result.stderr
         assert "Traceback" not in result.stderr
     assert not os.path.exists(tmp_path / "out")
     # From Python: refused before any model is read.
