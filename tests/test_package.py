@@ -214,7 +214,7 @@ def test_commands_load_tensorflow_quietly_after_their_flags():
         ),
         (
             ["fcos_tf.export", "--workdir=no_such_run", "--output=o"],
-            "No config.json in `workdir`='no_such_run'; pass the recipe with --config.",
+            "`workdir`='no_such_run' does not exist.",
         ),
     ):
         result = subprocess.run(

@@ -87,11 +87,13 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     so a workdir written before a config key was added still loads.
 
     Raises:
-        FileNotFoundError: when ``workdir`` holds no ``config.json``.
+        FileNotFoundError: when ``workdir`` does not exist or holds no ``config.json``.
     """
     from fcos_tf.core import config as config_lib
 
     path = os.path.join(workdir, CONFIG_FILE)
+    if not tf.io.gfile.isdir(workdir):
+        raise FileNotFoundError(f"`workdir`={workdir!r} does not exist.")
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(
             f"No {CONFIG_FILE} in `workdir`={workdir!r}; pass the recipe with --config."
