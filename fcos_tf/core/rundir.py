@@ -26,7 +26,12 @@ import tensorflow as tf
 from fcos_tf.core import builders
 from fcos_tf.data.label_map import LABEL_MAP_FILENAME, LabelMap
 from fcos_tf.serving.detector import Detector, saved_model_version
-from fcos_tf.training.checkpoint import CHECKPOINTS_DIR, Checkpointer, latest_checkpoint
+from fcos_tf.training.checkpoint import (
+    CHECKPOINTS_DIR,
+    Checkpointer,
+    latest_checkpoint,
+    restore_matching,
+)
 
 CONFIG_FILE = "config.json"
 TENSORBOARD_DIR = "tensorboard"
@@ -123,6 +128,10 @@ def load_trained_model(
 
     Returns:
         ``(model, config, label_map)``: a float32 ``FCOS`` with the checkpoint's weights.
+
+    Raises:
+        fcos_tf.training.checkpoint.CheckpointMismatchError: (a ``ValueError``) when the
+            checkpoint does not fit the model built from the config.
     """
     if workdir is None and (checkpoint is None or config is None):
         raise ValueError("Pass `workdir`, or both `checkpoint` and `config`.")
@@ -137,22 +146,8 @@ def load_trained_model(
     # checkpoint holds every weight (no backbone weights file is read).
     with builders.dtype_policy("float32"):
         model = builders.build_model(config, label_map.num_classes, load_backbone_weights=False)
-    try:
-        status = tf.train.Checkpoint(model=model).restore(checkpoint)
-    except ValueError as error:  # a weight of another shape
-        raise ValueError(
-            f"`checkpoint` {checkpoint} does not fit the model built from the config "
-            f"(another recipe or code version?): {str(error)[:400]}"
-        ) from error
-    status.expect_partial()  # the optimizer slots are not needed
-    try:
-        status.assert_existing_objects_matched()
-    except AssertionError as error:
-        raise ValueError(
-            f"`checkpoint` {checkpoint} does not hold every weight of the model "
-            f"built from the config (another recipe or code version?): "
-            f"{str(error)[:400]}..."
-        ) from None
+    # The optimizer's slots in the file are not needed.
+    restore_matching(tf.train.Checkpoint(model=model), checkpoint, partial=True)
     return model, config, label_map
 
 

@@ -10,7 +10,13 @@ import tensorflow as tf
 from fcos_tf.training.distribution import is_chief
 from fcos_tf.training.optimization import global_step
 
-__all__ = ["CHECKPOINTS_DIR", "CheckpointMismatchError", "Checkpointer", "latest_checkpoint"]
+__all__ = [
+    "CHECKPOINTS_DIR",
+    "CheckpointMismatchError",
+    "Checkpointer",
+    "latest_checkpoint",
+    "restore_matching",
+]
 
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -69,17 +75,7 @@ class Checkpointer:
         latest = tf.train.latest_checkpoint(self.restore_directory)
         if latest is None:
             return 0
-        status = None
-        try:
-            status = self.checkpoint.restore(latest)
-            status.assert_existing_objects_matched()
-        except (ValueError, AssertionError) as error:
-            if status is not None:
-                status.expect_partial()  # the error says it; no warning per value at exit
-            raise CheckpointMismatchError(
-                f"{latest} does not fit the model built from the config (another recipe, or "
-                f"another code version?): {str(error)[:400]}"
-            ) from error
+        restore_matching(self.checkpoint, latest)
         step = global_step(self.optimizer)
         self.last_saved_step = step
         logging.info("Restored %s (step %d).", latest, step)
@@ -114,3 +110,35 @@ def latest_checkpoint(path: str) -> str:
         f"No checkpoint at `path`={path!r} (expected a checkpoint prefix, "
         f"a folder of checkpoints or a fcos-train workdir)."
     )
+
+
+def restore_matching(checkpoint: tf.train.Checkpoint, path: str, *, partial: bool = False):
+    """``checkpoint.restore(path)``, checked: every object of ``checkpoint`` gets its value.
+
+    Args:
+        checkpoint: the objects to restore (a ``tf.train.Checkpoint``).
+        path: a checkpoint prefix.
+        partial: values of the file that no object takes (e.g. optimizer slots when only the
+            model is restored) are expected, not warned about.
+
+    Returns:
+        The load status.
+
+    Raises:
+        CheckpointMismatchError: a weight of another shape, or an object without a value
+            (another recipe, or another code version).
+    """
+    status = None
+    try:
+        status = checkpoint.restore(path)
+        if partial:
+            status.expect_partial()
+        status.assert_existing_objects_matched()
+    except (ValueError, AssertionError) as error:
+        if status is not None:
+            status.expect_partial()  # the error says it; no warning per value at exit
+        raise CheckpointMismatchError(
+            f"{path} does not fit the model built from the config (another recipe, or "
+            f"another code version?): {str(error)[:400]}"
+        ) from error
+    return status
