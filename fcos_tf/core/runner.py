@@ -195,9 +195,7 @@ def _run(config, workdir, mode, strategy, chief, verbose, handle_signals, callba
             )
             return result
     else:
-        result["step"] = checkpointer.restore()
-        if checkpointer.last_saved_step is None:
-            raise ValueError(f"workdir: no checkpoint in {checkpointer.directory} to evaluate")
+        result["step"] = checkpointer.restore()  # run() checked that there is one
         if not tf.io.gfile.exists(os.path.join(workdir, rundir.CONFIG_FILE)):
             # Evaluating leaves the record of the run that trained the workdir as it is.
             record_run()
