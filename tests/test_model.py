@@ -271,6 +271,29 @@ def test_compile_builds_the_optimizer_so_fit_traces_the_step_once():
     assert len(traces) == 1
 
 
+def test_train_step_traces_no_gradient_into_frozen_layers():
+    model = _small_model()
+    # A frozen layer's TensorFlow variable stays trainable to TensorFlow: a tape that
+    # watched every variable it read would trace the gradient down into the frozen stem.
+    stem = [layer for layer in model.backbone.layers if layer.name.startswith("stem")]
+    assert stem
+    for layer in stem:
+        layer.trainable = False
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    images, labels = _batch()
+    graph = tf.function(model.train_step).get_concrete_function((images, labels)).graph
+    backward = [op.name for op in graph.get_operations() if op.name.startswith("gradient_tape/")]
+    assert any("/c3_conv" in name for name in backward)
+    assert not [name for name in backward if "/stem" in name]
+    # And the step still trains what is trainable, and only that.
+    before = [v.numpy() for v in model.weights]
+    model.train_step((images, labels))
+    changed = {v.path for v, b in zip(model.weights, before, strict=True) if np.any(v.numpy() != b)}
+    kernels = {v.path for v in model.backbone.trainable_weights if v.path.endswith("kernel")}
+    assert len(kernels) == 6 and kernels <= changed  # c3..c5, two convs each
+    assert not changed & {v.path for layer in stem for v in layer.weights}
+
+
 def _call_config():
     """This thread's session config for function calls (a ``ConfigProto`` to edit)."""
     from tensorflow.python.eager import context

@@ -430,12 +430,16 @@ class FCOS(keras.Model):
         images, labels = self._unpack(data)
         if labels is None:
             raise ValueError("train_step expects `data` = (images, labels dict).")
-        with tf.GradientTape() as tape:
+        variables = self.trainable_variables
+        # Only the trainable variables are watched: a frozen layer's TensorFlow variable is
+        # trainable to TensorFlow all the same, and the tape would trace the gradient down
+        # through the frozen stages and into their kernels, for ops nothing uses.
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch([variable.value for variable in variables])
             outputs = self(images, training=True)
             result = self.compute_losses(outputs, labels)
             # Mixed precision: the loss-scale optimizer scales here and unscales in apply().
             scaled_loss = self.optimizer.scale_loss(result["loss"])
-        variables = self.trainable_variables
         grads = tape.gradient(scaled_loss, variables)
         # Keras sums the replicas' gradients inside apply() (no averaging): with the global
         # normalisers of the losses this equals the single-device gradient.
