@@ -429,6 +429,77 @@ def test_folded_layers_called_alone_are_conv_and_frozen_bn():
     np.testing.assert_allclose(stem(images), stem_plain(images), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("size", "strides", "padding"),
+    [((9, 7), (1, 1), "SAME"), ((9, 7), (2, 2), "VALID"), ((8, 5), (2, 2), "SAME")],
+)
+def test_conv1x1_matmul_kernel_gradient_equals_tensorflows(size, strides, padding):
+    # float64: the two kernel gradients differ only in the order of their sums.
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(2, *size, 5)), tf.float64)
+    w = tf.constant(rng.normal(size=(1, 1, 5, 3)), tf.float64)
+    upstream_seed = tf.constant(rng.normal(size=(3,)), tf.float64)
+
+    def outputs_and_gradients(conv):
+        with tf.GradientTape() as tape:
+            tape.watch([x, w])
+            y = conv(x, w)
+            # A loss whose gradient differs per location and channel.
+            loss = tf.reduce_sum(tf.sin(y) * upstream_seed)
+        return (y, *tape.gradient(loss, [x, w]))
+
+    ours = outputs_and_gradients(
+        lambda x, w: backbone_lib._conv1x1_with_matmul_kernel_gradient(x, w, strides, padding)
+    )
+    reference = outputs_and_gradients(lambda x, w: tf.nn.conv2d(x, w, [1, *strides, 1], padding))
+    expected_rows = -(-size[0] // strides[0])
+    assert ours[0].shape == reference[0].shape == (2, expected_rows, -(-size[1] // strides[1]), 3)
+    np.testing.assert_array_equal(ours[0], reference[0])  # the same forward op
+    np.testing.assert_array_equal(ours[1], reference[1])  # the same input-gradient op
+    np.testing.assert_allclose(ours[2], reference[2], rtol=1e-12, atol=1e-12)
+
+
+def test_bfloat16_training_takes_1x1_kernel_gradients_from_matmuls():
+    folded, _ = _resnets_with_random_statistics(layout="caffe")  # strided 1x1 convs too
+    with builders.dtype_policy("mixed_bfloat16"):
+        model = ResNet(depth=50, layout="caffe")
+    model.set_weights(folded.get_weights())
+    images = tf.constant(np.random.default_rng(5).normal(size=(2, 64, 48, 3)), tf.float32)
+
+    def gradients(training=True):
+        # The trainable weights only, as FCOS.train_step watches them.
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch([variable.value for variable in model.trainable_weights])
+            features = model(images, training=training)
+            loss = sum(tf.reduce_mean(tf.cast(f, tf.float32) ** 2) for f in features)
+        return tape.gradient(loss, model.trainable_weights)
+
+    def gradient_ops(training):
+        step = tf.function(lambda: gradients(training))
+        graph = step.get_concrete_function().graph
+        return collections.Counter(op.type for op in graph.get_operations())
+
+    # layer2..layer4 hold 13 blocks: 26 1x1 convs and 3 1x1 projections, 13 3x3 convs.
+    ops = gradient_ops(training=True)
+    assert ops["MatMul"] == 29 and ops["Conv2DBackpropFilter"] == 13
+    # Inference-mode calls (what an export traces) and float32 keep TensorFlow's gradient.
+    ops = gradient_ops(training=False)
+    assert ops["MatMul"] == 0 and ops["Conv2DBackpropFilter"] == 42
+    # The same gradients as TensorFlow's own, up to bfloat16 rounding of each kernel's sum
+    # (the input gradients are the same ops, so no difference compounds down the network).
+    ours = gradients()
+    original = backbone_lib.FrozenBNConv2D._matmul_kernel_gradient
+    try:
+        backbone_lib.FrozenBNConv2D._matmul_kernel_gradient = lambda self, inputs: False
+        reference = gradients()
+    finally:
+        backbone_lib.FrozenBNConv2D._matmul_kernel_gradient = original
+    assert len(ours) == len(reference) == 42
+    for variable, a, b in zip(model.trainable_weights, ours, reference, strict=True):
+        error = float(tf.norm(tf.cast(a - b, tf.float32)) / tf.norm(tf.cast(b, tf.float32)))
+        assert error < 8e-3, variable.path
+
+
 def test_fold_norm_takes_only_a_frozen_bn():
     conv = backbone_lib.FrozenBNConv2D(4, 1)
     with pytest.raises(TypeError, match="FrozenBatchNorm"):

@@ -45,6 +45,7 @@ _SMALL_NORMS = ("group", "bn", "none")
 # MirroredStrategy replica traces in its own thread): only then do its FrozenBNConv2D layers
 # apply their norm and the norms pass their input through. Called on their own, or through
 # another model built from them, the layers compute what a Conv2D and a FrozenBatchNorm do.
+# ``training`` is the flag of that forward pass.
 _FOLDING = threading.local()
 
 
@@ -52,13 +53,19 @@ def _folding_active():
     return getattr(_FOLDING, "depth", 0) > 0
 
 
+def _folding_in_training():
+    return _folding_active() and bool(getattr(_FOLDING, "training", False))
+
+
 @contextlib.contextmanager
-def _folded_frozen_norms():
-    _FOLDING.depth = getattr(_FOLDING, "depth", 0) + 1
+def _folded_frozen_norms(training=False):
+    depth = getattr(_FOLDING, "depth", 0)
+    outer_training = getattr(_FOLDING, "training", False)
+    _FOLDING.depth, _FOLDING.training = depth + 1, bool(training)
     try:
         yield
     finally:
-        _FOLDING.depth -= 1
+        _FOLDING.depth, _FOLDING.training = depth, outer_training
 
 
 @keras.saving.register_keras_serializable(package="fcos_tf")
@@ -152,6 +159,13 @@ class FrozenBNConv2D(keras.layers.Conv2D):
 
     Called on its own, or through another model built from the ResNet's layers (a sub-model
     that ends at this conv), the layer is a ``Conv2D``.
+
+    In a training forward pass of its ResNet, a trainable 1x1 convolution in bfloat16 takes
+    its kernel's gradient from a matrix product, ``reshape(x)^T @ reshape(dy)`` (strided
+    input rows for a strided conv), instead of oneDNN's ``Conv2DBackpropFilter``, which runs
+    1x1 kernels in bfloat16 at about the float32 rate, 2-2.7x slower than the product on an
+    AMX CPU (BENCHMARKS.md, "Train step: 1x1 kernel gradients as matrix products"). The
+    forward convolution and the input's gradient are TensorFlow's own ops, unchanged.
     """
 
     def __init__(self, *args, **kwargs):
@@ -176,13 +190,68 @@ class FrozenBNConv2D(keras.layers.Conv2D):
             scale, offset = self._norm_affine()
             kernel = kernel * tf.cast(scale, kernel.dtype)
             bias = offset if bias is None else tf.cast(bias, scale.dtype) * scale + offset
-        outputs = self.convolution_op(inputs, tf.cast(kernel, self.compute_dtype))
+        kernel = tf.cast(kernel, self.compute_dtype)
+        if self._matmul_kernel_gradient(inputs):
+            outputs = _conv1x1_with_matmul_kernel_gradient(
+                inputs, kernel, self.strides, self.padding.upper()
+            )
+        else:
+            outputs = self.convolution_op(inputs, kernel)
         if bias is not None:
             # BiasAdd (as Keras' add of a vector), which grappler fuses into the convolution.
             outputs = tf.nn.bias_add(outputs, tf.cast(bias, self.compute_dtype))
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
+
+    def _matmul_kernel_gradient(self, inputs):
+        """Whether this call takes the kernel gradient of the class docstring's last part."""
+        return (
+            self.trainable
+            and _folding_in_training()
+            and self.compute_dtype == "bfloat16"
+            and inputs.dtype == tf.bfloat16
+            and tuple(self.kernel_size) == (1, 1)
+            and tuple(self.dilation_rate) == (1, 1)
+            and self.groups == 1
+            and self.data_format == "channels_last"
+        )
+
+
+def _conv1x1_with_matmul_kernel_gradient(inputs, kernel, strides, padding):
+    """``Conv2D`` of ``[B, H, W, Cin]`` with a 1x1 ``kernel`` whose gradient is a matmul.
+
+    A 1x1 convolution with stride ``s`` reads the input at rows and columns ``0, s, 2s, ...``
+    whatever its padding (``same`` pads nothing for a 1x1 kernel), so its kernel gradient is
+    ``sum over those locations of x (outer) dy``. The input gradient is the op TensorFlow's
+    own ``Conv2D`` gradient uses.
+    """
+    channels_in, channels_out = kernel.shape[2], kernel.shape[3]
+    conv_strides = [1, *strides, 1]
+
+    @tf.custom_gradient
+    def conv(x, w):
+        outputs = tf.nn.conv2d(x, w, conv_strides, padding)
+
+        def gradient(upstream):
+            d_x = tf.raw_ops.Conv2DBackpropInput(
+                input_sizes=tf.shape(x),
+                filter=w,
+                out_backprop=upstream,
+                strides=conv_strides,
+                padding=padding,
+            )
+            sampled = x[:, :: strides[0], :: strides[1]] if tuple(strides) != (1, 1) else x
+            d_w = tf.matmul(
+                tf.reshape(sampled, [-1, channels_in]),
+                tf.reshape(upstream, [-1, channels_out]),
+                transpose_a=True,
+            )
+            return d_x, tf.reshape(d_w, [1, 1, channels_in, channels_out])
+
+        return outputs, gradient
+
+    return conv(inputs, kernel)
 
 
 def _conv(
@@ -366,7 +435,7 @@ class ResNet(keras.Model):
     def call(self, inputs, training=None, mask=None):
         if not self.fold_frozen_bn:
             return super().call(inputs, training=training, mask=mask)
-        with _folded_frozen_norms():
+        with _folded_frozen_norms(training):
             return super().call(inputs, training=training, mask=mask)
 
     def get_config(self):
