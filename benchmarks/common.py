@@ -384,9 +384,9 @@ def trace_op_times(logdir):
 
 
 # Name scopes of a train step's backward ops in a trace: the tape's, those of the head
-# towers' backward function (FCOSHead runs the towers as one function per level) and
-# GroupNorm's written-out backward pass.
-_BACKWARD_SCOPES = ("gradient_tape/", "/gradients/", "group_norm_gradient")
+# towers' backward function (FCOSHead runs the towers as one function per level),
+# GroupNorm's written-out backward pass and the ResNet's 1x1 convolutions' (bfloat16).
+_BACKWARD_SCOPES = ("gradient_tape/", "/gradients/", "group_norm_gradient", "conv1x1_gradient")
 
 
 def is_backward_op(name):

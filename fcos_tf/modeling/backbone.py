@@ -160,12 +160,14 @@ class FrozenBNConv2D(keras.layers.Conv2D):
     Called on its own, or through another model built from the ResNet's layers (a sub-model
     that ends at this conv), the layer is a ``Conv2D``.
 
-    In a training forward pass of its ResNet, a trainable 1x1 convolution in bfloat16 takes
-    its kernel's gradient from a matrix product, ``reshape(x)^T @ reshape(dy)`` (strided
-    input rows for a strided conv), instead of oneDNN's ``Conv2DBackpropFilter``, which runs
-    1x1 kernels in bfloat16 at about the float32 rate, 2-2.7x slower than the product on an
-    AMX CPU (BENCHMARKS.md, "Train step: 1x1 kernel gradients as matrix products"). The
-    forward convolution and the input's gradient are TensorFlow's own ops, unchanged.
+    In a training forward pass of its ResNet, a trainable 1x1 convolution of stride 1 in
+    bfloat16 takes its kernel's gradient from a matrix product, ``reshape(x)^T @
+    reshape(dy)``, instead of oneDNN's ``Conv2DBackpropFilter``, which runs 1x1 kernels in
+    bfloat16 at about the float32 rate, 2-2.7x slower than the product on an AMX CPU
+    (BENCHMARKS.md, "Train step: 1x1 kernel gradients as matrix products"). The forward
+    convolution and the input's gradient are TensorFlow's own ops, unchanged. (A strided
+    1x1 convolution keeps oneDNN's kernel gradient: sampling its input first costs more
+    than the product saves.)
     """
 
     def __init__(self, *args, **kwargs):
@@ -192,9 +194,7 @@ class FrozenBNConv2D(keras.layers.Conv2D):
             bias = offset if bias is None else tf.cast(bias, scale.dtype) * scale + offset
         kernel = tf.cast(kernel, self.compute_dtype)
         if self._matmul_kernel_gradient(inputs):
-            outputs = _conv1x1_with_matmul_kernel_gradient(
-                inputs, kernel, self.strides, self.padding.upper()
-            )
+            outputs = _conv1x1_with_matmul_kernel_gradient(inputs, kernel, self.padding.upper())
         else:
             outputs = self.convolution_op(inputs, kernel)
         if bias is not None:
@@ -212,42 +212,41 @@ class FrozenBNConv2D(keras.layers.Conv2D):
             and self.compute_dtype == "bfloat16"
             and inputs.dtype == tf.bfloat16
             and tuple(self.kernel_size) == (1, 1)
+            and tuple(self.strides) == (1, 1)
             and tuple(self.dilation_rate) == (1, 1)
             and self.groups == 1
             and self.data_format == "channels_last"
         )
 
 
-def _conv1x1_with_matmul_kernel_gradient(inputs, kernel, strides, padding):
-    """``Conv2D`` of ``[B, H, W, Cin]`` with a 1x1 ``kernel`` whose gradient is a matmul.
+def _conv1x1_with_matmul_kernel_gradient(inputs, kernel, padding):
+    """Stride-1 ``Conv2D`` of ``[B, H, W, Cin]`` with a 1x1 ``kernel`` whose gradient is a matmul.
 
-    A 1x1 convolution with stride ``s`` reads the input at rows and columns ``0, s, 2s, ...``
-    whatever its padding (``same`` pads nothing for a 1x1 kernel), so its kernel gradient is
-    ``sum over those locations of x (outer) dy``. The input gradient is the op TensorFlow's
-    own ``Conv2D`` gradient uses.
+    The kernel gradient of a 1x1 convolution of stride 1 (``same`` and ``valid`` alike pad
+    nothing) is ``sum over locations of x (outer) dy``; the input gradient is the op
+    TensorFlow's own ``Conv2D`` gradient uses.
     """
     channels_in, channels_out = kernel.shape[2], kernel.shape[3]
-    conv_strides = [1, *strides, 1]
 
     @tf.custom_gradient
     def conv(x, w):
-        outputs = tf.nn.conv2d(x, w, conv_strides, padding)
+        outputs = tf.nn.conv2d(x, w, 1, padding)
 
         def gradient(upstream):
-            d_x = tf.raw_ops.Conv2DBackpropInput(
-                input_sizes=tf.shape(x),
-                filter=w,
-                out_backprop=upstream,
-                strides=conv_strides,
-                padding=padding,
-            )
-            sampled = x[:, :: strides[0], :: strides[1]] if tuple(strides) != (1, 1) else x
-            d_w = tf.matmul(
-                tf.reshape(sampled, [-1, channels_in]),
-                tf.reshape(upstream, [-1, channels_out]),
-                transpose_a=True,
-            )
-            return d_x, tf.reshape(d_w, [1, 1, channels_in, channels_out])
+            with tf.name_scope("conv1x1_gradient"):
+                d_x = tf.raw_ops.Conv2DBackpropInput(
+                    input_sizes=tf.shape(x),
+                    filter=w,
+                    out_backprop=upstream,
+                    strides=[1, 1, 1, 1],
+                    padding=padding,
+                )
+                d_w = tf.matmul(
+                    tf.reshape(x, [-1, channels_in]),
+                    tf.reshape(upstream, [-1, channels_out]),
+                    transpose_a=True,
+                )
+                return d_x, tf.reshape(d_w, [1, 1, channels_in, channels_out])
 
         return outputs, gradient
 
