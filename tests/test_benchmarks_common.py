@@ -103,6 +103,7 @@ def test_is_backward_op_on_the_names_of_a_profiled_train_step():
         "StatefulPartitionedCall/PartitionedCall_1/gradients/box_tower_norm0_1/IdentityN_grad/"
         "group_norm_gradient/Mean_2:Mean",
         "StatefulPartitionedCall/group_norm_gradient_7/sub:Sub",
+        "StatefulPartitionedCall/conv1x1_gradient_12/MatMul:_MklMatMul",
     ]
     forward = [
         "fcos_1/head_1/StatefulPartitionedCall/cls_tower_conv3_1/BiasAdd:_MklNativeFusedConv2D",
