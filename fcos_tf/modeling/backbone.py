@@ -163,7 +163,7 @@ class FrozenBNConv2D(keras.layers.Conv2D):
     In a training forward pass of its ResNet, a trainable 1x1 convolution of stride 1 in
     bfloat16 takes its kernel's gradient from a matrix product, ``reshape(x)^T @
     reshape(dy)``, instead of oneDNN's ``Conv2DBackpropFilter``, which runs 1x1 kernels in
-    bfloat16 at about the float32 rate, 2-2.7x slower than the product on an AMX CPU
+    bfloat16 at about the float32 rate, 1.8-3.2x slower than the product on an AMX CPU
     (BENCHMARKS.md, "Train step: 1x1 kernel gradients as matrix products"). The forward
     convolution and the input's gradient are TensorFlow's own ops, unchanged. (A strided
     1x1 convolution keeps oneDNN's kernel gradient: sampling its input first costs more
