@@ -346,6 +346,31 @@ def test_two_local_workers_train_a_few_steps_and_resume(tmp_path):
 
 
 @pytest.mark.slow
+def test_multi_worker_strategy_keeps_the_longer_heartbeat_timeout():
+    # Each worker sets up the coordination service itself before the strategy is made; the
+    # strategy must keep it (its own set-up would use TensorFlow's 10 s default).
+    script = (
+        "import tensorflow as tf\n"
+        "from tensorflow.python.eager import context\n"
+        "from fcos_tf.training import distribution\n"
+        "strategy = distribution.select_strategy('auto')\n"
+        "config = context.context().coordination_service\n"
+        "print(isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy),\n"
+        "      strategy.num_replicas_in_sync,\n"
+        "      config.heartbeat_timeout_in_ms, config.service_leader,\n"
+        "      sorted((job.name, job.num_tasks) for job in config.coordinated_job_list))\n"
+    )
+    outputs = helpers.run_local_workers([sys.executable, "-c", script], cwd=REPO, timeout=120)
+    expected = (
+        f"True 2 {1000 * distribution.HEARTBEAT_TIMEOUT_S} "
+        "/job:worker/replica:0/task:0 [('worker', 2)]"
+    )
+    assert distribution.HEARTBEAT_TIMEOUT_S > 10  # longer than TensorFlow's default
+    for output in outputs:
+        assert expected in output, output[-2000:]
+
+
+@pytest.mark.slow
 def test_sigterm_to_train_py_saves_and_the_same_command_resumes(tmp_path):
     flags = helpers.tiny_train_flags(
         tmp_path, lr_steps="(3,)", steps_per_epoch=10, checkpoint_every=100000

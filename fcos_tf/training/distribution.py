@@ -16,6 +16,13 @@ import tensorflow as tf
 # Values of config.train.strategy.
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 
+# How long TensorFlow's coordination service waits for a worker's heartbeat before it stops
+# the whole cluster. Its default, 10 s, is shorter than a heartbeat can be late when workers
+# share a machine's cores with other work (several workers on one host, a loaded CI machine):
+# one missed deadline there ended a healthy two-worker run. A worker that is really gone
+# still stops the others, a minute later.
+HEARTBEAT_TIMEOUT_S = 60
+
 
 def _tf_config_num_workers():
     tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
@@ -40,10 +47,39 @@ def select_strategy(name: str = "auto", devices: Sequence[str] = ()) -> tf.distr
     if name not in STRATEGIES:
         raise ValueError(f"name: unknown strategy {name!r}")
     if name == "multi_worker" or (name == "auto" and _tf_config_num_workers() > 1):
+        _configure_coordination_service(HEARTBEAT_TIMEOUT_S)
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored" or (name == "auto" and len(tf.config.list_logical_devices("GPU")) > 1):
         return mirrored_strategy(devices)
     return tf.distribute.get_strategy()
+
+
+def _configure_coordination_service(heartbeat_timeout_s: float) -> None:
+    """Sets up the coordination service as ``MultiWorkerMirroredStrategy`` would, but for the
+    heartbeat timeout (the strategy has no option for it and keeps a service set up before it).
+    """
+    # Private TensorFlow modules: the strategy's own set-up uses the same calls.
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+
+    if context.context().coordination_service is not None:
+        return
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    cluster_spec = multi_worker_util.normalize_cluster_spec(resolver.cluster_spec())
+    if resolver.task_type not in ("chief", "worker"):
+        return  # evaluators are not coordinated
+    jobs = [
+        coordination_config_pb2.CoordinatedJob(name=job, num_tasks=cluster_spec.num_tasks(job))
+        for job in ("chief", "worker")
+        if job in cluster_spec.jobs
+    ]
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(cluster_spec),
+        heartbeat_timeout_in_ms=int(heartbeat_timeout_s * 1000),
+        coordinated_jobs=jobs,
+    )
 
 
 # Collective keys reserved for one MirroredStrategy (TensorFlow's own tests space them so).
