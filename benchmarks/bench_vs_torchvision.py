@@ -46,13 +46,15 @@ the first step (build and tracing included) separately.
 import times of TensorFlow and torch, which come before. (The torchvision processes import
 TensorFlow too, idle: the benchmark's helpers do.)
 
-``--part=train_profile`` (fcos_tf only, the last ``--precision``; ``bfloat16`` is
-``mixed_bfloat16``): where the first step's time goes (building the model, tracing the step
-in Python, the first call: grappler, kernel creation and the step itself; and the first
-step with ``run_eagerly=True``, which traces nothing), and the op time of one step by op
-type and by part of the graph (forward, gradient, optimizer), read from a
-``tf.profiler`` trace. Op times add up over TensorFlow's threads, so their sum exceeds the
-step's wall time.
+``--part=train_profile`` (the last ``--precision``; ``bfloat16`` is ``mixed_bfloat16``):
+where fcos_tf's first step's time goes (building the model, tracing the step in Python, the
+first call: grappler, kernel creation and the step itself; and the first step with
+``run_eagerly=True``, which traces nothing), and the op time of one step by op type and by
+part of the graph (forward, gradient, optimizer), read from a ``tf.profiler`` trace. Op
+times add up over TensorFlow's threads, so their sum exceeds the step's wall time. Then
+(unless ``--peers=none``) torchvision's step at the same precision (``channels_last``, and
+``autocast`` for bfloat16) by op from ``torch.profiler``: its convolutions forward and
+backward, and the rest.
 """
 
 import argparse
@@ -578,7 +580,55 @@ def train_profile(args):
         ["part", "op type", "op time ms"],
         [[part, op, 1e3 * seconds] for (part, op), seconds in times.most_common(args.top)],
     )
+    if args.peers != "none":
+        print()
+        _torchvision_train_profile(args, precision)
     print(f"\nLoad after the run: {common.load_average():.1f}")
+
+
+# torchvision's convolution ops under torch.profiler: forward, and both gradients in one op.
+_TORCH_CONV_OPS = {"aten::mkldnn_convolution": "forward", "aten::convolution_backward": "gradient"}
+
+
+def _torchvision_train_profile(args, precision):
+    """The peer's train step at ``precision`` by op, from ``torch.profiler``.
+
+    torch runs one op at a time on all its threads, so its op times add up to the step's
+    wall time (fcos_tf's above add up over the ops that run at once).
+    """
+    import torch
+
+    common.import_torchvision()
+    torch.set_num_threads(args.threads)
+    name = (
+        "torchvision channels_last autocast bf16"
+        if precision == "bfloat16"
+        else "torchvision channels_last float32"
+    )
+    step, _, _ = _train_candidate(args, name)
+    timing = common.time_call(step, warmup=2, repeats=3)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as trace:
+        step()
+    ops = [(event.key, event.self_cpu_time_total * 1e-3) for event in trace.key_averages()]
+    convolutions = {part: 0.0 for part in _TORCH_CONV_OPS.values()}
+    for op, ms in ops:
+        if op in _TORCH_CONV_OPS:
+            convolutions[_TORCH_CONV_OPS[op]] += ms
+    total = sum(ms for _, ms in ops)
+    common.print_table(
+        [f"{name}: step", "ms"],
+        [
+            ["step, median (no profiler)", 1e3 * timing["median"]],
+            ["convolutions, forward", convolutions["forward"]],
+            ["convolutions, gradient", convolutions["gradient"]],
+            ["everything else", total - sum(convolutions.values())],
+        ],
+    )
+    print()
+    common.print_table(
+        ["torchvision op", "self time ms"],
+        [[op, ms] for op, ms in sorted(ops, key=lambda item: -item[1])[: args.top]],
+    )
 
 
 def profile(args):
