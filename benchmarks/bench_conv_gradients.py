@@ -3,8 +3,9 @@
 For each convolution shape of ResNet-50's ``layer1``..``layer4`` at 512x512, batch 2
 (``[2, H, H, C_in] -> [2, H, H, C_out]``, stride 1): the forward ``Conv2D``, the kernel
 gradient ``Conv2DBackpropFilter``, the input gradient ``Conv2DBackpropInput`` and, for 1x1
-kernels, the kernel gradient as a matrix product ``reshape(x)^T @ reshape(dy)`` (what
-``fcos_tf.modeling.backbone.FrozenBNConv2D`` takes in bfloat16 training). Each op runs in a
+kernels, the kernel gradient as a matrix product ``reshape(x)^T @ reshape(dy)``
+(``fcos_tf.modeling.backbone.conv1x1_kernel_gradient``, what ``FrozenBNConv2D`` takes in
+bfloat16 training). Each op runs in a
 ``tf.function`` of its own; ``--repeats`` calls after two warm-up calls, mean time. The
 same-run 4096x4096 ``tf.matmul`` rate per dtype is printed below the table.
 
@@ -20,6 +21,7 @@ import time
 import tensorflow as tf
 
 from benchmarks import common
+from fcos_tf.modeling import backbone
 
 # (H, C_in, C_out, kernel) of ResNet-50 at 512x512: layer1..layer4's 1x1 and 3x3 convs.
 SHAPES = (
@@ -81,13 +83,7 @@ def _rates(dtype, size, channels_in, channels_out, kernel, repeats):
         _seconds(input_gradient, dy, w, repeats=repeats),
     ]
     if kernel == 1:
-        matmul_gradient = tf.function(
-            lambda x, dy: tf.matmul(
-                tf.reshape(x, [-1, channels_in]),
-                tf.reshape(dy, [-1, channels_out]),
-                transpose_a=True,
-            )
-        )
+        matmul_gradient = tf.function(backbone.conv1x1_kernel_gradient)
         times.append(_seconds(matmul_gradient, x, dy, repeats=repeats))
     rates = [flops / t / 1e9 for t in times]
     return rates + [float("nan")] * (4 - len(rates))

@@ -455,7 +455,7 @@ def test_conv1x1_matmul_kernel_gradient_equals_tensorflows(padding):
     np.testing.assert_allclose(ours[2], reference[2], rtol=1e-12, atol=1e-12)
 
 
-def test_bfloat16_training_takes_1x1_kernel_gradients_from_matmuls():
+def test_bfloat16_training_takes_1x1_kernel_gradients_from_matmuls(monkeypatch):
     folded, _ = _resnets_with_random_statistics()
     with builders.dtype_policy("mixed_bfloat16"):
         model = ResNet(depth=50)
@@ -485,12 +485,10 @@ def test_bfloat16_training_takes_1x1_kernel_gradients_from_matmuls():
     # The same gradients as TensorFlow's own, up to bfloat16 rounding of each kernel's sum
     # (the input gradients are the same ops, so no difference compounds down the network).
     ours = gradients()
-    original = backbone_lib.FrozenBNConv2D._matmul_kernel_gradient
-    try:
-        backbone_lib.FrozenBNConv2D._matmul_kernel_gradient = lambda self, inputs: False
-        reference = gradients()
-    finally:
-        backbone_lib.FrozenBNConv2D._matmul_kernel_gradient = original
+    monkeypatch.setattr(
+        backbone_lib.FrozenBNConv2D, "_matmul_kernel_gradient", lambda self, inputs: False
+    )
+    reference = gradients()
     assert len(ours) == len(reference) == 42
     for variable, a, b in zip(model.trainable_weights, ours, reference, strict=True):
         error = float(tf.norm(tf.cast(a - b, tf.float32)) / tf.norm(tf.cast(b, tf.float32)))

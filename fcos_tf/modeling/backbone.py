@@ -227,7 +227,6 @@ def _conv1x1_with_matmul_kernel_gradient(inputs, kernel, padding):
     nothing) is ``sum over locations of x (outer) dy``; the input gradient is the op
     TensorFlow's own ``Conv2D`` gradient uses.
     """
-    channels_in, channels_out = kernel.shape[2], kernel.shape[3]
 
     @tf.custom_gradient
     def conv(x, w):
@@ -242,16 +241,26 @@ def _conv1x1_with_matmul_kernel_gradient(inputs, kernel, padding):
                     strides=[1, 1, 1, 1],
                     padding=padding,
                 )
-                d_w = tf.matmul(
-                    tf.reshape(x, [-1, channels_in]),
-                    tf.reshape(upstream, [-1, channels_out]),
-                    transpose_a=True,
-                )
-                return d_x, tf.reshape(d_w, [1, 1, channels_in, channels_out])
+                return d_x, conv1x1_kernel_gradient(x, upstream)
 
         return outputs, gradient
 
     return conv(inputs, kernel)
+
+
+def conv1x1_kernel_gradient(inputs, upstream):
+    """The ``[1, 1, Cin, Cout]`` kernel gradient of a stride-1 1x1 convolution, as a matmul.
+
+    ``sum over locations of x (outer) dy``: ``reshape(inputs)^T @ reshape(upstream)`` for
+    ``[B, H, W, Cin]`` inputs and ``[B, H, W, Cout]`` upstream gradients.
+    """
+    channels_in, channels_out = inputs.shape[-1], upstream.shape[-1]
+    kernel_gradient = tf.matmul(
+        tf.reshape(inputs, [-1, channels_in]),
+        tf.reshape(upstream, [-1, channels_out]),
+        transpose_a=True,
+    )
+    return tf.reshape(kernel_gradient, [1, 1, channels_in, channels_out])
 
 
 def _conv(
