@@ -15,6 +15,8 @@ import tensorflow as tf
 
 # Values of config.train.strategy.
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+# The TF_CONFIG jobs that train (and that TensorFlow's coordination service coordinates).
+_TRAINING_JOBS = ("chief", "worker")
 
 # How long TensorFlow's coordination service waits for a worker's heartbeat before it stops
 # the whole cluster. Its default, 10 s, is shorter than a heartbeat can be late when workers
@@ -27,7 +29,7 @@ HEARTBEAT_TIMEOUT_S = 60
 def _tf_config_num_workers():
     tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
     cluster = tf_config.get("cluster", {})
-    return sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
+    return sum(len(cluster.get(kind, [])) for kind in _TRAINING_JOBS)
 
 
 def select_strategy(name: str = "auto", devices: Sequence[str] = ()) -> tf.distribute.Strategy:
@@ -66,12 +68,12 @@ def _configure_coordination_service(heartbeat_timeout_s: float) -> None:
     if context.context().coordination_service is not None:
         return
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-    cluster_spec = multi_worker_util.normalize_cluster_spec(resolver.cluster_spec())
-    if resolver.task_type not in ("chief", "worker"):
+    if resolver.task_type not in _TRAINING_JOBS:
         return  # evaluators are not coordinated
+    cluster_spec = multi_worker_util.normalize_cluster_spec(resolver.cluster_spec())
     jobs = [
         coordination_config_pb2.CoordinatedJob(name=job, num_tasks=cluster_spec.num_tasks(job))
-        for job in ("chief", "worker")
+        for job in _TRAINING_JOBS
         if job in cluster_spec.jobs
     ]
     context.context().configure_coordination_service(
