@@ -5,6 +5,7 @@ r"""fcos_tf's served SavedModel against torchvision's ``fcos_resnet50_fpn`` at i
     python -m benchmarks.bench_vs_torchvision --part=train
     python -m benchmarks.bench_vs_torchvision --part=first_step
     python -m benchmarks.bench_vs_torchvision --part=train_profile --precision=bfloat16
+    python -m benchmarks.bench_vs_torchvision --part=train_kernels --precision=bfloat16
     ONEDNN_MAX_CPU_ISA=AVX2 python -m benchmarks.bench_vs_torchvision --part=inference \
         --sizes=512x512 --peers=none --precision=float32
 
@@ -55,6 +56,13 @@ times add up over TensorFlow's threads, so their sum exceeds the step's wall tim
 (unless ``--peers=none``) torchvision's step at the same precision (``channels_last``, and
 ``autocast`` for bfloat16) by op from ``torch.profiler``: its convolutions forward and
 backward, and the rest.
+
+``--part=train_kernels`` (the last ``--precision``): the oneDNN primitives of the train step
+of each framework (``ONEDNN_VERBOSE=1``, each in a new process, ``--repeats`` steps after
+three, fcos_tf with one inter-op thread so that no two primitives share the cores and each
+time is its own): time per step by primitive, implementation and propagation kind, then,
+for the implementations both frameworks run on the same problems (same shapes, strides and
+padding), the time of those problems in each.
 """
 
 import argparse
@@ -631,6 +639,121 @@ def _torchvision_train_profile(args, precision):
     )
 
 
+# The oneDNN primitives of a train step (--part=train_kernels): a child process prints this
+# before and after the step it reports, so that the build and earlier steps are left out.
+_STEP_MARKERS = ("fcos-step-begin", "fcos-step-end")
+
+
+def train_kernels(args):
+    """The oneDNN primitives of the train step of each framework, and their times per step."""
+    precision = args.precision.split(",")[-1]
+    names = (
+        ["fcos_tf mixed_bfloat16", "torchvision channels_last autocast bf16"]
+        if precision == "bfloat16"
+        else ["fcos_tf float32", "torchvision channels_last float32"]
+    )
+    if args.peers == "none":
+        names = names[:1]
+    common.print_header(
+        f"oneDNN primitives of the train step 512x512 batch 2, {precision}, {args.threads} "
+        f"threads, per step over {args.repeats} steps (ONEDNN_VERBOSE; fcos_tf with one "
+        "inter-op thread)"
+    )
+    calls = {name: _step_primitives(args, name) for name in names}
+    for name, (step_s, primitives) in calls.items():
+        print(
+            f"{name}: step median {step_s:.3f} s (under ONEDNN_VERBOSE), primitives "
+            f"{sum(ms for *_, ms in primitives):.0f} ms per step"
+        )
+    print()
+    by_kind = {}
+    for column, (_, primitives) in enumerate(calls.values()):
+        for kind, implementation, propagation, _, ms in primitives:
+            row = by_kind.setdefault((kind, implementation, propagation), [[0, 0.0] for _ in calls])
+            row[column][0] += 1
+            row[column][1] += ms
+    common.print_table(
+        ["primitive", "implementation", "propagation"]
+        + [f"{name}: calls, ms per step" for name in calls],
+        [
+            [*key, *(f"{n // args.repeats}, {ms:.1f}" for n, ms in row)]
+            for key, row in sorted(by_kind.items(), key=lambda item: -max(ms for _, ms in item[1]))
+        ],
+    )
+    if len(calls) < 2:
+        return
+    print()
+    (_, ours), (_, theirs) = calls.values()
+    rows = []
+    for key in sorted(by_kind, key=lambda key: -by_kind[key][0][1]):
+        # Problems (shapes, strides, padding) that both run with this implementation.
+        problems = [{}, {}]
+        for side, primitives in zip(problems, (ours, theirs)):
+            for *kind, problem, ms in primitives:
+                if tuple(kind) == key:
+                    side[problem] = side.get(problem, 0.0) + ms
+        shared = set(problems[0]) & set(problems[1])
+        if shared:
+            mine, peer = (sum(side[p] for p in shared) for side in problems)
+            rows.append([*key, len(shared), mine, peer, mine / peer])
+    common.print_table(
+        ["primitive", "implementation", "propagation", "same problems", *calls, "ratio"], rows
+    )
+
+
+def _step_primitives(args, name):
+    """``(step s, [(primitive, implementation, propagation, problem, ms per step)])``."""
+    command = [sys.executable, "-m", "benchmarks.bench_vs_torchvision"]
+    command += ["--part=train_kernels_child", f"--candidate={name}", f"--threads={args.threads}"]
+    command.append(f"--repeats={args.repeats}")
+    env = dict(os.environ, ONEDNN_VERBOSE="1", TF_NUM_INTEROP_THREADS="1")
+    result = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+    lines = result.stdout.splitlines()
+    begin, end = (lines.index(marker) for marker in _STEP_MARKERS)
+    primitives = [
+        (*primitive[:4], primitive[4] / args.repeats)
+        for primitive in onednn_primitives(lines[begin:end])
+    ]
+    return json.loads(lines[end + 1]), primitives
+
+
+def onednn_primitives(lines):
+    """``[(primitive, implementation, propagation, problem, ms)]`` of oneDNN's verbose lines.
+
+    The lines of executed primitives (``ONEDNN_VERBOSE=1``, oneDNN 3.x) read
+    ``onednn_verbose,v1,primitive,exec,cpu,<primitive>,<implementation>,<propagation>,
+    <memory descriptors>,<attributes>,<auxiliary>,<problem>,<ms>``; other lines are skipped.
+    """
+    primitives = []
+    for line in lines:
+        fields = line.split(",")
+        if not line.startswith("onednn_verbose") or "exec" not in fields:
+            continue
+        at = fields.index("exec") + 2
+        primitives.append((*fields[at : at + 3], fields[-2], float(fields[-1])))
+    return primitives
+
+
+def train_kernels_child(args):
+    """The helper of :func:`_step_primitives`: three steps, then ``--repeats`` between the markers.
+
+    Prints the median step time after the end marker.
+    """
+    step, _, _ = _train_candidate(args, args.candidate)
+    for _ in range(3):
+        step()
+    print(_STEP_MARKERS[0], flush=True)
+    seconds = []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        step()
+        seconds.append(time.perf_counter() - started)
+    print(_STEP_MARKERS[1], flush=True)
+    print(json.dumps(statistics.median(seconds)), flush=True)
+    print(_STEP_MARKERS[1], flush=True)
+    print(json.dumps(seconds), flush=True)
+
+
 def profile(args):
     """Where the time goes: the network's parts and one head layer's ops, both frameworks."""
     import torch
@@ -724,6 +847,8 @@ def main():
             "first_step",
             "first_step_child",
             "train_profile",
+            "train_kernels",
+            "train_kernels_child",
             "profile",
         ),
         default="inference",
@@ -759,6 +884,7 @@ def main():
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     parts = {"inference": inference, "train": train, "train_profile": train_profile}
     parts["profile"] = profile
+    parts.update(train_kernels=train_kernels, train_kernels_child=train_kernels_child)
     parts.update(first_step=first_step, first_step_child=first_step_child)
     parts[args.part](args)
 

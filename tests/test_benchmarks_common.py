@@ -136,3 +136,39 @@ def test_trace_op_times_reads_the_ops_of_a_profiled_function(tmp_path):
     matmul = sum(t for name, t in times.items() if "MatMul" in name.rsplit(":", 1)[-1])
     assert matmul > 0 and all(duration >= 0 for duration in times.values())
     assert not any("ExecutorState" in name for name in times)
+
+
+def test_onednn_primitives_reads_the_verbose_lines_of_a_convolution(tmp_path):
+    # What --part=train_kernels rests on: oneDNN's verbose format, as this TensorFlow prints
+    # it. A 3x3 convolution 8 -> 16 channels on a 1x12x10 input: one forward primitive.
+    import os
+    import subprocess
+    import sys
+
+    from benchmarks.bench_vs_torchvision import onednn_primitives
+
+    code = (
+        "import tensorflow as tf\n"
+        "x = tf.ones([1, 12, 10, 8]); w = tf.ones([3, 3, 8, 16])\n"
+        "print('begin', flush=True)\n"
+        "print(float(tf.reduce_sum(tf.nn.conv2d(x, w, 1, 'SAME'))), flush=True)\n"
+    )
+    env = dict(os.environ, ONEDNN_VERBOSE="1", TF_ENABLE_ONEDNN_OPTS="1")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    lines = result.stdout.splitlines()
+    after = lines[lines.index("begin") :]
+    primitives = onednn_primitives(after)
+    convolutions = [p for p in primitives if p[0] == "convolution"]
+    assert len(convolutions) == 1, after
+    kind, implementation, propagation, problem, ms = convolutions[0]
+    assert propagation in ("forward_training", "forward_inference")
+    assert implementation  # e.g. brg_conv_fwd:avx512_core
+    assert problem.startswith("mb1_ic8oc16_ih12oh12kh3sh1")
+    assert ms > 0
+    # Lines that are not executed primitives are skipped, and a made-up line is read field
+    # by field.
+    assert onednn_primitives(["onednn_verbose,v1,info,oneDNN v3.7.3", "other output"]) == []
+    line = "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src dst,,,256x256x3x3,0.5"
+    assert onednn_primitives([line]) == [("reorder", "jit:uni", "undef", "256x256x3x3", 0.5)]
