@@ -3,7 +3,8 @@
 It saves every ``checkpoint_every`` steps and at the end, on SIGTERM/SIGINT saves then stops,
 and on a non-finite loss stops without saving, so that the last checkpoint on disk is the
 last good one. A :class:`SignalWatchdog` makes sure a signal ends the process even when no
-batch boundary comes (an input pipeline blocked inside a C++ call).
+batch boundary comes (an input pipeline blocked inside a C++ call). :class:`EpochProgress`
+is the progress bar, in epochs of the run's step counter.
 """
 
 import math
@@ -15,6 +16,8 @@ import time
 
 import keras
 import tensorflow as tf
+from absl import logging as absl_logging
+from keras.utils import Progbar
 
 from fcos_tf.training.optimization import current_learning_rate, global_step
 
@@ -217,3 +220,100 @@ class TrainingControl(keras.callbacks.Callback):
             self.checkpointer.save()
         if self.summary_writer is not None:
             self.summary_writer.flush()
+
+
+def _print_as_keras(message):
+    """A line where Keras' progress bars write theirs: stdout, or absl's log when Keras'
+    interactive logging is off (``keras.config.disable_interactive_logging``)."""
+    if keras.config.is_interactive_logging_enabled():
+        print(message, flush=True)
+    else:
+        absl_logging.info(message)
+
+
+class _ProgbarFrom(Progbar):
+    """A ``keras.utils.Progbar`` whose first update is step ``start + 1`` of its target.
+
+    Its time per step (and so the ETA) counts the steps it has seen, not the ``start``
+    steps before it.
+    """
+
+    def __init__(self, start: int, **kwargs):
+        super().__init__(**kwargs)
+        self.start = int(start)
+
+    def _estimate_step_duration(self, current, now):
+        return super()._estimate_step_duration(current - self.start, now)
+
+
+class EpochProgress(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, in epochs of the run's step counter.
+
+    ``fit`` runs Keras epochs of ``steps_per_epoch`` steps from the step it starts at, so a
+    run resumed at step 162 of 100-step epochs would show steps 163-262 as one epoch,
+    "100/100". Here epoch ``e`` (from 1) holds the steps ``(e - 1) * steps_per_epoch + 1``
+    to ``e * steps_per_epoch`` of the optimizer's counter: the resumed run shows "Epoch 2/5"
+    from 63/100, the next epoch line comes after step 200, and a run that stops inside an
+    epoch (``total_steps``, a signal, a non-finite loss) leaves its bar where it stopped.
+
+    The losses shown are the step's logs, Keras' running means: they restart where Keras'
+    epochs start (in a resumed run, every ``steps_per_epoch`` steps from the resume step).
+
+    Args:
+        steps_per_epoch: steps per epoch.
+        total_steps: the step at which the run ends (the number of epochs shown).
+    """
+
+    def __init__(self, steps_per_epoch: int, total_steps: int):
+        super().__init__()
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.total_steps = int(total_steps)
+        self._epoch = None
+        self._logs = {}
+        self._open = False
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs = -(-self.total_steps // self.steps_per_epoch)
+        self.target = self.steps_per_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        pass  # the bar's epochs follow the step counter: on_train_batch_end
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # The bar of an epoch starts before its first step, as Keras' does (its time
+        # includes that step).
+        epoch, done = divmod(global_step(self.model.optimizer), self.steps_per_epoch)
+        if epoch != self._epoch:
+            self._finish()
+            self._epoch = epoch
+            self.progbar = _ProgbarFrom(
+                done,
+                target=self.target,
+                verbose=self.verbose,
+                unit_name="step",
+                stateless_metrics=set(),
+            )
+            self._open = True
+            if self.verbose and self.epochs > 1:
+                _print_as_keras(f"Epoch {epoch + 1}/{self.epochs}")
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen = global_step(self.model.optimizer) - self._epoch * self.steps_per_epoch
+        self._logs = dict(logs or {})
+        if self.verbose == 1:
+            self.progbar.update(self.seen, list(self._logs.items()), finalize=False)
+        if self.seen == self.steps_per_epoch:
+            self._finish()
+
+    def on_train_end(self, logs=None):
+        self._finish()
+
+    def _finish(self):
+        """Ends the open epoch's bar at the step reached (one line when not a terminal)."""
+        if self._open:
+            self.progbar.update(self.seen, list(self._logs.items()), finalize=True)
+            self._open = False

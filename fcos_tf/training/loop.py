@@ -16,7 +16,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from fcos_tf.training.callbacks import TrainingControl
+from fcos_tf.training.callbacks import EpochProgress, TrainingControl
 from fcos_tf.training.checkpoint import Checkpointer
 from fcos_tf.training.optimization import global_step
 
@@ -72,7 +72,8 @@ def fit(
             data a straight run would have seen).
         checkpointer: a ``Checkpointer``; restored here.
         total_steps: step count at which training ends.
-        steps_per_epoch: steps per Keras epoch (progress bar unit).
+        steps_per_epoch: steps per epoch (progress bar unit): epoch e holds the steps
+            (e - 1) * steps_per_epoch + 1 .. e * steps_per_epoch, also in a resumed run.
         checkpoint_every: save interval in steps.
         summary_writer: optional ``tf.summary`` writer (chief only).
         log_every: scalar interval in steps.
@@ -106,9 +107,11 @@ def fit(
     control = TrainingControl(
         checkpointer, total_steps, checkpoint_every, summary_writer, log_every, handle_signals
     )
-    # Epoch e covers steps [e * steps_per_epoch, (e + 1) * steps_per_epoch); a resumed run
-    # starts in the epoch of its step and TrainingControl stops it at exactly total_steps.
+    # Keras epochs of steps_per_epoch steps from the start step, as many as could be needed;
+    # TrainingControl stops the run at exactly total_steps. The progress bar (EpochProgress)
+    # counts epochs by the step counter, so that a resumed run shows the epoch of its step.
     epochs = -(-total_steps // steps_per_epoch)
+    progress = [EpochProgress(steps_per_epoch, total_steps)] if verbose != 0 else []
     if model.built and model.optimizer.built:
         # Under a strategy Keras (3.15) first averages one batch over the replicas to build
         # the model symbolically. The model and optimizer are built already, so this would
@@ -123,7 +126,7 @@ def fit(
         initial_epoch=start_step // steps_per_epoch,
         steps_per_epoch=steps_per_epoch,
         shuffle=False,
-        callbacks=[control, *callbacks],
+        callbacks=[control, *progress, *callbacks],
         verbose=verbose,
     )
     result.update(
