@@ -51,11 +51,13 @@ _IMPORT_NOISE = (
 )
 
 __all__ = [
+    "COCO_READER_TERMS",
     "DEBUG_ENV",
     "debug_requested",
     "define_model_flags",
     "fail",
     "import_tensorflow",
+    "in_command_terms",
     "parse_flags",
     "progress_verbosity",
     "set_up_logging",
@@ -87,14 +89,48 @@ def debug_requested(argv: Sequence[str] | None = None) -> bool:
     return False
 
 
+# The library's errors name its arguments (`workdir`='/runs/x'); a command's user knows its
+# flags. parse_flags records the running command's: argument name -> the words for it
+# ("--workdir", or "" where the value alone says it: a positional file).
+_command_terms: dict[str, str] = {}
+# The COCO reader's arguments (fcos_tf.data.coco.read_coco) as the commands that read COCO
+# files name them (fcos-convert-dataset, fcos-draw-targets).
+COCO_READER_TERMS = {"annotation_file": "--annotations", "image_dir": "--images"}
+
+
+def in_command_terms(message: str) -> str:
+    """``message`` with the library's argument names replaced by the command's flags.
+
+    A name in backquotes that is one of the running command's terms (its flags, and the
+    aliases it gave :func:`parse_flags`) becomes the flag: the ``workdir`` of "`workdir`='/x'
+    does not exist" reads "--workdir='/x' does not exist"; an alias of ``""`` leaves the
+    value alone ("'/x.pth' does not exist"). Other names are left as they are.
+    """
+
+    def replace(match):
+        name, value = match.group(1), match.group(2)
+        if name not in _command_terms:
+            return match.group(0)
+        term = _command_terms[name]
+        if value is None:
+            return term or match.group(0)
+        return f"{term}={value}" if term else value
+
+    return re.sub(r"`(\w+)`(?:=('[^']*'|\S+))?", replace, message)
+
+
 def fail(message: str, error: BaseException | None = None) -> NoReturn:
     """Exits with status 1 and ``message`` as the last line of stderr.
+
+    The library's argument names in ``message`` are given as the command's flags
+    (:func:`in_command_terms`).
 
     Args:
         message: one line saying what is wrong and, where possible, what to do.
         error: the exception behind it; its traceback is printed first when
             :func:`debug_requested`.
     """
+    message = in_command_terms(message)
     if error is not None and debug_requested():
         traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
     sys.stderr.flush()
@@ -225,6 +261,37 @@ def _innermost_message(error: BaseException) -> str:
     return str(error.args[0]) if error.args else str(error)
 
 
+def _config_override_message(arguments: Sequence[str], error: BaseException) -> str:
+    """One line for a refused ``--config.<key>`` override.
+
+    For an unknown key: the override, the section that lacks it and, without a "did you
+    mean", the keys that section has (from the base config, which every recipe shares).
+    """
+    message = _one_line(_innermost_message(error))
+    match = re.fullmatch(r"'(\w+)'(.*)", message, re.DOTALL)
+    for arg in arguments if match else ():
+        if not arg.startswith(f"--{CONFIG_FLAG}."):
+            continue
+        key, rest = match.groups()
+        path = arg[len(CONFIG_FLAG) + 3 :].split("=", 1)[0].split(".")
+        if key not in path:
+            continue
+        section = path[: path.index(key)]
+        where = "config." + ".".join(section) if section else "the config"
+        text = f"Invalid --config override --config.{'.'.join(path)}: {where} has no key {key!r}"
+        if rest:  # ". Did you mean ..."
+            return text + rest
+        from fcos_tf.core.config import base_config
+
+        keys = base_config()
+        for name in section:
+            keys = keys.get(name) if hasattr(keys, "get") else None
+        if hasattr(keys, "keys"):
+            return f"{text}; it has {', '.join(sorted(keys.keys()))}."
+        return text + "."
+    return f"Invalid --config override: {message}"
+
+
 def _define_config_flag(flag_values, program, arguments, recipe_default, workdir_default):
     from ml_collections import config_flags
 
@@ -273,6 +340,7 @@ def parse_flags(
     positional: str | None = None,
     recipe_default: str | None = None,
     workdir_config: bool = False,
+    terms: dict[str, str] | None = None,
 ) -> tuple[flags.FlagValues, list[str]]:
     """Parses a command's flags, the same way for every command.
 
@@ -291,6 +359,10 @@ def parse_flags(
         recipe_default: with a ``--config`` recipe flag: the recipe used when none is given.
         workdir_config: with a ``--config`` flag whose default is ``<--workdir>/config.json``
             (the commands that read a trained run).
+        terms: library argument names that the command's errors should say otherwise
+            (:func:`in_command_terms`): ``{"annotation_file": "--annotations"}``, or ``""``
+            for a value that is the command's positional argument. Every flag of the
+            command is a term of its own.
 
     Returns:
         ``(flag_values, positional_arguments)``. A bad flag, an unknown config key or an
@@ -299,11 +371,16 @@ def parse_flags(
     arguments: list[str] = list(sys.argv[1:] if argv is None else argv)
     flag_values = flags.FlagValues()
     flags.DEFINE_bool("debug", False, DEBUG_FLAG_HELP, flag_values=flag_values)
+    _command_terms.clear()
+    _command_terms.update({"workdir": "--workdir"} if workdir_config else {})
+    _command_terms.update(terms or {})
     try:
         if recipe_default or workdir_config:
             arguments = _resolve_recipe(arguments)
             _define_config_flag(flag_values, program, arguments, recipe_default, workdir_config)
         define(flag_values)
+        for name in flag_values:
+            _command_terms.setdefault(name, f"--{name}")
         if any(arg.split("=", 1)[0] in _HELP for arg in arguments):
             _print_help(flag_values, program, positional)
         rest = flag_values([program, *arguments])[1:]
@@ -313,7 +390,7 @@ def parse_flags(
         fail(str(error), error)
     except (KeyError, AttributeError, TypeError, ValueError) as error:
         # An unknown --config.<key> is refused by lock_config (with a "did you mean").
-        fail(f"Invalid --config override: {_one_line(_innermost_message(error))}", error)
+        fail(_config_override_message(arguments, error), error)
     if rest and positional is None:
         fail(f"{program}: unexpected argument(s) {rest}; it takes flags only (--help).")
     # Only now: --help, a bad flag and an unknown config key answer without loading it.

@@ -98,7 +98,7 @@ def _counted(number, noun):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``fcos-convert-dataset`` with ``argv`` (default ``sys.argv[1:]``); returns status."""
-    args, _ = cli.parse_flags(_define_flags, argv, PROGRAM)
+    args, _ = cli.parse_flags(_define_flags, argv, PROGRAM, terms=cli.COCO_READER_TERMS)
     cli.set_up_logging()
     from fcos_tf.data import DatasetError
     from fcos_tf.data.label_map import LABEL_MAP_FILENAME

@@ -55,7 +55,7 @@ def _define_flags(flag_values):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``fcos-draw-targets`` with ``argv`` (default ``sys.argv[1:]``); returns the status."""
-    args, _ = cli.parse_flags(_define_flags, argv, PROGRAM)
+    args, _ = cli.parse_flags(_define_flags, argv, PROGRAM, terms=cli.COCO_READER_TERMS)
     cli.set_up_logging()
     from fcos_tf.data import DatasetError, coco, pipeline, synthetic
     from fcos_tf.data.visualize import save_batch

@@ -147,7 +147,9 @@ def _define_flags(flag_values):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``fcos-import`` with ``argv``; returns the exit status."""
-    args, files = cli.parse_flags(_define_flags, argv, PROGRAM, positional="WEIGHTS.pth")
+    args, files = cli.parse_flags(
+        _define_flags, argv, PROGRAM, positional="WEIGHTS.pth", terms={"path": ""}
+    )
     if len(files) != 1:
         cli.fail(f"{PROGRAM}: give one .pth checkpoint file.")
     cli.set_up_logging()

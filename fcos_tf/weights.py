@@ -58,7 +58,13 @@ def _define_flags(flag_values):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``fcos-weights`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    args, _ = cli.parse_flags(_define_flags, argv, PROGRAM)
+    args, _ = cli.parse_flags(
+        _define_flags,
+        argv,
+        PROGRAM,
+        # The library's `weights` is --source, its `source` --source_format.
+        terms={"weights": "--source", "source": "--source_format"},
+    )
     cli.set_up_logging()
     if args.source != "imagenet" and not os.path.exists(args.source):
         cli.fail(

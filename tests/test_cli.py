@@ -117,6 +117,68 @@ def test_help_marks_the_required_flags_and_names_no_module(capsys):
     assert "default: synthetic_small." in out and "synthetic_small.py" not in out, out
 
 
+def test_errors_name_the_commands_flags_not_the_librarys_arguments(capsys):
+    from absl import flags
+
+    def define(flag_values):
+        flags.DEFINE_string("workdir", None, "Run.", flag_values=flag_values)
+        flags.DEFINE_string("annotations", None, "COCO JSON.", flag_values=flag_values)
+        flags.DEFINE_string("images", None, "Image folder.", flag_values=flag_values)
+
+    cli.parse_flags(define, ["--workdir=w"], "fcos-x", terms={**cli.COCO_READER_TERMS, "path": ""})
+    cases = {
+        # A flag of the command, with and without a value; quoted values with spaces stay.
+        "`workdir`='/no where' does not exist.": "--workdir='/no where' does not exist.",
+        "No config.json in `workdir`=/runs/a; pass --config.": (
+            "No config.json in --workdir=/runs/a; pass --config."
+        ),
+        "Pass `workdir`, or both `checkpoint` and `config`.": (
+            "Pass --workdir, or both `checkpoint` and `config`."
+        ),
+        # Aliases: the reader's argument under the command's flag, a positional file alone.
+        "`annotation_file` not found: 'a.json'.": "--annotations not found: 'a.json'.",
+        "`image_dir`='/img' for `annotation_file`='a.json'": (
+            "--images='/img' for --annotations='a.json'"
+        ),
+        "`path`='/w.pth' does not exist.": "'/w.pth' does not exist.",
+        # Names the command does not know stay as they are.
+        "`boxes` must have shape [M, 4].": "`boxes` must have shape [M, 4].",
+    }
+    for message, expected in cases.items():
+        assert cli.in_command_terms(message) == expected, message
+    with pytest.raises(SystemExit) as stop:
+        cli.fail("`workdir`='x' does not exist.")
+    assert stop.value.code == "--workdir='x' does not exist."
+    # The next command's terms replace these.
+    cli.parse_flags(lambda flag_values: None, [], "fcos-y")
+    assert cli.in_command_terms("`workdir`='x'") == "`workdir`='x'"
+
+
+def test_an_unknown_config_key_names_the_override_and_its_section():
+    def message(*arguments):
+        with pytest.raises(SystemExit) as stop:
+            cli.parse_flags(
+                lambda flag_values: None,
+                list(arguments),
+                "fcos-x",
+                recipe_default="synthetic_small",
+            )
+        return stop.value.code
+
+    assert message("--config.data.tfrecord.train=/x") == (
+        "Invalid --config override --config.data.tfrecord.train: config.data.tfrecord has no "
+        "key 'train'; it has check_records, class_names, label_map_file, train_file_pattern, "
+        "val_file_pattern."
+    )
+    assert message("--config.train.bas_lr=1") == (
+        "Invalid --config override --config.train.bas_lr: config.train has no key 'bas_lr'. "
+        'Did you mean "base_lr" instead of "bas_lr"?'
+    )
+    assert message("--config.xyz=1").startswith(
+        "Invalid --config override --config.xyz: the config has no key 'xyz'; it has backbone, "
+    )
+
+
 # ------------------------------------------------------------------------------ --debug
 
 
@@ -149,7 +211,8 @@ def test_config_override_error_with_debug_shows_the_traceback(tmp_path):
     debug = _run(_train_command(flags + ["--debug"]))
     for result in (plain, debug):
         assert result.returncode == 1
-        assert result.stderr.strip().splitlines()[-1].startswith("Invalid --config override:")
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("Invalid --config override --config.train.no_such_key:"), last
     assert "Traceback" not in plain.stderr
     assert "Traceback (most recent call last)" in debug.stderr
 
@@ -180,6 +243,26 @@ def test_output_to_a_pipe_has_one_progress_line_per_epoch(tmp_path):
     progress = [line for line in lines if re.match(r"^2/2 - .*loss", line)]
     assert len(progress) == 2, result.stdout
     assert "Done at step 4" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_resumed_run_shows_the_epochs_of_its_step(tmp_path):
+    # 2-step epochs: the first run stops at step 3, inside epoch 2; the resumed run goes on
+    # to step 6 with epoch 2's last step, then epoch 3.
+    def progress(total_steps):
+        flags = _tiny_flags(tmp_path, total_steps=total_steps, checkpoint_every=100)
+        result = _run(_train_command(flags))
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        assert f"Done at step {total_steps}" in result.stdout
+        # Keras verbose=2 (a pipe): "Epoch e/E", then "done/2 - 1s - 500ms/step - loss: ...".
+        return [
+            line.split(" - ")[0]
+            for line in result.stdout.splitlines()
+            if line.startswith("Epoch ") or re.match(r"^\d+/2 - .*loss", line)
+        ]
+
+    assert progress(3) == ["Epoch 1/2", "2/2", "Epoch 2/2", "1/2"]
+    assert progress(6) == ["Epoch 2/3", "2/2", "Epoch 3/3", "2/2"]
 
 
 @pytest.mark.slow

@@ -390,7 +390,7 @@ def test_export_errors_are_one_line_and_debug_shows_the_traceback(tmp_path):
         result = _export_command(*flags, *extra)
         assert result.returncode == 1
         last = result.stderr.strip().splitlines()[-1]
-        assert last.startswith("Export failed: `version` 1 already exists"), last
+        assert last.startswith("Export failed: --version 1 already exists"), last
         assert ("Traceback" in result.stderr) == bool(extra)
     assert os.listdir(tmp_path) == ["1"]
 
@@ -404,7 +404,7 @@ def test_failed_export_says_nothing_about_warmup_records(tmp_path):
             "--config=synthetic_small",
             f"--output={tmp_path}",
         ),
-        "Export failed: `version` 1 already exists": (
+        "Export failed: --version 1 already exists": (
             f"--workdir={helpers.trained_workdir()}",
             f"--output={tmp_path}",
             "--version=1",

@@ -188,8 +188,8 @@ print(*errors, sep=chr(10))
     errors = result.stdout.splitlines()
     assert len(errors) == 3, errors  # one line each
     assert errors[0] == (
-        "Invalid --config override: 'batch_sise'. Did you mean \"batch_size\" instead of "
-        '"batch_sise"?'
+        "Invalid --config override --config.train.batch_sise: config.train has no key "
+        '\'batch_sise\'. Did you mean "batch_size" instead of "batch_sise"?'
     ), errors
     assert errors[1] == (
         "FATAL Flags parsing error: Unknown command line flag 'no_such_flag' (--help lists "
@@ -214,7 +214,7 @@ def test_commands_load_tensorflow_quietly_after_their_flags():
         ),
         (
             ["fcos_tf.export", "--workdir=no_such_run", "--output=o"],
-            "`workdir`='no_such_run' does not exist.",
+            "--workdir='no_such_run' does not exist.",
         ),
     ):
         result = subprocess.run(

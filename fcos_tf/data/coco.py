@@ -183,7 +183,7 @@ def _load_json(annotation_file):
     if not isinstance(dataset, dict) or not isinstance(dataset.get("images"), list):
         raise DatasetError(
             f"`annotation_file`={annotation_file!r} is not a COCO annotation "
-            f"file: it needs a JSON object with an `images` list."
+            f"file: it needs a JSON object with an 'images' list."
         )
     return dataset
 
@@ -195,7 +195,7 @@ def _index_images(dataset, annotation_file):
         if not isinstance(info, dict) or "id" not in info or "file_name" not in info:
             raise DatasetError(
                 f"Image entry {info!r} in `annotation_file`={annotation_file!r} "
-                f"needs an `id` and a `file_name`."
+                f"needs an 'id' and a 'file_name'."
             )
         first = images.setdefault(info["id"], info)
         if first is not info:
@@ -231,7 +231,7 @@ def _validate_annotations(dataset, label_map, annotation_file, images):
         if bbox is None or len(bbox) != 4:
             raise DatasetError(
                 f"Annotation {annotation.get('id')} in `annotation_file`="
-                f"{annotation_file!r} needs a 4-number `bbox`, got {bbox!r}."
+                f"{annotation_file!r} needs a 4-number 'bbox', got {bbox!r}."
             )
 
 
