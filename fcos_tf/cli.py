@@ -268,11 +268,13 @@ def _config_override_message(arguments: Sequence[str], error: BaseException) -> 
     mean", the keys that section has (from the base config, which every recipe shares).
     """
     message = _one_line(_innermost_message(error))
-    match = re.fullmatch(r"'(\w+)'(.*)", message, re.DOTALL)
-    for arg in arguments if match else ():
+    unknown = re.fullmatch(r"'(\w+)'(.*)", message, re.DOTALL)
+    if unknown is None:
+        return f"Invalid --config override: {message}"
+    key, rest = unknown.groups()
+    for arg in arguments:
         if not arg.startswith(f"--{CONFIG_FLAG}."):
             continue
-        key, rest = match.groups()
         path = arg[len(CONFIG_FLAG) + 3 :].split("=", 1)[0].split(".")
         if key not in path:
             continue
