@@ -54,6 +54,32 @@ def test_upsample_matches_pytorch_nearest(in_size, out_size):
     np.testing.assert_array_equal(result, expected)
 
 
+def test_upsample_gradient_sums_each_block_and_transposes_no_int32_shape():
+    # The gradient of an output pixel goes to its source pixel: each source pixel gets the
+    # sum of the 2x2 block it was copied to, cropped at odd target sizes (7x9 from 4x5).
+    rng = np.random.default_rng(1)
+    source = tf.constant(rng.normal(size=(2, 4, 5, 3)).astype("float32"))
+    upstream = rng.normal(size=(2, 7, 9, 3)).astype("float32")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3]), tf.TensorSpec([None] * 4)])
+    def gradient(x, target):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = upsample_nearest_to(x, target)
+        return tape.gradient(y, x, output_gradients=upstream)
+
+    padded = np.pad(upstream, [(0, 0), (0, 1), (0, 1), (0, 0)])
+    expected = padded.reshape(2, 4, 2, 5, 2, 3).sum(axis=(2, 4))
+    result = gradient(source, tf.zeros([2, 7, 9, 1]))
+    np.testing.assert_allclose(result.numpy(), expected, rtol=1e-6, atol=1e-6)
+    # An int32 Transpose in a graph makes TensorFlow's oneDNN rewrite log "oneDNN supports
+    # DT_INT32 only on platforms with AVX-512" in every process that trains (the gradient of
+    # the Tile of ops.repeat has one).
+    graph = gradient.get_concrete_function().graph
+    transposes = [op for op in graph.get_operations() if op.type == "Transpose"]
+    assert not [op.name for op in transposes if op.get_attr("T") == tf.int32]
+
+
 def _identity_fpn(channels, num_levels=5, p6_input="p5"):
     """An FPN whose convs copy their input (1x1 identity, 3x3 centre-tap identity), bias 0."""
     fpn = FPN(channels=channels, num_levels=num_levels, p6_input=p6_input)

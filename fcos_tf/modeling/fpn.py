@@ -33,7 +33,21 @@ def upsample_nearest_to(features, target):
         ``[B, h', w', C]``.
     """
     target_shape = ops.shape(target)
-    upsampled = ops.repeat(ops.repeat(features, 2, axis=1), 2, axis=2)
+    batch, height, width, channels = ops.shape(features)
+    # Each row twice ([B, h, 1, w*C] broadcast to [B, h, 2, w*C]), then each column twice
+    # ([B, 2h*w, 1, C] to [B, 2h*w, 2, C]): 4-D tensors throughout, as TFLite's kernels
+    # need. (Two ops.repeat do the same, but the gradient of their Tile transposes an int32
+    # shape tensor, which makes TensorFlow's oneDNN rewrite log an error line in every
+    # training process.)
+    rows = ops.broadcast_to(
+        ops.reshape(features, (batch, height, 1, width * channels)),
+        (batch, height, 2, width * channels),
+    )
+    upsampled = ops.broadcast_to(
+        ops.reshape(rows, (batch, 2 * height * width, 1, channels)),
+        (batch, 2 * height * width, 2, channels),
+    )
+    upsampled = ops.reshape(upsampled, (batch, 2 * height, 2 * width, channels))
     return upsampled[:, : target_shape[1], : target_shape[2], :]
 
 
