@@ -278,7 +278,7 @@ class EpochProgress(keras.callbacks.ProgbarLogger):
         self.target = self.steps_per_epoch
 
     def on_epoch_begin(self, epoch, logs=None):
-        pass  # the bar's epochs follow the step counter: on_train_batch_end
+        pass  # the bar's epochs follow the step counter: on_train_batch_begin
 
     def on_epoch_end(self, epoch, logs=None):
         pass
@@ -297,6 +297,7 @@ class EpochProgress(keras.callbacks.ProgbarLogger):
                 unit_name="step",
                 stateless_metrics=set(),
             )
+            self.seen = done
             self._open = True
             if self.verbose and self.epochs > 1:
                 _print_as_keras(f"Epoch {epoch + 1}/{self.epochs}")
