@@ -281,3 +281,35 @@ def test_batches_of_the_pipeline_shard_by_element(written):
         for w in range(2)
     ]
     assert ids == [[0, 2, 4], [1, 3]]
+
+
+def test_the_training_input_leaves_the_shard_policy_to_tfdata_and_shards_by_element(written):
+    # The run's input reads without the FILE policy (which make_pipeline would change to
+    # DATA, with tf.data's warning on every pipeline): tf.data's AUTO shards the batches by
+    # element all the same, as the test above does with DATA.
+    from tensorflow.python.distribute import input_ops
+
+    from fcos_tf.core import builders
+    from fcos_tf.core import config as config_lib
+
+    config = config_lib.load_recipe("synthetic_small")
+    config.data.dataset = "tfrecord"
+    config.data.tfrecord.train_file_pattern = _pattern(written["tfrecord"])
+    read = builders.read_split(config, "train")
+    auto = tf.data.experimental.AutoShardPolicy.AUTO
+    assert read.dataset.options().experimental_distribute.auto_shard_policy == auto
+    batches = pipeline.make_pipeline(
+        read.dataset,
+        training=False,
+        batch_size=1,
+        repeat=False,
+        eval_short_side=64,
+        max_size=80,
+        deterministic=True,
+    )
+    assert batches.options().experimental_distribute.auto_shard_policy == auto
+    ids = [
+        [int(labels["image_id"][0]) for _, labels in input_ops.auto_shard_dataset(batches, 2, w)]
+        for w in range(2)
+    ]
+    assert ids == [[0, 2, 4], [1, 3]]

@@ -247,6 +247,9 @@ def _read_files_dataset(data: Config, split: str) -> ReadResult:
             label_map_file=section.label_map_file,
             decode=False,
             check_records=section.check_records,
+            # make_pipeline shards its batches by element, which AUTO comes to: a FILE
+            # policy here would be changed to DATA there, with tf.data's warning.
+            shard_by_file=False,
         )
     if data.dataset == "yolo":
         from fcos_tf.data.yolo import read_yolo

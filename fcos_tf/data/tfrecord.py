@@ -24,7 +24,10 @@ each worker then reads its own files (use at least as many shards as workers) wh
 distributes this dataset or maps and batches of it. tf.data cannot follow the files through
 ``ignore_errors`` or a ``zip``, which :func:`fcos_tf.data.pipeline.make_pipeline` uses, so the
 pipeline's batches are sharded by element (each worker reads every file and keeps its share),
-as for the other readers. Every path goes through ``tf.io.gfile``, so object storage paths
+as for the other readers; the training and evaluation inputs read with
+``shard_by_file=False``, which leaves the policy unset (tf.data's ``AUTO`` then shards the
+pipeline's batches by element too) instead of having the pipeline change it, which tf.data
+reports with a warning. Every path goes through ``tf.io.gfile``, so object storage paths
 (``gs://...``) work.
 
 Bad data: ``check_records=True`` (the default) reads every record once at load time (no image
@@ -270,6 +273,7 @@ def read_tfrecord(
     decode: bool = True,
     check_records: bool = True,
     cycle_length: int = 16,
+    shard_by_file: bool = True,
 ) -> ReadResult:
     """Reads sharded TFRecord files of ``tf.train.Example`` into a dataset of examples.
 
@@ -284,9 +288,12 @@ def read_tfrecord(
         check_records: read every record once at load time to check it and count the
             examples (see the module docstring); False starts at once (``num_examples`` None).
         cycle_length: files read at once (interleaved record by record).
+        shard_by_file: set ``AutoShardPolicy.FILE`` on the dataset; False leaves the policy
+            unset (``AUTO``).
 
     Returns:
-        :class:`ReadResult` whose dataset has ``AutoShardPolicy.FILE``.
+        :class:`ReadResult` whose dataset has ``AutoShardPolicy.FILE`` (with
+        ``shard_by_file``).
 
     Raises:
         FileNotFoundError: no file matches ``file_pattern``.
@@ -393,6 +400,10 @@ def read_tfrecord(
         # An image that fails to decode is skipped (logged by tf.data), as in the COCO reader;
         # with check_records the other errors were ruled out at load time.
         dataset = dataset.ignore_errors(log_warning=True)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.FILE
-    return ReadResult(dataset.with_options(options), label_map, num_examples)
+    if shard_by_file:
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.FILE
+        )
+        dataset = dataset.with_options(options)
+    return ReadResult(dataset, label_map, num_examples)
