@@ -255,6 +255,30 @@ def test_two_local_workers_read_their_own_files(written, tmp_path):
     assert seen == [[0, 4, 5, 6], [1, 2, 3, 7]]
 
 
+def _pipeline_shards(dataset, workers=2):
+    """``(shard policy, image ids per worker)`` of make_pipeline's one-image batches of
+    ``dataset``, each worker's share as ``MultiWorkerMirroredStrategy`` would cut it."""
+    from tensorflow.python.distribute import input_ops
+
+    batches = pipeline.make_pipeline(
+        dataset,
+        training=False,
+        batch_size=1,
+        repeat=False,
+        eval_short_side=64,
+        max_size=80,
+        deterministic=True,
+    )
+    ids = [
+        [
+            int(labels["image_id"][0])
+            for _, labels in input_ops.auto_shard_dataset(batches, workers, w)
+        ]
+        for w in range(workers)
+    ]
+    return batches.options().experimental_distribute.auto_shard_policy, ids
+
+
 def test_batches_of_the_pipeline_shard_by_element(written):
     from tensorflow.python.distribute import input_ops
 
@@ -265,21 +289,8 @@ def test_batches_of_the_pipeline_shard_by_element(written):
         for w in range(2)
     ]
     assert ids == [[0, 2, 3], [1, 4]]  # files 0 and 2 | file 1
-    batches = pipeline.make_pipeline(
-        read.dataset,
-        training=False,
-        batch_size=1,
-        repeat=False,
-        eval_short_side=64,
-        max_size=80,
-        deterministic=True,
-    )
-    policy = batches.options().experimental_distribute.auto_shard_policy
+    policy, ids = _pipeline_shards(read.dataset)
     assert policy == tf.data.experimental.AutoShardPolicy.DATA
-    ids = [
-        [int(labels["image_id"][0]) for _, labels in input_ops.auto_shard_dataset(batches, 2, w)]
-        for w in range(2)
-    ]
     assert ids == [[0, 2, 4], [1, 3]]
 
 
@@ -287,8 +298,6 @@ def test_the_training_input_leaves_the_shard_policy_to_tfdata_and_shards_by_elem
     # The run's input reads without the FILE policy (which make_pipeline would change to
     # DATA, with tf.data's warning on every pipeline): tf.data's AUTO shards the batches by
     # element all the same, as the test above does with DATA.
-    from tensorflow.python.distribute import input_ops
-
     from fcos_tf.core import builders
     from fcos_tf.core import config as config_lib
 
@@ -298,18 +307,6 @@ def test_the_training_input_leaves_the_shard_policy_to_tfdata_and_shards_by_elem
     read = builders.read_split(config, "train")
     auto = tf.data.experimental.AutoShardPolicy.AUTO
     assert read.dataset.options().experimental_distribute.auto_shard_policy == auto
-    batches = pipeline.make_pipeline(
-        read.dataset,
-        training=False,
-        batch_size=1,
-        repeat=False,
-        eval_short_side=64,
-        max_size=80,
-        deterministic=True,
-    )
-    assert batches.options().experimental_distribute.auto_shard_policy == auto
-    ids = [
-        [int(labels["image_id"][0]) for _, labels in input_ops.auto_shard_dataset(batches, 2, w)]
-        for w in range(2)
-    ]
+    policy, ids = _pipeline_shards(read.dataset)
+    assert policy == auto
     assert ids == [[0, 2, 4], [1, 3]]
