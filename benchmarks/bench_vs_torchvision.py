@@ -491,14 +491,18 @@ def _import_seconds(module):
     return statistics.median(runs)
 
 
+def _run_child(args, part, name, *flags, env=None):
+    """The stdout lines of ``--part=<part>`` for candidate ``name`` in a new process."""
+    command = [sys.executable, "-m", "benchmarks.bench_vs_torchvision", f"--part={part}"]
+    command += [f"--candidate={name}", f"--threads={args.threads}", *flags]
+    result = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+    return result.stdout.strip().splitlines()
+
+
 def _first_step_in_new_process(args, name, run_eagerly=False):
     """``(build s, first step s)`` of candidate ``name``, run by ``--part=first_step_child``."""
-    command = [sys.executable, "-m", "benchmarks.bench_vs_torchvision"]
-    command += ["--part=first_step_child", f"--candidate={name}", f"--threads={args.threads}"]
-    if run_eagerly:
-        command.append("--run_eagerly")
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    return tuple(json.loads(result.stdout.strip().splitlines()[-1]))
+    flags = ["--run_eagerly"] if run_eagerly else []
+    return tuple(json.loads(_run_child(args, "first_step_child", name, *flags)[-1]))
 
 
 def first_step_child(args):
@@ -703,12 +707,8 @@ def train_kernels(args):
 
 def _step_primitives(args, name):
     """``(step s, [(primitive, implementation, propagation, problem, ms per step)])``."""
-    command = [sys.executable, "-m", "benchmarks.bench_vs_torchvision"]
-    command += ["--part=train_kernels_child", f"--candidate={name}", f"--threads={args.threads}"]
-    command.append(f"--repeats={args.repeats}")
     env = dict(os.environ, ONEDNN_VERBOSE="1", TF_NUM_INTEROP_THREADS="1")
-    result = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
-    lines = result.stdout.splitlines()
+    lines = _run_child(args, "train_kernels_child", name, f"--repeats={args.repeats}", env=env)
     begin, end = (lines.index(marker) for marker in _STEP_MARKERS)
     primitives = [
         (*primitive[:4], primitive[4] / args.repeats)
@@ -741,17 +741,11 @@ def train_kernels_child(args):
     """
     step, _, _ = _train_candidate(args, args.candidate)
     for _ in range(3):
-        step()
+        common._sync(step())
     print(_STEP_MARKERS[0], flush=True)
-    seconds = []
-    for _ in range(args.repeats):
-        started = time.perf_counter()
-        step()
-        seconds.append(time.perf_counter() - started)
+    timing = common.time_call(step, warmup=0, repeats=args.repeats)
     print(_STEP_MARKERS[1], flush=True)
-    print(json.dumps(statistics.median(seconds)), flush=True)
-    print(_STEP_MARKERS[1], flush=True)
-    print(json.dumps(seconds), flush=True)
+    print(json.dumps(timing["median"]), flush=True)
 
 
 def profile(args):
