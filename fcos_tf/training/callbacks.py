@@ -259,23 +259,15 @@ class EpochProgress(keras.callbacks.ProgbarLogger):
     The losses shown are the step's logs, Keras' running means: they restart where Keras'
     epochs start (in a resumed run, every ``steps_per_epoch`` steps from the resume step).
 
-    Args:
-        steps_per_epoch: steps per epoch.
-        total_steps: the step at which the run ends (the number of epochs shown).
+    The epoch length and count are ``fit``'s ``steps_per_epoch`` and ``epochs`` (Keras'
+    ``params``), as for Keras' own bar.
     """
 
-    def __init__(self, steps_per_epoch: int, total_steps: int):
+    def __init__(self):
         super().__init__()
-        self.steps_per_epoch = int(steps_per_epoch)
-        self.total_steps = int(total_steps)
         self._epoch = None
         self._logs = {}
         self._open = False
-
-    def set_params(self, params):
-        super().set_params(params)
-        self.epochs = -(-self.total_steps // self.steps_per_epoch)
-        self.target = self.steps_per_epoch
 
     def on_epoch_begin(self, epoch, logs=None):
         pass  # the bar's epochs follow the step counter: on_train_batch_begin
@@ -286,7 +278,7 @@ class EpochProgress(keras.callbacks.ProgbarLogger):
     def on_train_batch_begin(self, batch, logs=None):
         # The bar of an epoch starts before its first step, as Keras' does (its time
         # includes that step).
-        epoch, done = divmod(global_step(self.model.optimizer), self.steps_per_epoch)
+        epoch, done = divmod(global_step(self.model.optimizer), self.target)
         if epoch != self._epoch:
             self._finish()
             self._epoch = epoch
@@ -303,11 +295,11 @@ class EpochProgress(keras.callbacks.ProgbarLogger):
                 _print_as_keras(f"Epoch {epoch + 1}/{self.epochs}")
 
     def on_train_batch_end(self, batch, logs=None):
-        self.seen = global_step(self.model.optimizer) - self._epoch * self.steps_per_epoch
+        self.seen = global_step(self.model.optimizer) - self._epoch * self.target
         self._logs = dict(logs or {})
         if self.verbose == 1:
             self.progbar.update(self.seen, list(self._logs.items()), finalize=False)
-        if self.seen == self.steps_per_epoch:
+        if self.seen == self.target:
             self._finish()
 
     def on_train_end(self, logs=None):

@@ -111,7 +111,7 @@ def fit(
     # TrainingControl stops the run at exactly total_steps. The progress bar (EpochProgress)
     # counts epochs by the step counter, so that a resumed run shows the epoch of its step.
     epochs = -(-total_steps // steps_per_epoch)
-    progress = [EpochProgress(steps_per_epoch, total_steps)] if verbose != 0 else []
+    progress = [EpochProgress()] if verbose != 0 else []
     if model.built and model.optimizer.built:
         # Under a strategy Keras (3.15) first averages one batch over the replicas to build
         # the model symbolically. The model and optimizer are built already, so this would
