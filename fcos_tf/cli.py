@@ -374,7 +374,8 @@ def parse_flags(
     flag_values = flags.FlagValues()
     flags.DEFINE_bool("debug", False, DEBUG_FLAG_HELP, flag_values=flag_values)
     _command_terms.clear()
-    _command_terms.update({"workdir": "--workdir"} if workdir_config else {})
+    if workdir_config:  # read (for its config.json) before the command's flags exist
+        _command_terms["workdir"] = "--workdir"
     _command_terms.update(terms or {})
     try:
         if recipe_default or workdir_config:
